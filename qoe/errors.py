@@ -1,0 +1,87 @@
+"""The project's exception tree.
+
+::
+
+    QoeError
+    ├── ConfigError            bad command line, option or file      -> exit 2
+    └── ProbeError             a probe could not measure             -> success=false, exit 1
+        ├── ConnectError           "connect"        TCP connect refused, unreachable, DNS
+        ├── NotFoundError          "not_found"      the server has no such room or stream
+        ├── SignalingError         "signaling"      a signaling answer we cannot use (status, headers)
+        ├── SdpError               "invalid_sdp"    an SDP offer or answer that cannot be applied
+        ├── IceError               "ice_failed"     ICE found no working candidate pair
+        ├── DtlsError              "dtls_failed"    the DTLS handshake failed
+        ├── NoMediaError           "no_media"       connected, but no media arrived in time
+        ├── DisconnectedError      "disconnected"   media stopped mid-probe (peer gone)
+        └── DeadlineError          "timeout"        the probe's deadline passed
+
+Lower-level errors (aiohttp, aiortc, PyAV) are mapped to the most specific class where they
+enter the project, so a :class:`~qoe.result.ProbeResult` always carries one of these kinds.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "ConfigError",
+    "ConnectError",
+    "DeadlineError",
+    "DisconnectedError",
+    "DtlsError",
+    "IceError",
+    "NoMediaError",
+    "NotFoundError",
+    "ProbeError",
+    "QoeError",
+    "SdpError",
+    "SignalingError",
+]
+
+
+class QoeError(Exception):
+    """Base of every error the project raises on purpose."""
+
+
+class ConfigError(QoeError):
+    """A usage or configuration error: the command line, a profile or a fleet file."""
+
+
+class ProbeError(QoeError):
+    """A probe could not measure; ``kind`` lands in ``ProbeResult.error.kind``."""
+
+    kind = "error"
+
+
+class ConnectError(ProbeError):
+    kind = "connect"
+
+
+class NotFoundError(ProbeError):
+    kind = "not_found"
+
+
+class SignalingError(ProbeError):
+    kind = "signaling"
+
+
+class SdpError(ProbeError):
+    kind = "invalid_sdp"
+
+
+class IceError(ProbeError):
+    kind = "ice_failed"
+
+
+class DtlsError(ProbeError):
+    kind = "dtls_failed"
+
+
+class NoMediaError(ProbeError):
+    kind = "no_media"
+
+
+class DisconnectedError(ProbeError):
+    kind = "disconnected"
+
+
+class DeadlineError(ProbeError):
+    kind = "timeout"
