@@ -1,0 +1,62 @@
+"""The test signal, the measurement backbone: what publishers send and viewers read back.
+
+Video frames carry a :class:`FrameCode` (sequence number and capture wall-clock time) and a
+marker that flashes at every whole second of sender time; the audio carries a tone burst at
+the same instants, one frequency per participant. A viewer reads glass-to-glass latency from
+the code, frame drops and repeats from sequence gaps, and the A/V offset from tone onset
+(:class:`ToneOnsetDetector`) against flash onset (:class:`FlashDetector`).
+"""
+
+from __future__ import annotations
+
+from qoe.signal.audio import (
+    COHOST_TONE_HZ,
+    HOST_TONE_HZ,
+    RAMP_SECONDS,
+    SAMPLE_RATE,
+    TONE_SECONDS,
+    SignalAudio,
+)
+from qoe.signal.code import (
+    BLACK,
+    TICKS_PER_SECOND,
+    WHITE,
+    FrameCode,
+    paint_code,
+    read_code,
+    unwrap_ticks,
+)
+from qoe.signal.detect import FlashDetector, ToneOnsetDetector, null_window
+from qoe.signal.video import (
+    BACKGROUND,
+    FLASH_SECONDS,
+    MARKER_SLOTS,
+    SignalVideo,
+    flash_level,
+    marker_rect,
+)
+
+__all__ = [
+    "BACKGROUND",
+    "BLACK",
+    "COHOST_TONE_HZ",
+    "FLASH_SECONDS",
+    "HOST_TONE_HZ",
+    "MARKER_SLOTS",
+    "RAMP_SECONDS",
+    "SAMPLE_RATE",
+    "TICKS_PER_SECOND",
+    "TONE_SECONDS",
+    "WHITE",
+    "FlashDetector",
+    "FrameCode",
+    "SignalAudio",
+    "SignalVideo",
+    "ToneOnsetDetector",
+    "flash_level",
+    "marker_rect",
+    "null_window",
+    "paint_code",
+    "read_code",
+    "unwrap_ticks",
+]
