@@ -1,0 +1,258 @@
+"""Pure functions from a probe's :class:`~qoe.timeline.Timeline` to QoE figures.
+
+No I/O and no event loop: every function takes plain sequences and returns plain values, so
+each definition is tested on its own against known answers. A figure that cannot be measured
+is ``None``, never zero.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from qoe.signal import FlashDetector
+from qoe.timeline import ClockPoint, Timeline, VideoFrameEvent
+
+__all__ = [
+    "FREEZE_MIN_EXTRA_SECONDS",
+    "FREEZE_WINDOW_FRAMES",
+    "PAUSE_SECONDS",
+    "AvSync",
+    "FreezeStats",
+    "Join",
+    "Quantiles",
+    "av_sync",
+    "dropped_frames",
+    "flash_onsets",
+    "fps",
+    "freezes",
+    "glass_to_glass",
+    "join",
+    "quantiles",
+    "stall_ratio",
+    "to_sender_time",
+]
+
+FREEZE_WINDOW_FRAMES = 30
+"""W3C webrtc-stats freezeCount: the average frame duration is over the last 30 frames."""
+FREEZE_MIN_EXTRA_SECONDS = 0.150
+"""W3C webrtc-stats freezeCount: a freeze lasts at least the average frame duration + 150 ms."""
+PAUSE_SECONDS = 5.0
+"""W3C webrtc-stats pauseCount: more than 5 s since the last rendered frame."""
+SEQ_MODULUS = 1 << 16
+AV_PAIR_WINDOW_SECONDS = 0.5
+"""A flash and a tone more than this far apart are not the same marker (markers are 1 s apart)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Quantiles:
+    p50: float
+    p95: float
+    max: float
+
+
+def quantiles(values: Sequence[float] | np.ndarray) -> Quantiles | None:
+    """p50, p95 (linear interpolation) and max of ``values``; None when there are none."""
+    a = np.asarray(values, dtype=float)
+    if a.size == 0:
+        return None
+    p50, p95 = np.percentile(a, [50, 95])
+    return Quantiles(float(p50), float(p95), float(a.max()))
+
+
+@dataclass(frozen=True, slots=True)
+class Join:
+    total_seconds: float | None
+    phases: dict[str, float]
+    """Seconds spent in each phase, keyed by the milestone that ends it, in join order."""
+
+
+def join(milestones: dict[str, float], order: Sequence[str], start: float) -> Join:
+    """Join time and its phases, from ``start`` to the last milestone of ``order``.
+
+    Each phase runs from the previous milestone (or ``start``) to its own. A milestone seen
+    before its predecessor (setup steps can overlap) closes a zero-length phase, so the
+    phases are never negative and always add up to the total. Phases whose milestone never
+    happened are left out, and the total is None unless the last milestone happened.
+    """
+    phases: dict[str, float] = {}
+    previous = start
+    for name in order:
+        at = milestones.get(name)
+        if at is None:
+            continue
+        at = max(at, previous)
+        phases[name] = at - previous
+        previous = at
+    last = order[-1] if order else None
+    total = previous - start if last in milestones else None
+    return Join(total, phases)
+
+
+@dataclass(frozen=True, slots=True)
+class FreezeStats:
+    freeze_count: int
+    freeze_seconds: float
+    pause_count: int
+    pause_seconds: float
+
+
+def freezes(times: Sequence[float] | np.ndarray, end: float | None = None) -> FreezeStats:
+    """Freezes and pauses between rendered frames, as W3C webrtc-stats defines them.
+
+    A freeze is an interval between two consecutive rendered frames of at least
+    ``max(3 * avg, avg + 150 ms)``, where ``avg`` is the mean of the previous (up to) 30
+    intervals; its whole interval counts as frozen time (``totalFreezesDuration``). An interval
+    over 5 s is a pause instead (``pauseCount``). Times are seconds, non-decreasing.
+
+    If ``end`` is given, the interval from the last frame to ``end`` is judged by the same rule:
+    a stream that stops before the probe does is frozen for that time, even though no later
+    frame closes the interval.
+    """
+    t = np.asarray(times, dtype=float)
+    intervals = list(np.diff(t)) if t.size > 1 else []
+    if end is not None and t.size > 0:
+        intervals.append(max(0.0, end - float(t[-1])))
+    window: deque[float] = deque(maxlen=FREEZE_WINDOW_FRAMES)
+    count, frozen, pauses, paused = 0, 0.0, 0, 0.0
+    for interval in intervals:
+        if interval > PAUSE_SECONDS:
+            pauses += 1
+            paused += interval
+        elif window:
+            avg = sum(window) / len(window)
+            if interval >= max(3 * avg, avg + FREEZE_MIN_EXTRA_SECONDS):
+                count += 1
+                frozen += interval
+        window.append(interval)
+    return FreezeStats(count, frozen, pauses, paused)
+
+
+def stall_ratio(stats: FreezeStats, watched_seconds: float | None) -> float | None:
+    """Frozen and paused time over watched time (first rendered frame to the end), 0..1."""
+    if watched_seconds is None or watched_seconds <= 0:
+        return None
+    return min(1.0, (stats.freeze_seconds + stats.pause_seconds) / watched_seconds)
+
+
+def fps(times: Sequence[float] | np.ndarray) -> float | None:
+    """Mean rendered frames per second between the first and the last frame."""
+    t = np.asarray(times, dtype=float)
+    if t.size < 2 or t[-1] <= t[0]:
+        return None
+    return float((t.size - 1) / (t[-1] - t[0]))
+
+
+def dropped_frames(seqs: Sequence[int | None]) -> tuple[int, int] | None:
+    """Frames the sender numbered but the probe never rendered, and frames rendered twice.
+
+    ``seqs`` are the code sequence numbers (mod 2**16) of rendered frames in rendering order,
+    None where the code was unreadable. A forward jump of d counts d - 1 dropped frames; a
+    step of 0 is a repeat; a backward step (reordering) counts as neither. Returns
+    ``(dropped, repeated)``, or None without any readable code.
+    """
+    known = [s for s in seqs if s is not None]
+    if not known:
+        return None
+    dropped = repeated = 0
+    for previous, current in zip(known, known[1:], strict=False):
+        step = (current - previous) % SEQ_MODULUS
+        if step == 0:
+            repeated += 1
+        elif step < SEQ_MODULUS // 2:
+            dropped += step - 1
+    return dropped, repeated
+
+
+def glass_to_glass(frames: Sequence[VideoFrameEvent]) -> Quantiles | None:
+    """Receiver wall time minus sender capture time, per frame with a readable code."""
+    return quantiles([f.wall - f.capture_wall for f in frames if f.capture_wall is not None])
+
+
+def to_sender_time(points: Sequence[ClockPoint], stream_time: float) -> float | None:
+    """Map a stream time onto the sender's clock with the nearest clock point."""
+    if not points:
+        return None
+    point = min(points, key=lambda p: abs(p.stream_time - stream_time))
+    return point.sender_time + (stream_time - point.stream_time)
+
+
+def flash_onsets(frames: Sequence[VideoFrameEvent]) -> list[VideoFrameEvent]:
+    """Frames on which the flash marker turns on (see :class:`qoe.signal.FlashDetector`).
+
+    An onset is kept only when the frame before it was rendered and consecutive (sequence
+    step of 1 where both codes are readable): after a gap the flash may have started on a
+    frame the probe never saw, and its time would be wrong by up to the gap.
+    """
+    onsets: list[VideoFrameEvent] = []
+    detector = FlashDetector()
+    previous: VideoFrameEvent | None = None
+    for frame in frames:
+        if frame.flash is None:
+            previous, detector = None, FlashDetector()
+            continue
+        if detector.add(frame.at, frame.flash) is not None and previous is not None and (
+            previous.seq is None
+            or frame.seq is None
+            or (frame.seq - previous.seq) % SEQ_MODULUS == 1
+        ):
+            onsets.append(frame)
+        previous = frame
+    return onsets
+
+
+@dataclass(frozen=True, slots=True)
+class AvSync:
+    median: float
+    p95_abs: float
+    samples: int
+    offsets: tuple[float, ...]
+
+
+def av_sync(timeline: Timeline, tone_hz: float | None = None) -> AvSync | None:
+    """A/V offset at every whole-second marker: flash time minus tone time, on the sender clock.
+
+    Positive means audio ahead of video, as ITU-R BT.1359 counts it (detectable beyond
+    +45/-125 ms, acceptable within +90/-185 ms). Both onsets are mapped from their own stream
+    timeline onto the sender's clock through the timeline's clock points, which is what a
+    lip-syncing player does (RTCP sender reports, RFC 3550 section 6.4.1; container timestamps
+    for FFmpeg-read streams). The flash starts at a whole second of sender time; when the onset
+    frame's capture time is known, the part of a frame interval it lies past the second is
+    taken off, so frame rates that do not divide a second stay exact.
+    """
+    video_map, audio_map = timeline.sync.get("video", []), timeline.sync.get("audio", [])
+    if not video_map or not audio_map:
+        return None
+    tones = []
+    for tone in timeline.tones:
+        if tone_hz is None or math.isclose(tone.tone_hz, tone_hz):
+            at = to_sender_time(audio_map, tone.stream_time)
+            if at is not None:
+                tones.append(at)
+    tone_times = np.sort(np.asarray(tones, dtype=float))
+    offsets: list[float] = []
+    used: set[int] = set()
+    for frame in flash_onsets(timeline.video):
+        flash_at = to_sender_time(video_map, frame.stream_time)
+        if flash_at is None or tone_times.size == 0:
+            continue
+        if frame.capture_wall is not None:
+            flash_at -= frame.capture_wall - round(frame.capture_wall)
+        i = int(np.argmin(np.abs(tone_times - flash_at)))
+        offset = flash_at - float(tone_times[i])
+        if abs(offset) <= AV_PAIR_WINDOW_SECONDS and i not in used:
+            used.add(i)
+            offsets.append(offset)
+    if not offsets:
+        return None
+    a = np.asarray(offsets)
+    return AvSync(
+        median=float(np.median(a)),
+        p95_abs=float(np.percentile(np.abs(a), 95)),
+        samples=len(offsets),
+        offsets=tuple(offsets),
+    )

@@ -1,0 +1,254 @@
+"""ProbeResult: the one JSON document every probe returns, whatever its protocol.
+
+The field paths below are a contract (DESIGN.md): the fleet's SLOs, the exporter and the impact
+analytics address figures by them. Fields may be added; these are never renamed. Every section
+is always present and a figure that could not be measured is ``null``, so ``video.fps`` being
+``null`` means "not measured", never "zero".
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+from qoe import metrics
+from qoe.errors import ProbeError
+from qoe.timeline import Timeline
+
+__all__ = [
+    "AudioSection",
+    "AvSyncSection",
+    "ChatSection",
+    "CohostSection",
+    "ErrorInfo",
+    "JoinSection",
+    "LatencySection",
+    "ProbeResult",
+    "PublishSection",
+    "VideoSection",
+    "field_paths",
+    "get_path",
+    "iso_time",
+]
+
+
+def _q(q: metrics.Quantiles | None) -> dict[str, float | None]:
+    if q is None:
+        return {"p50": None, "p95": None, "max": None}
+    return {"p50": q.p50, "p95": q.p95, "max": q.max}
+
+
+@dataclass
+class ErrorInfo:
+    kind: str
+    message: str
+
+
+@dataclass
+class JoinSection:
+    total_seconds: float | None = None
+    phases: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class VideoSection:
+    frames: int | None = None
+    fps: float | None = None
+    freeze_count: int | None = None
+    freeze_seconds: float | None = None
+    pause_count: int | None = None
+    pause_seconds: float | None = None
+    stall_ratio: float | None = None
+    watched_seconds: float | None = None
+    dropped_frames: int | None = None
+    repeated_frames: int | None = None
+    width: int | None = None
+    height: int | None = None
+    signal_frames: int | None = None
+    """Frames whose test-signal code was read; 0 means the stream carries no signal."""
+
+
+@dataclass
+class AudioSection:
+    frames: int | None = None
+    seconds: float | None = None
+    tone_onsets: int | None = None
+
+
+@dataclass
+class LatencySection:
+    glass_to_glass_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
+
+
+@dataclass
+class AvSyncSection:
+    offset_seconds: dict[str, float | None] = field(
+        default_factory=lambda: {"median": None, "p95_abs": None}
+    )
+    samples: int | None = None
+
+
+@dataclass
+class ChatSection:
+    echo_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
+    sent: int | None = None
+    lost: int | None = None
+
+
+@dataclass
+class CohostSection:
+    offset_seconds: dict[str, float | None] = field(default_factory=lambda: {"median": None})
+    av_offset_seconds: dict[str, float | None] = field(default_factory=lambda: {"median": None})
+
+
+@dataclass
+class PublishSection:
+    """Figures of a publishing probe (WHIP, RTMP publish)."""
+
+    frames_sent: int | None = None
+    audio_frames_sent: int | None = None
+
+
+def iso_time(unix_seconds: float) -> str:
+    """Unix seconds as an ISO 8601 UTC timestamp with milliseconds."""
+    t = _dt.datetime.fromtimestamp(unix_seconds, tz=_dt.UTC)
+    return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass
+class ProbeResult:
+    probe: str
+    kind: str
+    target: str
+    profile: str = "none"
+    started_at: str = ""
+    duration_seconds: float = 0.0
+    success: bool = False
+    error: ErrorInfo | None = None
+    join: JoinSection = field(default_factory=JoinSection)
+    video: VideoSection = field(default_factory=VideoSection)
+    audio: AudioSection = field(default_factory=AudioSection)
+    latency: LatencySection = field(default_factory=LatencySection)
+    av_sync: AvSyncSection = field(default_factory=AvSyncSection)
+    chat: ChatSection = field(default_factory=ChatSection)
+    cohost: CohostSection = field(default_factory=CohostSection)
+    publish: PublishSection = field(default_factory=PublishSection)
+
+    def fail(self, error: BaseException) -> None:
+        """Mark the result failed with the error's kind; figures measured so far stay."""
+        self.success = False
+        kind = error.kind if isinstance(error, ProbeError) else "internal"
+        message = str(error) or type(error).__name__
+        self.error = ErrorInfo(kind, message.splitlines()[0])
+
+    def fill_join(self, timeline: Timeline) -> None:
+        """Start time, duration and join phases: every probe kind has these."""
+        self.started_at = iso_time(timeline.started_at)
+        if timeline.end is not None:
+            self.duration_seconds = timeline.end - timeline.start
+        j = metrics.join(timeline.milestones, timeline.phases, timeline.start)
+        self.join = JoinSection(j.total_seconds, j.phases)
+
+    def fill_from(self, timeline: Timeline) -> None:
+        """Compute every viewer figure the timeline supports (see :mod:`qoe.metrics`)."""
+        self.fill_join(timeline)
+        end = timeline.end
+        frames = timeline.video
+        times = [f.at for f in frames]
+        if frames:
+            stats = metrics.freezes(times, end)
+            watched = (end if end is not None else times[-1]) - times[0]
+            drops = metrics.dropped_frames([f.seq for f in frames])
+            last = frames[-1]
+            self.video = VideoSection(
+                frames=len(frames),
+                fps=metrics.fps(times),
+                freeze_count=stats.freeze_count,
+                freeze_seconds=stats.freeze_seconds,
+                pause_count=stats.pause_count,
+                pause_seconds=stats.pause_seconds,
+                stall_ratio=metrics.stall_ratio(stats, watched),
+                watched_seconds=watched,
+                dropped_frames=drops[0] if drops else None,
+                repeated_frames=drops[1] if drops else None,
+                width=last.width,
+                height=last.height,
+                signal_frames=sum(1 for f in frames if f.seq is not None),
+            )
+        else:
+            self.video = VideoSection(frames=0)
+        self.audio = AudioSection(
+            frames=timeline.audio_frames,
+            seconds=timeline.audio_seconds,
+            tone_onsets=len(timeline.tones),
+        )
+        self.latency = LatencySection(_q(metrics.glass_to_glass(frames)))
+        sync = metrics.av_sync(timeline)
+        if sync is not None:
+            self.av_sync = AvSyncSection(
+                {"median": sync.median, "p95_abs": sync.p95_abs}, sync.samples
+            )
+        else:
+            self.av_sync = AvSyncSection(samples=0)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def to_json(self, indent: int | None = None) -> str:
+        return json.dumps(self.to_dict(), indent=indent, allow_nan=False)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
+        """Rebuild a result from its JSON form; unknown top-level fields are ignored."""
+        sections = {
+            "join": JoinSection,
+            "video": VideoSection,
+            "audio": AudioSection,
+            "latency": LatencySection,
+            "av_sync": AvSyncSection,
+            "chat": ChatSection,
+            "cohost": CohostSection,
+            "publish": PublishSection,
+        }
+        kwargs: dict[str, Any] = {}
+        for name in cls.__dataclass_fields__:
+            if name not in data:
+                continue
+            value = data[name]
+            if name in sections and isinstance(value, dict):
+                known = sections[name].__dataclass_fields__
+                value = sections[name](**{k: v for k, v in value.items() if k in known})
+            elif name == "error" and isinstance(value, dict):
+                value = ErrorInfo(str(value.get("kind", "")), str(value.get("message", "")))
+            kwargs[name] = value
+        return cls(**kwargs)
+
+
+def get_path(data: dict[str, Any], path: str) -> Any:
+    """The value at a dotted field path (``"join.total_seconds"``), None when absent."""
+    value: Any = data
+    for part in path.split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return value
+
+
+def field_paths() -> list[str]:
+    """Every leaf field path of the schema, e.g. ``latency.glass_to_glass_seconds.p95``.
+
+    ``join.phases`` holds one entry per phase of the probe's kind and is listed as itself.
+    """
+    paths: list[str] = []
+
+    def walk(prefix: str, value: Any) -> None:
+        if isinstance(value, dict) and value and prefix != "join.phases":
+            for key, sub in value.items():
+                walk(f"{prefix}.{key}" if prefix else key, sub)
+        else:
+            paths.append(prefix)
+
+    walk("", ProbeResult(probe="", kind="", target="").to_dict())
+    return paths
