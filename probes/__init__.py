@@ -1,0 +1,40 @@
+"""Protocol probes, one module per family, all with one signature, in one registry.
+
+``PROBES`` maps a kind to its probe function (see :mod:`probes.base` for the signature);
+adding a protocol is adding a module and an entry here.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+from qoe.errors import ConfigError
+from qoe.result import ProbeResult
+from probes.base import ProbeFn, ProbeSpec, run
+from probes.webrtc import whep, whip
+
+__all__ = ["PROBES", "ProbeSpec", "guess_kind", "run_probe"]
+
+PROBES: dict[str, ProbeFn] = {
+    "whep": whep.probe,
+    "whip": whip.probe,
+}
+"""Probe kind -> probe function."""
+
+
+def guess_kind(url: str) -> str:
+    """The probe kind a URL implies (``/whep/`` or ``/whip/`` in an HTTP path)."""
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ConfigError(f"cannot tell the probe kind of {url!r}: expected an http(s) WHEP URL, or pass --kind")
+    if "/whip/" in parts.path or parts.path.endswith("/whip"):
+        return "whip"
+    return "whep"
+
+
+async def run_probe(spec: ProbeSpec) -> ProbeResult:
+    """Run the probe registered for ``spec.kind``; never raises for a failed probe."""
+    probe = PROBES.get(spec.kind)
+    if probe is None:
+        raise ConfigError(f"unknown probe kind {spec.kind!r}; known: {', '.join(sorted(PROBES))}")
+    return await run(spec, probe)

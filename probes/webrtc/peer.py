@@ -1,0 +1,168 @@
+"""aiortc set-up shared by the probes and the embedded room.
+
+Three things aiortc does not do for us, kept in one place:
+
+- ICE on loopback. aioice leaves 127.0.0.1 out of its host candidates, so two peers on a
+  loopback-only host find no pair. Inside :func:`candidate_addresses` the host candidates are
+  exactly the given addresses; a peer whose signaling goes to a loopback address uses only
+  loopback, so nothing leaves the machine.
+- No public STUN. aiortc falls back to a public STUN server when given no configuration;
+  :func:`rtc_configuration` names none unless the caller does.
+- Observation. :class:`RtpObserver` sees each RTP packet and RTCP sender report a receiver
+  handles, which aiortc's stats do not expose: the join's "first RTP packet" instant and the
+  sender-report mapping from RTP time to the sender's clock (RFC 3550 section 6.4.1).
+"""
+
+from __future__ import annotations
+
+import contextvars
+import ipaddress
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from typing import Any
+
+import aioice.ice
+from aiortc import RTCConfiguration, RTCIceServer, RTCRtpReceiver, RTCRtpSender
+from aiortc.rtcrtptransceiver import RTCRtpTransceiver
+from aiortc.rtp import RtcpSrPacket
+
+from qoe import clock
+from qoe.timeline import ClockPoint
+
+__all__ = [
+    "RtpObserver",
+    "candidate_addresses",
+    "addresses_for_host",
+    "prefer_codecs",
+    "rtc_configuration",
+]
+
+NTP_UNIX_OFFSET = 2_208_988_800
+"""Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
+
+_addresses: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "qoe_ice_addresses", default=None
+)
+_original_get_host_addresses = aioice.ice.get_host_addresses
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    chosen = _addresses.get()
+    if chosen is None:
+        return list(_original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+    return [
+        a
+        for a in chosen
+        if (use_ipv4 and ipaddress.ip_address(a).version == 4)
+        or (use_ipv6 and ipaddress.ip_address(a).version == 6)
+    ]
+
+
+aioice.ice.get_host_addresses = _get_host_addresses
+
+
+def addresses_for_host(host: str) -> tuple[str, ...] | None:
+    """Host candidates for talking to (or serving on) ``host``: loopback only for loopback."""
+    if host in ("localhost", ""):
+        return ("127.0.0.1",)
+    try:
+        address = ipaddress.ip_address(host.strip("[]"))
+    except ValueError:
+        return None
+    if address.is_loopback:
+        return (str(address),) if address.version == 4 else ("::1",)
+    return None
+
+
+@contextmanager
+def candidate_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]:
+    """Gather ICE host candidates from ``addresses`` only (None: every interface)."""
+    token = _addresses.set(addresses)
+    try:
+        yield
+    finally:
+        _addresses.reset(token)
+
+
+def rtc_configuration(stun: list[str] | None = None) -> RTCConfiguration:
+    """A configuration with the given STUN/TURN URLs and no implicit public server."""
+    return RTCConfiguration(iceServers=[RTCIceServer(url) for url in stun or []])
+
+
+def prefer_codecs(transceiver: RTCRtpTransceiver, kind: str, names: tuple[str, ...]) -> None:
+    """Restrict ``transceiver`` to codecs named in ``names`` (plus RTX for video)."""
+    capabilities = RTCRtpSender.getCapabilities(kind)
+    wanted = {f"{kind}/{n}".lower() for n in names} | {"video/rtx"}
+    codecs = [c for c in capabilities.codecs if c.mimeType.lower() in wanted]
+    transceiver.setCodecPreferences(codecs)
+
+
+class RtpObserver:
+    """Watches an aiortc receiver: first packet, last packet, and RTCP sender reports.
+
+    It wraps the receiver's packet handlers on this one instance; aiortc's transport looks
+    them up on every packet, so the receiver works exactly as before.
+    """
+
+    def __init__(
+        self,
+        receiver: RTCRtpReceiver,
+        clock_rate: int,
+        on_packet: Callable[[], None] | None = None,
+    ) -> None:
+        self.receiver = receiver
+        self.clock_rate = clock_rate
+        self.first_packet_at: float | None = None
+        self.last_packet_at: float | None = None
+        self.packets = 0
+        self.sender_reports: list[tuple[float, int]] = []
+        """(sender Unix time, RTP timestamp) from each RTCP sender report."""
+        self._on_packet = on_packet
+        handle_rtp = receiver._handle_rtp_packet
+        handle_rtcp = receiver._handle_rtcp_packet
+
+        async def rtp(packet: Any, arrival_time_ms: int) -> None:
+            now = clock.monotonic()
+            if self.first_packet_at is None:
+                self.first_packet_at = now
+            self.last_packet_at = now
+            self.packets += 1
+            if self._on_packet is not None:
+                self._on_packet()
+            await handle_rtp(packet, arrival_time_ms=arrival_time_ms)
+
+        async def rtcp(packet: Any) -> None:
+            if isinstance(packet, RtcpSrPacket):
+                info = packet.sender_info
+                ntp = info.ntp_timestamp
+                unix = (ntp >> 32) - NTP_UNIX_OFFSET + (ntp & 0xFFFFFFFF) / 2**32
+                self.sender_reports.append((unix, info.rtp_timestamp))
+                del self.sender_reports[:-64]
+            await handle_rtcp(packet)
+
+        receiver._handle_rtp_packet = rtp
+        receiver._handle_rtcp_packet = rtcp
+
+    def rtp_origin(self) -> int | None:
+        """The RTP timestamp aiortc maps to pts 0 (its first decoded frame), if known yet."""
+        mapper = getattr(self.receiver, "_RTCRtpReceiver__timestamp_mapper", None)
+        origin = getattr(mapper, "_origin", None)
+        return None if origin is None else int(origin) % 2**32
+
+    def clock_points(self, near_stream_time: float = 0.0) -> list[ClockPoint]:
+        """Sender reports as points on the stream timeline of the decoded frames' pts.
+
+        A report's RTP timestamp is taken relative to aiortc's origin and unwrapped to the
+        32-bit cycle nearest ``near_stream_time`` (a recent frame's stream time).
+        """
+        origin = self.rtp_origin()
+        if origin is None:
+            return []
+        cycle = 2**32
+        near = round(near_stream_time * self.clock_rate)
+        points = []
+        for unix, rtp in self.sender_reports:
+            ticks = (rtp - origin) % cycle
+            ticks += round((near - ticks) / cycle) * cycle
+            points.append(ClockPoint(ticks / self.clock_rate, unix))
+        return points

@@ -1,0 +1,131 @@
+"""One WebRTC session against a WHIP or WHEP endpoint, with its join milestones.
+
+Both probes go through the same steps (offer, POST, answer, ICE, DTLS) and fail in the same
+ways; this class does them once and records each milestone on the probe's timeline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable
+from types import TracebackType
+from urllib.parse import urlsplit
+
+import aiohttp
+from aiortc import RTCPeerConnection, RTCSessionDescription
+
+from qoe import clock
+from qoe.errors import DisconnectedError, DtlsError, IceError, SdpError
+from qoe.timeline import Timeline
+from probes.webrtc.peer import addresses_for_host, candidate_addresses, rtc_configuration
+from probes.webrtc.signaling import delete_session, post_offer
+
+__all__ = ["Session"]
+
+
+class Session:
+    """A peer connection plus its WHIP/WHEP resource; ``async with`` closes both."""
+
+    def __init__(self, url: str, timeline: Timeline, *, stun: list[str] | None = None) -> None:
+        self.url = url
+        self.timeline = timeline
+        self.pc = RTCPeerConnection(rtc_configuration(stun))
+        self.location: str | None = None
+        self._http = aiohttp.ClientSession()
+        self._addresses = addresses_for_host(urlsplit(url).hostname or "")
+        loop = asyncio.get_running_loop()
+        self.failed: asyncio.Future[None] = loop.create_future()
+        """Fails with a ProbeError when the connection breaks; never resolves otherwise."""
+        self.connected = asyncio.Event()
+        self._closing = False
+        self.pc.on("iceconnectionstatechange", self._on_ice_state)
+        self.pc.on("connectionstatechange", self._on_connection_state)
+
+    async def __aenter__(self) -> Session:
+        return self
+
+    async def __aexit__(
+        self, t: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def negotiate(self, *, timeout: float) -> None:
+        """Offer, POST, apply the answer; milestones ``signaling`` onwards are recorded."""
+        with candidate_addresses(self._addresses):
+            await self.pc.setLocalDescription(await self.pc.createOffer())
+        answer = await post_offer(self._http, self.url, self.pc.localDescription.sdp, timeout=timeout)
+        self.location = answer.location
+        self.timeline.mark("signaling")
+        for transceiver in self.pc.getTransceivers():
+            transport = transceiver.receiver.transport
+            transport.on("statechange", self._dtls_watcher(transport))
+        try:
+            await self.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
+        except (ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
+            raise SdpError(f"cannot apply the answer from {self.url}: {exc or type(exc).__name__}") from exc
+
+    def _dtls_watcher(self, transport: object) -> Callable[[], None]:
+        def on_state() -> None:
+            state = getattr(transport, "state", "")
+            if state == "connected":
+                self.timeline.mark("dtls_connected")
+                self.connected.set()
+            elif state == "failed":
+                if self.connected.is_set():
+                    self._fail(DisconnectedError("DTLS connection failed after it was established"))
+                else:
+                    self._fail(DtlsError("DTLS handshake failed"))
+            elif state == "closed" and not self._closing:
+                self._fail(DisconnectedError("the server closed the connection"))
+        return on_state
+
+    def _on_ice_state(self) -> None:
+        state = self.pc.iceConnectionState
+        if state in ("completed", "connected"):
+            self.timeline.mark("ice_connected")
+        elif state == "failed":
+            self._fail(IceError("ICE failed: no candidate pair works"))
+
+    def _on_connection_state(self) -> None:
+        if self.pc.connectionState == "failed" and self.connected.is_set():
+            self._fail(DisconnectedError("connection failed after it was established"))
+
+    def _fail(self, error: Exception) -> None:
+        if not self.failed.done():
+            self.failed.set_exception(error)
+
+    async def wait(self, awaitable: Awaitable[object] | asyncio.Event, timeout: float) -> bool:
+        """Wait for ``awaitable`` (or an event) up to ``timeout``; True if it finished.
+
+        Raises the connection's failure at once if the connection breaks meanwhile.
+        """
+        waiter = asyncio.ensure_future(
+            awaitable.wait() if isinstance(awaitable, asyncio.Event) else awaitable
+        )
+        try:
+            done, _ = await asyncio.wait(
+                {waiter, self.failed}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED
+            )
+        finally:
+            if not waiter.done():
+                waiter.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await waiter
+        if self.failed in done:
+            self.failed.result()
+        return waiter in done
+
+    async def close(self) -> None:
+        """Close the peer, end the session on the server, release the HTTP client."""
+        self._closing = True
+        if not self.failed.done():
+            self.failed.cancel()
+        elif not self.failed.cancelled():
+            self.failed.exception()  # it was raised to the probe already, or is moot now
+        started = clock.monotonic()
+        await self.pc.close()
+        if self.location is not None:
+            remaining = max(0.5, 2.0 - (clock.monotonic() - started))
+            await delete_session(self._http, self.location, timeout=remaining)
+        await self._http.close()

@@ -1,0 +1,62 @@
+"""WHIP publisher probe: publish the test signal into a room, as a host's app does.
+
+The canary host of a room (and, later, its co-host). It reports how long it took to get
+connected, with the same milestones as the viewer up to ``dtls_connected``, and how many
+frames it sent. The signal it sends is what viewer probes read back.
+"""
+
+from __future__ import annotations
+
+from qoe import clock
+from qoe.errors import IceError
+from qoe.media import Fanout, Knobs, SignalSource
+from qoe.result import ProbeResult, PublishSection
+from qoe.signal import HOST_TONE_HZ
+from qoe.timeline import Timeline
+from probes.base import ProbeSpec
+from probes.webrtc.peer import prefer_codecs
+from probes.webrtc.session import Session
+
+__all__ = ["PHASES", "probe"]
+
+PHASES = ("signaling", "ice_connected", "dtls_connected")
+
+
+async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
+    """Publish to ``spec.url`` over WHIP for ``spec.duration`` seconds; fill ``result``.
+
+    Options: ``knobs`` (a :class:`~qoe.media.Knobs`), ``tone_hz``, ``slot`` (flash marker
+    position: 0 host, 1 co-host), ``width``, ``height``.
+    """
+    timeline = Timeline(PHASES)
+    fanout = Fanout()
+    options = spec.options
+    source = SignalSource(
+        fanout,
+        knobs=options.get("knobs") or Knobs(),
+        tone_hz=float(options.get("tone_hz", HOST_TONE_HZ)),
+        slot=int(options.get("slot", 0)),
+        width=int(options.get("width", 640)),
+        height=int(options.get("height", 360)),
+    )
+    audio, video = fanout.subscribe()
+    try:
+        async with Session(spec.url, timeline) as session:
+            for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
+                transceiver = session.pc.addTransceiver(track, direction="sendonly")
+                prefer_codecs(transceiver, track.kind, codecs)
+                transceiver.sender._send_keyframe = fanout.request_keyframe
+            await source.start()
+            deadline = timeline.start + spec.duration
+            await session.negotiate(timeout=min(spec.join_timeout, spec.duration))
+            join_left = min(timeline.start + spec.join_timeout, deadline) - clock.monotonic()
+            if not await session.wait(session.connected, max(0.0, join_left)):
+                raise IceError(f"not connected within {spec.join_timeout:g} s")
+            await session.wait(session.failed, max(0.0, deadline - clock.monotonic()))
+    finally:
+        await source.stop()
+        audio.stop()
+        video.stop()
+        timeline.finish()
+        result.fill_join(timeline)
+        result.publish = PublishSection(source.frames_sent, source.audio_frames_sent)

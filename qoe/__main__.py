@@ -1,0 +1,3 @@
+from qoe.cli import main
+import sys
+sys.exit(main())

@@ -1,0 +1,243 @@
+"""The ``qoe`` command: argument parsing only; the work lives in the modules it calls.
+
+Exit codes: 0 all went well, 1 a probe failed (or, later, an SLO was breached), 2 a usage or
+configuration error. Expected failures print one line on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from collections.abc import Sequence
+from typing import Any, NoReturn
+
+from qoe import __version__
+from qoe.errors import ConfigError
+
+__all__ = ["main"]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+
+DESCRIPTION = """\
+Live-stream QoE monitor and simulator: synthetic viewers and hosts that join rooms, measure
+join time, freezes, glass-to-glass latency and A/V sync, and report them.
+
+Start here:
+  qoe demo                         room + host + 3 viewers in one process, prints a table
+  qoe room --port 8080             the embedded live room (WHIP in, WHEP out) until Ctrl-C
+  qoe probe http://127.0.0.1:8080/whep/demo --duration 10
+  qoe publish http://127.0.0.1:8080/whip/myroom --duration 30
+"""
+
+
+class _Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def _positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def _seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+
+
+def _add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
+    group = parser.add_argument_group("ground-truth knobs (the host injects exactly these)")
+    group.add_argument("--av-offset", type=_seconds, default=0.0, metavar="S",
+                       help="audio ahead of video by S seconds (negative: behind; ITU-R BT.1359 sign)")
+    if freeze:
+        group.add_argument("--freeze-every", type=_positive, metavar="S",
+                           help="stop sending video at every multiple of S seconds of wall time...")
+        group.add_argument("--freeze-for", type=_positive, default=None, metavar="S",
+                           help="...for S seconds each time")
+    group.add_argument("--delay", type=_seconds, default=0.0, metavar="S",
+                       help="extra one-way delay before media leaves, seconds")
+
+
+def _knobs(args: argparse.Namespace) -> Any:
+    from qoe.media import Knobs
+
+    return Knobs(
+        av_offset=args.av_offset,
+        freeze_every=getattr(args, "freeze_every", None),
+        freeze_for=getattr(args, "freeze_for", None) or 0.0,
+        delay=args.delay,
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="qoe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"qoe {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    sub.required = True
+
+    demo = sub.add_parser("demo", help="run the embedded room and N viewer probes, print a table",
+                          description="Start the embedded live room with its synthetic host on a free "
+                          "loopback port, watch it with N WHEP viewer probes at once, print their figures.")
+    demo.add_argument("--duration", type=_positive, default=10.0, metavar="S", help="seconds each viewer watches (default 10)")
+    demo.add_argument("--viewers", type=int, default=3, metavar="N", help="concurrent viewers (default 3)")
+    demo.add_argument("--json", action="store_true", help="print a JSON array of ProbeResults instead of a table")
+    _add_knobs(demo)
+    demo.set_defaults(handler=_cmd_demo)
+
+    room = sub.add_parser("room", help="serve the embedded live room (WHIP ingest, WHEP playback)",
+                          description="Serve the embedded live room until interrupted. POST an SDP offer to "
+                          "/whip/ROOM to publish or /whep/ROOM to watch (RFC 9725 semantics); room 'demo' has "
+                          "a built-in host sending the test signal. Open http://HOST:PORT/ in a browser to watch.")
+    room.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    room.add_argument("--port", type=int, default=8080, help="port to bind, 0 for any free one (default 8080)")
+    _add_knobs(room)
+    room.set_defaults(handler=_cmd_room)
+
+    probe = sub.add_parser("probe", help="watch a stream once and report its QoE",
+                           description="Join URL as a viewer, watch for --duration seconds, report join time "
+                           "and phases, freezes, glass-to-glass latency and A/V offset. Exit 1 if the probe failed.")
+    probe.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whep/demo")
+    probe.add_argument("--kind", choices=["whep"], help="probe kind (default: from the URL)")
+    probe.add_argument("--duration", type=_positive, default=10.0, metavar="S", help="seconds from start to stop (default 10)")
+    probe.add_argument("--join-timeout", type=_positive, default=10.0, metavar="S", help="give up if no frame by then (default 10)")
+    probe.add_argument("--media-timeout", type=_positive, default=5.0, metavar="S",
+                       help="fail as disconnected after S seconds without any packet (default 5)")
+    probe.add_argument("--name", default="", help="the probe's label in the result (default: the kind)")
+    probe.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
+    probe.set_defaults(handler=_cmd_probe)
+
+    publish = sub.add_parser("publish", help="publish the test signal into a room",
+                             description="Publish the test signal (coded frames, flashes and tones) to URL, as a "
+                             "canary host, for --duration seconds. Viewer probes read it back.")
+    publish.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whip/myroom")
+    publish.add_argument("--kind", choices=["whip"], default="whip", help="publisher kind (default whip)")
+    publish.add_argument("--duration", type=_positive, default=30.0, metavar="S", help="seconds to publish (default 30)")
+    publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
+    _add_knobs(publish, freeze=False)
+    publish.set_defaults(handler=_cmd_publish)
+    return parser
+
+
+def _print_result(result: Any, as_json: bool) -> int:
+    if as_json:
+        print(result.to_json(indent=2))
+    else:
+        from qoe.report import results_table
+
+        print(results_table([result]))
+    if not result.success:
+        error = result.error
+        print(f"qoe: probe failed: {error.kind}: {error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _cmd_probe(args: argparse.Namespace) -> int:
+    from probes import ProbeSpec, guess_kind, run_probe
+
+    kind = args.kind or guess_kind(args.url)
+    if kind != "whep":
+        raise ConfigError(f"{args.url} is a {kind} URL; use 'qoe publish' to publish")
+    spec = ProbeSpec(url=args.url, kind=kind, duration=args.duration, name=args.name,
+                     join_timeout=args.join_timeout, media_timeout=args.media_timeout)
+    return _print_result(await run_probe(spec), args.json)
+
+
+async def _cmd_publish(args: argparse.Namespace) -> int:
+    from probes import ProbeSpec, run_probe
+
+    spec = ProbeSpec(url=args.url, kind=args.kind, duration=args.duration, options={"knobs": _knobs(args)})
+    result = await run_probe(spec)
+    if args.json:
+        print(result.to_json(indent=2))
+    else:
+        print(f"published {result.publish.frames_sent or 0} frames; connected in "
+              f"{(result.join.total_seconds or 0) * 1000:.0f} ms")
+    if not result.success:
+        assert result.error is not None
+        print(f"qoe: publish failed: {result.error.kind}: {result.error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _cmd_demo(args: argparse.Namespace) -> int:
+    from qoe.demo import run_demo
+    from qoe.report import results_table
+
+    if not 1 <= args.viewers <= 200:
+        raise ConfigError(f"--viewers must be between 1 and 200, got {args.viewers}")
+    knobs = _knobs(args)
+    if not args.json:
+        print(f"qoe demo: {args.viewers} viewer(s) watching the embedded room for {args.duration:g} s ...",
+              file=sys.stderr)
+    results = await run_demo(duration=args.duration, viewers=args.viewers, knobs=knobs)
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        print(results_table(results))
+    failed = [r for r in results if not r.success]
+    for r in failed:
+        assert r.error is not None
+        print(f"qoe: {r.probe} failed: {r.error.kind}: {r.error.message}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _cmd_room(args: argparse.Namespace) -> int:
+    from sim.room.server import LiveRoom
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        room = LiveRoom(args.host, args.port, knobs=_knobs(args))
+        await room.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    try:
+        print(f"qoe room: serving {room.url} (watch: {room.url}/whep/demo, publish: {room.url}/whip/ROOM)",
+              flush=True)
+        await stop.wait()
+    finally:
+        await room.stop()
+    return EXIT_OK
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        # aiortc and aioice log every decode hiccup and ICE check; the probe reports what matters.
+        for name in ("aiortc", "aioice"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(asyncio.run(args.handler(args)))
+    except ConfigError as exc:
+        print(f"qoe {args.command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,108 @@
+"""Thin, stateful wrappers over PyAV encoders that return packets ready for RTP or a container.
+
+Packet timestamps are seconds since the owner's epoch converted to each codec's RTP clock
+(90 kHz video, 48 kHz audio), so one epoch keeps audio and video on one timeline.
+"""
+
+from __future__ import annotations
+
+import fractions
+
+import av
+import numpy as np
+
+__all__ = ["AUDIO_TIME_BASE", "VIDEO_TIME_BASE", "AudioEncoder", "VideoEncoder"]
+
+VIDEO_TIME_BASE = fractions.Fraction(1, 90000)
+AUDIO_TIME_BASE = fractions.Fraction(1, 48000)
+AUDIO_RATE = 48000
+
+
+class VideoEncoder:
+    """Real-time VP8 or H.264 at a target bit rate; keyframes every ``gop`` frames or on demand."""
+
+    def __init__(
+        self,
+        width: int,
+        height: int,
+        *,
+        codec: str = "vp8",
+        bitrate: int = 500_000,
+        gop: int = 60,
+    ) -> None:
+        name = {"vp8": "libvpx", "h264": "libx264"}.get(codec)
+        if name is None:
+            raise ValueError(f"unsupported video codec {codec!r}; use vp8 or h264")
+        ctx = av.CodecContext.create(name, "w")
+        ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
+        ctx.bit_rate = bitrate
+        ctx.time_base = VIDEO_TIME_BASE
+        ctx.gop_size = gop
+        ctx.thread_count = 1
+        if codec == "vp8":
+            # Real-time, no look-ahead: every frame comes out as soon as it goes in.
+            ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
+        else:
+            ctx.options = {"preset": "veryfast", "tune": "zerolatency", "bf": "0"}
+            ctx.profile = "Constrained Baseline"
+        self.codec = codec
+        self._ctx = ctx
+
+    def encode(self, image: np.ndarray, pts: int, keyframe: bool = False) -> list[av.Packet]:
+        """Encode one yuv420p frame (planar array, shape (h*3/2, w)) with ``pts`` at 90 kHz."""
+        frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
+        return self.encode_frame(frame, pts, keyframe)
+
+    def encode_frame(self, frame: av.VideoFrame, pts: int, keyframe: bool = False) -> list[av.Packet]:
+        if frame.format.name != "yuv420p" or (frame.width, frame.height) != (
+            self._ctx.width,
+            self._ctx.height,
+        ):
+            frame = frame.reformat(
+                width=self._ctx.width, height=self._ctx.height, format="yuv420p"
+            )
+        frame.pts = pts
+        frame.time_base = VIDEO_TIME_BASE
+        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        packets = list(self._ctx.encode(frame))
+        for packet in packets:
+            packet.time_base = VIDEO_TIME_BASE
+        return packets
+
+
+class AudioEncoder:
+    """Opus at 48 kHz stereo in 20 ms frames (960 samples), as WebRTC sends it.
+
+    Opus looks 312 samples ahead; PyAV stamps each packet 312 samples early and a decoder
+    that does not skip the pre-roll (aiortc's does not) delivers the samples exactly that
+    late, so packet timestamps and decoded samples stay aligned.
+    """
+
+    SAMPLES = 960
+
+    def __init__(self, *, bitrate: int = 64_000) -> None:
+        ctx = av.CodecContext.create("libopus", "w")
+        ctx.sample_rate = AUDIO_RATE
+        ctx.layout = "stereo"
+        ctx.format = "s16"
+        ctx.bit_rate = bitrate
+        ctx.time_base = AUDIO_TIME_BASE
+        self._ctx = ctx
+
+    def encode(self, samples: np.ndarray, pts: int) -> list[av.Packet]:
+        """Encode mono float samples in [-1, 1] (any count, normally 960) starting at ``pts``."""
+        pcm = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
+        s16 = (pcm * 32767.0).astype(np.int16)
+        frame = av.AudioFrame.from_ndarray(
+            np.repeat(s16, 2).reshape(1, -1), format="s16", layout="stereo"
+        )
+        return self.encode_frame(frame, pts)
+
+    def encode_frame(self, frame: av.AudioFrame, pts: int) -> list[av.Packet]:
+        frame.sample_rate = AUDIO_RATE
+        frame.pts = pts
+        frame.time_base = AUDIO_TIME_BASE
+        packets = list(self._ctx.encode(frame))
+        for packet in packets:
+            packet.time_base = AUDIO_TIME_BASE
+        return packets

@@ -1,0 +1,107 @@
+"""Encode once, send to many: pre-encoded packets handed to every subscriber's aiortc track.
+
+aiortc's RTCRtpSender packetizes an ``av.Packet`` that a track returns instead of encoding a
+frame, so N viewers cost N packetizations and one encode. A subscriber that joins, or falls
+behind and overflows its queue, skips video until the next keyframe and asks for one, as an
+SFU forwards a PLI to its publisher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+
+import av
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+__all__ = ["Fanout", "PacketTrack"]
+
+QUEUE_PACKETS = 256
+"""Per-subscriber backlog (about 4 s of audio and video) before packets are dropped."""
+
+
+class PacketTrack(MediaStreamTrack):
+    """An outgoing track whose ``recv`` returns pre-encoded packets from a :class:`Fanout`."""
+
+    def __init__(self, kind: str, fanout: Fanout) -> None:
+        super().__init__()
+        self.kind = kind
+        self._fanout = fanout
+        self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(QUEUE_PACKETS)
+        self._awaiting_keyframe = kind == "video"
+        self.dropped = 0
+
+    def offer(self, packet: av.Packet) -> None:
+        """Queue ``packet`` for sending, or drop it (see the module docstring)."""
+        if self.readyState != "live":
+            return
+        if self._awaiting_keyframe:
+            if not packet.is_keyframe:
+                return
+            self._awaiting_keyframe = False
+        try:
+            self._queue.put_nowait(packet)
+        except asyncio.QueueFull:
+            self.dropped += 1
+            if self.kind == "video":
+                self._awaiting_keyframe = True
+                self._fanout.request_keyframe()
+
+    async def recv(self) -> av.Packet:  # type: ignore[override]
+        if self.readyState != "live":
+            raise MediaStreamError
+        packet = await self._queue.get()
+        if packet is None:
+            raise MediaStreamError
+        return packet
+
+    def stop(self) -> None:
+        if self.readyState == "live":
+            super().stop()
+            self._fanout.remove(self)
+            # Wake a sender blocked in recv() so it sees the end of the track.
+            try:
+                self._queue.put_nowait(None)
+            except asyncio.QueueFull:
+                self._queue.get_nowait()
+                self._queue.put_nowait(None)
+
+
+class Fanout:
+    """The subscribers of one encoded source; ``push`` offers a packet to each of them."""
+
+    def __init__(self, on_keyframe_request: Callable[[], None] | None = None) -> None:
+        self._tracks: set[PacketTrack] = set()
+        self._on_keyframe_request = on_keyframe_request
+
+    def subscribe(self) -> tuple[PacketTrack, PacketTrack]:
+        """A new (audio, video) pair of tracks; video starts at the next keyframe."""
+        audio, video = PacketTrack("audio", self), PacketTrack("video", self)
+        self._tracks.update((audio, video))
+        self.request_keyframe()
+        return audio, video
+
+    def remove(self, track: PacketTrack) -> None:
+        self._tracks.discard(track)
+
+    def push(self, kind: str, packets: list[av.Packet]) -> None:
+        for track in list(self._tracks):
+            if track.kind == kind:
+                for packet in packets:
+                    track.offer(packet)
+
+    def request_keyframe(self) -> None:
+        if self._on_keyframe_request is not None:
+            self._on_keyframe_request()
+
+    def set_keyframe_handler(self, handler: Callable[[], None] | None) -> None:
+        self._on_keyframe_request = handler
+
+    @property
+    def subscribers(self) -> int:
+        """Number of subscribed (audio, video) pairs still live."""
+        return sum(1 for t in self._tracks if t.kind == "video")
+
+    def close(self) -> None:
+        for track in list(self._tracks):
+            track.stop()

@@ -1,0 +1,53 @@
+"""Release encoded packets at their timestamp plus a fixed latency.
+
+Holding every packet, audio or video, to ``epoch + timestamp + latency`` is what keeps a
+sender's RTCP reports honest: aiortc stamps a sender report with the send time of the last
+packet, so when send time minus timestamp is one constant for both media, a receiver that
+lip-syncs on those reports sees exactly the A/V relation the timestamps carry.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections import deque
+
+import av
+
+from qoe import clock
+from qoe.media.fanout import Fanout
+
+__all__ = ["Pacer"]
+
+
+class Pacer:
+    """Hands packets to a :class:`Fanout` at ``epoch + pts + latency + delay`` (wall clock)."""
+
+    def __init__(self, fanout: Fanout, epoch: float, latency: float, delay: float = 0.0) -> None:
+        self.fanout = fanout
+        self.epoch = epoch
+        self.latency = latency
+        self.delay = delay
+        self.late = 0
+        """Packets whose release time had already passed when they were ready."""
+        self._pending: deque[asyncio.TimerHandle] = deque()
+
+    def release(self, kind: str, packets: list[av.Packet]) -> None:
+        loop = asyncio.get_running_loop()
+        for packet in packets:
+            due = self.epoch + float(packet.pts * packet.time_base) + self.latency + self.delay
+            wait = due - clock.wall()
+            if wait <= 0:
+                self.late += 1
+                self.fanout.push(kind, [packet])
+            else:
+                self._pending.append(loop.call_later(wait, self.fanout.push, kind, [packet]))
+        # Forget handles that are due: they have fired or are about to; cancel() need only
+        # reach the ones still waiting.
+        now = loop.time()
+        while self._pending and self._pending[0].when() <= now:
+            self._pending.popleft()
+
+    def cancel(self) -> None:
+        for handle in self._pending:
+            handle.cancel()
+        self._pending.clear()

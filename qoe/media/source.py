@@ -1,0 +1,186 @@
+"""A live source of the test signal: rendered on the wall-clock grid, encoded once, released on time.
+
+Timing is what the measurements rest on, so it is explicit:
+
+- Video frame k is *captured* at wall time ``k / fps`` (a grid aligned to whole seconds, so a
+  frame falls on every second and carries the flash); audio block j starts at sample
+  ``j * 960`` of the 48 kHz grid. The capture time is what the frame's code says, whatever
+  the event loop's wake-up jitter.
+- Every packet, audio or video, leaves at capture time + ``latency`` (+ the ``delay`` knob).
+  Holding both media to the same latency makes the sender's RTCP reports, which aiortc stamps
+  with the send time of the last packet, map RTP time to capture time + a constant for both
+  streams: a receiver that lip-syncs on them sees exactly the offset the source put in.
+- Audio and video timestamps count from one epoch, so containers (FLV) carry the same
+  relation.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import av
+
+from qoe import clock
+from qoe.errors import ConfigError
+from qoe.media.encode import AUDIO_RATE, AudioEncoder, VideoEncoder
+from qoe.media.fanout import Fanout
+from qoe.media.pacing import Pacer
+from qoe.signal import SignalAudio, SignalVideo
+
+__all__ = ["PIPELINE_LATENCY", "Knobs", "SignalSource"]
+
+PIPELINE_LATENCY = 0.040
+"""Capture-to-send latency of the source, seconds: covers the encode (about 2 ms for VP8 at
+640x360 here, up to 10 ms on a busy core) with room to spare, as a hardware encoder's fixed
+latency would."""
+AUDIO_BLOCK = 960
+KEYFRAME_MIN_INTERVAL = 0.25
+"""Forced keyframes are at most this often, however many viewers join or ask."""
+
+
+@dataclass(frozen=True)
+class Knobs:
+    """Ground-truth impairments the source injects, for tests and demos."""
+
+    av_offset: float = 0.0
+    """Seconds the audio runs ahead of the video (ITU-R BT.1359 sign: positive = audio early)."""
+    freeze_every: float | None = None
+    """Stop sending video for ``freeze_for`` seconds at every multiple of this many Unix seconds."""
+    freeze_for: float = 0.0
+    delay: float = 0.0
+    """Extra one-way delay before media leaves the source, seconds."""
+
+    def __post_init__(self) -> None:
+        if not -1.0 < self.av_offset < 1.0:
+            raise ConfigError(f"--av-offset must be between -1 and 1 seconds, got {self.av_offset}")
+        if self.delay < 0 or self.delay > 30:
+            raise ConfigError(f"--delay must be between 0 and 30 seconds, got {self.delay}")
+        if self.freeze_every is not None:
+            if self.freeze_every <= 0:
+                raise ConfigError(f"--freeze-every must be positive, got {self.freeze_every}")
+            if not 0 < self.freeze_for < self.freeze_every:
+                raise ConfigError(
+                    f"--freeze-for must be positive and shorter than --freeze-every "
+                    f"({self.freeze_every}), got {self.freeze_for}"
+                )
+        elif self.freeze_for:
+            raise ConfigError("--freeze-for needs --freeze-every")
+
+    def frozen(self, capture: float) -> bool:
+        every = self.freeze_every
+        return every is not None and capture % every < self.freeze_for
+
+
+class SignalSource:
+    """Renders, encodes and releases the test signal into a :class:`Fanout` until stopped."""
+
+    def __init__(
+        self,
+        fanout: Fanout,
+        *,
+        width: int = 640,
+        height: int = 360,
+        fps: int = 30,
+        slot: int = 0,
+        tone_hz: float = 1000.0,
+        knobs: Knobs | None = None,
+        latency: float = PIPELINE_LATENCY,
+        codec: str = "vp8",
+        video_bitrate: int = 500_000,
+    ) -> None:
+        self.knobs = knobs or Knobs()
+        self.fanout = fanout
+        self.fps = fps
+        self.latency = latency
+        self.tag = 0
+        """Shown in every frame's code from now on (the host "answers" a chat nonce)."""
+        self._video = SignalVideo(width, height, slot=slot)
+        self._audio = SignalAudio(tone_hz=tone_hz, offset_seconds=self.knobs.av_offset)
+        self._venc = VideoEncoder(width, height, codec=codec, bitrate=video_bitrate, gop=2 * fps)
+        self._aenc = AudioEncoder()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qoe-encode")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pacer: Pacer | None = None
+        self._keyframe_wanted = True
+        self._last_keyframe = -math.inf
+        self.epoch = 0.0
+        self.frames_sent = 0
+        self.audio_frames_sent = 0
+        self.injected_freezes: list[tuple[float, float]] = []
+        fanout.set_keyframe_handler(self.request_keyframe)
+
+    def request_keyframe(self) -> None:
+        self._keyframe_wanted = True
+
+    async def start(self) -> None:
+        if self._tasks:
+            return
+        self.epoch = math.floor(clock.wall())
+        self._pacer = Pacer(self.fanout, self.epoch, self.latency, self.knobs.delay)
+        self._tasks = [
+            asyncio.create_task(self._run_video(), name="qoe-source-video"),
+            asyncio.create_task(self._run_audio(), name="qoe-source-audio"),
+        ]
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._pacer is not None:
+            self._pacer.cancel()
+        self._executor.shutdown(wait=True)
+        self.fanout.set_keyframe_handler(None)
+
+    async def _run_video(self) -> None:
+        loop = asyncio.get_running_loop()
+        k = math.ceil(clock.wall() * self.fps) + 1
+        seq = 0
+        while True:
+            capture = k / self.fps
+            k += 1
+            await _sleep_until(capture)
+            if self.knobs.frozen(capture):
+                self._note_freeze(capture)
+                continue
+            keyframe = self._keyframe_wanted and capture - self._last_keyframe >= KEYFRAME_MIN_INTERVAL
+            if keyframe:
+                self._keyframe_wanted = False
+                self._last_keyframe = capture
+            image = self._video.render(capture, seq, self.tag)
+            pts = round((capture - self.epoch) * 90000)
+            packets = await loop.run_in_executor(self._executor, self._venc.encode, image, pts, keyframe)
+            self._pacer.release("video", packets)
+            self.frames_sent += 1
+            seq = (seq + 1) & 0xFFFF
+
+    async def _run_audio(self) -> None:
+        first = round(self.epoch * AUDIO_RATE)
+        j = math.ceil(clock.wall() * AUDIO_RATE / AUDIO_BLOCK) + 1
+        while True:
+            start = j * AUDIO_BLOCK
+            j += 1
+            # A block is "captured" once its last sample has been.
+            captured = (start + AUDIO_BLOCK) / AUDIO_RATE
+            await _sleep_until(captured)
+            samples = self._audio.render(start, AUDIO_BLOCK)
+            packets = self._aenc.encode(samples, start - first)
+            self._pacer.release("audio", packets)
+            self.audio_frames_sent += 1
+
+    def _note_freeze(self, capture: float) -> None:
+        every = self.knobs.freeze_every
+        assert every is not None
+        begin = math.floor(capture / every) * every
+        if not self.injected_freezes or self.injected_freezes[-1][0] != begin:
+            self.injected_freezes.append((begin, begin + self.knobs.freeze_for))
+            del self.injected_freezes[:-1000]
+
+
+async def _sleep_until(wall_time: float) -> None:
+    delay = wall_time - clock.wall()
+    if delay > 0:
+        await asyncio.sleep(delay)

@@ -1,0 +1,54 @@
+"""Human-readable tables of probe results, for terminals and CI logs."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+
+from qoe.result import ProbeResult
+
+__all__ = ["results_table"]
+
+
+def _ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:.0f}"
+
+
+def _signed_ms(value: float | None) -> str:
+    return "-" if value is None else f"{value * 1000:+.0f}"
+
+
+def _num(value: float | int | None, fmt: str = "{}") -> str:
+    return "-" if value is None else fmt.format(value)
+
+
+COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
+    ("probe", lambda r: r.probe),
+    ("profile", lambda r: r.profile),
+    ("ok", lambda r: "yes" if r.success else f"NO ({r.error.kind})" if r.error else "NO"),
+    ("join ms", lambda r: _ms(r.join.total_seconds)),
+    ("fps", lambda r: _num(r.video.fps, "{:.1f}")),
+    ("freezes", lambda r: _num(r.video.freeze_count)),
+    ("frozen s", lambda r: _num(r.video.freeze_seconds, "{:.2f}")),
+    ("stall %", lambda r: _num(None if r.video.stall_ratio is None else r.video.stall_ratio * 100, "{:.1f}")),
+    ("dropped", lambda r: _num(r.video.dropped_frames)),
+    ("g2g p50 ms", lambda r: _ms(r.latency.glass_to_glass_seconds["p50"])),
+    ("g2g p95 ms", lambda r: _ms(r.latency.glass_to_glass_seconds["p95"])),
+    ("A/V ms", lambda r: _signed_ms(r.av_sync.offset_seconds["median"])),
+]
+
+
+def results_table(results: Sequence[ProbeResult]) -> str:
+    """A fixed-width table, one row per result; ``-`` marks a figure not measured.
+
+    A/V is the median offset, positive when audio is ahead (ITU-R BT.1359).
+    """
+    rows = [[name for name, _ in COLUMNS]]
+    rows += [[cell(r) for _, cell in COLUMNS] for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    lines = []
+    for n, row in enumerate(rows):
+        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        lines.append("  ".join(cells).rstrip())
+        if n == 0:
+            lines.append("  ".join("-" * w for w in widths))
+    return "\n".join(lines)

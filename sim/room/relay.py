@@ -1,0 +1,102 @@
+"""A WHIP publisher's media, re-encoded once and fanned out to the room's viewers.
+
+The room decodes the publisher's tracks (aiortc does), places every frame on the publisher's
+own clock through its RTCP sender reports, and re-encodes it with timestamps from that clock,
+as a transcoding media server keeps lip sync. Frames that arrive before the first sender
+report of their stream cannot be placed and are not forwarded (about the first second).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from concurrent.futures import ThreadPoolExecutor
+
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
+
+from qoe import clock
+from qoe.media import AudioEncoder, Fanout, VideoEncoder
+from qoe.media.pacing import Pacer
+from qoe.metrics import to_sender_time
+from probes.webrtc.peer import RtpObserver
+
+__all__ = ["RELAY_LATENCY", "RelaySource"]
+
+RELAY_LATENCY = 0.150
+"""Publisher send time to room send time, seconds. It must cover aiortc's receive path: the
+video jitter buffer holds a frame until the next one starts (33 ms at 30 fps) and the audio
+one prefetches four packets (80 ms); a packet released late would skew the room's own sender
+reports and with them the A/V offset viewers measure."""
+
+
+class RelaySource:
+    """Feeds a :class:`Fanout` from a publisher's remote tracks until stopped."""
+
+    def __init__(
+        self, fanout: Fanout, *, latency: float = RELAY_LATENCY, delay: float = 0.0
+    ) -> None:
+        self.fanout = fanout
+        self.epoch = math.floor(clock.wall())
+        self._pacer = Pacer(fanout, self.epoch, latency, delay)
+        self._video: VideoEncoder | None = None
+        self._audio = AudioEncoder()
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qoe-relay")
+        self._tasks: list[asyncio.Task[None]] = []
+        self._keyframe_wanted = True
+        self.frames_sent = 0
+        self.audio_frames_sent = 0
+        self.unplaced = 0
+        """Frames dropped because no sender report had arrived for their stream yet."""
+        fanout.set_keyframe_handler(self.request_keyframe)
+
+    def request_keyframe(self) -> None:
+        self._keyframe_wanted = True
+
+    def attach(self, track: MediaStreamTrack, observer: RtpObserver) -> None:
+        run = self._run_video if track.kind == "video" else self._run_audio
+        self._tasks.append(asyncio.create_task(run(track, observer), name=f"relay-{track.kind}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        self._pacer.cancel()
+        self._executor.shutdown(wait=True)
+        self.fanout.set_keyframe_handler(None)
+
+    def _place(self, observer: RtpObserver, stream_time: float) -> float | None:
+        sender_time = to_sender_time(observer.clock_points(stream_time), stream_time)
+        if sender_time is None:
+            self.unplaced += 1
+        return sender_time
+
+    async def _run_video(self, track: MediaStreamTrack, observer: RtpObserver) -> None:
+        loop = asyncio.get_running_loop()
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                sender_time = self._place(observer, float(frame.pts * frame.time_base))
+                if sender_time is None:
+                    continue
+                if self._video is None:
+                    self._video = VideoEncoder(frame.width, frame.height)
+                keyframe, self._keyframe_wanted = self._keyframe_wanted, False
+                pts = round((sender_time - self.epoch) * 90000)
+                packets = await loop.run_in_executor(
+                    self._executor, self._video.encode_frame, frame, pts, keyframe
+                )
+                self._pacer.release("video", packets)
+                self.frames_sent += 1
+
+    async def _run_audio(self, track: MediaStreamTrack, observer: RtpObserver) -> None:
+        with contextlib.suppress(MediaStreamError):
+            while True:
+                frame = await track.recv()
+                sender_time = self._place(observer, float(frame.pts * frame.time_base))
+                if sender_time is None:
+                    continue
+                pts = round((sender_time - self.epoch) * 48000)
+                self._pacer.release("audio", self._audio.encode_frame(frame, pts))
+                self.audio_frames_sent += 1

@@ -1,0 +1,88 @@
+"""Rooms: one media source each (the built-in host or a WHIP publisher) and its viewers.
+
+The room named ``demo`` has a built-in synthetic host that publishes the test signal with the
+ground-truth knobs; any other room comes into being when a WHIP publisher posts to it.
+"""
+
+from __future__ import annotations
+
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+from aiortc import RTCPeerConnection
+
+from qoe import clock
+from qoe.media import Fanout, Knobs, SignalSource
+from sim.room.relay import RelaySource
+
+__all__ = ["DEMO_ROOM", "Peer", "Room"]
+
+DEMO_ROOM = "demo"
+
+
+@dataclass
+class Peer:
+    """One WHIP or WHEP session: its peer connection and its resource id."""
+
+    pc: RTCPeerConnection
+    role: str
+    id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
+    created: float = field(default_factory=clock.wall)
+
+
+class Room:
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.fanout = Fanout()
+        self.source: SignalSource | RelaySource | None = None
+        self.publisher: Peer | None = None
+        self.viewers: dict[str, Peer] = {}
+
+    @property
+    def builtin(self) -> bool:
+        return isinstance(self.source, SignalSource)
+
+    @property
+    def live(self) -> bool:
+        return self.source is not None
+
+    async def start_host(self, knobs: Knobs, **options: Any) -> SignalSource:
+        source = SignalSource(self.fanout, knobs=knobs, **options)
+        self.source = source
+        await source.start()
+        return source
+
+    async def close(self) -> None:
+        for peer in [*self.viewers.values(), *([self.publisher] if self.publisher else [])]:
+            await peer.pc.close()
+        self.viewers.clear()
+        self.publisher = None
+        if self.source is not None:
+            await self.source.stop()
+            self.source = None
+        self.fanout.close()
+
+    def info(self) -> dict[str, Any]:
+        """The room's state and, for the built-in host, its ground truth (for tests)."""
+        data: dict[str, Any] = {
+            "name": self.name,
+            "live": self.live,
+            "source": "host" if self.builtin else ("whip" if self.source else None),
+            "viewers": len(self.viewers),
+        }
+        source = self.source
+        if isinstance(source, SignalSource):
+            knobs = source.knobs
+            data["knobs"] = {
+                "av_offset": knobs.av_offset,
+                "freeze_every": knobs.freeze_every,
+                "freeze_for": knobs.freeze_for,
+                "delay": knobs.delay,
+            }
+            data["frames_sent"] = source.frames_sent
+            data["injected_freezes"] = [list(f) for f in source.injected_freezes]
+        elif isinstance(source, RelaySource):
+            data["frames_sent"] = source.frames_sent
+            data["unplaced_frames"] = source.unplaced
+        return data

@@ -1,0 +1,307 @@
+"""The embedded live room's HTTP face: WHIP ingest and WHEP playback (RFC 9725 semantics).
+
+Endpoints (``ROOM`` is any name; ``demo`` has the built-in host):
+
+- ``POST /whip/ROOM``, ``POST /whep/ROOM``: an ``application/sdp`` offer in, ``201 Created``
+  with the answer and a ``Location`` for the session out.
+- ``DELETE`` on that location ends the session (200); ``PATCH`` with
+  ``application/trickle-ice-sdpfrag`` adds the client's trickled candidates (204).
+- ``OPTIONS`` on any of them answers CORS pre-flights, so a browser page can use the room.
+- ``GET /rooms``, ``GET /rooms/ROOM``: state and ground truth as JSON; ``GET /healthz``;
+  ``GET /`` a page with a WHEP player.
+
+Errors are 4xx with a one-line ``text/plain`` reason: 404 no such room or session, 409 a room
+that already has a publisher, 415 a body that is not SDP, 400 an offer that cannot be used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from importlib import resources
+from typing import Any
+
+from aiohttp import web
+from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.sdp import candidate_from_sdp
+
+from qoe.media import Knobs
+from probes.webrtc.peer import (
+    RtpObserver,
+    addresses_for_host,
+    candidate_addresses,
+    prefer_codecs,
+    rtc_configuration,
+)
+from sim.room.relay import RelaySource
+from sim.room.room import DEMO_ROOM, Peer, Room
+
+__all__ = ["LiveRoom"]
+
+log = logging.getLogger(__name__)
+
+ROOM_NAME = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
+CORS = {
+    "Access-Control-Allow-Origin": "*",
+    "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
+    "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
+    "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch",
+}
+
+
+def _error(status: int, reason: str) -> web.Response:
+    return web.Response(status=status, text=reason + "\n", headers=CORS)
+
+
+class LiveRoom:
+    """The room server: ``async with LiveRoom(port=0) as room: room.url``."""
+
+    def __init__(
+        self,
+        host: str = "127.0.0.1",
+        port: int = 8080,
+        *,
+        knobs: Knobs | None = None,
+        demo: bool = True,
+        host_options: dict[str, Any] | None = None,
+    ) -> None:
+        self.host = host
+        self.port = port
+        self.knobs = knobs or Knobs()
+        self.demo = demo
+        self.host_options = host_options or {}
+        self.rooms: dict[str, Room] = {}
+        self._addresses = addresses_for_host(host)
+        self._runner: web.AppRunner | None = None
+        self._lock = asyncio.Lock()
+
+    @property
+    def url(self) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
+
+    async def __aenter__(self) -> LiveRoom:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        if self.demo:
+            room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM)
+            await room.start_host(self.knobs, **self.host_options)
+        app = web.Application(client_max_size=256 * 1024)
+        app.add_routes(
+            [
+                web.get("/", self._index),
+                web.get("/healthz", self._healthz),
+                web.get("/rooms", self._list_rooms),
+                web.get("/rooms/{room}", self._room_info),
+                web.post("/{role:whip|whep}/{room}", self._post),
+                web.options("/{role:whip|whep}/{room}", self._options),
+                web.options("/{role:whip|whep}/{room}/{session}", self._options),
+                web.delete("/{role:whip|whep}/{room}/{session}", self._delete),
+                web.patch("/{role:whip|whep}/{room}/{session}", self._patch),
+            ]
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
+        await site.start()
+        if self.port == 0:
+            server = site._server
+            assert server is not None
+            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+
+    async def stop(self) -> None:
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+        for room in list(self.rooms.values()):
+            await room.close()
+        self.rooms.clear()
+
+    # -- pages and state ---------------------------------------------------------------
+
+    async def _index(self, request: web.Request) -> web.Response:
+        page = resources.files("sim.room").joinpath("player.html").read_text()
+        return web.Response(text=page, content_type="text/html")
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _list_rooms(self, request: web.Request) -> web.Response:
+        return web.json_response([r.info() for r in self.rooms.values()], headers=CORS)
+
+    async def _room_info(self, request: web.Request) -> web.Response:
+        room = self.rooms.get(request.match_info["room"])
+        if room is None:
+            return _error(404, f"no room {request.match_info['room']!r}")
+        return web.json_response(room.info(), headers=CORS)
+
+    async def _options(self, request: web.Request) -> web.Response:
+        return web.Response(
+            status=204,
+            headers={
+                **CORS,
+                "Accept-Post": "application/sdp",
+                "Accept-Patch": "application/trickle-ice-sdpfrag",
+            },
+        )
+
+    # -- sessions ----------------------------------------------------------------------
+
+    async def _post(self, request: web.Request) -> web.Response:
+        role, name = request.match_info["role"], request.match_info["room"]
+        if not ROOM_NAME.match(name):
+            return _error(
+                400, f"invalid room name {name!r}: use 1-64 letters, digits, '.', '_', '~', '-'"
+            )
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/sdp":
+            return _error(
+                415, f"expected Content-Type application/sdp, got {content_type or 'none'!r}"
+            )
+        offer = await request.text()
+        if "v=0" not in offer or "m=" not in offer:
+            return _error(400, "the body is not an SDP offer")
+        async with self._lock:
+            if role == "whep":
+                room = self.rooms.get(name)
+                if room is None or not room.live:
+                    return _error(404, f"room {name!r} has no publisher")
+                peer, answer = await self._view(room, offer)
+            else:
+                room = self.rooms.setdefault(name, Room(name))
+                if room.builtin:
+                    return _error(
+                        409, f"room {name!r} has a built-in host; publish to another room"
+                    )
+                if room.publisher is not None:
+                    return _error(409, f"room {name!r} already has a publisher")
+                peer, answer = await self._publish(room, offer)
+        if answer is None:
+            return _error(
+                400,
+                "the offer has no media this room can send or receive (VP8/H.264 video, Opus audio)",
+            )
+        location = f"/{role}/{name}/{peer.id}"
+        return web.Response(
+            status=201,
+            text=answer,
+            content_type="application/sdp",
+            headers={**CORS, "Location": location, "ETag": f'"{peer.id}"'},
+        )
+
+    async def _negotiate(self, pc: RTCPeerConnection, offer: str) -> str | None:
+        """Apply ``offer`` and return the answer SDP, or None when nothing could be agreed."""
+        try:
+            with candidate_addresses(self._addresses):
+                await pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
+                await pc.setLocalDescription(await pc.createAnswer())
+        except Exception as exc:  # aiortc raises many types for an offer it cannot use
+            log.info("rejected offer: %s", exc)
+            await pc.close()
+            return None
+        return str(pc.localDescription.sdp)
+
+    async def _view(self, room: Room, offer: str) -> tuple[Peer, str | None]:
+        pc = RTCPeerConnection(rtc_configuration())
+        audio, video = room.fanout.subscribe()
+        for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
+            transceiver = pc.addTransceiver(track, direction="sendonly")
+            prefer_codecs(transceiver, track.kind, codecs)
+            # Forward the viewer's picture-loss reports to the one encoder, as an SFU would.
+            transceiver.sender._send_keyframe = room.fanout.request_keyframe
+        peer = Peer(pc, "whep")
+        answer = await self._negotiate(pc, offer)
+        if answer is None:
+            audio.stop()
+            video.stop()
+        else:
+            room.viewers[peer.id] = peer
+            self._on_end(pc, lambda: self._end_viewer(room, peer))
+        return peer, answer
+
+    async def _publish(self, room: Room, offer: str) -> tuple[Peer, str | None]:
+        pc = RTCPeerConnection(rtc_configuration())
+        relay = RelaySource(room.fanout, delay=self.knobs.delay)
+        observers: dict[str, RtpObserver] = {}
+        for kind, codecs, rate in (("video", ("VP8", "H264"), 90000), ("audio", ("opus",), 48000)):
+            transceiver = pc.addTransceiver(kind, direction="recvonly")
+            prefer_codecs(transceiver, kind, codecs)
+            observers[kind] = RtpObserver(transceiver.receiver, rate)
+        pc.on("track", lambda track: relay.attach(track, observers[track.kind]))
+        peer = Peer(pc, "whip")
+        answer = await self._negotiate(pc, offer)
+        if answer is None:
+            await relay.stop()
+        else:
+            room.publisher, room.source = peer, relay
+            self._on_end(pc, lambda: self._end_publisher(room, peer))
+        return peer, answer
+
+    def _on_end(self, pc: RTCPeerConnection, cleanup: Any) -> None:
+        def on_state() -> None:
+            if pc.connectionState in ("failed", "closed"):
+                asyncio.ensure_future(cleanup())
+
+        pc.on("connectionstatechange", on_state)
+
+    async def _end_viewer(self, room: Room, peer: Peer) -> None:
+        if room.viewers.pop(peer.id, None) is not None:
+            await peer.pc.close()
+
+    async def _end_publisher(self, room: Room, peer: Peer) -> None:
+        if room.publisher is peer:
+            room.publisher = None
+            source, room.source = room.source, None
+            await peer.pc.close()
+            if source is not None:
+                await source.stop()
+
+    def _find(self, request: web.Request) -> tuple[Room, Peer] | None:
+        room = self.rooms.get(request.match_info["room"])
+        if room is None:
+            return None
+        sid = request.match_info["session"]
+        if request.match_info["role"] == "whep":
+            peer = room.viewers.get(sid)
+        else:
+            peer = room.publisher if room.publisher and room.publisher.id == sid else None
+        return (room, peer) if peer is not None else None
+
+    async def _delete(self, request: web.Request) -> web.Response:
+        found = self._find(request)
+        if found is None:
+            return _error(404, "no such session")
+        room, peer = found
+        if peer.role == "whep":
+            await self._end_viewer(room, peer)
+        else:
+            await self._end_publisher(room, peer)
+        return web.Response(status=200, text="session ended\n", headers=CORS)
+
+    async def _patch(self, request: web.Request) -> web.Response:
+        found = self._find(request)
+        if found is None:
+            return _error(404, "no such session")
+        content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if content_type != "application/trickle-ice-sdpfrag":
+            return _error(415, "expected Content-Type application/trickle-ice-sdpfrag")
+        _, peer = found
+        fragment = await request.text()
+        remote = peer.pc.remoteDescription
+        ufrag = re.search(r"^a=ice-ufrag:(\S+)", fragment, re.M)
+        if ufrag and remote is not None and f"a=ice-ufrag:{ufrag.group(1)}" not in remote.sdp:
+            return _error(422, "ICE restart is not supported by this room")
+        mid = re.search(r"^a=mid:(\S+)", fragment, re.M)
+        for line in re.findall(r"^a=candidate:(.+?)\s*$", fragment, re.M):
+            with contextlib.suppress(ValueError):
+                candidate = candidate_from_sdp(line)
+                candidate.sdpMid = mid.group(1) if mid else "0"
+                await peer.pc.addIceCandidate(candidate)
+        return web.Response(status=204, headers=CORS)

@@ -1,0 +1,98 @@
+"""Shared fixtures: rooms in this process or in a ``qoe room`` process, and the ``qoe`` command."""
+
+from __future__ import annotations
+
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager, contextmanager
+from dataclasses import dataclass
+
+import pytest
+
+from qoe.media import Knobs
+from sim.room.server import LiveRoom
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+
+
+@pytest.fixture
+def room() -> Callable[..., AbstractAsyncContextManager[LiveRoom]]:
+    """``async with room(av_offset=0.08) as r:`` an embedded room on a free loopback port."""
+
+    @asynccontextmanager
+    async def start(**knobs: float) -> AsyncIterator[LiveRoom]:
+        async with LiveRoom("127.0.0.1", 0, knobs=Knobs(**knobs)) as live:
+            yield live
+
+    return start
+
+
+@dataclass
+class Completed:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def qoe(*args: str, timeout: float = 90) -> Completed:
+    """Run the ``qoe`` command as a user would (``python -m qoe``) and capture its output."""
+    done = subprocess.run(
+        [sys.executable, "-m", "qoe", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    return Completed(done.returncode, done.stdout, done.stderr)
+
+
+@pytest.fixture
+def cli() -> Callable[..., Completed]:
+    return qoe
+
+
+@contextmanager
+def room_process(*args: str) -> Iterator[str]:
+    """Run ``qoe room --port 0 ARGS`` in its own process; yield its URL; stop it by pid."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qoe", "room", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        assert proc.stdout is not None
+        deadline = time.monotonic() + 30
+        line = ""
+        while time.monotonic() < deadline:
+            line = proc.stdout.readline()
+            if line or proc.poll() is not None:
+                break
+        match = re.search(r"serving (http://\S+)", line)
+        if not match:
+            raise RuntimeError(f"qoe room did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+        yield match.group(1)
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+        for stream in (proc.stdout, proc.stderr):
+            if stream is not None:
+                stream.close()
+
+
+@pytest.fixture
+def room_proc() -> Callable[..., AbstractContextManager[str]]:
+    return room_process
