@@ -8,10 +8,10 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from qoe.errors import ConfigError
-from qoe.result import ProbeResult
 from probes.base import ProbeFn, ProbeSpec, run
 from probes.webrtc import whep, whip
+from qoe.errors import ConfigError
+from qoe.result import ProbeResult
 
 __all__ = ["PROBES", "ProbeSpec", "guess_kind", "run_probe"]
 
@@ -26,7 +26,9 @@ def guess_kind(url: str) -> str:
     """The probe kind a URL implies (``/whep/`` or ``/whip/`` in an HTTP path)."""
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise ConfigError(f"cannot tell the probe kind of {url!r}: expected an http(s) WHEP URL, or pass --kind")
+        raise ConfigError(
+            f"cannot tell the probe kind of {url!r}: expected an http(s) WHEP URL, or pass --kind"
+        )
     if "/whip/" in parts.path or parts.path.endswith("/whip"):
         return "whip"
     return "whep"

@@ -1,3 +1,5 @@
-from qoe.cli import main
 import sys
+
+from qoe.cli import main
+
 sys.exit(main())

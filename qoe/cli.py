@@ -60,15 +60,34 @@ def _seconds(text: str) -> float:
 
 def _add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
     group = parser.add_argument_group("ground-truth knobs (the host injects exactly these)")
-    group.add_argument("--av-offset", type=_seconds, default=0.0, metavar="S",
-                       help="audio ahead of video by S seconds (negative: behind; ITU-R BT.1359 sign)")
+    group.add_argument(
+        "--av-offset",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="audio ahead of video by S seconds (negative: behind; ITU-R BT.1359 sign)",
+    )
     if freeze:
-        group.add_argument("--freeze-every", type=_positive, metavar="S",
-                           help="stop sending video at every multiple of S seconds of wall time...")
-        group.add_argument("--freeze-for", type=_positive, default=None, metavar="S",
-                           help="...for S seconds each time")
-    group.add_argument("--delay", type=_seconds, default=0.0, metavar="S",
-                       help="extra one-way delay before media leaves, seconds")
+        group.add_argument(
+            "--freeze-every",
+            type=_positive,
+            metavar="S",
+            help="stop sending video at every multiple of S seconds of wall time...",
+        )
+        group.add_argument(
+            "--freeze-for",
+            type=_positive,
+            default=None,
+            metavar="S",
+            help="...for S seconds each time",
+        )
+    group.add_argument(
+        "--delay",
+        type=_seconds,
+        default=0.0,
+        metavar="S",
+        help="extra one-way delay before media leaves, seconds",
+    )
 
 
 def _knobs(args: argparse.Namespace) -> Any:
@@ -83,49 +102,104 @@ def _knobs(args: argparse.Namespace) -> Any:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = _Parser(prog="qoe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = _Parser(
+        prog="qoe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--version", action="version", version=f"qoe {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
-    demo = sub.add_parser("demo", help="run the embedded room and N viewer probes, print a table",
-                          description="Start the embedded live room with its synthetic host on a free "
-                          "loopback port, watch it with N WHEP viewer probes at once, print their figures.")
-    demo.add_argument("--duration", type=_positive, default=10.0, metavar="S", help="seconds each viewer watches (default 10)")
-    demo.add_argument("--viewers", type=int, default=3, metavar="N", help="concurrent viewers (default 3)")
-    demo.add_argument("--json", action="store_true", help="print a JSON array of ProbeResults instead of a table")
+    demo = sub.add_parser(
+        "demo",
+        help="run the embedded room and N viewer probes, print a table",
+        description="Start the embedded live room with its synthetic host on a free "
+        "loopback port, watch it with N WHEP viewer probes at once, print their figures.",
+    )
+    demo.add_argument(
+        "--duration",
+        type=_positive,
+        default=10.0,
+        metavar="S",
+        help="seconds each viewer watches (default 10)",
+    )
+    demo.add_argument(
+        "--viewers", type=int, default=3, metavar="N", help="concurrent viewers (default 3)"
+    )
+    demo.add_argument(
+        "--json", action="store_true", help="print a JSON array of ProbeResults instead of a table"
+    )
     _add_knobs(demo)
     demo.set_defaults(handler=_cmd_demo)
 
-    room = sub.add_parser("room", help="serve the embedded live room (WHIP ingest, WHEP playback)",
-                          description="Serve the embedded live room until interrupted. POST an SDP offer to "
-                          "/whip/ROOM to publish or /whep/ROOM to watch (RFC 9725 semantics); room 'demo' has "
-                          "a built-in host sending the test signal. Open http://HOST:PORT/ in a browser to watch.")
+    room = sub.add_parser(
+        "room",
+        help="serve the embedded live room (WHIP ingest, WHEP playback)",
+        description="Serve the embedded live room until interrupted. POST an SDP offer to "
+        "/whip/ROOM to publish or /whep/ROOM to watch (RFC 9725 semantics); room 'demo' has "
+        "a built-in host sending the test signal. Open http://HOST:PORT/ in a browser to watch.",
+    )
     room.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    room.add_argument("--port", type=int, default=8080, help="port to bind, 0 for any free one (default 8080)")
+    room.add_argument(
+        "--port", type=int, default=8080, help="port to bind, 0 for any free one (default 8080)"
+    )
     _add_knobs(room)
     room.set_defaults(handler=_cmd_room)
 
-    probe = sub.add_parser("probe", help="watch a stream once and report its QoE",
-                           description="Join URL as a viewer, watch for --duration seconds, report join time "
-                           "and phases, freezes, glass-to-glass latency and A/V offset. Exit 1 if the probe failed.")
+    probe = sub.add_parser(
+        "probe",
+        help="watch a stream once and report its QoE",
+        description="Join URL as a viewer, watch for --duration seconds, report join time "
+        "and phases, freezes, glass-to-glass latency and A/V offset. Exit 1 if the probe failed.",
+    )
     probe.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whep/demo")
     probe.add_argument("--kind", choices=["whep"], help="probe kind (default: from the URL)")
-    probe.add_argument("--duration", type=_positive, default=10.0, metavar="S", help="seconds from start to stop (default 10)")
-    probe.add_argument("--join-timeout", type=_positive, default=10.0, metavar="S", help="give up if no frame by then (default 10)")
-    probe.add_argument("--media-timeout", type=_positive, default=5.0, metavar="S",
-                       help="fail as disconnected after S seconds without any packet (default 5)")
-    probe.add_argument("--name", default="", help="the probe's label in the result (default: the kind)")
+    probe.add_argument(
+        "--duration",
+        type=_positive,
+        default=10.0,
+        metavar="S",
+        help="seconds from start to stop (default 10)",
+    )
+    probe.add_argument(
+        "--join-timeout",
+        type=_positive,
+        default=10.0,
+        metavar="S",
+        help="give up if no frame by then (default 10)",
+    )
+    probe.add_argument(
+        "--media-timeout",
+        type=_positive,
+        default=5.0,
+        metavar="S",
+        help="fail as disconnected after S seconds without any packet (default 5)",
+    )
+    probe.add_argument(
+        "--name", default="", help="the probe's label in the result (default: the kind)"
+    )
     probe.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
     probe.set_defaults(handler=_cmd_probe)
 
-    publish = sub.add_parser("publish", help="publish the test signal into a room",
-                             description="Publish the test signal (coded frames, flashes and tones) to URL, as a "
-                             "canary host, for --duration seconds. Viewer probes read it back.")
+    publish = sub.add_parser(
+        "publish",
+        help="publish the test signal into a room",
+        description="Publish the test signal (coded frames, flashes and tones) to URL, as a "
+        "canary host, for --duration seconds. Viewer probes read it back.",
+    )
     publish.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whip/myroom")
-    publish.add_argument("--kind", choices=["whip"], default="whip", help="publisher kind (default whip)")
-    publish.add_argument("--duration", type=_positive, default=30.0, metavar="S", help="seconds to publish (default 30)")
+    publish.add_argument(
+        "--kind", choices=["whip"], default="whip", help="publisher kind (default whip)"
+    )
+    publish.add_argument(
+        "--duration",
+        type=_positive,
+        default=30.0,
+        metavar="S",
+        help="seconds to publish (default 30)",
+    )
     publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
     _add_knobs(publish, freeze=False)
     publish.set_defaults(handler=_cmd_publish)
@@ -152,21 +226,31 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
     kind = args.kind or guess_kind(args.url)
     if kind != "whep":
         raise ConfigError(f"{args.url} is a {kind} URL; use 'qoe publish' to publish")
-    spec = ProbeSpec(url=args.url, kind=kind, duration=args.duration, name=args.name,
-                     join_timeout=args.join_timeout, media_timeout=args.media_timeout)
+    spec = ProbeSpec(
+        url=args.url,
+        kind=kind,
+        duration=args.duration,
+        name=args.name,
+        join_timeout=args.join_timeout,
+        media_timeout=args.media_timeout,
+    )
     return _print_result(await run_probe(spec), args.json)
 
 
 async def _cmd_publish(args: argparse.Namespace) -> int:
     from probes import ProbeSpec, run_probe
 
-    spec = ProbeSpec(url=args.url, kind=args.kind, duration=args.duration, options={"knobs": _knobs(args)})
+    spec = ProbeSpec(
+        url=args.url, kind=args.kind, duration=args.duration, options={"knobs": _knobs(args)}
+    )
     result = await run_probe(spec)
     if args.json:
         print(result.to_json(indent=2))
     else:
-        print(f"published {result.publish.frames_sent or 0} frames; connected in "
-              f"{(result.join.total_seconds or 0) * 1000:.0f} ms")
+        print(
+            f"published {result.publish.frames_sent or 0} frames; connected in "
+            f"{(result.join.total_seconds or 0) * 1000:.0f} ms"
+        )
     if not result.success:
         assert result.error is not None
         print(f"qoe: publish failed: {result.error.kind}: {result.error.message}", file=sys.stderr)
@@ -182,8 +266,11 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
         raise ConfigError(f"--viewers must be between 1 and 200, got {args.viewers}")
     knobs = _knobs(args)
     if not args.json:
-        print(f"qoe demo: {args.viewers} viewer(s) watching the embedded room for {args.duration:g} s ...",
-              file=sys.stderr)
+        print(
+            f"qoe demo: {args.viewers} viewer(s) watching the embedded room "
+            f"for {args.duration:g} s ...",
+            file=sys.stderr,
+        )
     results = await run_demo(duration=args.duration, viewers=args.viewers, knobs=knobs)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
@@ -207,10 +294,15 @@ async def _cmd_room(args: argparse.Namespace) -> int:
         room = LiveRoom(args.host, args.port, knobs=_knobs(args))
         await room.start()
     except OSError as exc:
-        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+        raise ConfigError(
+            f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
+        ) from exc
     try:
-        print(f"qoe room: serving {room.url} (watch: {room.url}/whep/demo, publish: {room.url}/whip/ROOM)",
-              flush=True)
+        print(
+            f"qoe room: serving {room.url} "
+            f"(watch: {room.url}/whep/demo, publish: {room.url}/whip/ROOM)",
+            flush=True,
+        )
         await stop.wait()
     finally:
         await room.stop()

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import asyncio
 
+from probes import ProbeSpec, run_probe
 from qoe.media import Knobs
 from qoe.result import ProbeResult
-from probes import ProbeSpec, run_probe
 from sim.room.server import LiveRoom
 
 __all__ = ["run_demo"]

@@ -7,7 +7,7 @@
     └── ProbeError             a probe could not measure             -> success=false, exit 1
         ├── ConnectError           "connect"        TCP connect refused, unreachable, DNS
         ├── NotFoundError          "not_found"      the server has no such room or stream
-        ├── SignalingError         "signaling"      a signaling answer we cannot use (status, headers)
+        ├── SignalingError         "signaling"      an unusable signaling answer (status, headers)
         ├── SdpError               "invalid_sdp"    an SDP offer or answer that cannot be applied
         ├── IceError               "ice_failed"     ICE found no working candidate pair
         ├── DtlsError              "dtls_failed"    the DTLS handshake failed

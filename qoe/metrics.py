@@ -11,6 +11,7 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import pairwise
 
 import numpy as np
 
@@ -159,7 +160,7 @@ def dropped_frames(seqs: Sequence[int | None]) -> tuple[int, int] | None:
     if not known:
         return None
     dropped = repeated = 0
-    for previous, current in zip(known, known[1:], strict=False):
+    for previous, current in pairwise(known):
         step = (current - previous) % SEQ_MODULUS
         if step == 0:
             repeated += 1
@@ -195,10 +196,14 @@ def flash_onsets(frames: Sequence[VideoFrameEvent]) -> list[VideoFrameEvent]:
         if frame.flash is None:
             previous, detector = None, FlashDetector()
             continue
-        if detector.add(frame.at, frame.flash) is not None and previous is not None and (
-            previous.seq is None
-            or frame.seq is None
-            or (frame.seq - previous.seq) % SEQ_MODULUS == 1
+        if (
+            detector.add(frame.at, frame.flash) is not None
+            and previous is not None
+            and (
+                previous.seq is None
+                or frame.seq is None
+                or (frame.seq - previous.seq) % SEQ_MODULUS == 1
+            )
         ):
             onsets.append(frame)
         previous = frame

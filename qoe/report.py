@@ -29,7 +29,12 @@ COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
     ("fps", lambda r: _num(r.video.fps, "{:.1f}")),
     ("freezes", lambda r: _num(r.video.freeze_count)),
     ("frozen s", lambda r: _num(r.video.freeze_seconds, "{:.2f}")),
-    ("stall %", lambda r: _num(None if r.video.stall_ratio is None else r.video.stall_ratio * 100, "{:.1f}")),
+    (
+        "stall %",
+        lambda r: _num(
+            None if r.video.stall_ratio is None else r.video.stall_ratio * 100, "{:.1f}"
+        ),
+    ),
     ("dropped", lambda r: _num(r.video.dropped_frames)),
     ("g2g p50 ms", lambda r: _ms(r.latency.glass_to_glass_seconds["p50"])),
     ("g2g p95 ms", lambda r: _ms(r.latency.glass_to_glass_seconds["p95"])),
@@ -47,7 +52,10 @@ def results_table(results: Sequence[ProbeResult]) -> str:
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
     lines = []
     for n, row in enumerate(rows):
-        cells = [c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))]
+        cells = [
+            c.ljust(w) if i < 3 else c.rjust(w)
+            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+        ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))

@@ -202,7 +202,7 @@ class ProbeResult:
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> ProbeResult:
         """Rebuild a result from its JSON form; unknown top-level fields are ignored."""
-        sections = {
+        sections: dict[str, type[Any]] = {
             "join": JoinSection,
             "video": VideoSection,
             "audio": AudioSection,

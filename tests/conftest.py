@@ -9,7 +9,12 @@ import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
-from contextlib import AbstractAsyncContextManager, AbstractContextManager, asynccontextmanager, contextmanager
+from contextlib import (
+    AbstractAsyncContextManager,
+    AbstractContextManager,
+    asynccontextmanager,
+    contextmanager,
+)
 from dataclasses import dataclass
 
 import pytest
@@ -78,7 +83,9 @@ def room_process(*args: str) -> Iterator[str]:
                 break
         match = re.search(r"serving (http://\S+)", line)
         if not match:
-            raise RuntimeError(f"qoe room did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}")
+            raise RuntimeError(
+                f"qoe room did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
+            )
         yield match.group(1)
     finally:
         if proc.poll() is None:

@@ -22,11 +22,22 @@ def frame_times(seconds: float, gaps: dict[int, float] | None = None) -> list[fl
 
 
 class TestJoin:
-    ORDER = ("signaling", "ice_connected", "dtls_connected", "first_rtp_packet", "first_decoded_frame")
+    ORDER = (
+        "signaling",
+        "ice_connected",
+        "dtls_connected",
+        "first_rtp_packet",
+        "first_decoded_frame",
+    )
 
     def test_phases_add_up_to_total(self) -> None:
-        ms = {"signaling": 10.05, "ice_connected": 10.07, "dtls_connected": 10.08,
-              "first_rtp_packet": 10.1, "first_decoded_frame": 10.15}
+        ms = {
+            "signaling": 10.05,
+            "ice_connected": 10.07,
+            "dtls_connected": 10.08,
+            "first_rtp_packet": 10.1,
+            "first_decoded_frame": 10.15,
+        }
         join = metrics.join(ms, self.ORDER, start=10.0)
         assert join.total_seconds == pytest.approx(0.15)
         assert list(join.phases) == list(self.ORDER)
@@ -34,8 +45,13 @@ class TestJoin:
         assert join.phases["signaling"] == pytest.approx(0.05)
 
     def test_milestone_before_its_predecessor_is_a_zero_phase(self) -> None:
-        ms = {"signaling": 1.0, "ice_connected": 1.2, "dtls_connected": 1.3,
-              "first_rtp_packet": 1.25, "first_decoded_frame": 1.4}
+        ms = {
+            "signaling": 1.0,
+            "ice_connected": 1.2,
+            "dtls_connected": 1.3,
+            "first_rtp_packet": 1.25,
+            "first_decoded_frame": 1.4,
+        }
         join = metrics.join(ms, self.ORDER, start=0.0)
         assert join.phases["first_rtp_packet"] == 0.0
         assert all(v >= 0 for v in join.phases.values())
@@ -128,9 +144,18 @@ def _av_timeline(offset: float, seconds: int = 8, video_lag: float = 0.3) -> Tim
     for k in range(seconds * 30):
         sender = sender0 + k / 30
         flash = 224.0 if (k % 30) < 3 else 32.0
-        t.video.append(VideoFrameEvent(at=k / 30 + video_lag, wall=sender + video_lag,
-                                       stream_time=v_origin + k / 30, width=640, height=360,
-                                       seq=k, capture_wall=sender, flash=flash))
+        t.video.append(
+            VideoFrameEvent(
+                at=k / 30 + video_lag,
+                wall=sender + video_lag,
+                stream_time=v_origin + k / 30,
+                width=640,
+                height=360,
+                seq=k,
+                capture_wall=sender,
+                flash=flash,
+            )
+        )
     for s in range(1, seconds):
         t.tones.append(ToneOnset(a_origin + s - offset, 1000.0))
     t.sync = {"video": [ClockPoint(v_origin, sender0)], "audio": [ClockPoint(a_origin, sender0)]}

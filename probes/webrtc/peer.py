@@ -23,18 +23,23 @@ from typing import Any
 
 import aioice.ice
 from aiortc import RTCConfiguration, RTCIceServer, RTCRtpReceiver, RTCRtpSender
+from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtcpSrPacket
+from av import AudioFrame, VideoFrame
 
 from qoe import clock
 from qoe.timeline import ClockPoint
 
 __all__ = [
     "RtpObserver",
-    "candidate_addresses",
     "addresses_for_host",
+    "candidate_addresses",
+    "next_audio_frame",
+    "next_video_frame",
     "prefer_codecs",
     "rtc_configuration",
+    "stream_seconds",
 ]
 
 NTP_UNIX_OFFSET = 2_208_988_800
@@ -140,8 +145,8 @@ class RtpObserver:
                 del self.sender_reports[:-64]
             await handle_rtcp(packet)
 
-        receiver._handle_rtp_packet = rtp
-        receiver._handle_rtcp_packet = rtcp
+        receiver._handle_rtp_packet = rtp  # type: ignore[method-assign]
+        receiver._handle_rtcp_packet = rtcp  # type: ignore[method-assign]
 
     def rtp_origin(self) -> int | None:
         """The RTP timestamp aiortc maps to pts 0 (its first decoded frame), if known yet."""
@@ -166,3 +171,25 @@ class RtpObserver:
             ticks += round((near - ticks) / cycle) * cycle
             points.append(ClockPoint(ticks / self.clock_rate, unix))
         return points
+
+
+async def next_video_frame(track: MediaStreamTrack) -> VideoFrame:
+    """The next decoded frame of a remote video track (MediaStreamError when it ends)."""
+    frame = await track.recv()
+    if not isinstance(frame, VideoFrame) or frame.pts is None:
+        raise MediaStreamError(f"unexpected {type(frame).__name__} on a video track")
+    return frame
+
+
+async def next_audio_frame(track: MediaStreamTrack) -> AudioFrame:
+    """The next decoded frame of a remote audio track (MediaStreamError when it ends)."""
+    frame = await track.recv()
+    if not isinstance(frame, AudioFrame) or frame.pts is None:
+        raise MediaStreamError(f"unexpected {type(frame).__name__} on an audio track")
+    return frame
+
+
+def stream_seconds(frame: VideoFrame | AudioFrame) -> float:
+    """A decoded frame's timestamp on its stream's media timeline, seconds."""
+    assert frame.pts is not None and frame.time_base is not None
+    return float(frame.pts * frame.time_base)

@@ -10,16 +10,17 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable
 from types import TracebackType
+from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
+from probes.webrtc.peer import addresses_for_host, candidate_addresses, rtc_configuration
+from probes.webrtc.signaling import delete_session, post_offer
 from qoe import clock
 from qoe.errors import DisconnectedError, DtlsError, IceError, SdpError
 from qoe.timeline import Timeline
-from probes.webrtc.peer import addresses_for_host, candidate_addresses, rtc_configuration
-from probes.webrtc.signaling import delete_session, post_offer
 
 __all__ = ["Session"]
 
@@ -54,7 +55,9 @@ class Session:
         """Offer, POST, apply the answer; milestones ``signaling`` onwards are recorded."""
         with candidate_addresses(self._addresses):
             await self.pc.setLocalDescription(await self.pc.createOffer())
-        answer = await post_offer(self._http, self.url, self.pc.localDescription.sdp, timeout=timeout)
+        answer = await post_offer(
+            self._http, self.url, self.pc.localDescription.sdp, timeout=timeout
+        )
         self.location = answer.location
         self.timeline.mark("signaling")
         for transceiver in self.pc.getTransceivers():
@@ -63,7 +66,9 @@ class Session:
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
         except (ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
-            raise SdpError(f"cannot apply the answer from {self.url}: {exc or type(exc).__name__}") from exc
+            raise SdpError(
+                f"cannot apply the answer from {self.url}: {exc or type(exc).__name__}"
+            ) from exc
 
     def _dtls_watcher(self, transport: object) -> Callable[[], None]:
         def on_state() -> None:
@@ -78,6 +83,7 @@ class Session:
                     self._fail(DtlsError("DTLS handshake failed"))
             elif state == "closed" and not self._closing:
                 self._fail(DisconnectedError("the server closed the connection"))
+
         return on_state
 
     def _on_ice_state(self) -> None:
@@ -100,7 +106,7 @@ class Session:
 
         Raises the connection's failure at once if the connection breaks meanwhile.
         """
-        waiter = asyncio.ensure_future(
+        waiter: asyncio.Future[Any] = asyncio.ensure_future(
             awaitable.wait() if isinstance(awaitable, asyncio.Event) else awaitable
         )
         try:

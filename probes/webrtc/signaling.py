@@ -6,7 +6,6 @@ message that names the URL without its secrets.
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import dataclass
 from urllib.parse import urljoin
 
@@ -50,13 +49,19 @@ async def post_offer(
                 raise NotFoundError(f"{shown}: HTTP 404 {_first_line(body) or 'Not Found'}")
             if response.status != 201:
                 detail = _first_line(body) or response.reason or ""
-                raise SignalingError(f"{shown}: expected 201 Created, got HTTP {response.status} {detail}".rstrip())
+                raise SignalingError(
+                    f"{shown}: expected 201 Created, got HTTP {response.status} {detail}".rstrip()
+                )
             content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
             if content_type.lower() != SDP_TYPE:
-                raise SignalingError(f"{shown}: answer has Content-Type {content_type or 'none'!r}, not {SDP_TYPE}")
+                raise SignalingError(
+                    f"{shown}: answer has Content-Type {content_type or 'none'!r}, not {SDP_TYPE}"
+                )
             location = response.headers.get("Location")
             if not location:
-                raise SignalingError(f"{shown}: 201 answer without a Location header (RFC 9725 section 4.2)")
+                raise SignalingError(
+                    f"{shown}: 201 answer without a Location header (RFC 9725 section 4.2)"
+                )
             return Answer(body, urljoin(str(response.url), location), response.headers.get("ETag"))
     except aiohttp.ClientConnectorError as exc:
         raise ConnectError(f"cannot connect to {shown}: {exc.os_error.strerror or exc}") from exc
@@ -66,15 +71,19 @@ async def post_offer(
         raise SignalingError(f"{shown}: no answer within {timeout:g} s") from exc
 
 
-async def delete_session(session: aiohttp.ClientSession, location: str, *, timeout: float = 2.0) -> bool:
+async def delete_session(
+    session: aiohttp.ClientSession, location: str, *, timeout: float = 2.0
+) -> bool:
     """End a session with DELETE on its resource URL; True if the server confirmed it.
 
     Best effort: a probe that ends because the server died must not fail again here.
     """
     try:
-        async with session.delete(location, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
+        async with session.delete(
+            location, timeout=aiohttp.ClientTimeout(total=timeout)
+        ) as response:
             return response.status in (200, 204)
-    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+    except (TimeoutError, aiohttp.ClientError, OSError):
         return False
 
 

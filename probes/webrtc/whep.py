@@ -12,17 +12,23 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
-import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from probes.base import ProbeSpec
+from probes.webrtc.peer import (
+    RtpObserver,
+    next_audio_frame,
+    next_video_frame,
+    prefer_codecs,
+    stream_seconds,
+)
+from probes.webrtc.session import Session
 from qoe import clock
 from qoe.errors import DisconnectedError, NoMediaError
+from qoe.media.frames import luma
 from qoe.result import ProbeResult
 from qoe.signal import HOST_TONE_HZ, ToneOnsetDetector, flash_level, read_code, unwrap_ticks
 from qoe.timeline import Timeline, ToneOnset, VideoFrameEvent
-from probes.base import ProbeSpec
-from probes.webrtc.peer import RtpObserver, prefer_codecs
-from probes.webrtc.session import Session
 
 __all__ = ["PHASES", "probe"]
 
@@ -77,7 +83,9 @@ class _Viewer:
             await session.wait(asyncio.sleep(min(left, WATCHDOG_PERIOD)), left + 1)
             last = max((o.last_packet_at or 0.0) for o in self.observers.values())
             if clock.monotonic() - last > spec.media_timeout:
-                raise DisconnectedError(f"no media for {spec.media_timeout:g} s; the sender is gone")
+                raise DisconnectedError(
+                    f"no media for {spec.media_timeout:g} s; the sender is gone"
+                )
 
     def _on_packet(self) -> None:
         self.timeline.mark("first_rtp_packet")
@@ -89,25 +97,23 @@ class _Viewer:
     async def _consume_video(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame = await track.recv()
+                frame = await next_video_frame(track)
                 at, wall = clock.monotonic(), clock.wall()
                 event = VideoFrameEvent(
                     at=at,
                     wall=wall,
-                    stream_time=float(frame.pts * frame.time_base),
+                    stream_time=stream_seconds(frame),
                     width=frame.width,
                     height=frame.height,
                 )
                 if self.spec.decode:
-                    plane = frame.planes[0]
-                    luma = np.frombuffer(plane, np.uint8).reshape(plane.height, plane.line_size)
-                    luma = luma[:, : plane.width]
-                    code = read_code(luma)
+                    y = luma(frame)
+                    code = read_code(y)
                     if code is not None:
                         event.seq = code.seq
                         event.capture_wall = unwrap_ticks(code.ticks, wall)
                         event.tag = code.tag
-                    event.flash = flash_level(luma, 0)
+                    event.flash = flash_level(y, 0)
                 self.timeline.video.append(event)
                 self.last_video_stream_time = event.stream_time
                 if not self.first_frame.is_set():
@@ -117,13 +123,13 @@ class _Viewer:
     async def _consume_audio(self, track: MediaStreamTrack) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame = await track.recv()
+                frame = await next_audio_frame(track)
                 pcm = frame.to_ndarray()
                 channels = len(frame.layout.channels)
                 mono = pcm.reshape(-1)[::channels] if pcm.shape[0] == 1 else pcm[0]
                 self.timeline.audio_frames += 1
                 self.timeline.audio_seconds += frame.samples / frame.sample_rate
-                for onset in self.detector.add(mono, int(frame.pts)):
+                for onset in self.detector.add(mono, int(frame.pts or 0)):
                     self.timeline.tones.append(ToneOnset(onset / frame.sample_rate, self.tone_hz))
 
     async def stop_consumers(self) -> None:

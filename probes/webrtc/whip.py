@@ -7,15 +7,15 @@ frames it sent. The signal it sends is what viewer probes read back.
 
 from __future__ import annotations
 
+from probes.base import ProbeSpec
+from probes.webrtc.peer import prefer_codecs
+from probes.webrtc.session import Session
 from qoe import clock
 from qoe.errors import IceError
 from qoe.media import Fanout, Knobs, SignalSource
 from qoe.result import ProbeResult, PublishSection
 from qoe.signal import HOST_TONE_HZ
 from qoe.timeline import Timeline
-from probes.base import ProbeSpec
-from probes.webrtc.peer import prefer_codecs
-from probes.webrtc.session import Session
 
 __all__ = ["PHASES", "probe"]
 
@@ -45,7 +45,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
             for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
                 transceiver = session.pc.addTransceiver(track, direction="sendonly")
                 prefer_codecs(transceiver, track.kind, codecs)
-                transceiver.sender._send_keyframe = fanout.request_keyframe
+                transceiver.sender._send_keyframe = fanout.request_keyframe  # type: ignore[method-assign]
             await source.start()
             deadline = timeline.start + spec.duration
             await session.negotiate(timeout=min(spec.join_timeout, spec.duration))

@@ -7,6 +7,7 @@ Packet timestamps are seconds since the owner's epoch converted to each codec's 
 from __future__ import annotations
 
 import fractions
+from typing import cast
 
 import av
 import numpy as np
@@ -33,7 +34,7 @@ class VideoEncoder:
         name = {"vp8": "libvpx", "h264": "libx264"}.get(codec)
         if name is None:
             raise ValueError(f"unsupported video codec {codec!r}; use vp8 or h264")
-        ctx = av.CodecContext.create(name, "w")
+        ctx = cast(av.VideoCodecContext, av.CodecContext.create(name, "w"))
         ctx.width, ctx.height, ctx.pix_fmt = width, height, "yuv420p"
         ctx.bit_rate = bitrate
         ctx.time_base = VIDEO_TIME_BASE
@@ -53,17 +54,19 @@ class VideoEncoder:
         frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         return self.encode_frame(frame, pts, keyframe)
 
-    def encode_frame(self, frame: av.VideoFrame, pts: int, keyframe: bool = False) -> list[av.Packet]:
+    def encode_frame(
+        self, frame: av.VideoFrame, pts: int, keyframe: bool = False
+    ) -> list[av.Packet]:
         if frame.format.name != "yuv420p" or (frame.width, frame.height) != (
             self._ctx.width,
             self._ctx.height,
         ):
-            frame = frame.reformat(
-                width=self._ctx.width, height=self._ctx.height, format="yuv420p"
-            )
+            frame = frame.reformat(width=self._ctx.width, height=self._ctx.height, format="yuv420p")
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
-        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        frame.pict_type = (
+            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
+        )
         packets = list(self._ctx.encode(frame))
         for packet in packets:
             packet.time_base = VIDEO_TIME_BASE

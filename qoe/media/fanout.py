@@ -47,7 +47,7 @@ class PacketTrack(MediaStreamTrack):
                 self._awaiting_keyframe = True
                 self._fanout.request_keyframe()
 
-    async def recv(self) -> av.Packet:  # type: ignore[override]
+    async def recv(self) -> av.Packet:
         if self.readyState != "live":
             raise MediaStreamError
         packet = await self._queue.get()

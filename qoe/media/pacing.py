@@ -34,8 +34,11 @@ class Pacer:
     def release(self, kind: str, packets: list[av.Packet]) -> None:
         loop = asyncio.get_running_loop()
         for packet in packets:
-            due = self.epoch + float(packet.pts * packet.time_base) + self.latency + self.delay
-            wait = due - clock.wall()
+            if packet.pts is None or packet.time_base is None:
+                wait = 0.0  # an encoder that does not stamp its output: nothing to pace by
+            else:
+                offset = float(packet.pts * packet.time_base)
+                wait = self.epoch + offset + self.latency + self.delay - clock.wall()
             if wait <= 0:
                 self.late += 1
                 self.fanout.push(kind, [packet])

@@ -1,4 +1,4 @@
-"""A live source of the test signal: rendered on the wall-clock grid, encoded once, released on time.
+"""A live test-signal source: rendered on the wall-clock grid, encoded once, released on time.
 
 Timing is what the measurements rest on, so it is explicit:
 
@@ -20,8 +20,6 @@ import asyncio
 import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-
-import av
 
 from qoe import clock
 from qoe.errors import ConfigError
@@ -137,6 +135,8 @@ class SignalSource:
 
     async def _run_video(self) -> None:
         loop = asyncio.get_running_loop()
+        pacer = self._pacer
+        assert pacer is not None, "start() creates the pacer"
         k = math.ceil(clock.wall() * self.fps) + 1
         seq = 0
         while True:
@@ -146,18 +146,24 @@ class SignalSource:
             if self.knobs.frozen(capture):
                 self._note_freeze(capture)
                 continue
-            keyframe = self._keyframe_wanted and capture - self._last_keyframe >= KEYFRAME_MIN_INTERVAL
+            keyframe = (
+                self._keyframe_wanted and capture - self._last_keyframe >= KEYFRAME_MIN_INTERVAL
+            )
             if keyframe:
                 self._keyframe_wanted = False
                 self._last_keyframe = capture
             image = self._video.render(capture, seq, self.tag)
             pts = round((capture - self.epoch) * 90000)
-            packets = await loop.run_in_executor(self._executor, self._venc.encode, image, pts, keyframe)
-            self._pacer.release("video", packets)
+            packets = await loop.run_in_executor(
+                self._executor, self._venc.encode, image, pts, keyframe
+            )
+            pacer.release("video", packets)
             self.frames_sent += 1
             seq = (seq + 1) & 0xFFFF
 
     async def _run_audio(self) -> None:
+        pacer = self._pacer
+        assert pacer is not None, "start() creates the pacer"
         first = round(self.epoch * AUDIO_RATE)
         j = math.ceil(clock.wall() * AUDIO_RATE / AUDIO_BLOCK) + 1
         while True:
@@ -168,7 +174,7 @@ class SignalSource:
             await _sleep_until(captured)
             samples = self._audio.render(start, AUDIO_BLOCK)
             packets = self._aenc.encode(samples, start - first)
-            self._pacer.release("audio", packets)
+            pacer.release("audio", packets)
             self.audio_frames_sent += 1
 
     def _note_freeze(self, capture: float) -> None:

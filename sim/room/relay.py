@@ -15,11 +15,11 @@ from concurrent.futures import ThreadPoolExecutor
 
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from probes.webrtc.peer import RtpObserver, next_audio_frame, next_video_frame, stream_seconds
 from qoe import clock
 from qoe.media import AudioEncoder, Fanout, VideoEncoder
 from qoe.media.pacing import Pacer
 from qoe.metrics import to_sender_time
-from probes.webrtc.peer import RtpObserver
 
 __all__ = ["RELAY_LATENCY", "RelaySource"]
 
@@ -76,8 +76,8 @@ class RelaySource:
         loop = asyncio.get_running_loop()
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame = await track.recv()
-                sender_time = self._place(observer, float(frame.pts * frame.time_base))
+                frame = await next_video_frame(track)
+                sender_time = self._place(observer, stream_seconds(frame))
                 if sender_time is None:
                     continue
                 if self._video is None:
@@ -93,10 +93,10 @@ class RelaySource:
     async def _run_audio(self, track: MediaStreamTrack, observer: RtpObserver) -> None:
         with contextlib.suppress(MediaStreamError):
             while True:
-                frame = await track.recv()
-                sender_time = self._place(observer, float(frame.pts * frame.time_base))
+                audio = await next_audio_frame(track)
+                sender_time = self._place(observer, stream_seconds(audio))
                 if sender_time is None:
                     continue
                 pts = round((sender_time - self.epoch) * 48000)
-                self._pacer.release("audio", self._audio.encode_frame(frame, pts))
+                self._pacer.release("audio", self._audio.encode_frame(audio, pts))
                 self.audio_frames_sent += 1

@@ -27,7 +27,6 @@ from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.sdp import candidate_from_sdp
 
-from qoe.media import Knobs
 from probes.webrtc.peer import (
     RtpObserver,
     addresses_for_host,
@@ -35,6 +34,7 @@ from probes.webrtc.peer import (
     prefer_codecs,
     rtc_configuration,
 )
+from qoe.media import Knobs
 from sim.room.relay import RelaySource
 from sim.room.room import DEMO_ROOM, Peer, Room
 
@@ -76,6 +76,7 @@ class LiveRoom:
         self._addresses = addresses_for_host(host)
         self._runner: web.AppRunner | None = None
         self._lock = asyncio.Lock()
+        self._cleanups: set[asyncio.Future[None]] = set()
 
     @property
     def url(self) -> str:
@@ -112,9 +113,7 @@ class LiveRoom:
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
         if self.port == 0:
-            server = site._server
-            assert server is not None
-            self.port = server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
         if self._runner is not None:
@@ -123,6 +122,7 @@ class LiveRoom:
         for room in list(self.rooms.values()):
             await room.close()
         self.rooms.clear()
+        await asyncio.gather(*self._cleanups, return_exceptions=True)
 
     # -- pages and state ---------------------------------------------------------------
 
@@ -186,7 +186,8 @@ class LiveRoom:
         if answer is None:
             return _error(
                 400,
-                "the offer has no media this room can send or receive (VP8/H.264 video, Opus audio)",
+                "the offer has no media this room can send or receive "
+                "(VP8/H.264 video, Opus audio)",
             )
         location = f"/{role}/{name}/{peer.id}"
         return web.Response(
@@ -215,7 +216,7 @@ class LiveRoom:
             transceiver = pc.addTransceiver(track, direction="sendonly")
             prefer_codecs(transceiver, track.kind, codecs)
             # Forward the viewer's picture-loss reports to the one encoder, as an SFU would.
-            transceiver.sender._send_keyframe = room.fanout.request_keyframe
+            transceiver.sender._send_keyframe = room.fanout.request_keyframe  # type: ignore[method-assign]
         peer = Peer(pc, "whep")
         answer = await self._negotiate(pc, offer)
         if answer is None:
@@ -247,7 +248,9 @@ class LiveRoom:
     def _on_end(self, pc: RTCPeerConnection, cleanup: Any) -> None:
         def on_state() -> None:
             if pc.connectionState in ("failed", "closed"):
-                asyncio.ensure_future(cleanup())
+                task = asyncio.ensure_future(cleanup())
+                self._cleanups.add(task)
+                task.add_done_callback(self._cleanups.discard)
 
         pc.on("connectionstatechange", on_state)
 

@@ -1,0 +1,51 @@
+"""Ground-truth knobs and the fan-out, without a network."""
+
+from __future__ import annotations
+
+import pytest
+
+from qoe.errors import ConfigError
+from qoe.media import Fanout, Knobs
+from qoe.media.encode import AudioEncoder, VideoEncoder
+from qoe.signal import SignalVideo
+
+
+def test_freeze_schedule_is_anchored_to_wall_clock() -> None:
+    knobs = Knobs(freeze_every=3, freeze_for=0.5)
+    assert knobs.frozen(3.0) and knobs.frozen(6.49)
+    assert not knobs.frozen(6.5) and not knobs.frozen(5.99)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"freeze_for": 0.5}, "--freeze-for needs --freeze-every"),
+        ({"freeze_every": 1, "freeze_for": 1.0}, "shorter than --freeze-every"),
+        ({"delay": -0.1}, "--delay must be between 0 and 30"),
+        ({"av_offset": 2.0}, "--av-offset must be between -1 and 1"),
+    ],
+)
+def test_bad_knobs(kwargs: dict, message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        Knobs(**kwargs)
+
+
+async def test_fanout_starts_each_subscriber_at_a_keyframe() -> None:
+    requests = []
+    fanout = Fanout(on_keyframe_request=lambda: requests.append(1))
+    audio, video = fanout.subscribe()
+    assert requests and fanout.subscribers == 1
+    encoder = VideoEncoder(320, 180, gop=100)
+    image = SignalVideo(320, 180).render(1000.0, 0)
+    key = encoder.encode(image, 0, keyframe=True)
+    delta = encoder.encode(image, 3000)
+    fanout.push("video", delta)  # joined between keyframes: skipped
+    fanout.push("video", key)
+    fanout.push("video", delta)
+    fanout.push("audio", AudioEncoder().encode([0.0] * 960, 0))
+    assert (await video.recv()).is_keyframe
+    assert not (await video.recv()).is_keyframe
+    assert (await audio.recv()).time_base.denominator == 48000
+    video.stop()
+    audio.stop()
+    assert fanout.subscribers == 0

@@ -1,0 +1,207 @@
+"""Bad input: every way a probe can fail ends as a result with a specific error kind.
+
+Each case is checked twice: through ``qoe probe`` as a user runs it (exit 1, one line on
+stderr, no traceback, JSON with success false) and in this process (no tasks, threads or
+sockets left behind once the result is back).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import pytest
+from aiohttp import web
+
+from probes import ProbeSpec, run_probe
+from qoe.result import ProbeResult
+from tests.conftest import ROOT
+
+pytestmark = pytest.mark.slow
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@asynccontextmanager
+async def bad_sdp_server() -> AsyncIterator[str]:
+    """A WHEP endpoint that answers 201 with something that is not SDP."""
+
+    async def answer(request: web.Request) -> web.Response:
+        await request.read()
+        return web.Response(
+            status=201,
+            text="v=0\r\nthis is not an answer\r\n",
+            content_type="application/sdp",
+            headers={"Location": "/whep/x/1"},
+        )
+
+    async def delete(request: web.Request) -> web.Response:
+        return web.Response(status=200)
+
+    app = web.Application()
+    app.router.add_post("/whep/{room}", answer)
+    app.router.add_delete("/whep/{room}/{id}", delete)
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+    try:
+        yield f"http://127.0.0.1:{port}/whep/demo"
+    finally:
+        await runner.cleanup()
+
+
+async def cli_probe(url: str, *extra: str) -> tuple[int, str, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "qoe",
+        "probe",
+        url,
+        "--json",
+        *extra,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode is not None
+    return proc.returncode, out.decode(), err.decode()
+
+
+def assert_failed_cleanly(code: int, out: str, err: str, kind: str) -> dict:
+    assert code == 1, err
+    lines = err.strip().splitlines()
+    assert len(lines) == 1, err
+    assert "Traceback" not in err
+    assert f"probe failed: {kind}:" in lines[0]
+    result = json.loads(out)
+    assert result["success"] is False
+    assert result["error"]["kind"] == kind
+    return result
+
+
+def open_sockets() -> int:
+    fds = os.listdir("/proc/self/fd")
+    count = 0
+    for fd in fds:
+        with contextlib.suppress(OSError):  # closed between listdir and readlink
+            count += os.readlink(f"/proc/self/fd/{fd}").startswith("socket:")
+    return count
+
+
+async def settled(baseline: tuple[int, int, int]) -> tuple[int, int, int]:
+    """Tasks, threads and sockets, once they have had up to 3 s to reach ``baseline``."""
+    now = (0, 0, 0)
+    for _ in range(30):
+        now = (len(asyncio.all_tasks()), threading.active_count(), open_sockets())
+        if now <= baseline:
+            break
+        await asyncio.sleep(0.1)
+    return now
+
+
+async def probe_in_process(url: str, **options: float) -> ProbeResult:
+    return await run_probe(ProbeSpec(url=url, kind="whep", **options))  # type: ignore[arg-type]
+
+
+@pytest.fixture
+async def warmed(room) -> tuple[int, int, int]:
+    """A baseline taken after one successful probe has created the lazily started pools."""
+    async with room() as live:
+        await probe_in_process(f"{live.url}/whep/demo", duration=1.5)
+    await asyncio.sleep(0.5)
+    return (len(asyncio.all_tasks()), threading.active_count(), open_sockets())
+
+
+async def test_closed_port(warmed) -> None:
+    url = f"http://127.0.0.1:{free_port()}/whep/demo"
+    result = assert_failed_cleanly(*await cli_probe(url, "--duration", "3"), kind="connect")
+    assert "cannot connect" in result["error"]["message"]
+    in_process = await probe_in_process(url, duration=3)
+    assert in_process.error is not None and in_process.error.kind == "connect"
+    assert await settled(warmed) <= warmed
+
+
+async def test_room_that_does_not_exist(room, warmed) -> None:
+    async with room() as live:
+        url = f"{live.url}/whep/no-such-room"
+        result = assert_failed_cleanly(*await cli_probe(url, "--duration", "3"), kind="not_found")
+        assert "404" in result["error"]["message"]
+        in_process = await probe_in_process(url, duration=3)
+    assert in_process.error is not None and in_process.error.kind == "not_found"
+    assert await settled(warmed) <= warmed
+
+
+async def test_server_answering_invalid_sdp(warmed) -> None:
+    async with bad_sdp_server() as url:
+        assert_failed_cleanly(*await cli_probe(url, "--duration", "3"), kind="invalid_sdp")
+        in_process = await probe_in_process(url, duration=3)
+    assert in_process.error is not None and in_process.error.kind == "invalid_sdp"
+    assert in_process.join.phases.get("signaling") is not None  # the POST itself succeeded
+    assert await settled(warmed) <= warmed
+
+
+async def start_room_process() -> tuple[asyncio.subprocess.Process, str]:
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "qoe",
+        "room",
+        "--port",
+        "0",
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        stdin=subprocess.DEVNULL,
+        cwd=ROOT,
+    )
+    assert proc.stdout is not None
+    line = (await asyncio.wait_for(proc.stdout.readline(), 30)).decode()
+    url = line.split("serving ")[1].split()[0]
+    return proc, url
+
+
+async def test_server_dies_mid_probe(warmed) -> None:
+    for in_process in (False, True):
+        proc, url = await start_room_process()
+        try:
+            if in_process:
+                task = asyncio.create_task(
+                    probe_in_process(f"{url}/whep/demo", duration=10, media_timeout=2)
+                )
+            else:
+                task = asyncio.create_task(
+                    cli_probe(f"{url}/whep/demo", "--duration", "10", "--media-timeout", "2")
+                )
+            await asyncio.sleep(3)
+            os.kill(proc.pid, signal.SIGKILL)  # no goodbye: the host is simply gone
+            outcome = await task
+        finally:
+            if proc.returncode is None:
+                proc.kill()
+            await proc.wait()
+        if in_process:
+            assert isinstance(outcome, ProbeResult)
+            assert outcome.error is not None and outcome.error.kind == "disconnected"
+            assert outcome.video.frames is not None and outcome.video.frames > 30  # kept
+            assert outcome.duration_seconds < 7
+        else:
+            assert isinstance(outcome, tuple)
+            result = assert_failed_cleanly(*outcome, kind="disconnected")
+            assert result["join"]["total_seconds"] is not None
+    assert await settled(warmed) <= warmed

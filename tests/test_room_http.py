@@ -1,0 +1,114 @@
+"""The room's HTTP semantics (RFC 9725 for WHIP; WHEP follows the same rules)."""
+
+from __future__ import annotations
+
+import aiohttp
+import pytest
+from aiortc import RTCPeerConnection
+
+from probes.webrtc.peer import candidate_addresses, rtc_configuration
+
+SDP = {"Content-Type": "application/sdp"}
+
+
+async def recvonly_offer() -> tuple[RTCPeerConnection, str]:
+    pc = RTCPeerConnection(rtc_configuration())
+    pc.addTransceiver("video", direction="recvonly")
+    pc.addTransceiver("audio", direction="recvonly")
+    with candidate_addresses(("127.0.0.1",)):
+        await pc.setLocalDescription(await pc.createOffer())
+    return pc, pc.localDescription.sdp
+
+
+async def test_whep_session_lifecycle(room) -> None:
+    async with room() as live, aiohttp.ClientSession() as http:
+        pc, offer = await recvonly_offer()
+        try:
+            async with http.post(f"{live.url}/whep/demo", data=offer, headers=SDP) as r:
+                assert r.status == 201
+                assert r.content_type == "application/sdp"
+                assert "a=setup:" in await r.text()
+                location = r.headers["Location"]
+                assert location.startswith("/whep/demo/")
+                assert r.headers["ETag"]
+                assert r.headers["Access-Control-Allow-Origin"] == "*"
+            async with http.get(f"{live.url}/rooms/demo") as r:
+                info = await r.json()
+                assert info["viewers"] == 1 and info["source"] == "host"
+            fragment = "a=mid:0\r\na=candidate:1 1 udp 2130706431 127.0.0.1 9 typ host\r\n"
+            async with http.patch(
+                f"{live.url}{location}",
+                data=fragment,
+                headers={"Content-Type": "application/trickle-ice-sdpfrag"},
+            ) as r:
+                assert r.status == 204
+            restart = "a=ice-ufrag:brandnew\r\na=ice-pwd:0123456789012345678901\r\n"
+            async with http.patch(
+                f"{live.url}{location}",
+                data=restart,
+                headers={"Content-Type": "application/trickle-ice-sdpfrag"},
+            ) as r:
+                assert r.status == 422
+            async with http.delete(f"{live.url}{location}") as r:
+                assert r.status == 200
+            async with http.delete(f"{live.url}{location}") as r:
+                assert r.status == 404
+            async with http.get(f"{live.url}/rooms/demo") as r:
+                assert (await r.json())["viewers"] == 0
+        finally:
+            await pc.close()
+
+
+@pytest.mark.parametrize(
+    ("path", "headers", "body", "status", "reason"),
+    [
+        ("/whep/demo", {"Content-Type": "text/plain"}, "v=0", 415, "application/sdp"),
+        ("/whep/demo", SDP, "hello", 400, "not an SDP offer"),
+        (
+            "/whep/nobody-here",
+            SDP,
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+            404,
+            "has no publisher",
+        ),
+        ("/whip/demo", SDP, "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", 409, "built-in host"),
+        (
+            "/whep/bad%20name",
+            SDP,
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n",
+            400,
+            "invalid room name",
+        ),
+        (
+            "/whep/demo",
+            SDP,
+            "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\nthis is broken\r\n",
+            400,
+            "no media",
+        ),
+    ],
+)
+async def test_clear_4xx_errors(
+    room, path: str, headers: dict, body: str, status: int, reason: str
+) -> None:
+    async with (
+        room() as live,
+        aiohttp.ClientSession() as http,
+        http.post(f"{live.url}{path}", data=body, headers=headers) as r,
+    ):
+        assert r.status == status
+        text = await r.text()
+        assert reason in text
+        assert len(text.strip().splitlines()) == 1
+
+
+async def test_cors_preflight_and_player_page(room) -> None:
+    async with room() as live, aiohttp.ClientSession() as http:
+        async with http.options(f"{live.url}/whep/demo") as r:
+            assert r.status == 204
+            assert r.headers["Accept-Post"] == "application/sdp"
+            assert "POST" in r.headers["Access-Control-Allow-Methods"]
+        async with http.get(f"{live.url}/") as r:
+            assert r.status == 200 and "/whep/" in await r.text()
+        async with http.get(f"{live.url}/healthz") as r:
+            assert r.status == 200
