@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from probes.base import ProbeSpec
@@ -34,6 +35,9 @@ __all__ = ["PHASES", "probe"]
 
 PHASES = ("signaling", "ice_connected", "dtls_connected", "first_rtp_packet", "first_decoded_frame")
 WATCHDOG_PERIOD = 0.1
+AUDIO_RATE = 48000
+AUDIO_BATCH = 4800
+"""Samples (100 ms) fed to the tone detector at a time."""
 
 
 async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
@@ -60,6 +64,8 @@ class _Viewer:
         self.tone_hz = float(spec.options.get("tone_hz", HOST_TONE_HZ))
         self.detector = ToneOnsetDetector(self.tone_hz)
         self.last_video_stream_time = 0.0
+        self._audio_pending: list[tuple[int, np.ndarray]] = []
+        self._audio_pending_samples = 0
 
     async def watch(self, session: Session) -> None:
         spec, pc = self.spec, session.pc
@@ -129,8 +135,29 @@ class _Viewer:
                 mono = pcm.reshape(-1)[::channels] if pcm.shape[0] == 1 else pcm[0]
                 self.timeline.audio_frames += 1
                 self.timeline.audio_seconds += frame.samples / frame.sample_rate
-                for onset in self.detector.add(mono, int(frame.pts or 0)):
-                    self.timeline.tones.append(ToneOnset(onset / frame.sample_rate, self.tone_hz))
+                self._scan_audio(mono, int(frame.pts or 0))
+        self._scan_audio(None, 0)
+
+    def _scan_audio(self, mono: np.ndarray | None, first: int) -> None:
+        """Feed the tone detector in batches of AUDIO_BATCH samples (None: flush).
+
+        The detector re-filters the audio it carries over between calls, so a few larger
+        calls cost far less than one per 20 ms frame; onset positions do not depend on it.
+        """
+        pending = self._audio_pending
+        contiguous = pending and pending[-1][0] + len(pending[-1][1]) == first
+        if pending and (
+            mono is None or not contiguous or self._audio_pending_samples >= AUDIO_BATCH
+        ):
+            start = pending[0][0]
+            samples = np.concatenate([block for _, block in pending])
+            for onset in self.detector.add(samples, start):
+                self.timeline.tones.append(ToneOnset(onset / AUDIO_RATE, self.tone_hz))
+            pending.clear()
+            self._audio_pending_samples = 0
+        if mono is not None:
+            pending.append((first, mono))
+            self._audio_pending_samples += len(mono)
 
     async def stop_consumers(self) -> None:
         for task in self.consumers:

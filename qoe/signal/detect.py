@@ -142,6 +142,7 @@ class ToneOnsetDetector:
         self._rise = 2 * self._guard  # longest distance searched for a crossing
         self._lookahead = self._plateau[1] + 4 * self._block
         self._buffer = np.zeros(0)
+        self._phasor = np.zeros(0, dtype=np.complex128)
         self._start = 0  # absolute index of _buffer[0]
         self._decided = -math.inf  # onsets before this absolute position are settled
         self._last_onset = -math.inf
@@ -177,8 +178,12 @@ class ToneOnsetDetector:
     def _envelope(self) -> npt.NDArray[np.float64]:
         """Envelope; index i covers buffer samples i .. i + 2 * window - 2 (centre i + delay)."""
         n = len(self._buffer)
-        phase = np.exp(-2j * np.pi * self.tone_hz / self.sample_rate * np.arange(n))
-        z = self._buffer * phase
+        if len(self._phasor) < n:
+            # Only the envelope's magnitude is used, and a constant phase factor does not
+            # change it, so one table serves every call whatever its absolute start index.
+            step = -2j * np.pi * self.tone_hz / self.sample_rate
+            self._phasor = np.exp(step * np.arange(max(n, 2 * len(self._phasor), 8192)))
+        z = self._buffer * self._phasor[:n]
         for _ in range(2):
             acc = np.concatenate([[0], np.cumsum(z)])
             z = (acc[self.window_samples :] - acc[: -self.window_samples]) / self.window_samples

@@ -1,0 +1,127 @@
+"""Benchmark: CPU per WHEP viewer probe, and how many viewers one core holds without freezes.
+
+The room runs in its own process pinned to one core; the viewers run in this process pinned
+to the other, so each side's CPU is measured on its own. N grows until a viewer sees a freeze
+the room did not inject (the room has no knobs set, so every freeze is the probe's own
+lateness), a probe fails, or glass-to-glass p50 rises 50 ms over the single viewer's: a
+saturated core shows as a growing backlog before it shows as freezes.
+
+    python bench/viewers.py                     # steps 1 5 10 20 30 40 50, 10 s each
+    python bench/viewers.py --steps 10 20 --duration 15
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import time
+
+from probes import ProbeSpec, run_probe
+
+ROOM_CORE, PROBE_CORE = 1, 0
+LATENCY_SLACK_MS = 50
+"""A saturated probe core shows first as a backlog: glass-to-glass rising over the 1-viewer
+baseline by more than this counts as not holding, before any freeze appears."""
+
+
+COLUMNS = [  # title, key, width, decimals
+    ("viewers", "viewers", 7, 0),
+    ("failed", "failed", 6, 0),
+    ("probe core %", "probe_core_pct", 12, 1),
+    ("per viewer %", "per_viewer_pct", 12, 2),
+    ("room core %", "room_core_pct", 11, 1),
+    ("freezes", "freezes", 7, 0),
+    ("frozen", "frozen_viewers", 6, 0),
+    ("g2g p50 ms", "g2g_p50_ms", 10, 0),
+    ("join max ms", "join_max_ms", 11, 0),
+]
+
+
+def cpu_seconds_of(pid: int) -> float:
+    """User + system CPU seconds of another process, from /proc."""
+    with open(f"/proc/{pid}/stat") as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def own_cpu_seconds() -> float:
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
+
+
+async def step(url: str, room_pid: int, viewers: int, duration: float) -> dict[str, float]:
+    specs = [
+        ProbeSpec(url=url, kind="whep", duration=duration, name=f"v{i}") for i in range(viewers)
+    ]
+    cpu0, room0, t0 = own_cpu_seconds(), cpu_seconds_of(room_pid), time.monotonic()
+    results = await asyncio.gather(*(run_probe(s) for s in specs))
+    wall = time.monotonic() - t0
+    cpu, room_cpu = own_cpu_seconds() - cpu0, cpu_seconds_of(room_pid) - room0
+    ok = [r for r in results if r.success]
+    freezes = [r.video.freeze_count or 0 for r in ok]
+    g2g = [g for r in ok if (g := r.latency.glass_to_glass_seconds["p50"]) is not None]
+    joins = sorted(r.join.total_seconds or 0.0 for r in ok)
+    return {
+        "viewers": viewers,
+        "failed": len(results) - len(ok),
+        "probe_core_pct": 100 * cpu / wall,
+        "per_viewer_pct": 100 * cpu / wall / viewers,
+        "room_core_pct": 100 * room_cpu / wall,
+        "freezes": sum(freezes),
+        "frozen_viewers": sum(1 for f in freezes if f),
+        "g2g_p50_ms": 1000 * statistics.median(g for g in g2g if g is not None)
+        if g2g
+        else float("nan"),
+        "join_max_ms": 1000 * joins[-1] if joins else float("nan"),
+    }
+
+
+async def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--steps", type=int, nargs="+", default=[1, 5, 10, 20, 30, 40, 50])
+    parser.add_argument("--duration", type=float, default=10.0)
+    args = parser.parse_args()
+    if (os.cpu_count() or 1) < 2:
+        print("bench needs two cores (room on one, viewers on the other)", file=sys.stderr)
+        return 2
+    room = subprocess.Popen(
+        [sys.executable, "-m", "qoe", "room", "--port", "0"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert room.stdout is not None
+        url = re.search(r"serving (\S+)", room.stdout.readline()).group(1)  # type: ignore[union-attr]
+        os.sched_setaffinity(room.pid, {ROOM_CORE})
+        os.sched_setaffinity(0, {PROBE_CORE})
+        print("  ".join(f"{title:>{width}}" for title, _, width, _ in COLUMNS))
+        baseline, held = None, 0
+        for n in args.steps:
+            r = await step(f"{url}/whep/demo", room.pid, n, args.duration)
+            baseline = r["g2g_p50_ms"] if baseline is None else baseline
+            print("  ".join(f"{r[key]:>{width}.{digits}f}" for _, key, width, digits in COLUMNS))
+            lagging = r["g2g_p50_ms"] > baseline + LATENCY_SLACK_MS
+            if r["frozen_viewers"] or r["failed"] or lagging:
+                why = "freezes" if r["frozen_viewers"] else "failures" if r["failed"] else "latency"
+                print(f"{n} viewers: {why} the room did not cause; one core held {held} viewers")
+                break
+            held = n
+        else:
+            print(f"one core held every step, up to {held} viewers")
+    finally:
+        room.terminate()
+        room.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(asyncio.run(main()))
