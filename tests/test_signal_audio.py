@@ -108,9 +108,7 @@ def test_int16_input() -> None:
     pcm = SignalAudio(amplitude=0.5, offset_seconds=offset).render(BASE, 3 * RATE)
     onsets = detect_all(np.round(pcm * 32767).astype(np.int16))
     # int16 quantisation noise is ~-100 dB: still far inside the 50 µs requirement.
-    np.testing.assert_allclose(
-        onsets, expected_onsets(offset, range(8, 10)), rtol=0, atol=1e-3 * RATE / 1000
-    )
+    np.testing.assert_allclose(onsets, expected_onsets(offset, range(8, 10)), rtol=0, atol=1e-3 * RATE / 1000)
 
 
 @pytest.mark.parametrize("offset", [0.08, -0.12])
@@ -125,9 +123,7 @@ def test_offset_moves_onsets_by_exactly_the_offset(offset: float) -> None:
     np.testing.assert_allclose(seconds * RATE - moved, offset * RATE, rtol=0, atol=CLEAN_TOLERANCE)
 
 
-@pytest.mark.parametrize(
-    ("tone", "other"), [(HOST_TONE_HZ, COHOST_TONE_HZ), (COHOST_TONE_HZ, HOST_TONE_HZ)]
-)
+@pytest.mark.parametrize(("tone", "other"), [(HOST_TONE_HZ, COHOST_TONE_HZ), (COHOST_TONE_HZ, HOST_TONE_HZ)])
 def test_two_tone_mix(tone: float, other: float) -> None:
     # The other participant's tone starts 150 ms after (and ends 50 ms before) this one's.
     rng = np.random.default_rng(3)
@@ -188,9 +184,7 @@ def test_tone_in_noise() -> None:
     pcm = SignalAudio(amplitude=0.5).render(BASE, 6 * RATE)
     noisy = pcm + rng.normal(0, 0.5 / np.sqrt(2) / 10, pcm.shape)
     onsets = detect_all(noisy)
-    np.testing.assert_allclose(
-        onsets, expected_onsets(0, range(8, 13)), rtol=0, atol=0.05e-3 * RATE
-    )
+    np.testing.assert_allclose(onsets, expected_onsets(0, range(8, 13)), rtol=0, atol=0.05e-3 * RATE)
 
 
 def test_bad_input() -> None:

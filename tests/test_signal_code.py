@@ -89,9 +89,7 @@ def test_round_trip_many_values() -> None:
     rng = np.random.default_rng(1)
     luma = np.full((180, 320), 100, dtype=np.uint8)
     for _ in range(300):
-        code = FrameCode(
-            int(rng.integers(65536)), int(rng.integers(2**32)), int(rng.integers(65536))
-        )
+        code = FrameCode(int(rng.integers(65536)), int(rng.integers(2**32)), int(rng.integers(65536)))
         paint_code(luma, code)
         assert read_code(luma) == code
     for code in (FrameCode(0, 0, 0), FrameCode(65535, 2**32 - 1, 65535)):
@@ -148,9 +146,7 @@ def test_fuzzed_corruption_never_reads_a_wrong_value() -> None:
     xs, ys = cell_edges(320, 180)
     outcomes: Counter[tuple[int, str]] = Counter()
     for trial in range(3000):
-        code = FrameCode(
-            int(rng.integers(65536)), int(rng.integers(2**32)), int(rng.integers(65536))
-        )
+        code = FrameCode(int(rng.integers(65536)), int(rng.integers(2**32)), int(rng.integers(65536)))
         luma = painted(320, 180, code).astype(np.float64)
         acceptable: set[FrameCode | None] = {None}
         kind = trial % 5

@@ -120,9 +120,7 @@ def test_tone_onsets_survive_opus() -> None:
     seconds = 6
     sent_pcm = SignalAudio(HOST_TONE_HZ, amplitude=0.4, offset_seconds=0.0213).render(
         base, seconds * SAMPLE_RATE
-    ) + SignalAudio(COHOST_TONE_HZ, amplitude=0.2, offset_seconds=-0.15).render(
-        base, seconds * SAMPLE_RATE
-    )
+    ) + SignalAudio(COHOST_TONE_HZ, amplitude=0.2, offset_seconds=-0.15).render(base, seconds * SAMPLE_RATE)
     received_pcm = opus_round_trip(sent_pcm)
     for tone, other in ((HOST_TONE_HZ, COHOST_TONE_HZ), (COHOST_TONE_HZ, HOST_TONE_HZ)):
         sent = np.array(ToneOnsetDetector(tone, other_hz=[other]).add(sent_pcm, base))

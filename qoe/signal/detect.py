@@ -53,9 +53,7 @@ _SMEAR_SECONDS = 0.002  # codec pre-echo and ringing around an onset, kept out o
 _BLOCK_SECONDS = 0.001  # coarse grid on which candidates are searched
 
 
-def null_window(
-    tone_hz: float, other_hz: Sequence[float], sample_rate: int, min_seconds: float
-) -> int:
+def null_window(tone_hz: float, other_hz: Sequence[float], sample_rate: int, min_seconds: float) -> int:
     """Shortest boxcar length (samples, >= ``min_seconds``) that nulls the unwanted products.
 
     After demodulation at ``tone_hz`` a real tone leaves an image at 2 x tone_hz and each other
@@ -171,9 +169,21 @@ class ToneOnsetDetector:
         elif first_index < end:
             x = x[end - first_index :]
         self._buffer = np.concatenate([self._buffer, x])
-        onsets = self._scan()
+        if len(self._buffer) and float(np.max(np.abs(self._buffer))) < 2 * self.min_level:
+            # Too quiet to hold an onset: a tone's envelope is half its amplitude, so its
+            # plateau would be under min_level. Settle what a scan would have settled, unfiltered.
+            self._settle_quiet()
+            onsets: list[float] = []
+        else:
+            onsets = self._scan()
         self._trim()
         return onsets
+
+    def _settle_quiet(self) -> None:
+        envelope_length = len(self._buffer) - 2 * self.window_samples + 2
+        settle = envelope_length - self._lookahead
+        if settle > 0:
+            self._decided = max(self._decided, self._start + self._delay + settle)
 
     def _envelope(self) -> npt.NDArray[np.float64]:
         """Envelope; index i covers buffer samples i .. i + 2 * window - 2 (centre i + delay)."""
