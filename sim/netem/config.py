@@ -136,8 +136,7 @@ class LinkConfig:
             for name in changes:
                 if name not in SCHEDULABLE:
                     raise ConfigError(
-                        f"{where}.{name}: cannot be scheduled "
-                        f"(schedulable: {', '.join(SCHEDULABLE)})"
+                        f"{where}.{name}: cannot be scheduled (schedulable: {', '.join(SCHEDULABLE)})"
                     )
             if "rate" in changes and self.trace is not None:
                 raise ConfigError(f"{where}.rate: cannot be combined with trace")
@@ -159,9 +158,7 @@ def _check_impairments(values: Mapping[str, Any], prefix: str) -> None:
     if burst is not None:
         burst = _number(burst, f"{prefix}burst_length")
         if burst < 1:
-            raise ConfigError(
-                f"{prefix}burst_length: must be at least 1, got {values['burst_length']}"
-            )
+            raise ConfigError(f"{prefix}burst_length: must be at least 1, got {values['burst_length']}")
         # P(start a burst) = p / (1 - p) / L must stay a probability.
         most = burst / (burst + 1)
         if values["loss"] > most:

@@ -54,9 +54,7 @@ def parse_trace(text: str, name: str) -> np.ndarray:
         # int() would also accept "+5", "1_000" and "-3"; a trace line is plain digits only.
         stripped = line.strip()
         if not (stripped.isascii() and stripped.isdigit()):
-            raise ConfigError(
-                f"trace file {name}: line {number}: not a non-negative integer: {line!r}"
-            )
+            raise ConfigError(f"trace file {name}: line {number}: not a non-negative integer: {line!r}")
         value = int(stripped)
         if value < previous:
             raise ConfigError(
@@ -66,9 +64,7 @@ def parse_trace(text: str, name: str) -> np.ndarray:
         values[number - 1] = value
         previous = value
     if previous == 0:
-        raise ConfigError(
-            f"trace file {name}: trace must span a nonzero time (last timestamp is 0)"
-        )
+        raise ConfigError(f"trace file {name}: trace must span a nonzero time (last timestamp is 0)")
     return values
 
 
@@ -106,9 +102,7 @@ class Trace:
                 f"got {int(arr[index])} after {int(arr[index - 1])}"
             )
         if arr[-1] == 0:
-            raise ConfigError(
-                f"trace {self.name}: trace must span a nonzero time (last timestamp is 0)"
-            )
+            raise ConfigError(f"trace {self.name}: trace must span a nonzero time (last timestamp is 0)")
         frozen = arr.astype(np.int64, copy=True)
         frozen.setflags(write=False)
         object.__setattr__(self, "times_ms", frozen)

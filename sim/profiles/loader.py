@@ -86,19 +86,15 @@ def load_profile(name_or_path: str) -> Profile:
         profiles = load_profiles(path)
         if wanted:
             if wanted not in profiles:
-                raise ConfigError(
-                    f"{path}: no profile {wanted!r} (has: {', '.join(profiles) or 'none'})"
-                )
+                raise ConfigError(f"{path}: no profile {wanted!r} (has: {', '.join(profiles) or 'none'})")
             return profiles[wanted]
         if len(profiles) != 1:
             raise ConfigError(
-                f"{path}: holds {len(profiles)} profiles ({', '.join(profiles)}); "
-                f"choose one with {path}#NAME"
+                f"{path}: holds {len(profiles)} profiles ({', '.join(profiles)}); choose one with {path}#NAME"
             )
         return next(iter(profiles.values()))
     raise ConfigError(
-        f"unknown profile {name_or_path!r} (built-in: {', '.join(table)}; "
-        "or give the path of a TOML file)"
+        f"unknown profile {name_or_path!r} (built-in: {', '.join(table)}; or give the path of a TOML file)"
     )
 
 
