@@ -13,13 +13,23 @@ from probes.webrtc import whep, whip
 from qoe.errors import ConfigError
 from qoe.result import ProbeResult
 
-__all__ = ["PROBES", "ProbeSpec", "guess_kind", "run_probe"]
+__all__ = ["PHASES", "PROBES", "ProbeSpec", "guess_kind", "phases_of", "run_probe"]
 
 PROBES: dict[str, ProbeFn] = {
     "whep": whep.probe,
     "whip": whip.probe,
 }
 """Probe kind -> probe function."""
+
+PHASES: dict[str, tuple[str, ...]] = {
+    "whep": whep.PHASES,
+    "whip": whip.PHASES,
+}
+"""Probe kind -> its join milestones, in order (the keys of ``join.phases``)."""
+
+
+def phases_of(kind: str) -> tuple[str, ...]:
+    return PHASES.get(kind, ())
 
 
 def guess_kind(url: str) -> str:

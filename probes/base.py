@@ -69,6 +69,7 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
         probe=spec.name or spec.kind,
         kind=spec.kind,
         target=redact_url(spec.url),
+        url=redact_url(spec.url),
         profile=spec.profile,
         started_at=iso_time(clock.wall()),
     )
@@ -80,9 +81,7 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
     except ProbeError as exc:
         result.fail(exc)
     except TimeoutError:
-        result.fail(
-            DeadlineError(f"probe did not finish within its deadline of {spec.deadline:g} s")
-        )
+        result.fail(DeadlineError(f"probe did not finish within its deadline of {spec.deadline:g} s"))
     except Exception as exc:  # a bug in a probe must not take the fleet or exporter down
         log.exception("probe %s against %s crashed", spec.kind, result.target)
         result.fail(exc)

@@ -10,6 +10,7 @@ import argparse
 import asyncio
 import json
 import logging
+import re
 import signal
 import sys
 from collections.abc import Sequence
@@ -56,6 +57,16 @@ def _seconds(text: str) -> float:
         return float(text)
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+
+
+def _size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 320 or height < 180 or width % 2 or height % 2 or width > 3840 or height > 2160:
+        raise argparse.ArgumentTypeError(f"size must be even, from 320x180 to 3840x2160, got {text}")
+    return width, height
 
 
 def _add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
@@ -106,9 +117,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="qoe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter
     )
     parser.add_argument("--version", action="version", version=f"qoe {__version__}")
-    parser.add_argument(
-        "-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)"
-    )
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     sub.required = True
 
@@ -125,9 +134,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="seconds each viewer watches (default 10)",
     )
-    demo.add_argument(
-        "--viewers", type=int, default=3, metavar="N", help="concurrent viewers (default 3)"
-    )
+    demo.add_argument("--viewers", type=int, default=3, metavar="N", help="concurrent viewers (default 3)")
     demo.add_argument(
         "--json", action="store_true", help="print a JSON array of ProbeResults instead of a table"
     )
@@ -144,6 +151,13 @@ def build_parser() -> argparse.ArgumentParser:
     room.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     room.add_argument(
         "--port", type=int, default=8080, help="port to bind, 0 for any free one (default 8080)"
+    )
+    room.add_argument(
+        "--size",
+        type=_size,
+        default=(640, 360),
+        metavar="WxH",
+        help="the built-in host's video size (default 640x360; even, at least 320x180)",
     )
     _add_knobs(room)
     room.set_defaults(handler=_cmd_room)
@@ -177,9 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="S",
         help="fail as disconnected after S seconds without any packet (default 5)",
     )
-    probe.add_argument(
-        "--name", default="", help="the probe's label in the result (default: the kind)"
-    )
+    probe.add_argument("--name", default="", help="the probe's label in the result (default: the kind)")
     probe.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
     probe.set_defaults(handler=_cmd_probe)
 
@@ -190,9 +202,7 @@ def build_parser() -> argparse.ArgumentParser:
         "canary host, for --duration seconds. Viewer probes read it back.",
     )
     publish.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whip/myroom")
-    publish.add_argument(
-        "--kind", choices=["whip"], default="whip", help="publisher kind (default whip)"
-    )
+    publish.add_argument("--kind", choices=["whip"], default="whip", help="publisher kind (default whip)")
     publish.add_argument(
         "--duration",
         type=_positive,
@@ -203,6 +213,64 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
     _add_knobs(publish, freeze=False)
     publish.set_defaults(handler=_cmd_publish)
+
+    fleet = sub.add_parser(
+        "fleet",
+        help="run a fleet of probes from a file and judge its SLOs",
+        description="Probe fleets for CI: a TOML file of targets, probe runs and SLOs "
+        "(see examples/fleet.toml). Exit 0 when every SLO holds, 1 when any fails, "
+        "2 for a bad file or option.",
+    )
+    fleet_sub = fleet.add_subparsers(dest="fleet_command", metavar="ACTION", parser_class=_Parser)
+    fleet_sub.required = True
+    check = fleet_sub.add_parser(
+        "check",
+        help="validate a fleet file and exit",
+        description="Validate FILE: every key, type, field path, aggregate and bound.",
+    )
+    check.add_argument("file", metavar="FILE")
+    check.set_defaults(handler=_cmd_fleet_check)
+    run = fleet_sub.add_parser(
+        "run",
+        help="run the fleet's probes and judge its SLOs",
+        description="Run every probe run of FILE (or one shard's share), at most "
+        "--concurrency at once; write results and verdicts; exit 1 if an SLO fails.",
+    )
+    run.add_argument("file", metavar="FILE")
+    run.add_argument("--json", metavar="F", help="write every ProbeResult to F as JSON lines")
+    run.add_argument("--junit", metavar="F", help="write JUnit XML to F: one test case per SLO per target")
+    run.add_argument(
+        "--shard",
+        metavar="I/N",
+        help="run shard I of N (1-based); auto/N takes I from JOB_COMPLETION_INDEX",
+    )
+    run.add_argument(
+        "--concurrency",
+        type=int,
+        metavar="K",
+        help="probe runs at once (default: the file's, or 8)",
+    )
+    run.set_defaults(handler=_cmd_fleet_run)
+    run.add_argument(
+        "--workers",
+        type=int,
+        metavar="W",
+        help="processes to spread the probes over (default: one per 12 concurrent probes, at most "
+        "one per core)",
+    )
+    worker = fleet_sub.add_parser("worker", help=argparse.SUPPRESS)
+    worker.add_argument("file", metavar="FILE")
+    worker.set_defaults(handler=_cmd_fleet_worker)
+    report = fleet_sub.add_parser(
+        "report",
+        help="judge SLOs over results files (e.g. from all shards)",
+        description="Merge the JSON-lines results of a fleet's shards and judge its "
+        "SLOs over all of them, as one unsharded run would.",
+    )
+    report.add_argument("results", metavar="RESULTS.jsonl", nargs="+")
+    report.add_argument("--fleet", metavar="FILE", required=True, help="the fleet file the results came from")
+    report.add_argument("--junit", metavar="F", help="write JUnit XML to F")
+    report.set_defaults(handler=_cmd_fleet_report)
     return parser
 
 
@@ -240,9 +308,7 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
 async def _cmd_publish(args: argparse.Namespace) -> int:
     from probes import ProbeSpec, run_probe
 
-    spec = ProbeSpec(
-        url=args.url, kind=args.kind, duration=args.duration, options={"knobs": _knobs(args)}
-    )
+    spec = ProbeSpec(url=args.url, kind=args.kind, duration=args.duration, options={"knobs": _knobs(args)})
     result = await run_probe(spec)
     if args.json:
         print(result.to_json(indent=2))
@@ -267,8 +333,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     knobs = _knobs(args)
     if not args.json:
         print(
-            f"qoe demo: {args.viewers} viewer(s) watching the embedded room "
-            f"for {args.duration:g} s ...",
+            f"qoe demo: {args.viewers} viewer(s) watching the embedded room for {args.duration:g} s ...",
             file=sys.stderr,
         )
     results = await run_demo(duration=args.duration, viewers=args.viewers, knobs=knobs)
@@ -291,22 +356,109 @@ async def _cmd_room(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     try:
-        room = LiveRoom(args.host, args.port, knobs=_knobs(args))
+        width, height = args.size
+        room = LiveRoom(
+            args.host, args.port, knobs=_knobs(args), host_options={"width": width, "height": height}
+        )
         await room.start()
     except OSError as exc:
-        raise ConfigError(
-            f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}"
-        ) from exc
+        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     try:
         print(
-            f"qoe room: serving {room.url} "
-            f"(watch: {room.url}/whep/demo, publish: {room.url}/whip/ROOM)",
+            f"qoe room: serving {room.url} (watch: {room.url}/whep/demo, publish: {room.url}/whip/ROOM)",
             flush=True,
         )
         await stop.wait()
     finally:
         await room.stop()
     return EXIT_OK
+
+
+async def _cmd_fleet_check(args: argparse.Namespace) -> int:
+    from qoe.fleet import expand, load_fleet
+
+    fleet = load_fleet(args.file)
+    print(
+        f"{args.file}: ok: {len(fleet.targets)} targets, {len(expand(fleet))} probe runs, "
+        f"{len(fleet.slos)} SLOs"
+    )
+    return EXIT_OK
+
+
+def _write(path: str | None, text: str) -> None:
+    if path:
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc
+
+
+def _finish_judgement(judgement: Any, junit: str | None) -> int:
+    from qoe.fleet import junit_xml, summary_table
+
+    _write(junit, junit_xml(judgement))
+    print(summary_table(judgement))
+    return EXIT_OK if judgement.passed else EXIT_FAILED
+
+
+async def _cmd_fleet_run(args: argparse.Namespace) -> int:
+    from qoe.fleet import Progress, expand, judge, load_fleet, parse_shard, run_fleet
+    from qoe.fleet.runner import default_workers
+
+    fleet = load_fleet(args.file)
+    shard = parse_shard(args.shard) if args.shard else None
+    concurrency = args.concurrency or fleet.concurrency
+    if concurrency < 1:
+        raise ConfigError(f"--concurrency must be at least 1, got {concurrency}")
+    runs = expand(fleet, shard)
+    out = None
+    if args.json:
+        try:
+            out = open(args.json, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {args.json}: {exc.strerror or exc}") from exc
+    workers = args.workers or default_workers(concurrency, len(runs))
+    if workers < 1:
+        raise ConfigError(f"--workers must be at least 1, got {workers}")
+    progress = Progress(len(runs))
+    where = f" (shard {shard})" if shard else ""
+    print(
+        f"qoe fleet: {len(runs)} probe runs{where}, {concurrency} at once in {workers} process(es)",
+        file=sys.stderr,
+    )
+
+    def on_result(result: Any) -> None:
+        if out is not None:
+            out.write(result.to_json() + "\n")
+            out.flush()
+        progress(result)
+
+    try:
+        results = await run_fleet(
+            runs, concurrency=concurrency, workers=workers, fleet_path=fleet.path, on_result=on_result
+        )
+    finally:
+        progress.close()
+        if out is not None:
+            out.close()
+    return _finish_judgement(judge(fleet, runs, [r.to_dict() for r in results]), args.junit)
+
+
+async def _cmd_fleet_worker(args: argparse.Namespace) -> int:
+    from qoe.fleet.runner import run_worker
+
+    return await run_worker(args.file)
+
+
+async def _cmd_fleet_report(args: argparse.Namespace) -> int:
+    from qoe.fleet import expand, judge, load_fleet, read_results
+
+    fleet = load_fleet(args.fleet)
+    results, problems = read_results(args.results)
+    judgement = judge(fleet, expand(fleet), results)
+    judgement.problems[:0] = problems
+    return _finish_judgement(judgement, args.junit)
 
 
 def _configure_logging(verbose: int) -> None:
@@ -325,7 +477,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(asyncio.run(args.handler(args)))
     except ConfigError as exc:
-        print(f"qoe {args.command}: error: {exc}", file=sys.stderr)
+        command = " ".join(c for c in (args.command, getattr(args, "fleet_command", None)) if c)
+        print(f"qoe {command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130

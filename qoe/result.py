@@ -84,9 +84,7 @@ class LatencySection:
 
 @dataclass
 class AvSyncSection:
-    offset_seconds: dict[str, float | None] = field(
-        default_factory=lambda: {"median": None, "p95_abs": None}
-    )
+    offset_seconds: dict[str, float | None] = field(default_factory=lambda: {"median": None, "p95_abs": None})
     samples: int | None = None
 
 
@@ -123,6 +121,12 @@ class ProbeResult:
     kind: str
     target: str
     profile: str = "none"
+    run: str = ""
+    """The fleet run this result belongs to (``target/profile/index``); empty outside a fleet."""
+    url: str = ""
+    """The probed URL with its secrets masked."""
+    labels: dict[str, str] = field(default_factory=dict)
+    """The target's own labels from the fleet file (region, ISP, ...)."""
     started_at: str = ""
     duration_seconds: float = 0.0
     success: bool = False
@@ -187,9 +191,7 @@ class ProbeResult:
         self.latency = LatencySection(_q(metrics.glass_to_glass(frames)))
         sync = metrics.av_sync(timeline)
         if sync is not None:
-            self.av_sync = AvSyncSection(
-                {"median": sync.median, "p95_abs": sync.p95_abs}, sync.samples
-            )
+            self.av_sync = AvSyncSection({"median": sync.median, "p95_abs": sync.p95_abs}, sync.samples)
         else:
             self.av_sync = AvSyncSection(samples=0)
 

@@ -55,9 +55,7 @@ class Session:
         """Offer, POST, apply the answer; milestones ``signaling`` onwards are recorded."""
         with candidate_addresses(self._addresses):
             await self.pc.setLocalDescription(await self.pc.createOffer())
-        answer = await post_offer(
-            self._http, self.url, self.pc.localDescription.sdp, timeout=timeout
-        )
+        answer = await post_offer(self._http, self.url, self.pc.localDescription.sdp, timeout=timeout)
         self.location = answer.location
         self.timeline.mark("signaling")
         for transceiver in self.pc.getTransceivers():
@@ -66,9 +64,7 @@ class Session:
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
         except (ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
-            raise SdpError(
-                f"cannot apply the answer from {self.url}: {exc or type(exc).__name__}"
-            ) from exc
+            raise SdpError(f"cannot apply the answer from {self.url}: {exc or type(exc).__name__}") from exc
 
     def _dtls_watcher(self, transport: object) -> Callable[[], None]:
         def on_state() -> None:

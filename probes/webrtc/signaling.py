@@ -59,9 +59,7 @@ async def post_offer(
                 )
             location = response.headers.get("Location")
             if not location:
-                raise SignalingError(
-                    f"{shown}: 201 answer without a Location header (RFC 9725 section 4.2)"
-                )
+                raise SignalingError(f"{shown}: 201 answer without a Location header (RFC 9725 section 4.2)")
             return Answer(body, urljoin(str(response.url), location), response.headers.get("ETag"))
     except aiohttp.ClientConnectorError as exc:
         raise ConnectError(f"cannot connect to {shown}: {exc.os_error.strerror or exc}") from exc
@@ -71,17 +69,13 @@ async def post_offer(
         raise SignalingError(f"{shown}: no answer within {timeout:g} s") from exc
 
 
-async def delete_session(
-    session: aiohttp.ClientSession, location: str, *, timeout: float = 2.0
-) -> bool:
+async def delete_session(session: aiohttp.ClientSession, location: str, *, timeout: float = 2.0) -> bool:
     """End a session with DELETE on its resource URL; True if the server confirmed it.
 
     Best effort: a probe that ends because the server died must not fail again here.
     """
     try:
-        async with session.delete(
-            location, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as response:
+        async with session.delete(location, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
             return response.status in (200, 204)
     except (TimeoutError, aiohttp.ClientError, OSError):
         return False

@@ -89,9 +89,7 @@ class _Viewer:
             await session.wait(asyncio.sleep(min(left, WATCHDOG_PERIOD)), left + 1)
             last = max((o.last_packet_at or 0.0) for o in self.observers.values())
             if clock.monotonic() - last > spec.media_timeout:
-                raise DisconnectedError(
-                    f"no media for {spec.media_timeout:g} s; the sender is gone"
-                )
+                raise DisconnectedError(f"no media for {spec.media_timeout:g} s; the sender is gone")
 
     def _on_packet(self) -> None:
         self.timeline.mark("first_rtp_packet")
@@ -146,9 +144,7 @@ class _Viewer:
         """
         pending = self._audio_pending
         contiguous = pending and pending[-1][0] + len(pending[-1][1]) == first
-        if pending and (
-            mono is None or not contiguous or self._audio_pending_samples >= AUDIO_BATCH
-        ):
+        if pending and (mono is None or not contiguous or self._audio_pending_samples >= AUDIO_BATCH):
             start = pending[0][0]
             samples = np.concatenate([block for _, block in pending])
             for onset in self.detector.add(samples, start):

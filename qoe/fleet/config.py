@@ -1,0 +1,302 @@
+"""The fleet file: targets, the probe runs against them, their schedule, and SLOs.
+
+One TOML file feeds both ``qoe fleet run`` (CI) and ``qoe serve`` (the exporter). Example::
+
+    slos = ["join.total_seconds p95 <= 2.0", "video.stall_ratio max <= 0.01"]
+
+    [fleet]
+    duration = 10          # seconds per probe run
+    count = 3              # runs per target and network profile
+    profiles = ["none"]
+    interval = 60          # qoe serve: seconds between rounds of a target
+
+    [[targets]]
+    name = "demo"
+    url = "http://127.0.0.1:8080/whep/demo"
+    labels = { region = "local" }
+    slos = ["av_sync.offset_seconds.median within [-0.185, 0.09]"]
+
+    [[slo]]
+    field = "join.total_seconds"
+    aggregate = "p95"
+    op = "<="
+    bound = 1.0
+    targets = ["demo"]
+
+Validation is strict: an unknown key, a value of the wrong type, an unknown field path or
+aggregate is an error naming the file, the line and the key. A mistyped threshold never
+passes silently. (TOML puts keys after a ``[table]`` header into that table, so top-level
+``slos`` must come before the first header.)
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qoe.errors import ConfigError
+from qoe.fleet.locate import Locator
+from qoe.fleet.slo import SLO, check_parts, numeric_fields, parse_slo
+
+__all__ = ["DEFAULTS", "Fleet", "Target", "load_fleet", "parse_fleet"]
+
+DEFAULTS: dict[str, Any] = {
+    "duration": 10.0,
+    "count": 1,
+    "profiles": ["none"],
+    "interval": 60.0,
+    "concurrency": 8,
+    "join_timeout": 10.0,
+}
+"""Fleet-wide defaults, in one place; ``[fleet]`` overrides them, a target overrides that."""
+NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
+LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
+RESERVED_LABELS = {
+    "probe",
+    "kind",
+    "target",
+    "profile",
+    "phase",
+    "quantile",
+    "le",
+    "job",
+    "instance",
+}
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    url: str
+    kind: str
+    probe: str
+    labels: dict[str, str]
+    duration: float
+    count: int
+    profiles: tuple[str, ...]
+    interval: float
+    join_timeout: float
+    options: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    path: str
+    targets: tuple[Target, ...]
+    slos: tuple[SLO, ...]
+    """Every SLO, with ``targets`` filled in for the ones a target declared itself."""
+    concurrency: int
+    allow: tuple[str, ...] = ()
+    """Extra URL patterns ``qoe serve``'s /probe may reach besides the targets (fnmatch)."""
+
+    def target(self, name: str) -> Target | None:
+        return next((t for t in self.targets if t.name == name), None)
+
+
+class _Checker:
+    """Type and key checks that raise ConfigError with file:line: key: message."""
+
+    def __init__(self, path: str, text: str) -> None:
+        self.path = path
+        self.locator = Locator(text)
+
+    def fail(self, where: tuple[str | int, ...], message: str) -> ConfigError:
+        line = self.locator.line(where)
+        key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in where).replace(".[", "[")
+        location = f"{self.path}:{line}" if line else self.path
+        return ConfigError(f"{location}: {key}: {message}" if key else f"{location}: {message}")
+
+    def keys(self, table: dict[str, Any], allowed: set[str], where: tuple[str | int, ...]) -> None:
+        for key in table:
+            if key not in allowed:
+                raise self.fail((*where, key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+
+    def number(self, value: Any, where: tuple[str | int, ...], *, positive: bool = True) -> float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.fail(where, f"expected a number, got {type(value).__name__} {value!r}")
+        if not math.isfinite(value) or (positive and value <= 0):
+            raise self.fail(where, f"must be a positive number, got {value!r}")
+        return float(value)
+
+    def integer(self, value: Any, where: tuple[str | int, ...]) -> int:
+        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            raise self.fail(where, f"expected a whole number >= 1, got {value!r}")
+        return value
+
+    def string(self, value: Any, where: tuple[str | int, ...]) -> str:
+        if not isinstance(value, str) or not value:
+            raise self.fail(where, f"expected a non-empty string, got {value!r}")
+        return value
+
+    def strings(self, value: Any, where: tuple[str | int, ...]) -> list[str]:
+        if not isinstance(value, list) or not value:
+            raise self.fail(where, f"expected a non-empty list of strings, got {value!r}")
+        return [self.string(v, (*where, i)) for i, v in enumerate(value)]
+
+
+def load_fleet(path: str | Path) -> Fleet:
+    """Read and validate a fleet file; ConfigError with file, line and key on any problem."""
+    try:
+        text = Path(path).read_text(encoding="utf-8")
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read the fleet file: {exc.strerror or exc}") from exc
+    return parse_fleet(text, str(path))
+
+
+def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
+    try:
+        data = tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    c = _Checker(path, text)
+    c.keys(data, {"fleet", "targets", "slos", "slo"}, ())
+    settings = dict(DEFAULTS)
+    fleet_table = data.get("fleet", {})
+    if not isinstance(fleet_table, dict):
+        raise c.fail(("fleet",), "expected a [fleet] table")
+    c.keys(fleet_table, {*DEFAULTS, "allow"}, ("fleet",))
+    settings.update(_settings(c, fleet_table, ("fleet",)))
+    allow = tuple(c.strings(fleet_table["allow"], ("fleet", "allow"))) if "allow" in fleet_table else ()
+
+    from probes import PROBES, guess_kind, phases_of  # the registry knows the kinds and phases
+
+    phases = sorted({p for kind in PROBES for p in phases_of(kind)})
+    fields = numeric_fields(phases)
+    raw_targets = data.get("targets")
+    if not isinstance(raw_targets, list) or not raw_targets:
+        raise c.fail(("targets",), "the fleet needs at least one [[targets]] table")
+    targets: list[Target] = []
+    slos: list[SLO] = []
+    for i, raw in enumerate(raw_targets):
+        where: tuple[str | int, ...] = ("targets", i)
+        c.keys(
+            raw,
+            {"name", "url", "kind", "probe", "labels", "slos", "options", *DEFAULTS} - {"concurrency"},
+            where,
+        )
+        name = c.string(raw.get("name"), (*where, "name"))
+        if not NAME.match(name):
+            raise c.fail(
+                (*where, "name"),
+                f"invalid target name {name!r}: use letters, digits, '.', '_', '-'",
+            )
+        if any(t.name == name for t in targets):
+            raise c.fail((*where, "name"), f"duplicate target name {name!r}")
+        url = c.string(raw.get("url"), (*where, "url"))
+        try:
+            kind = raw.get("kind") or guess_kind(url)
+        except ConfigError as exc:
+            raise c.fail((*where, "url"), str(exc)) from None
+        if kind not in PROBES:
+            raise c.fail((*where, "kind"), f"unknown probe kind {kind!r}; known: {', '.join(sorted(PROBES))}")
+        labels = raw.get("labels", {})
+        if not isinstance(labels, dict):
+            raise c.fail((*where, "labels"), 'expected a table of label = "value"')
+        for key, value in labels.items():
+            if not LABEL.match(key) or key in RESERVED_LABELS:
+                raise c.fail((*where, "labels", key), f"invalid or reserved label name {key!r}")
+            c.string(value, (*where, "labels", key))
+        own = {**settings, **_settings(c, raw, where)}
+        options = raw.get("options", {})
+        if not isinstance(options, dict):
+            raise c.fail((*where, "options"), "expected a table")
+        targets.append(
+            Target(
+                name=name,
+                url=url,
+                kind=kind,
+                probe=c.string(raw.get("probe", kind), (*where, "probe")),
+                labels=dict(labels),
+                duration=own["duration"],
+                count=own["count"],
+                profiles=tuple(own["profiles"]),
+                interval=own["interval"],
+                join_timeout=own["join_timeout"],
+                options=dict(options),
+            )
+        )
+        if "slos" in raw:
+            for j, text_slo in enumerate(c.strings(raw["slos"], (*where, "slos"))):
+                slo = _parse(c, text_slo, (*where, "slos", j), fields)
+                slos.append(SLO(slo.field, slo.aggregate, slo.op, slo.bound, targets=(name,)))
+    names = {t.name for t in targets}
+    if "slos" in data:
+        for j, text_slo in enumerate(c.strings(data["slos"], ("slos",))):
+            slos.append(_parse(c, text_slo, ("slos", j), fields))
+    for j, table in enumerate(data.get("slo", [])):
+        slos.append(_slo_table(c, table, ("slo", j), fields, names))
+    return Fleet(path, tuple(targets), tuple(slos), settings["concurrency"], allow)
+
+
+def _settings(c: _Checker, table: dict[str, Any], where: tuple[str | int, ...]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for key in ("duration", "interval", "join_timeout"):
+        if key in table:
+            out[key] = c.number(table[key], (*where, key))
+    for key in ("count", "concurrency"):
+        if key in table:
+            out[key] = c.integer(table[key], (*where, key))
+    if "profiles" in table:
+        profiles = c.strings(table["profiles"], (*where, "profiles"))
+        known = _known_profiles()
+        for k, name in enumerate(profiles):
+            if known is not None and name not in known and not name.endswith(".toml"):
+                raise c.fail(
+                    (*where, "profiles", k),
+                    f"unknown network profile {name!r}; known: {', '.join(known)}",
+                )
+        out["profiles"] = profiles
+    return out
+
+
+def _known_profiles() -> list[str] | None:
+    try:
+        from sim.profiles import list_profiles
+    except ImportError:
+        return None
+    return list_profiles()
+
+
+def _parse(c: _Checker, text: str, where: tuple[str | int, ...], fields: list[str]) -> SLO:
+    try:
+        return parse_slo(text, fields)
+    except ValueError as exc:
+        raise c.fail(where, str(exc)) from None
+
+
+def _slo_table(
+    c: _Checker, table: Any, where: tuple[str | int, ...], fields: list[str], names: set[str]
+) -> SLO:
+    if not isinstance(table, dict):
+        raise c.fail(where, "expected an [[slo]] table")
+    c.keys(table, {"field", "aggregate", "op", "bound", "targets", "profiles"}, where)
+    field_path = c.string(table.get("field"), (*where, "field"))
+    aggregate = c.string(table.get("aggregate", "every"), (*where, "aggregate"))
+    op = c.string(table.get("op"), (*where, "op"))
+    try:
+        check_parts(field_path, aggregate, op, fields)
+    except ValueError as exc:
+        key = "field" if "figure" in str(exc) else "aggregate" if "aggregate" in str(exc) else "op"
+        raise c.fail((*where, key), str(exc)) from None
+    raw = table.get("bound")
+    bound: float | tuple[float, float]
+    if op == "within":
+        if not isinstance(raw, list) or len(raw) != 2:
+            raise c.fail((*where, "bound"), f"'within' needs bound = [LOW, HIGH], got {raw!r}")
+        low = c.number(raw[0], (*where, "bound", 0), positive=False)
+        high = c.number(raw[1], (*where, "bound", 1), positive=False)
+        if low > high:
+            raise c.fail((*where, "bound"), f"range [{low:g}, {high:g}] is empty")
+        bound = (low, high)
+    else:
+        bound = c.number(raw, (*where, "bound"), positive=False)
+    targets = tuple(c.strings(table["targets"], (*where, "targets"))) if "targets" in table else ()
+    for k, name in enumerate(targets):
+        if name not in names:
+            raise c.fail((*where, "targets", k), f"no target named {name!r}")
+    profiles = tuple(c.strings(table["profiles"], (*where, "profiles"))) if "profiles" in table else ()
+    return SLO(field_path, aggregate, op, bound, targets, profiles)

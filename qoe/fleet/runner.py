@@ -1,0 +1,210 @@
+"""Run a fleet's probe runs concurrently within a bound, reporting each as it finishes.
+
+One event loop is one core: a decoding WebRTC viewer costs a few percent of a core, so a
+large fleet is spread over worker processes (``qoe fleet worker``, one per share of the runs,
+fed run ids on stdin, streaming results back as JSON lines). A worker that dies takes no
+result with it silently: each of its unfinished runs becomes a failed result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import sys
+from collections.abc import Callable, Sequence
+from typing import IO
+
+from probes import ProbeSpec, run_probe
+from qoe import clock
+from qoe.errors import ProbeError
+from qoe.fleet.plan import Run
+from qoe.result import ProbeResult
+
+__all__ = ["PROBES_PER_WORKER", "Progress", "default_workers", "run_fleet", "run_worker", "spec_for"]
+
+START_INTERVAL = 0.05
+"""Seconds between probe starts within one process. Joining costs a burst of CPU (ICE, a
+DTLS handshake, decoder start-up); fifty at the same instant starve the probes already
+watching, and their freezes would be the fleet's doing, not the room's."""
+PROBES_PER_WORKER = 12
+"""Concurrent probes one worker process is given before another is started: a core holds
+about 25 decoding viewers (bench/viewers.py), and the worker shares it with the rest."""
+
+
+def default_workers(concurrency: int, runs: int) -> int:
+    """One worker per PROBES_PER_WORKER concurrent probes, at most one per core."""
+    wanted = math.ceil(min(concurrency, runs) / PROBES_PER_WORKER)
+    return max(1, min(wanted, os.cpu_count() or 1))
+
+
+def spec_for(run: Run) -> ProbeSpec:
+    target = run.target
+    return ProbeSpec(
+        url=target.url,
+        kind=target.kind,
+        duration=target.duration,
+        name=target.probe,
+        profile=run.profile,
+        join_timeout=target.join_timeout,
+        options=target.options,
+    )
+
+
+async def run_fleet(
+    runs: Sequence[Run],
+    *,
+    concurrency: int,
+    workers: int = 1,
+    fleet_path: str | None = None,
+    on_result: Callable[[ProbeResult], None] | None = None,
+) -> list[ProbeResult]:
+    """Run every run, at most ``concurrency`` at once; results in the order of ``runs``.
+
+    A run never raises: a probe that fails, hangs past its deadline or crashes is a failed
+    result (see :func:`probes.base.run`). With ``workers`` > 1 the runs are dealt round-robin
+    to that many ``qoe fleet worker`` processes, which read the fleet from ``fleet_path``.
+    """
+    if workers > 1 and fleet_path is not None and len(runs) > 1:
+        return await _run_in_workers(runs, concurrency, workers, fleet_path, on_result)
+    gate = asyncio.Semaphore(concurrency)
+    next_start = clock.monotonic()
+
+    async def one(run: Run) -> ProbeResult:
+        nonlocal next_start
+        async with gate:
+            now = clock.monotonic()
+            start, next_start = max(now, next_start), max(now, next_start) + START_INTERVAL
+            await asyncio.sleep(start - now)
+            result = await run_probe(spec_for(run))
+        result.run = run.id
+        result.target = run.target.name
+        result.labels = dict(run.target.labels)
+        if on_result is not None:
+            on_result(result)
+        return result
+
+    return list(await asyncio.gather(*(one(run) for run in runs)))
+
+
+async def _run_in_workers(
+    runs: Sequence[Run],
+    concurrency: int,
+    workers: int,
+    fleet_path: str,
+    on_result: Callable[[ProbeResult], None] | None,
+) -> list[ProbeResult]:
+    workers = min(workers, len(runs))
+    share = math.ceil(concurrency / workers)
+    by_id: dict[str, ProbeResult] = {}
+
+    async def worker(slice_: Sequence[Run]) -> None:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "qoe",
+            "fleet",
+            "worker",
+            fleet_path,
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        job = {"runs": [run.id for run in slice_], "concurrency": share}
+        proc.stdin.write(json.dumps(job).encode() + b"\n")
+        await proc.stdin.drain()
+        proc.stdin.close()
+        stderr = asyncio.create_task(proc.stderr.read())
+        while line := await proc.stdout.readline():
+            try:
+                result = ProbeResult.from_dict(json.loads(line))
+            except (ValueError, TypeError):
+                continue  # a stray line on stdout is not a result
+            if result.run in by_id or result.run not in wanted:
+                continue
+            by_id[result.run] = result
+            if on_result is not None:
+                on_result(result)
+        code = await proc.wait()
+        detail = (await stderr).decode(errors="replace").strip().splitlines()
+        for run in slice_:
+            if run.id not in by_id:
+                lost = _orphan(run, f"fleet worker exited with code {code}: {detail[-1] if detail else ''}")
+                by_id[run.id] = lost
+                if on_result is not None:
+                    on_result(lost)
+
+    wanted = {run.id for run in runs}
+    await asyncio.gather(*(worker(runs[i::workers]) for i in range(workers)))
+    return [by_id[run.id] for run in runs]
+
+
+def _orphan(run: Run, message: str) -> ProbeResult:
+    result = ProbeResult(
+        probe=run.target.probe,
+        kind=run.target.kind,
+        target=run.target.name,
+        profile=run.profile,
+        run=run.id,
+        labels=dict(run.target.labels),
+    )
+    error = ProbeError(message.strip())
+    result.fail(error)
+    if result.error is not None:
+        result.error.kind = "worker"
+    return result
+
+
+async def run_worker(fleet_path: str) -> int:
+    """The ``qoe fleet worker`` side: read a job from stdin, stream results to stdout."""
+    from qoe.fleet.config import load_fleet
+    from qoe.fleet.plan import expand
+
+    job = json.loads(sys.stdin.readline())
+    fleet = load_fleet(fleet_path)
+    wanted = set(job["runs"])
+    runs = [run for run in expand(fleet) if run.id in wanted]
+
+    def emit(result: ProbeResult) -> None:
+        sys.stdout.write(result.to_json() + "\n")
+        sys.stdout.flush()
+
+    await run_fleet(runs, concurrency=int(job["concurrency"]), on_result=emit)
+    return 0
+
+
+class Progress:
+    """Progress on a terminal (one line, rewritten) or plain lines in a log."""
+
+    def __init__(self, total: int, stream: IO[str] | None = None) -> None:
+        self.total = total
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.done = 0
+        self.failed = 0
+        self.started = clock.monotonic()
+
+    def __call__(self, result: ProbeResult) -> None:
+        self.done += 1
+        self.failed += not result.success
+        elapsed = clock.monotonic() - self.started
+        if self.tty:
+            line = f"\r[{self.done}/{self.total}] {self.failed} failed, {elapsed:.0f} s"
+            self.stream.write(line.ljust(40))
+        else:
+            outcome = "ok" if result.success else f"FAILED ({result.error.kind if result.error else '?'})"
+            join = result.join.total_seconds
+            self.stream.write(
+                f"[{self.done}/{self.total}] {result.run} {outcome}"
+                f"{f', join {join * 1000:.0f} ms' if join is not None else ''}"
+                f", freezes {result.video.freeze_count if result.video.freeze_count is not None else '-'}"
+                f", {elapsed:.0f} s elapsed\n"
+            )
+        self.stream.flush()
+
+    def close(self) -> None:
+        if self.tty and self.done:
+            self.stream.write("\n")
+            self.stream.flush()

@@ -1,0 +1,145 @@
+"""Fleet files: strict validation, each bad file paired with its exact message and line."""
+
+from __future__ import annotations
+
+import textwrap
+
+import pytest
+
+from qoe.errors import ConfigError
+from qoe.fleet import expand, parse_fleet
+
+GOOD = textwrap.dedent(
+    """\
+    slos = ["join.total_seconds p95 <= 2.0", "video.stall_ratio max <= 0.01"]
+
+    [fleet]
+    duration = 5
+    count = 2
+    profiles = ["none", "4g"]
+
+    [[targets]]
+    name = "a"
+    url = "http://127.0.0.1:8080/whep/demo"
+    labels = { region = "eu" }
+    slos = ["av_sync.offset_seconds.median within [-0.185, 0.09]"]
+
+    [[targets]]
+    name = "b"
+    url = "http://127.0.0.1:8080/whep/other"
+    count = 1
+    duration = 3
+
+    [[slo]]
+    field = "join.phases.first_decoded_frame"
+    aggregate = "p95"
+    op = "<="
+    bound = 0.5
+    targets = ["b"]
+    """
+)
+
+
+def test_a_good_fleet() -> None:
+    fleet = parse_fleet(GOOD, "fleet.toml")
+    a, b = fleet.targets
+    assert (a.kind, a.duration, a.count, a.profiles, a.labels) == (
+        "whep",
+        5.0,
+        2,
+        ("none", "4g"),
+        {"region": "eu"},
+    )
+    assert (b.duration, b.count) == (3.0, 1)
+    assert [str(s) for s in fleet.slos] == [
+        "av_sync.offset_seconds.median within [-0.185, 0.09]",
+        "join.total_seconds p95 <= 2",
+        "video.stall_ratio max <= 0.01",
+        "join.phases.first_decoded_frame p95 <= 0.5",
+    ]
+    assert fleet.slos[0].targets == ("a",) and fleet.slos[3].targets == ("b",)
+    assert [run.id for run in expand(fleet)] == [
+        "a/none/0",
+        "a/none/1",
+        "a/4g/0",
+        "a/4g/1",
+        "b/none/0",
+        "b/4g/0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "message"),
+    [
+        (
+            '"join.total_seconds p95',
+            '"join.total_second p95',
+            "fleet.toml:1: slos[0]: 'join.total_second' is not a ProbeResult figure "
+            "(did you mean 'join.total_seconds'?)",
+        ),
+        ("max <= 0.01", "maximum <= 0.01", "fleet.toml:1: slos[1]: unknown aggregate 'maximum'"),
+        (
+            "duration = 3",
+            'duration = "3"',
+            "fleet.toml:18: targets[1].duration: expected a number, got str '3'",
+        ),
+        ("bound = 0.5", 'bound = "0.5"', "fleet.toml:24: slo[0].bound: expected a number, got str '0.5'"),
+        (
+            'aggregate = "p95"',
+            'aggregate = "p59"',
+            "fleet.toml:22: slo[0].aggregate: unknown aggregate 'p59'",
+        ),
+        ("count = 1\n", "cuont = 1\n", "fleet.toml:17: targets[1].cuont: unknown key"),
+        (
+            "[-0.185, 0.09]",
+            "[0.09, -0.185]",
+            "fleet.toml:12: targets[0].slos[0]: 'within' range [0.09, -0.185] is empty",
+        ),
+        ('"4g"]', '"5g"]', "fleet.toml:6: fleet.profiles[1]: unknown network profile '5g'"),
+        ('name = "b"', 'name = "a"', "fleet.toml:15: targets[1].name: duplicate target name 'a'"),
+        ('targets = ["b"]', 'targets = ["c"]', "fleet.toml:25: slo[0].targets[0]: no target named 'c'"),
+        ("count = 2", "count = 0", "fleet.toml:5: fleet.count: expected a whole number >= 1, got 0"),
+        ("duration = 5", "duration = -5", "fleet.toml:4: fleet.duration: must be a positive number, got -5"),
+        (
+            '"video.stall_ratio max <= 0.01"',
+            '"video.stall_ratio max <= one"',
+            "fleet.toml:1: slos[1]: bound 'one' is not a number",
+        ),
+    ],
+)
+def test_bad_fleet_files_name_file_line_and_key(old: str, new: str, message: str) -> None:
+    assert old in GOOD
+    with pytest.raises(ConfigError) as error:
+        parse_fleet(GOOD.replace(old, new, 1), "fleet.toml")
+    assert str(error.value).startswith(message), str(error.value)
+
+
+def test_not_toml_at_all() -> None:
+    with pytest.raises(ConfigError, match=r"^fleet.toml: not valid TOML: Invalid value"):
+        parse_fleet("slos = [", "fleet.toml")
+
+
+@pytest.mark.parametrize(
+    ("error", "line"),
+    [
+        ("join.total_second", "'join.total_second' is not a ProbeResult figure"),
+        ("p96", "unknown aggregate 'p96'"),
+        ("string", "expected a number, got str"),
+    ],
+)
+def test_fleet_check_exits_2_with_one_line(cli, tmp_path, error: str, line: str) -> None:
+    text = {
+        "join.total_second": GOOD.replace('"join.total_seconds p95', '"join.total_second p95'),
+        "p96": GOOD.replace('aggregate = "p95"', 'aggregate = "p96"'),
+        "string": GOOD.replace("bound = 0.5", 'bound = "0.5"'),
+    }[error]
+    path = tmp_path / "fleet.toml"
+    path.write_text(text)
+    done = cli("fleet", "check", str(path))
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and line in lines[0]
+    assert f"{path}:" in lines[0] and "Traceback" not in done.stderr
+    path.write_text(GOOD)
+    ok = cli("fleet", "check", str(path))
+    assert ok.returncode == 0 and "6 probe runs, 4 SLOs" in ok.stdout

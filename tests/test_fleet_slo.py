@@ -1,0 +1,135 @@
+"""SLO verdicts: what passes, what fails, and that nothing passes by default."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from qoe.errors import ConfigError
+from qoe.fleet import expand, judge, junit_xml, parse_fleet, parse_shard, read_results
+from qoe.fleet.slo import evaluate, numeric_fields, parse_slo
+
+FIELDS = numeric_fields(("signaling",))
+
+
+def result(join: float | None = 0.5, success: bool = True, run: str = "t/none/0", **extra: object) -> dict:
+    data = {
+        "run": run,
+        "target": "t",
+        "profile": "none",
+        "success": success,
+        "error": None if success else {"kind": "connect", "message": "refused"},
+        "join": {"total_seconds": join},
+        "video": {"stall_ratio": 0.0},
+    }
+    data.update(extra)
+    return data
+
+
+@pytest.mark.parametrize(
+    ("slo", "joins", "passed", "measured"),
+    [
+        ("join.total_seconds p95 <= 2.0", [0.5, 1.0, 1.5], True, 1.45),
+        ("join.total_seconds max <= 1.2", [0.5, 1.0, 1.5], False, 1.5),
+        ("join.total_seconds <= 1.2", [0.5, 1.0, 1.5], False, 1.5),  # every run
+        ("join.total_seconds >= 0.6", [0.5, 1.0, 1.5], False, 0.5),
+        ("join.total_seconds within [0.4, 1.6]", [0.5, 1.0, 1.55], True, 1.55),
+        ("join.total_seconds mean within [0.4, 0.9]", [0.5, 1.0, 1.5], False, 1.0),
+    ],
+)
+def test_aggregates_and_bounds(slo: str, joins: list[float], passed: bool, measured: float) -> None:
+    verdict = evaluate(parse_slo(slo, FIELDS), "t", "none", [result(j) for j in joins])
+    assert verdict.passed is passed
+    assert verdict.measured == pytest.approx(measured)
+    assert f"{'meets' if passed else 'breaks'} bound" in verdict.message
+
+
+def test_a_failed_run_fails_the_slo_even_if_the_others_pass() -> None:
+    verdict = evaluate(
+        parse_slo("join.total_seconds p95 <= 2", FIELDS),
+        "t",
+        "none",
+        [result(0.5), result(None, success=False)],
+    )
+    assert not verdict.passed
+    assert verdict.message == "1 of 2 runs failed (connect: refused)"
+
+
+def test_success_slos_measure_failures_instead() -> None:
+    runs = [result(0.5)] * 9 + [result(None, success=False)]
+    assert evaluate(parse_slo("success mean >= 0.9", FIELDS), "t", "none", runs).passed
+    assert not evaluate(parse_slo("success mean >= 0.95", FIELDS), "t", "none", runs).passed
+
+
+def test_an_unmeasured_figure_fails() -> None:
+    verdict = evaluate(parse_slo("join.total_seconds p95 <= 2", FIELDS), "t", "none", [result(None)])
+    assert not verdict.passed and "not measured in 1 of 1 runs" in verdict.message
+
+
+def test_missing_runs_fail() -> None:
+    slo = parse_slo("join.total_seconds p95 <= 2", FIELDS)
+    assert not evaluate(slo, "t", "none", []).passed
+    assert "1 of 2 planned runs have no result" in evaluate(slo, "t", "none", [result()], planned=2).message
+
+
+FLEET = """\
+slos = ["join.total_seconds p95 <= 2.0"]
+[fleet]
+count = 7
+profiles = ["none", "4g", "3g"]
+[[targets]]
+name = "a"
+url = "http://127.0.0.1:1/whep/a"
+[[targets]]
+name = "b"
+url = "http://127.0.0.1:1/whep/b"
+count = 11
+[[targets]]
+name = "c"
+url = "http://127.0.0.1:1/whep/c"
+profiles = ["none"]
+"""
+
+
+@pytest.mark.parametrize("shards", [1, 2, 3, 5, 7, 64])
+def test_shards_cover_every_run_exactly_once(shards: int) -> None:
+    fleet = parse_fleet(FLEET)
+    everything = [run.id for run in expand(fleet)]
+    assert len(everything) == 3 * 7 + 3 * 11 + 7 == len(set(everything))
+    parts = [[run.id for run in expand(fleet, parse_shard(f"{i}/{shards}"))] for i in range(1, shards + 1)]
+    assert sorted(run for part in parts for run in part) == sorted(everything)
+    assert max(map(len, parts)) - min(map(len, parts)) <= 1
+
+
+def test_shard_from_an_indexed_job() -> None:
+    assert str(parse_shard("auto/4", {"JOB_COMPLETION_INDEX": "2"})) == "3/4"
+    for bad, message in [
+        ("0/3", "between 1 and 3"),
+        ("4/3", "between 1 and 3"),
+        ("1-3", "expected I/N"),
+        ("auto/3", "needs JOB_COMPLETION_INDEX"),
+    ]:
+        with pytest.raises(ConfigError, match=message):
+            parse_shard(bad, {})
+
+
+def test_report_counts_bad_lines_and_duplicates(tmp_path) -> None:
+    fleet = parse_fleet(FLEET.replace("count = 7", "count = 1").replace("count = 11", "count = 1"))
+    good = [result(0.3, run=run.id, target=run.target.name, profile=run.profile) for run in expand(fleet)]
+    path = tmp_path / "r.jsonl"
+    lines = [json.dumps(r) for r in good] + ["{not json", json.dumps({"hello": 1}), json.dumps(good[0])]
+    path.write_text("\n".join(lines) + "\n")
+    results, problems = read_results([path])
+    assert len(results) == len(good) + 1
+    assert problems == [
+        f"{path}:8: not a JSON result (Expecting property name enclosed in double quotes)",
+        f"{path}:9: not a fleet ProbeResult (no 'run' or 'success')",
+    ]
+    judgement = judge(fleet, expand(fleet), results)
+    judgement.problems[:0] = problems
+    assert judgement.problems[-1] == "run a/none/0 has 2 results; shards overlap or a file was merged twice"
+    assert not judgement.passed
+    assert all(v.passed for v in judgement.verdicts)  # the figures are fine; the data is not
+    xml = junit_xml(judgement)
+    assert 'name="every run has exactly one readable result"' in xml and "3 problems" in xml
