@@ -56,9 +56,7 @@ def own_cpu_seconds() -> float:
 
 
 async def step(url: str, room_pid: int, viewers: int, duration: float) -> dict[str, float]:
-    specs = [
-        ProbeSpec(url=url, kind="whep", duration=duration, name=f"v{i}") for i in range(viewers)
-    ]
+    specs = [ProbeSpec(url=url, kind="whep", duration=duration, name=f"v{i}") for i in range(viewers)]
     cpu0, room0, t0 = own_cpu_seconds(), cpu_seconds_of(room_pid), time.monotonic()
     results = await asyncio.gather(*(run_probe(s) for s in specs))
     wall = time.monotonic() - t0
@@ -75,9 +73,7 @@ async def step(url: str, room_pid: int, viewers: int, duration: float) -> dict[s
         "room_core_pct": 100 * room_cpu / wall,
         "freezes": sum(freezes),
         "frozen_viewers": sum(1 for f in freezes if f),
-        "g2g_p50_ms": 1000 * statistics.median(g for g in g2g if g is not None)
-        if g2g
-        else float("nan"),
+        "g2g_p50_ms": 1000 * statistics.median(g for g in g2g if g is not None) if g2g else float("nan"),
         "join_max_ms": 1000 * joins[-1] if joins else float("nan"),
     }
 

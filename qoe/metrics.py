@@ -199,11 +199,7 @@ def flash_onsets(frames: Sequence[VideoFrameEvent]) -> list[VideoFrameEvent]:
         if (
             detector.add(frame.at, frame.flash) is not None
             and previous is not None
-            and (
-                previous.seq is None
-                or frame.seq is None
-                or (frame.seq - previous.seq) % SEQ_MODULUS == 1
-            )
+            and (previous.seq is None or frame.seq is None or (frame.seq - previous.seq) % SEQ_MODULUS == 1)
         ):
             onsets.append(frame)
         previous = frame

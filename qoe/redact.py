@@ -28,9 +28,7 @@ def redact_url(url: str) -> str:
         netloc = f"{user}:{MASK}@{host}" if ":" in userinfo else f"{MASK}@{host}"
     query = parts.query
     if query:
-        query = urlencode(
-            [(k, MASK) for k, _ in parse_qsl(query, keep_blank_values=True)], safe="*"
-        )
+        query = urlencode([(k, MASK) for k, _ in parse_qsl(query, keep_blank_values=True)], safe="*")
     path = parts.path
     if parts.scheme.lower() in ("rtmp", "rtmps", "srt"):
         segments = path.split("/")

@@ -31,9 +31,7 @@ COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
     ("frozen s", lambda r: _num(r.video.freeze_seconds, "{:.2f}")),
     (
         "stall %",
-        lambda r: _num(
-            None if r.video.stall_ratio is None else r.video.stall_ratio * 100, "{:.1f}"
-        ),
+        lambda r: _num(None if r.video.stall_ratio is None else r.video.stall_ratio * 100, "{:.1f}"),
     ),
     ("dropped", lambda r: _num(r.video.dropped_frames)),
     ("g2g p50 ms", lambda r: _ms(r.latency.glass_to_glass_seconds["p50"])),
@@ -53,8 +51,7 @@ def results_table(results: Sequence[ProbeResult]) -> str:
     lines = []
     for n, row in enumerate(rows):
         cells = [
-            c.ljust(w) if i < 3 else c.rjust(w)
-            for i, (c, w) in enumerate(zip(row, widths, strict=True))
+            c.ljust(w) if i < 3 else c.rjust(w) for i, (c, w) in enumerate(zip(row, widths, strict=True))
         ]
         lines.append("  ".join(cells).rstrip())
         if n == 0:

@@ -181,9 +181,7 @@ async def test_server_dies_mid_probe(warmed) -> None:
         proc, url = await start_room_process()
         try:
             if in_process:
-                task = asyncio.create_task(
-                    probe_in_process(f"{url}/whep/demo", duration=10, media_timeout=2)
-                )
+                task = asyncio.create_task(probe_in_process(f"{url}/whep/demo", duration=10, media_timeout=2))
             else:
                 task = asyncio.create_task(
                     cli_probe(f"{url}/whep/demo", "--duration", "10", "--media-timeout", "2")

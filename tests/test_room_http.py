@@ -88,9 +88,7 @@ async def test_whep_session_lifecycle(room) -> None:
         ),
     ],
 )
-async def test_clear_4xx_errors(
-    room, path: str, headers: dict, body: str, status: int, reason: str
-) -> None:
+async def test_clear_4xx_errors(room, path: str, headers: dict, body: str, status: int, reason: str) -> None:
     async with (
         room() as live,
         aiohttp.ClientSession() as http,

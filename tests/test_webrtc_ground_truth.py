@@ -126,8 +126,5 @@ async def test_whip_publisher_gives_the_same_figures_as_the_builtin_host(room) -
         via_host.av_sync.offset_seconds["median"], abs=0.010
     )
     # The WHIP path has one more hop: the publisher's own pipeline and the room's relay.
-    extra = (
-        via_whip.latency.glass_to_glass_seconds["p50"]
-        - via_host.latency.glass_to_glass_seconds["p50"]
-    )
+    extra = via_whip.latency.glass_to_glass_seconds["p50"] - via_host.latency.glass_to_glass_seconds["p50"]
     assert 0.1 < extra < 0.3

@@ -54,9 +54,7 @@ class VideoEncoder:
         frame = av.VideoFrame.from_ndarray(image, format="yuv420p")
         return self.encode_frame(frame, pts, keyframe)
 
-    def encode_frame(
-        self, frame: av.VideoFrame, pts: int, keyframe: bool = False
-    ) -> list[av.Packet]:
+    def encode_frame(self, frame: av.VideoFrame, pts: int, keyframe: bool = False) -> list[av.Packet]:
         if frame.format.name != "yuv420p" or (frame.width, frame.height) != (
             self._ctx.width,
             self._ctx.height,
@@ -64,9 +62,7 @@ class VideoEncoder:
             frame = frame.reformat(width=self._ctx.width, height=self._ctx.height, format="yuv420p")
         frame.pts = pts
         frame.time_base = VIDEO_TIME_BASE
-        frame.pict_type = (
-            av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
-        )
+        frame.pict_type = av.video.frame.PictureType.I if keyframe else av.video.frame.PictureType.NONE
         packets = list(self._ctx.encode(frame))
         for packet in packets:
             packet.time_base = VIDEO_TIME_BASE
@@ -96,9 +92,7 @@ class AudioEncoder:
         """Encode mono float samples in [-1, 1] (any count, normally 960) starting at ``pts``."""
         pcm = np.clip(np.asarray(samples, dtype=np.float32), -1.0, 1.0)
         s16 = (pcm * 32767.0).astype(np.int16)
-        frame = av.AudioFrame.from_ndarray(
-            np.repeat(s16, 2).reshape(1, -1), format="s16", layout="stereo"
-        )
+        frame = av.AudioFrame.from_ndarray(np.repeat(s16, 2).reshape(1, -1), format="s16", layout="stereo")
         return self.encode_frame(frame, pts)
 
     def encode_frame(self, frame: av.AudioFrame, pts: int) -> list[av.Packet]:

@@ -146,17 +146,13 @@ class SignalSource:
             if self.knobs.frozen(capture):
                 self._note_freeze(capture)
                 continue
-            keyframe = (
-                self._keyframe_wanted and capture - self._last_keyframe >= KEYFRAME_MIN_INTERVAL
-            )
+            keyframe = self._keyframe_wanted and capture - self._last_keyframe >= KEYFRAME_MIN_INTERVAL
             if keyframe:
                 self._keyframe_wanted = False
                 self._last_keyframe = capture
             image = self._video.render(capture, seq, self.tag)
             pts = round((capture - self.epoch) * 90000)
-            packets = await loop.run_in_executor(
-                self._executor, self._venc.encode, image, pts, keyframe
-            )
+            packets = await loop.run_in_executor(self._executor, self._venc.encode, image, pts, keyframe)
             pacer.release("video", packets)
             self.frames_sent += 1
             seq = (seq + 1) & 0xFFFF

@@ -33,9 +33,7 @@ reports and with them the A/V offset viewers measure."""
 class RelaySource:
     """Feeds a :class:`Fanout` from a publisher's remote tracks until stopped."""
 
-    def __init__(
-        self, fanout: Fanout, *, latency: float = RELAY_LATENCY, delay: float = 0.0
-    ) -> None:
+    def __init__(self, fanout: Fanout, *, latency: float = RELAY_LATENCY, delay: float = 0.0) -> None:
         self.fanout = fanout
         self.epoch = math.floor(clock.wall())
         self._pacer = Pacer(fanout, self.epoch, latency, delay)

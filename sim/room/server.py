@@ -157,14 +157,10 @@ class LiveRoom:
     async def _post(self, request: web.Request) -> web.Response:
         role, name = request.match_info["role"], request.match_info["room"]
         if not ROOM_NAME.match(name):
-            return _error(
-                400, f"invalid room name {name!r}: use 1-64 letters, digits, '.', '_', '~', '-'"
-            )
+            return _error(400, f"invalid room name {name!r}: use 1-64 letters, digits, '.', '_', '~', '-'")
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/sdp":
-            return _error(
-                415, f"expected Content-Type application/sdp, got {content_type or 'none'!r}"
-            )
+            return _error(415, f"expected Content-Type application/sdp, got {content_type or 'none'!r}")
         offer = await request.text()
         if "v=0" not in offer or "m=" not in offer:
             return _error(400, "the body is not an SDP offer")
@@ -177,17 +173,14 @@ class LiveRoom:
             else:
                 room = self.rooms.setdefault(name, Room(name))
                 if room.builtin:
-                    return _error(
-                        409, f"room {name!r} has a built-in host; publish to another room"
-                    )
+                    return _error(409, f"room {name!r} has a built-in host; publish to another room")
                 if room.publisher is not None:
                     return _error(409, f"room {name!r} already has a publisher")
                 peer, answer = await self._publish(room, offer)
         if answer is None:
             return _error(
                 400,
-                "the offer has no media this room can send or receive "
-                "(VP8/H.264 video, Opus audio)",
+                "the offer has no media this room can send or receive (VP8/H.264 video, Opus audio)",
             )
         location = f"/{role}/{name}/{peer.id}"
         return web.Response(
