@@ -50,6 +50,9 @@ class ProbeSpec:
     """Decode video to read the test signal; without it only transport figures are measured."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Kind-specific options (e.g. the tone frequency to look for, a publisher's knobs)."""
+    deadline_seconds: float | None = None
+    """Hard limit on the whole run; default: duration + TEARDOWN_SECONDS. A scrape sets it
+    from its timeout so the answer comes back in time."""
 
     def __post_init__(self) -> None:
         if not self.duration > 0:
@@ -60,6 +63,8 @@ class ProbeSpec:
     @property
     def deadline(self) -> float:
         """Hard limit on the whole run, enforced by :func:`run`."""
+        if self.deadline_seconds is not None:
+            return self.deadline_seconds
         return self.duration + TEARDOWN_SECONDS
 
 

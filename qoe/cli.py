@@ -12,6 +12,7 @@ import json
 import logging
 import re
 import signal
+import socket
 import sys
 from collections.abc import Sequence
 from typing import Any, NoReturn
@@ -192,6 +193,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="fail as disconnected after S seconds without any packet (default 5)",
     )
     probe.add_argument("--name", default="", help="the probe's label in the result (default: the kind)")
+    probe.add_argument(
+        "--push-gateway", metavar="URL", help="also push the result to this Prometheus Pushgateway"
+    )
     probe.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
     probe.set_defaults(handler=_cmd_probe)
 
@@ -213,6 +217,20 @@ def build_parser() -> argparse.ArgumentParser:
     publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
     _add_knobs(publish, freeze=False)
     publish.set_defaults(handler=_cmd_publish)
+
+    serve = sub.add_parser(
+        "serve",
+        help="run a fleet on its schedule and serve the results to Prometheus",
+        description="Run the fleet file's probes every [fleet] interval seconds and serve the latest results "
+        "on /metrics; /probe?target=NAME runs one probe per scrape, as blackbox_exporter does (only fleet "
+        "targets and its allow patterns; anything else is refused with 403). Binds to loopback by default.",
+    )
+    serve.add_argument(
+        "--fleet", metavar="FILE", required=True, help="the fleet file (see examples/fleet.toml)"
+    )
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--port", type=int, default=9464, help="port to bind (default 9464)")
+    serve.set_defaults(handler=_cmd_serve)
 
     fleet = sub.add_parser(
         "fleet",
@@ -239,6 +257,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("file", metavar="FILE")
     run.add_argument("--json", metavar="F", help="write every ProbeResult to F as JSON lines")
     run.add_argument("--junit", metavar="F", help="write JUnit XML to F: one test case per SLO per target")
+    run.add_argument("--push-gateway", metavar="URL", help="push every result to this Prometheus Pushgateway")
     run.add_argument(
         "--shard",
         metavar="I/N",
@@ -288,6 +307,45 @@ def _print_result(result: Any, as_json: bool) -> int:
     return EXIT_OK
 
 
+async def _push(gateway: str | None, results: list[Any], instance: str | None = None) -> int:
+    """Push to a Pushgateway if asked; EXIT_FAILED with one line on stderr if that failed."""
+    if not gateway:
+        return EXIT_OK
+    from qoe.exporter.push import PushError, push_results
+
+    try:
+        await push_results(gateway, results, instance=instance)
+    except PushError as exc:
+        print(f"qoe: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _cmd_serve(args: argparse.Namespace) -> int:
+    from qoe.exporter.server import Exporter
+    from qoe.fleet import load_fleet
+
+    fleet = load_fleet(args.fleet)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    exporter = Exporter(fleet, args.host, args.port)
+    try:
+        await exporter.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    try:
+        print(
+            f"qoe serve: {len(fleet.targets)} targets from {args.fleet}; metrics on {exporter.url}/metrics",
+            flush=True,
+        )
+        await stop.wait()
+    finally:
+        await exporter.stop()
+    return EXIT_OK
+
+
 async def _cmd_probe(args: argparse.Namespace) -> int:
     from probes import ProbeSpec, guess_kind, run_probe
 
@@ -302,7 +360,9 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         join_timeout=args.join_timeout,
         media_timeout=args.media_timeout,
     )
-    return _print_result(await run_probe(spec), args.json)
+    result = await run_probe(spec)
+    code = _print_result(result, args.json)
+    return max(code, await _push(args.push_gateway, [result]))
 
 
 async def _cmd_publish(args: argparse.Namespace) -> int:
@@ -442,7 +502,10 @@ async def _cmd_fleet_run(args: argparse.Namespace) -> int:
         progress.close()
         if out is not None:
             out.close()
-    return _finish_judgement(judge(fleet, runs, [r.to_dict() for r in results]), args.junit)
+    instance = f"{socket.gethostname()}-shard-{shard.index}-of-{shard.count}" if shard else None
+    pushed = await _push(args.push_gateway, results, instance)
+    verdict = _finish_judgement(judge(fleet, runs, [r.to_dict() for r in results]), args.junit)
+    return max(verdict, pushed)
 
 
 async def _cmd_fleet_worker(args: argparse.Namespace) -> int:

@@ -1,0 +1,270 @@
+"""Prometheus metric families for probe results, defined once, read at scrape time.
+
+Every family has the labels ``probe, kind, target, profile`` (``target`` is the fleet's
+target name, or the URL with its secrets masked). Extra, bounded labels appear only where
+named: ``phase`` (join phases), ``quantile``, ``error`` (an error kind). A target's own labels
+from the fleet file (region, ISP, ...) are on one info metric, ``qoe_target_info``, to join
+in queries, so no family's label set depends on the fleet file.
+
+Three kinds of family, as blackbox_exporter and client_python conventions suggest:
+
+- gauges of the latest run (``qoe_probe_success``, ``qoe_join_seconds{phase}``, ...), and
+  client-side summaries of the latest run as gauges with a ``quantile`` label (glass-to-glass
+  latency, A/V offset, chat echo: the probe computed them over frames or messages);
+- counters that add up every run (freezes, frozen and watched seconds, dropped frames), so
+  ``rate()`` gives stall ratios over any window;
+- a histogram of join time, one observation per run, with buckets at the thresholds in
+  REFERENCES.md (viewers start leaving past 2 s: Krishnan & Sitaraman, IMC 2012).
+
+A figure that was not measured is left out of the scrape, never exported as zero.
+"""
+
+from __future__ import annotations
+
+import bisect
+import importlib.metadata
+import platform
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+
+from prometheus_client.core import (
+    CollectorRegistry,
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    InfoMetricFamily,
+    Metric,
+)
+from prometheus_client.registry import Collector
+
+from qoe.result import ProbeResult
+
+__all__ = ["JOIN_BUCKETS", "LABELS", "ResultCollector", "family_names"]
+
+LABELS = ("probe", "kind", "target", "profile")
+JOIN_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
+"""Seconds. 2 s is where abandonment starts (Krishnan & Sitaraman, IMC 2012)."""
+
+Key = tuple[str, str, str, str]
+
+
+@dataclass
+class _Totals:
+    runs: int = 0
+    failures: dict[str, int] = field(default_factory=dict)
+    freezes: int = 0
+    frozen_seconds: float = 0.0
+    pauses: int = 0
+    watched_seconds: float = 0.0
+    dropped_frames: int = 0
+    chat_sent: int = 0
+    chat_lost: int = 0
+    join_buckets: list[int] = field(default_factory=lambda: [0] * (len(JOIN_BUCKETS) + 1))
+    join_sum: float = 0.0
+    join_count: int = 0
+
+
+@dataclass
+class _Latest:
+    result: ProbeResult
+    finished_at: float
+
+
+def _version(package: str) -> str:
+    try:
+        return importlib.metadata.version(package)
+    except importlib.metadata.PackageNotFoundError:
+        return "unknown"
+
+
+class ResultCollector(Collector):
+    """Holds the latest result and running totals per probe; exports them when scraped."""
+
+    def __init__(self, registry: CollectorRegistry | None = None) -> None:
+        self._latest: dict[Key, _Latest] = {}
+        self._totals: dict[Key, _Totals] = {}
+        self._targets: dict[str, dict[str, str]] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def observe(self, result: ProbeResult, finished_at: float) -> None:
+        """Take in one finished probe run (``finished_at`` in Unix seconds)."""
+        key = (result.probe, result.kind, result.target, result.profile)
+        self._latest[key] = _Latest(result, finished_at)
+        totals = self._totals.setdefault(key, _Totals())
+        totals.runs += 1
+        if not result.success:
+            kind = result.error.kind if result.error else "error"
+            totals.failures[kind] = totals.failures.get(kind, 0) + 1
+        video = result.video
+        totals.freezes += video.freeze_count or 0
+        totals.frozen_seconds += video.freeze_seconds or 0.0
+        totals.pauses += video.pause_count or 0
+        totals.frozen_seconds += video.pause_seconds or 0.0
+        totals.watched_seconds += video.watched_seconds or 0.0
+        totals.dropped_frames += video.dropped_frames or 0
+        totals.chat_sent += result.chat.sent or 0
+        totals.chat_lost += result.chat.lost or 0
+        join = result.join.total_seconds
+        if join is not None:
+            totals.join_buckets[bisect.bisect_left(JOIN_BUCKETS, join)] += 1
+            totals.join_sum += join
+            totals.join_count += 1
+        if result.labels:
+            self._targets[result.target] = dict(result.labels)
+
+    def forget(self, keep: Iterable[Key]) -> None:
+        """Drop probes not in ``keep`` (a target removed from the fleet)."""
+        wanted = set(keep)
+        for store in (self._latest, self._totals):
+            for key in [k for k in store if k not in wanted]:
+                del store[key]
+
+    def describe(self) -> Iterator[Metric]:
+        # Listing the families up front lets a registry refuse a clash at registration.
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        families = self._families()
+        index = {f.name: f for f in families}
+
+        def add(name: str, key: Key, value: float | None, *extra: str) -> None:
+            if value is not None:
+                family = index[name]
+                assert isinstance(family, GaugeMetricFamily | CounterMetricFamily)
+                family.add_metric([*key, *extra], float(value))
+
+        for key, latest in sorted(self._latest.items()):
+            r = latest.result
+            add("qoe_probe_success", key, 1.0 if r.success else 0.0)
+            add("qoe_probe_duration_seconds", key, r.duration_seconds)
+            add("qoe_probe_last_run_timestamp_seconds", key, latest.finished_at)
+            add("qoe_join_seconds", key, r.join.total_seconds, "total")
+            for phase, seconds in r.join.phases.items():
+                add("qoe_join_seconds", key, seconds, phase)
+            add("qoe_video_fps", key, r.video.fps)
+            add("qoe_video_stall_ratio", key, r.video.stall_ratio)
+            for quantile, stat in (("0.5", "p50"), ("0.95", "p95"), ("1", "max")):
+                add("qoe_glass_to_glass_seconds", key, r.latency.glass_to_glass_seconds.get(stat), quantile)
+                add("qoe_chat_echo_seconds", key, r.chat.echo_seconds.get(stat), quantile)
+            add("qoe_av_offset_seconds", key, r.av_sync.offset_seconds.get("median"), "0.5")
+            add("qoe_av_offset_abs_seconds", key, r.av_sync.offset_seconds.get("p95_abs"), "0.95")
+            add("qoe_cohost_offset_seconds", key, r.cohost.offset_seconds.get("median"), "0.5")
+        for key, t in sorted(self._totals.items()):
+            add("qoe_probe_runs", key, t.runs)
+            for kind, count in sorted(t.failures.items()):
+                add("qoe_probe_failures", key, count, kind)
+            add("qoe_video_freezes", key, t.freezes)
+            add("qoe_video_frozen_seconds", key, t.frozen_seconds)
+            add("qoe_video_pauses", key, t.pauses)
+            add("qoe_video_watched_seconds", key, t.watched_seconds)
+            add("qoe_video_dropped_frames", key, t.dropped_frames)
+            add("qoe_chat_messages_sent", key, t.chat_sent)
+            add("qoe_chat_messages_lost", key, t.chat_lost)
+            cumulative, buckets = 0, []
+            for bound, count in zip((*JOIN_BUCKETS, float("inf")), t.join_buckets, strict=True):
+                cumulative += count
+                buckets.append(("+Inf" if bound == float("inf") else f"{bound:g}", cumulative))
+            histogram = index["qoe_join_duration_seconds"]
+            assert isinstance(histogram, HistogramMetricFamily)
+            histogram.add_metric(list(key), buckets, t.join_sum)
+        info = index["qoe_target"]
+        assert isinstance(info, InfoMetricFamily)
+        for target, labels in sorted(self._targets.items()):
+            info.add_metric([target], labels)
+        return iter(families)
+
+    @staticmethod
+    def _families() -> list[Metric]:
+        g, c = GaugeMetricFamily, CounterMetricFamily
+        labels = list(LABELS)
+        build = InfoMetricFamily("qoe_build", "Version of qoe and of the media stacks it measures with.")
+        build.add_metric(
+            [],
+            {
+                "version": _version("qoe-probe"),
+                "aiortc": _version("aiortc"),
+                "av": _version("av"),
+                "python": platform.python_version(),
+            },
+        )
+        return [
+            build,
+            InfoMetricFamily("qoe_target", "A target's labels from the fleet file.", labels=["target"]),
+            g("qoe_probe_success", "1 if the latest probe run succeeded, else 0.", labels=labels),
+            g("qoe_probe_duration_seconds", "How long the latest probe run took.", labels=labels),
+            g(
+                "qoe_probe_last_run_timestamp_seconds",
+                "When the latest probe run finished (Unix time); stale means probes stopped.",
+                labels=labels,
+            ),
+            g(
+                "qoe_join_seconds",
+                "Join time of the latest run: phase=total is click to first frame, the others its phases.",
+                labels=[*labels, "phase"],
+            ),
+            g("qoe_video_fps", "Rendered frames per second in the latest run.", labels=labels),
+            g(
+                "qoe_video_stall_ratio",
+                "Frozen and paused time over watched time in the latest run (W3C webrtc-stats).",
+                labels=labels,
+            ),
+            g(
+                "qoe_glass_to_glass_seconds",
+                "Capture-to-decode latency over the latest run's frames (quantile 1 is the max).",
+                labels=[*labels, "quantile"],
+            ),
+            g(
+                "qoe_av_offset_seconds",
+                "Median A/V offset of the latest run; positive = audio ahead (ITU-R BT.1359).",
+                labels=[*labels, "quantile"],
+            ),
+            g(
+                "qoe_av_offset_abs_seconds",
+                "95th percentile of the absolute A/V offset in the latest run.",
+                labels=[*labels, "quantile"],
+            ),
+            g(
+                "qoe_cohost_offset_seconds",
+                "Median co-host minus host marker time as a viewer sees them, latest run.",
+                labels=[*labels, "quantile"],
+            ),
+            g(
+                "qoe_chat_echo_seconds",
+                "Chat send-to-receive latency over the latest run's messages (quantile 1 is the max).",
+                labels=[*labels, "quantile"],
+            ),
+            c("qoe_probe_runs", "Probe runs finished.", labels=labels),
+            c("qoe_probe_failures", "Probe runs that failed, by error kind.", labels=[*labels, "error"]),
+            c("qoe_video_freezes", "Video freezes seen (W3C webrtc-stats freezeCount).", labels=labels),
+            c(
+                "qoe_video_frozen_seconds",
+                "Seconds of frozen or paused video seen; rate over watched seconds is the stall ratio.",
+                labels=labels,
+            ),
+            c("qoe_video_pauses", "Video pauses (gaps over 5 s) seen.", labels=labels),
+            c("qoe_video_watched_seconds", "Seconds of video watched, first frame to end.", labels=labels),
+            c("qoe_video_dropped_frames", "Frames the sender numbered but no probe rendered.", labels=labels),
+            c("qoe_chat_messages_sent", "Chat messages sent by probes.", labels=labels),
+            c("qoe_chat_messages_lost", "Chat messages never echoed within the timeout.", labels=labels),
+            HistogramMetricFamily(
+                "qoe_join_duration_seconds",
+                "Join time (click to first frame) per probe run.",
+                labels=labels,
+            ),
+        ]
+
+
+def family_names() -> list[str]:
+    """Every metric name a scrape can contain (counters with ``_total``, histograms' series)."""
+    names = []
+    for family in ResultCollector._families():
+        if family.type == "counter":
+            names.append(family.name + "_total")
+        elif family.type == "histogram":
+            names += [family.name + suffix for suffix in ("_bucket", "_sum", "_count")]
+        elif family.type == "info":
+            names.append(family.name + "_info")
+        else:
+            names.append(family.name)
+    return names

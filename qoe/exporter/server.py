@@ -1,0 +1,193 @@
+"""``qoe serve``: run a fleet's probes on their schedule and serve the results to Prometheus.
+
+Endpoints:
+
+- ``/metrics``: the latest result and running totals of every scheduled probe
+  (:mod:`qoe.exporter.metrics`).
+- ``/probe?target=NAME|URL[&kind=K]``: one short probe run now, answered with that run's
+  metrics only, as blackbox_exporter's ``/probe`` does; it finishes within the scrape timeout
+  from ``X-Prometheus-Scrape-Timeout-Seconds``. Only fleet targets (by name or URL) and URLs
+  matching the fleet's ``allow`` patterns may be probed; anything else is refused with 403
+  before any connection is made, so the exporter cannot be turned against arbitrary hosts.
+- ``/healthz``: 200 while the exporter serves.
+
+A probe that fails, crashes or hangs is a failed result (``qoe_probe_success 0``); it never
+stops the exporter from serving, and it never stops its own schedule.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fnmatch
+import logging
+import math
+
+from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
+
+from probes import PROBES, ProbeSpec, guess_kind, run_probe
+from qoe import clock
+from qoe.exporter.metrics import ResultCollector
+from qoe.fleet.config import Fleet, Target
+from qoe.fleet.plan import Run
+from qoe.fleet.runner import spec_for
+from qoe.redact import redact_url
+from qoe.result import ProbeResult
+
+__all__ = ["DEFAULT_SCRAPE_TIMEOUT", "Exporter"]
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SCRAPE_TIMEOUT = 10.0
+"""Prometheus's default scrape_timeout, used when a request does not say its own."""
+SCRAPE_MARGIN = 0.5
+"""Seconds kept free of a scrape timeout for writing the answer."""
+TEARDOWN_BUDGET = 1.0
+"""Seconds of a /probe's budget left for closing the peer after it stops watching."""
+FIRST_ROUND_SPREAD = 10.0
+"""Scheduled probes start spread over this many seconds (or their interval, if shorter)."""
+
+
+class Exporter:
+    """The exporter: ``async with Exporter(fleet, port=0) as e: e.url``."""
+
+    def __init__(
+        self, fleet: Fleet, host: str = "127.0.0.1", port: int = 9464, *, schedule: bool = True
+    ) -> None:
+        self.fleet = fleet
+        self.host = host
+        self.port = port
+        self.registry = CollectorRegistry()
+        self.collector = ResultCollector(self.registry)
+        self._schedule = schedule
+        self._gate = asyncio.Semaphore(fleet.concurrency)
+        self._tasks: list[asyncio.Task[None]] = []
+        self._runner: web.AppRunner | None = None
+        self.rounds = 0
+        """Scheduled probe runs finished so far."""
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}"
+
+    async def __aenter__(self) -> Exporter:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    async def start(self) -> None:
+        app = web.Application()
+        app.add_routes(
+            [
+                web.get("/metrics", self._metrics),
+                web.get("/probe", self._probe),
+                web.get("/healthz", self._healthz),
+                web.get("/", self._index),
+            ]
+        )
+        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        await self._runner.setup()
+        await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
+        if self.port == 0:
+            self.port = int(self._runner.addresses[0][1])
+        if self._schedule:
+            runs = [Run(t, p, 0) for t in self.fleet.targets for p in t.profiles]
+            for i, run in enumerate(runs):
+                spread = min(FIRST_ROUND_SPREAD, run.target.interval)
+                offset = spread * i / max(1, len(runs))
+                self._tasks.append(asyncio.create_task(self._loop(run, offset), name=f"serve-{run.id}"))
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks = []
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+    async def _loop(self, run: Run, offset: float) -> None:
+        await asyncio.sleep(offset)
+        while True:
+            started = clock.monotonic()
+            try:
+                async with self._gate:
+                    result = await run_probe(spec_for(run))
+                result.target = run.target.name
+                result.labels = dict(run.target.labels)
+                self.collector.observe(result, clock.wall())
+                self.rounds += 1
+                outcome = "ok" if result.success else f"failed ({result.error.kind if result.error else '?'})"
+                log.info("probe %s [%s]: %s", run.target.name, run.profile, outcome)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # nothing a probe does may end its schedule
+                log.exception("probe %s [%s] crashed the scheduler loop", run.target.name, run.profile)
+            elapsed = clock.monotonic() - started
+            await asyncio.sleep(max(0.0, run.target.interval - elapsed))
+
+    async def _metrics(self, request: web.Request) -> web.Response:
+        return web.Response(
+            body=generate_latest(self.registry), headers={"Content-Type": CONTENT_TYPE_LATEST}
+        )
+
+    async def _healthz(self, request: web.Request) -> web.Response:
+        return web.Response(text="ok\n")
+
+    async def _index(self, request: web.Request) -> web.Response:
+        names = ", ".join(t.name for t in self.fleet.targets)
+        return web.Response(text=f"qoe exporter: /metrics, /probe?target=NAME ({names}), /healthz\n")
+
+    def allowed(self, target: str) -> Target | str | None:
+        """The fleet target or allowed URL ``target`` names, or None if it is not allowed."""
+        for t in self.fleet.targets:
+            if target in (t.name, t.url):
+                return t
+        if any(fnmatch.fnmatchcase(target, pattern) for pattern in self.fleet.allow):
+            return target
+        return None
+
+    async def _probe(self, request: web.Request) -> web.Response:
+        target = request.query.get("target", "")
+        if not target:
+            return web.Response(status=400, text="missing ?target=NAME or URL\n")
+        allowed = self.allowed(target)
+        if allowed is None:
+            log.warning("refused /probe of a target not in the fleet: %s", redact_url(target))
+            return web.Response(status=403, text="target is not allowed by the fleet file\n")
+        try:
+            timeout = float(
+                request.headers.get("X-Prometheus-Scrape-Timeout-Seconds", DEFAULT_SCRAPE_TIMEOUT)
+            )
+        except ValueError:
+            return web.Response(status=400, text="X-Prometheus-Scrape-Timeout-Seconds is not a number\n")
+        budget = timeout - SCRAPE_MARGIN
+        if not math.isfinite(budget) or budget < TEARDOWN_BUDGET + 1.0:
+            return web.Response(status=400, text=f"scrape timeout {timeout:g} s is too short for a probe\n")
+        if isinstance(allowed, Target):
+            spec = spec_for(Run(allowed, allowed.profiles[0], 0))
+            name, labels = allowed.name, allowed.labels
+        else:
+            kind = request.query.get("kind") or guess_kind(allowed)
+            if kind not in PROBES:
+                return web.Response(status=400, text=f"unknown probe kind {kind!r}\n")
+            spec = ProbeSpec(url=allowed, kind=kind)
+            name, labels = redact_url(allowed), {}
+        duration = max(1.0, min(spec.duration, budget - TEARDOWN_BUDGET))
+        spec = ProbeSpec(
+            url=spec.url,
+            kind=spec.kind,
+            duration=duration,
+            name=spec.name,
+            profile=spec.profile,
+            join_timeout=min(spec.join_timeout, duration),
+            options=spec.options,
+            deadline_seconds=budget,
+        )
+        result: ProbeResult = await run_probe(spec)
+        result.target, result.labels = name, dict(labels)
+        registry = CollectorRegistry()
+        ResultCollector(registry).observe(result, clock.wall())
+        return web.Response(body=generate_latest(registry), headers={"Content-Type": CONTENT_TYPE_LATEST})

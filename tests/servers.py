@@ -1,0 +1,138 @@
+"""Real servers for integration tests: started on loopback in a temporary directory, polled
+until ready (never a fixed sleep), stopped by pid.
+
+Under CI (``CI=true``) a missing server binary is a test failure: a skip would hide a broken
+install. ``scripts/bootstrap.sh --servers`` installs them from Debian's packages.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+__all__ = ["free_port", "prometheus", "pushgateway", "require", "wait_http"]
+
+
+def require(binary: str) -> str:
+    """The path of ``binary``; fail under CI, skip elsewhere, if it is not installed."""
+    path = shutil.which(binary)
+    if path is None:
+        message = f"{binary} is not installed (scripts/bootstrap.sh --servers installs it)"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    return path
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_http(url: str, timeout: float = 30.0, proc: subprocess.Popen[bytes] | None = None) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise RuntimeError(f"server exited with code {proc.returncode} before {url} answered")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as response:
+                if response.status == 200:
+                    return
+        except (urllib.error.URLError, OSError):
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(f"{url} did not answer within {timeout:g} s")
+
+
+@contextlib.contextmanager
+def _process(args: list[str], ready: str, log: Path) -> Iterator[subprocess.Popen[bytes]]:
+    with open(log, "wb") as out:
+        proc = subprocess.Popen(args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        wait_http(ready, proc=proc)
+        yield proc
+    except Exception:
+        print(log.read_text(errors="replace")[-4000:])
+        raise
+    finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGTERM)
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(proc.pid, signal.SIGKILL)
+                proc.wait()
+
+
+class Prometheus:
+    def __init__(self, url: str, config: Path) -> None:
+        self.url = url
+        self.config = config
+
+    def query(self, expr: str, at: float | None = None) -> list[dict[str, Any]]:
+        params = {"query": expr}
+        if at is not None:
+            params["time"] = str(at)
+        with urllib.request.urlopen(
+            f"{self.url}/api/v1/query?{urllib.parse.urlencode(params)}", timeout=10
+        ) as r:
+            body = json.load(r)
+        assert body["status"] == "success", body
+        return body["data"]["result"]  # type: ignore[no-any-return]
+
+    def wait_for(self, expr: str, timeout: float = 60.0) -> list[dict[str, Any]]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            result = self.query(expr)
+            if result:
+                return result
+            time.sleep(0.5)
+        raise TimeoutError(f"Prometheus had no data for {expr!r} within {timeout:g} s")
+
+
+@contextlib.contextmanager
+def prometheus(
+    tmp: Path, scrape: str, *, interval: str = "2s", rules: list[Path] | None = None
+) -> Iterator[Prometheus]:
+    """A Prometheus scraping ``scrape`` (host:port) every ``interval``."""
+    binary = require("prometheus")
+    port = free_port()
+    config = tmp / "prometheus.yml"
+    rule_files = "".join(f"\n  - {path}" for path in rules or [])
+    config.write_text(
+        f"global:\n  scrape_interval: {interval}\n  evaluation_interval: {interval}\n"
+        f"rule_files:{rule_files or ' []'}\n"
+        f"scrape_configs:\n  - job_name: qoe\n    static_configs:\n      - targets: ['{scrape}']\n"
+    )
+    args = [
+        binary,
+        f"--config.file={config}",
+        f"--storage.tsdb.path={tmp / 'tsdb'}",
+        f"--web.listen-address=127.0.0.1:{port}",
+    ]
+    with _process(args, f"http://127.0.0.1:{port}/-/ready", tmp / "prometheus.log"):
+        yield Prometheus(f"http://127.0.0.1:{port}", config)
+
+
+@contextlib.contextmanager
+def pushgateway(tmp: Path) -> Iterator[str]:
+    binary = require("prometheus-pushgateway")
+    port = free_port()
+    args = [binary, f"--web.listen-address=127.0.0.1:{port}"]
+    with _process(args, f"http://127.0.0.1:{port}/-/ready", tmp / "pushgateway.log"):
+        yield f"http://127.0.0.1:{port}"

@@ -1,0 +1,188 @@
+"""``qoe serve``: /metrics after one cycle, /probe within the scrape timeout and its
+allow-list, and an exporter that keeps serving whatever its probes do."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import aiohttp
+import pytest
+from prometheus_client.parser import text_string_to_metric_families
+
+import probes
+from probes.base import ProbeSpec
+from qoe.exporter.metrics import ResultCollector
+from qoe.exporter.server import Exporter
+from qoe.fleet import parse_fleet
+from qoe.result import ProbeResult
+
+MEASURED_BY_WHEP = {
+    "qoe_probe_success",
+    "qoe_probe_duration_seconds",
+    "qoe_probe_last_run_timestamp_seconds",
+    "qoe_join_seconds",
+    "qoe_video_fps",
+    "qoe_video_stall_ratio",
+    "qoe_glass_to_glass_seconds",
+    "qoe_av_offset_seconds",
+    "qoe_av_offset_abs_seconds",
+    "qoe_probe_runs",
+    "qoe_video_freezes",
+    "qoe_video_frozen_seconds",
+    "qoe_video_pauses",
+    "qoe_video_watched_seconds",
+    "qoe_video_dropped_frames",
+    "qoe_join_duration_seconds",
+}
+
+
+def fleet_for(url: str, extra: str = "") -> str:
+    return f"""\
+[fleet]
+duration = 3
+interval = 30
+allow = ["http://127.0.0.1:*/whep/allowed-*"]
+[[targets]]
+name = "demo"
+url = "{url}/whep/demo"
+labels = {{ region = "local" }}
+{extra}"""
+
+
+async def scrape(url: str, **headers: str) -> tuple[int, str]:
+    async with aiohttp.ClientSession() as http, http.get(url, headers=headers) as response:
+        return response.status, await response.text()
+
+
+@pytest.mark.slow
+async def test_metrics_after_one_cycle_show_every_family(room) -> None:
+    async with room() as live, Exporter(parse_fleet(fleet_for(live.url)), port=0) as exporter:
+        for _ in range(200):
+            if exporter.rounds:
+                break
+            await asyncio.sleep(0.1)
+        status, text = await scrape(f"{exporter.url}/metrics")
+    assert status == 200
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    defined = {f.name + ("_info" if f.type == "info" else "") for f in ResultCollector._families()}
+    assert defined == set(families)
+    for name in MEASURED_BY_WHEP:
+        samples = [s for s in families[name].samples if s.labels.get("target") == "demo"]
+        assert samples, f"{name} has no sample for the probe"
+        assert all(s.labels["kind"] == "whep" and s.labels["profile"] == "none" for s in samples)
+    success = families["qoe_probe_success"].samples[0]
+    assert success.value == 1.0
+    phases = {s.labels["phase"] for s in families["qoe_join_seconds"].samples}
+    assert phases == {
+        "total",
+        "signaling",
+        "ice_connected",
+        "dtls_connected",
+        "first_rtp_packet",
+        "first_decoded_frame",
+    }
+    assert [s.labels for s in families["qoe_target_info"].samples] == [{"target": "demo", "region": "local"}]
+    assert families["qoe_build_info"].samples[0].labels["version"]
+    # Not measured by a WebRTC viewer: listed as families, never exported as zero.
+    assert not families["qoe_chat_echo_seconds"].samples
+    assert not families["qoe_cohost_offset_seconds"].samples
+
+
+@pytest.mark.slow
+async def test_probe_answers_within_the_scrape_timeout(room) -> None:
+    async with room() as live, Exporter(parse_fleet(fleet_for(live.url)), port=0, schedule=False) as exporter:
+        started = time.monotonic()
+        status, text = await scrape(
+            f"{exporter.url}/probe?target=demo", **{"X-Prometheus-Scrape-Timeout-Seconds": "4"}
+        )
+        took = time.monotonic() - started
+        by_url_status, _ = await scrape(
+            f"{exporter.url}/probe?target={live.url}/whep/allowed-room",
+            **{"X-Prometheus-Scrape-Timeout-Seconds": "3"},
+        )
+    assert status == 200 and took < 4.0
+    families = {f.name: f for f in text_string_to_metric_families(text)}
+    assert families["qoe_probe_success"].samples[0].value == 1.0
+    assert families["qoe_probe_duration_seconds"].samples[0].value < 4.0
+    assert by_url_status == 200  # allowed by pattern (the room has no such room: a failed probe)
+
+
+async def test_probe_refuses_targets_outside_the_fleet_without_contacting_them() -> None:
+    connections: list[object] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connections.append(writer.get_extra_info("peername"))
+        writer.close()
+
+    listener = await asyncio.start_server(record, "127.0.0.1", 0)
+    port = listener.sockets[0].getsockname()[1]
+    fleet = parse_fleet(fleet_for("http://127.0.0.1:1"))
+    async with listener, Exporter(fleet, port=0, schedule=False) as exporter:
+        for target in (
+            f"http://127.0.0.1:{port}/whep/demo",
+            f"http://127.0.0.1:{port}/whep/x?token=s3cret",
+            "not-a-target",
+            f"127.0.0.1:{port}",
+        ):
+            status, body = await scrape(f"{exporter.url}/probe?target={target}")
+            assert status == 403, target
+            assert "s3cret" not in body
+        status, _ = await scrape(f"{exporter.url}/probe")
+        assert status == 400
+        await asyncio.sleep(0.2)
+    assert connections == []
+
+
+def test_malformed_fleet_stops_serve_at_start(cli, tmp_path) -> None:
+    path = tmp_path / "fleet.toml"
+    path.write_text(fleet_for("http://127.0.0.1:1").replace("duration = 3", 'duration = "3"'))
+    done = cli("serve", "--fleet", str(path), "--port", "0")
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in done.stderr
+    assert f"{path}:2: fleet.duration: expected a number, got str '3'" in lines[0]
+
+
+async def test_probes_that_crash_or_hang_never_stop_the_exporter(monkeypatch) -> None:
+    async def crash(spec: ProbeSpec, result: ProbeResult) -> None:
+        raise RuntimeError("a bug in a probe")
+
+    async def hang(spec: ProbeSpec, result: ProbeResult) -> None:
+        await asyncio.Event().wait()
+
+    monkeypatch.setitem(probes.PROBES, "crash", crash)
+    monkeypatch.setitem(probes.PROBES, "hang", hang)
+    extra = """
+[[targets]]
+name = "crashes"
+url = "http://127.0.0.1:1/whep/x"
+kind = "crash"
+interval = 0.5
+[[targets]]
+name = "hangs"
+url = "http://127.0.0.1:1/whep/y"
+kind = "hang"
+duration = 1
+"""
+    fleet = parse_fleet(fleet_for("http://127.0.0.1:1", extra))
+    async with Exporter(fleet, port=0) as exporter:
+        monkeypatch.setattr("probes.base.TEARDOWN_SECONDS", 1.0)
+        seen: dict[str, float] = {}
+        for _ in range(100):
+            status, text = await scrape(f"{exporter.url}/metrics")
+            assert status == 200
+            health, _ = await scrape(f"{exporter.url}/healthz")
+            assert health == 200
+            families = {f.name: f for f in text_string_to_metric_families(text)}
+            seen = {s.labels["target"]: s.value for s in families["qoe_probe_success"].samples}
+            failures = {
+                (s.labels["target"], s.labels["error"]): s.value
+                for s in families["qoe_probe_failures"].samples
+            }
+            if {"crashes", "hangs"} <= set(seen) and failures.get(("crashes", "internal"), 0) >= 2:
+                break
+            await asyncio.sleep(0.1)
+    assert seen["crashes"] == 0.0 and seen["hangs"] == 0.0
+    assert failures[("hangs", "timeout")] >= 1
+    assert failures[("crashes", "internal")] >= 2  # its schedule went on after the crash
