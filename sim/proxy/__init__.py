@@ -1,0 +1,24 @@
+"""Impairment relays for clients that cannot be shaped in-process (FFmpeg, browsers, tools).
+
+:class:`UdpProxy` relays datagrams per client flow through a profile's uplink and downlink
+:class:`~sim.netem.Link`; :class:`TcpProxy` relays byte streams, turning loss into the
+stalls a retransmission causes. :func:`run_proxy` is what ``qoe netem proxy`` runs.
+"""
+
+from __future__ import annotations
+
+from .run import parse_address, run_proxy
+from .tcp import CHUNK_BYTES, MIN_RTO, QUEUE_WINDOW, TcpProxy, retransmission_timeout
+from .udp import READ_BURST, UdpProxy
+
+__all__ = [
+    "CHUNK_BYTES",
+    "MIN_RTO",
+    "QUEUE_WINDOW",
+    "READ_BURST",
+    "TcpProxy",
+    "UdpProxy",
+    "parse_address",
+    "retransmission_timeout",
+    "run_proxy",
+]
