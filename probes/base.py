@@ -50,6 +50,8 @@ class ProbeSpec:
     """Decode video to read the test signal; without it only transport figures are measured."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Kind-specific options (e.g. the tone frequency to look for, a publisher's knobs)."""
+    seed: int | None = None
+    """Seed for the network emulation's random draws (loss, jitter); None draws a fresh one."""
     deadline_seconds: float | None = None
     """Hard limit on the whole run; default: duration + TEARDOWN_SECONDS. A scrape sets it
     from its timeout so the answer comes back in time."""
@@ -59,6 +61,17 @@ class ProbeSpec:
             raise ConfigError(f"--duration must be positive, got {self.duration}")
         if not self.join_timeout > 0 or not self.media_timeout > 0:
             raise ConfigError("timeouts must be positive")
+
+    def network(self) -> Any:
+        """The emulated network profile (``sim.profiles.Profile``), or None for ``none``.
+
+        Raises ConfigError for an unknown profile name or a bad profile file.
+        """
+        if self.profile in ("", "none"):
+            return None
+        from sim.profiles import load_profile
+
+        return load_profile(self.profile)
 
     @property
     def deadline(self) -> float:
@@ -85,6 +98,10 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
         result.success = result.error is None
     except ProbeError as exc:
         result.fail(exc)
+    except ConfigError as exc:
+        result.fail(exc)
+        if result.error is not None:
+            result.error.kind = "config"
     except TimeoutError:
         result.fail(DeadlineError(f"probe did not finish within its deadline of {spec.deadline:g} s"))
     except Exception as exc:  # a bug in a probe must not take the fleet or exporter down

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import re
@@ -23,6 +24,7 @@ from qoe.errors import ConfigError
 __all__ = ["main"]
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROFILE_HELP = "emulated network (default none): a built-in name (see qoe netem profiles) or a profile file"
 
 DESCRIPTION = """\
 Live-stream QoE monitor and simulator: synthetic viewers and hosts that join rooms, measure
@@ -139,6 +141,12 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument(
         "--json", action="store_true", help="print a JSON array of ProbeResults instead of a table"
     )
+    demo.add_argument(
+        "--profile",
+        action="append",
+        metavar="NAME",
+        help="watch under this emulated network; repeat to compare profiles side by side (default none)",
+    )
     _add_knobs(demo)
     demo.set_defaults(handler=_cmd_demo)
 
@@ -194,6 +202,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     probe.add_argument("--name", default="", help="the probe's label in the result (default: the kind)")
     probe.add_argument(
+        "--profile",
+        default="none",
+        metavar="NAME",
+        help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
+    )
+    probe.add_argument("--seed", type=int, help="seed for the emulated network's random loss and jitter")
+    probe.add_argument(
         "--push-gateway", metavar="URL", help="also push the result to this Prometheus Pushgateway"
     )
     probe.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
@@ -215,8 +230,53 @@ def build_parser() -> argparse.ArgumentParser:
         help="seconds to publish (default 30)",
     )
     publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
+    publish.add_argument(
+        "--profile",
+        default="none",
+        metavar="NAME",
+        help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
+    )
     _add_knobs(publish, freeze=False)
     publish.set_defaults(handler=_cmd_publish)
+
+    netem = sub.add_parser(
+        "netem",
+        help="weak-network emulation: list profiles, check one, run an impairment proxy",
+        description="Emulate weak networks in user space (no root): profiles of delay, jitter, loss, burst "
+        "loss, capacity, outages and cellular traces. Probes take them with --profile; other clients go "
+        "through 'qoe netem proxy'.",
+    )
+    netem_sub = netem.add_subparsers(dest="netem_command", metavar="ACTION", parser_class=_Parser)
+    netem_sub.required = True
+    listing = netem_sub.add_parser("profiles", help="list the built-in profiles with their sources")
+    listing.set_defaults(handler=_cmd_netem_profiles)
+    nc = netem_sub.add_parser(
+        "check",
+        help="measure a profile on this machine: configured vs measured",
+        description="Send packets through the emulator on loopback and print configured vs measured delay "
+        "(mean, p50, p99), jitter, loss rate, mean burst length and capacity.",
+    )
+    nc.add_argument("profile", metavar="PROFILE", help="a built-in profile name or a profile file")
+    nc.add_argument("--packets", type=int, default=10000, metavar="N", help="packets to send (default 10000)")
+    nc.add_argument("--direction", choices=["downlink", "uplink"], default="downlink")
+    nc.add_argument("--rate", type=float, metavar="PPS", help="packets per second for the delay/loss phase")
+    nc.add_argument("--seed", type=int, help="seed for the emulation's random draws")
+    nc.add_argument("--json", action="store_true", help="print the report as JSON")
+    nc.set_defaults(handler=_cmd_netem_check)
+    proxy = netem_sub.add_parser(
+        "proxy",
+        help="relay UDP or TCP through a profile, for clients that cannot be shaped in-process",
+        description="Listen on --listen and relay to --to through PROFILE's links (uplink: client to server). "
+        "TCP loss shows as the stall a retransmission causes, never as corruption. Runs until Ctrl-C.",
+    )
+    proxy.add_argument("--listen", required=True, metavar="HOST:PORT")
+    proxy.add_argument("--to", required=True, metavar="HOST:PORT")
+    proxy.add_argument("--profile", required=True, metavar="NAME")
+    transport = proxy.add_mutually_exclusive_group()
+    transport.add_argument("--udp", action="store_true", help="relay UDP datagrams (default)")
+    transport.add_argument("--tcp", action="store_true", help="relay TCP connections")
+    proxy.add_argument("--seed", type=int, help="seed for the emulation's random draws")
+    proxy.set_defaults(handler=_cmd_netem_proxy)
 
     serve = sub.add_parser(
         "serve",
@@ -321,6 +381,52 @@ async def _push(gateway: str | None, results: list[Any], instance: str | None = 
     return EXIT_OK
 
 
+async def _cmd_netem_profiles(args: argparse.Namespace) -> int:
+    from sim.profiles import list_profiles, load_profile
+
+    for name in list_profiles():
+        profile = load_profile(name)
+        print(f"{name:22} {profile.description}")
+    return EXIT_OK
+
+
+async def _cmd_netem_check(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from sim.netem.check import check_profile
+
+    if args.packets < 100:
+        raise ConfigError(f"--packets must be at least 100, got {args.packets}")
+    report = await check_profile(
+        args.profile,
+        packets=args.packets,
+        direction=args.direction,
+        rate_pps=args.rate,
+        rng=np.random.default_rng(args.seed),
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    return EXIT_OK
+
+
+async def _cmd_netem_proxy(args: argparse.Namespace) -> int:
+    from sim.proxy import run_proxy
+
+    def ready(proxy: Any) -> None:
+        kind = "TCP" if args.tcp else "UDP"
+        host, port = proxy.address[:2]
+        print(f"qoe netem proxy: {kind} {host}:{port} -> {args.to} through '{args.profile}'", flush=True)
+
+    task = asyncio.ensure_future(
+        run_proxy(args.listen, args.to, args.profile, not args.tcp, args.seed, ready)
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):  # Ctrl-C is how a proxy ends
+        await task
+    return EXIT_OK
+
+
 async def _cmd_serve(args: argparse.Namespace) -> int:
     from qoe.exporter.server import Exporter
     from qoe.fleet import load_fleet
@@ -359,7 +465,10 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         name=args.name,
         join_timeout=args.join_timeout,
         media_timeout=args.media_timeout,
+        profile=args.profile,
+        seed=args.seed,
     )
+    spec.network()  # an unknown profile is a usage error, before anything starts
     result = await run_probe(spec)
     code = _print_result(result, args.json)
     return max(code, await _push(args.push_gateway, [result]))
@@ -368,7 +477,14 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
 async def _cmd_publish(args: argparse.Namespace) -> int:
     from probes import ProbeSpec, run_probe
 
-    spec = ProbeSpec(url=args.url, kind=args.kind, duration=args.duration, options={"knobs": _knobs(args)})
+    spec = ProbeSpec(
+        url=args.url,
+        kind=args.kind,
+        duration=args.duration,
+        profile=args.profile,
+        options={"knobs": _knobs(args)},
+    )
+    spec.network()  # an unknown profile is a usage error, before anything starts
     result = await run_probe(spec)
     if args.json:
         print(result.to_json(indent=2))
@@ -385,6 +501,7 @@ async def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 async def _cmd_demo(args: argparse.Namespace) -> int:
+    from probes import ProbeSpec
     from qoe.demo import run_demo
     from qoe.report import results_table
 
@@ -396,7 +513,10 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
             f"qoe demo: {args.viewers} viewer(s) watching the embedded room for {args.duration:g} s ...",
             file=sys.stderr,
         )
-    results = await run_demo(duration=args.duration, viewers=args.viewers, knobs=knobs)
+    profiles = tuple(args.profile or ["none"])
+    for name in profiles:
+        ProbeSpec(url="http://127.0.0.1/", kind="whep", profile=name).network()
+    results = await run_demo(duration=args.duration, viewers=args.viewers, knobs=knobs, profiles=profiles)
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
@@ -540,7 +660,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(asyncio.run(args.handler(args)))
     except ConfigError as exc:
-        command = " ".join(c for c in (args.command, getattr(args, "fleet_command", None)) if c)
+        sub_command = getattr(args, "fleet_command", None) or getattr(args, "netem_command", None)
+        command = " ".join(c for c in (args.command, sub_command) if c)
         print(f"qoe {command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -139,6 +139,8 @@ class ProbeResult:
     chat: ChatSection = field(default_factory=ChatSection)
     cohost: CohostSection = field(default_factory=CohostSection)
     publish: PublishSection = field(default_factory=PublishSection)
+    network: dict[str, Any] = field(default_factory=dict)
+    """What the network emulation did to this probe's packets, per direction (empty: none)."""
 
     def fail(self, error: BaseException) -> None:
         """Mark the result failed with the error's kind; figures measured so far stay."""

@@ -28,8 +28,22 @@ __all__ = ["Session"]
 class Session:
     """A peer connection plus its WHIP/WHEP resource; ``async with`` closes both."""
 
-    def __init__(self, url: str, timeline: Timeline, *, stun: list[str] | None = None) -> None:
+    def __init__(
+        self,
+        url: str,
+        timeline: Timeline,
+        *,
+        stun: list[str] | None = None,
+        network: Any = None,
+        seed: int | None = None,
+    ) -> None:
         self.url = url
+        self.network = network
+        """A ``sim.profiles.Profile`` to emulate on this peer's sockets, or None."""
+        self.shaper: Any = None
+        self.network_stats: dict[str, Any] = {}
+        """The emulation's counters per direction, once the session is closed."""
+        self._seed = seed
         self.timeline = timeline
         self.pc = RTCPeerConnection(rtc_configuration(stun))
         self.location: str | None = None
@@ -53,8 +67,9 @@ class Session:
 
     async def negotiate(self, *, timeout: float) -> None:
         """Offer, POST, apply the answer; milestones ``signaling`` onwards are recorded."""
-        with candidate_addresses(self._addresses):
+        with candidate_addresses(self._addresses), self._shaping() as shaper:
             await self.pc.setLocalDescription(await self.pc.createOffer())
+        self.shaper = shaper
         answer = await post_offer(self._http, self.url, self.pc.localDescription.sdp, timeout=timeout)
         self.location = answer.location
         self.timeline.mark("signaling")
@@ -65,6 +80,16 @@ class Session:
             await self.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
         except (ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
             raise SdpError(f"cannot apply the answer from {self.url}: {exc or type(exc).__name__}") from exc
+
+    def _shaping(self) -> contextlib.AbstractContextManager[Any]:
+        """Emulate ``self.network`` on the sockets gathered inside (they stay shaped)."""
+        if self.network is None:
+            return contextlib.nullcontext()
+        import numpy as np
+
+        from sim.shaper import shaping
+
+        return shaping(self.network, np.random.default_rng(self._seed))
 
     def _dtls_watcher(self, transport: object) -> Callable[[], None]:
         def on_state() -> None:
@@ -127,6 +152,9 @@ class Session:
             self.failed.exception()  # it was raised to the probe already, or is moot now
         started = clock.monotonic()
         await self.pc.close()
+        if self.shaper is not None:
+            self.network_stats = self.shaper.stats()
+            self.shaper.close()
         if self.location is not None:
             remaining = max(0.5, 2.0 - (clock.monotonic() - started))
             await delete_session(self._http, self.location, timeout=remaining)

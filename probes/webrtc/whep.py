@@ -44,14 +44,18 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
     """Watch ``spec.url`` over WHEP for ``spec.duration`` seconds; fill ``result``."""
     timeline = Timeline(PHASES)
     viewer = _Viewer(spec, timeline)
+    session: Session | None = None
     try:
-        async with Session(spec.url, timeline) as session:
+        session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)
+        async with session:
             await viewer.watch(session)
     finally:
         await viewer.stop_consumers()
         timeline.finish()
         viewer.collect_sync()
         result.fill_from(timeline)
+        if session is not None:
+            result.network = session.network_stats
 
 
 class _Viewer:

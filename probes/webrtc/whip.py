@@ -40,8 +40,10 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
         height=int(options.get("height", 360)),
     )
     audio, video = fanout.subscribe()
+    session: Session | None = None
     try:
-        async with Session(spec.url, timeline) as session:
+        session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)
+        async with session:
             for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
                 transceiver = session.pc.addTransceiver(track, direction="sendonly")
                 prefer_codecs(transceiver, track.kind, codecs)
@@ -60,3 +62,5 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
         timeline.finish()
         result.fill_join(timeline)
         result.publish = PublishSection(source.frames_sent, source.audio_frames_sent)
+        if session is not None:
+            result.network = session.network_stats
