@@ -266,7 +266,8 @@ def build_parser() -> argparse.ArgumentParser:
     proxy = netem_sub.add_parser(
         "proxy",
         help="relay UDP or TCP through a profile, for clients that cannot be shaped in-process",
-        description="Listen on --listen and relay to --to through PROFILE's links (uplink: client to server). "
+        description="Listen on --listen and relay to --to through PROFILE's links (uplink: client to "
+        "server). "
         "TCP loss shows as the stall a retransmission causes, never as corruption. Runs until Ctrl-C.",
     )
     proxy.add_argument("--listen", required=True, metavar="HOST:PORT")
