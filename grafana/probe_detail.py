@@ -1,0 +1,237 @@
+"""The QoE probe detail dashboard: one probe (kind, target, profile, probe) in detail."""
+
+from __future__ import annotations
+
+from grafana_foundation_sdk.builders.dashboard import Dashboard
+
+from grafana.figures import AV_BANDS, CHAT, JOIN, ONE, STALE, STALL, STALL_RATIO, dashboard
+from grafana.panels import (
+    Ids,
+    bargauge_panel,
+    datasource_variable,
+    label_variable,
+    prom,
+    stat_panel,
+    timeseries_panel,
+    window_variable,
+)
+
+__all__ = ["probe_detail"]
+
+
+def probe_detail() -> Dashboard:
+    """One probe (target, profile, kind, probe) in detail."""
+    ids = Ids()
+    board = (
+        dashboard(
+            "qoe-probe-detail",
+            "QoE probe detail",
+            "One probe in detail: join phases, freezes, frame rate, latency, A/V and co-host offset, "
+            "chat echo.",
+        )
+        .with_variable(datasource_variable())
+        .with_variable(label_variable("kind", "qoe_probe_success", multi=False))
+        .with_variable(label_variable("target", 'qoe_probe_success{kind="$kind"}', multi=False))
+        .with_variable(
+            label_variable("profile", 'qoe_probe_success{kind="$kind", target="$target"}', multi=False)
+        )
+        .with_variable(
+            label_variable(
+                "probe", 'qoe_probe_success{kind="$kind", target="$target", profile="$profile"}', multi=False
+            )
+        )
+        .with_variable(window_variable())
+    )
+    panels = [
+        stat_panel(
+            ids(),
+            "Latest run",
+            "Whether the latest run succeeded.",
+            [prom(f"qoe_probe_success{{{ONE}}}", instant=True)],
+            unit="none",
+            steps=[(None, "red"), (1.0, "green")],
+            mappings={"1": ("ok", "green"), "0": ("failed", "red")},
+            w=4,
+        ),
+        stat_panel(
+            ids(),
+            "Result age",
+            "Time since the latest run finished; QoEProbeStale fires past 10 min.",
+            [prom(f"time() - qoe_probe_last_run_timestamp_seconds{{{ONE}}}", instant=True)],
+            steps=STALE,
+            w=4,
+        ),
+        stat_panel(
+            ids(),
+            "Join time",
+            "Click to first frame in the latest run; past 2 s viewers start leaving (Krishnan & Sitaraman).",
+            [prom(f'qoe_join_seconds{{{ONE}, phase="total"}}', instant=True)],
+            steps=JOIN,
+            w=4,
+        ),
+        stat_panel(
+            ids(),
+            "Stall ratio",
+            "Frozen and paused over watched time in the latest run.",
+            [prom(f"qoe_video_stall_ratio{{{ONE}}}", instant=True)],
+            unit="percentunit",
+            steps=STALL,
+            w=4,
+        ),
+        stat_panel(
+            ids(),
+            "Frame rate",
+            "Rendered frames per second in the latest run.",
+            [prom(f"qoe_video_fps{{{ONE}}}", instant=True)],
+            unit="fps",
+            w=4,
+        ),
+        stat_panel(
+            ids(),
+            "Failed runs",
+            "Failed runs over the dashboard's time range (0 when none failed).",
+            [prom(f"sum(increase(qoe_probe_failures_total{{{ONE}}}[$__range])) or vector(0)", instant=True)],
+            unit="short",
+            steps=[(None, "green"), (1.0, "red")],
+            w=4,
+        ),
+        timeseries_panel(
+            ids(),
+            "Join phases (latest run, stacked)",
+            "Time spent in each join phase, stacked: the top is click to first frame. WebRTC: signaling, "
+            "ICE connected, DTLS connected, first RTP packet, first decoded frame. Dashed: 2 s.",
+            [prom(f'qoe_join_seconds{{{ONE}, phase!="total"}}', "{{phase}}")],
+            steps=JOIN,
+            stacked=True,
+            min_value=0,
+        ),
+        bargauge_panel(
+            ids(),
+            "Join time distribution",
+            "Runs by join time over the dashboard's time range (histogram buckets; 2 s is a bound).",
+            [
+                prom(
+                    f"sum by (le) (increase(qoe_join_duration_seconds_bucket{{{ONE}}}[$__range]))",
+                    "{{le}}",
+                    instant=True,
+                    fmt="heatmap",
+                )
+            ],
+            unit="short",
+            w=12,
+        ),
+        timeseries_panel(
+            ids(),
+            "Freezes and frozen time",
+            "Freezes and pauses (W3C webrtc-stats) and the seconds they froze, over the last $window.",
+            [
+                prom(f"sum(increase(qoe_video_freezes_total{{{ONE}}}[$window]))", "freezes", ref="A"),
+                prom(f"sum(increase(qoe_video_pauses_total{{{ONE}}}[$window]))", "pauses", ref="B"),
+                prom(
+                    f"sum(increase(qoe_video_frozen_seconds_total{{{ONE}}}[$window]))",
+                    "frozen seconds",
+                    ref="C",
+                ),
+            ],
+            unit="short",
+            min_value=0,
+            overrides=[("frozen seconds", [("unit", "s"), ("custom.axisPlacement", "right")])],
+        ),
+        timeseries_panel(
+            ids(),
+            "Stall ratio",
+            "Frozen over watched time: over the last $window (counters) and in the latest run; dashed: 1 %.",
+            [
+                prom(STALL_RATIO.format(by="", fn="rate", sel=ONE, w="$window"), "over $window", ref="A"),
+                prom(f"qoe_video_stall_ratio{{{ONE}}}", "latest run", ref="B"),
+            ],
+            unit="percentunit",
+            steps=STALL,
+            min_value=0,
+        ),
+        timeseries_panel(
+            ids(),
+            "Frame rate and dropped frames",
+            "Rendered frames per second in the latest run, and frames the sender numbered but the probe "
+            "never rendered, over the last $window.",
+            [
+                prom(f"qoe_video_fps{{{ONE}}}", "fps", ref="A"),
+                prom(
+                    f"sum(increase(qoe_video_dropped_frames_total{{{ONE}}}[$window]))",
+                    "dropped frames",
+                    ref="B",
+                ),
+            ],
+            unit="fps",
+            min_value=0,
+            overrides=[("dropped frames", [("unit", "short"), ("custom.axisPlacement", "right")])],
+        ),
+        timeseries_panel(
+            ids(),
+            "Glass-to-glass latency",
+            "Capture-to-decode latency of the latest run's frames: median, p95 and max (quantile 1). "
+            "Typical: WebRTC well under 1 s, RTMP 1-3 s, HTTP-FLV 2-5 s, HLS 6-30 s.",
+            [prom(f"qoe_glass_to_glass_seconds{{{ONE}}}", "quantile {{quantile}}")],
+            min_value=0,
+        ),
+        timeseries_panel(
+            ids(),
+            "A/V offset (+ = audio ahead)",
+            "Median A/V offset and p95 of |offset| in the latest run. Green: undetectable (+45/-125 ms); "
+            "yellow: acceptable (to +90/-185 ms); red: not acceptable (ITU-R BT.1359-1).",
+            [
+                prom(f'qoe_av_offset_seconds{{{ONE}, quantile="0.5"}}', "median", ref="A"),
+                prom(f'qoe_av_offset_abs_seconds{{{ONE}, quantile="0.95"}}', "p95 |offset|", ref="B"),
+            ],
+            steps=AV_BANDS,
+            bands=True,
+            overrides=[("p95 |offset|", [("custom.lineStyle", {"fill": "dash", "dash": [10, 10]})])],
+        ),
+        timeseries_panel(
+            ids(),
+            "Co-host offset",
+            "Median co-host minus host marker time as one viewer sees the room (+ = co-host later). "
+            "Absent for probes that watch no co-hosted room.",
+            [prom(f'qoe_cohost_offset_seconds{{{ONE}, quantile="0.5"}}', "median")],
+        ),
+        timeseries_panel(
+            ids(),
+            "Chat echo",
+            "Time from a chat message's send until another client receives it, latest run: median, p95, "
+            "max. Dashed: 1 s (issue 5). Absent for probes that do not chat.",
+            [prom(f"qoe_chat_echo_seconds{{{ONE}}}", "quantile {{quantile}}")],
+            steps=CHAT,
+            min_value=0,
+        ),
+        timeseries_panel(
+            ids(),
+            "Chat messages lost",
+            "Share of chat messages never echoed within the timeout, over the last $window.",
+            [
+                prom(
+                    f"sum(increase(qoe_chat_messages_lost_total{{{ONE}}}[$window])) "
+                    f"/ sum(increase(qoe_chat_messages_sent_total{{{ONE}}}[$window]))",
+                    "lost",
+                )
+            ],
+            unit="percentunit",
+            min_value=0,
+        ),
+        timeseries_panel(
+            ids(),
+            "Probe duration and failures",
+            "How long each run took, and failed runs in the last $window by error kind.",
+            [
+                prom(f"qoe_probe_duration_seconds{{{ONE}}}", "run duration", ref="A"),
+                prom(
+                    f"sum by (error) (increase(qoe_probe_failures_total{{{ONE}}}[$window]))",
+                    "failed: {{error}}",
+                    ref="B",
+                ),
+            ],
+            min_value=0,
+        ),
+    ]
+    for panel in panels:
+        board = board.with_panel(panel)
+    return board
