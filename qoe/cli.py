@@ -102,6 +102,14 @@ def _add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
         metavar="S",
         help="extra one-way delay before media leaves, seconds",
     )
+    if freeze:  # a room's knob: a publisher has no signaling answer to hold
+        group.add_argument(
+            "--join-delay",
+            type=_seconds,
+            default=0.0,
+            metavar="S",
+            help="hold each WHEP answer S seconds, as a slow signaling server would",
+        )
 
 
 def _knobs(args: argparse.Namespace) -> Any:
@@ -112,6 +120,7 @@ def _knobs(args: argparse.Namespace) -> Any:
         freeze_every=getattr(args, "freeze_every", None),
         freeze_for=getattr(args, "freeze_for", None) or 0.0,
         delay=args.delay,
+        join_delay=getattr(args, "join_delay", 0.0),
     )
 
 

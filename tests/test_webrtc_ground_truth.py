@@ -128,3 +128,11 @@ async def test_whip_publisher_gives_the_same_figures_as_the_builtin_host(room) -
     # The WHIP path has one more hop: the publisher's own pipeline and the room's relay.
     extra = via_whip.latency.glass_to_glass_seconds["p50"] - via_host.latency.glass_to_glass_seconds["p50"]
     assert 0.1 < extra < 0.3
+
+
+async def test_join_delay_knob_lands_in_the_signaling_phase(room) -> None:
+    async with room(join_delay=0.6) as live:
+        result = await watch(f"{live.url}/whep/demo", 4)
+    assert result.success, result.error
+    assert result.join.phases["signaling"] == pytest.approx(0.6, abs=0.1)
+    assert result.join.total_seconds is not None and 0.6 < result.join.total_seconds < 1.6

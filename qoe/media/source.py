@@ -50,12 +50,16 @@ class Knobs:
     freeze_for: float = 0.0
     delay: float = 0.0
     """Extra one-way delay before media leaves the source, seconds."""
+    join_delay: float = 0.0
+    """Seconds the room holds each WHEP answer, as a slow signaling server would."""
 
     def __post_init__(self) -> None:
         if not -1.0 < self.av_offset < 1.0:
             raise ConfigError(f"--av-offset must be between -1 and 1 seconds, got {self.av_offset}")
         if self.delay < 0 or self.delay > 30:
             raise ConfigError(f"--delay must be between 0 and 30 seconds, got {self.delay}")
+        if not 0 <= self.join_delay <= 30:
+            raise ConfigError(f"--join-delay must be between 0 and 30 seconds, got {self.join_delay}")
         if self.freeze_every is not None:
             if self.freeze_every <= 0:
                 raise ConfigError(f"--freeze-every must be positive, got {self.freeze_every}")

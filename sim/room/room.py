@@ -79,6 +79,7 @@ class Room:
                 "freeze_every": knobs.freeze_every,
                 "freeze_for": knobs.freeze_for,
                 "delay": knobs.delay,
+                "join_delay": knobs.join_delay,
             }
             data["frames_sent"] = source.frames_sent
             data["injected_freezes"] = [list(f) for f in source.injected_freezes]

@@ -164,6 +164,8 @@ class LiveRoom:
         offer = await request.text()
         if "v=0" not in offer or "m=" not in offer:
             return _error(400, "the body is not an SDP offer")
+        if role == "whep" and self.knobs.join_delay:
+            await asyncio.sleep(self.knobs.join_delay)
         async with self._lock:
             if role == "whep":
                 room = self.rooms.get(name)
