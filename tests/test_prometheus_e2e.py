@@ -81,7 +81,8 @@ labels = {{ region = "nowhere" }}
             wait_http(f"http://127.0.0.1:{port}/healthz")
             with prometheus(tmp_path, f"127.0.0.1:{port}", interval="1s", rules=[RULES_FILE]) as prom:
                 # Two finished rounds of every probe, so every rate() has two samples.
-                for target, profile in (("clean", "none"), ("clean", "4g"), ("broken", "none"), ("dead", "none")):
+                groups = (("clean", "none"), ("clean", "4g"), ("broken", "none"), ("dead", "none"))
+                for target, profile in groups:
                     prom.wait_for(
                         f'qoe_probe_runs_total{{target="{target}",profile="{profile}"}} >= 2', timeout=90
                     )
