@@ -9,6 +9,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 from probes.base import ProbeFn, ProbeSpec, run
+from probes.chat import echo
 from probes.webrtc import whep, whip
 from qoe.errors import ConfigError
 from qoe.result import ProbeResult
@@ -18,12 +19,14 @@ __all__ = ["PHASES", "PROBES", "ProbeSpec", "guess_kind", "phases_of", "run_prob
 PROBES: dict[str, ProbeFn] = {
     "whep": whep.probe,
     "whip": whip.probe,
+    "chat": echo.probe,
 }
 """Probe kind -> probe function."""
 
 PHASES: dict[str, tuple[str, ...]] = {
     "whep": whep.PHASES,
     "whip": whip.PHASES,
+    "chat": echo.PHASES,
 }
 """Probe kind -> its join milestones, in order (the keys of ``join.phases``)."""
 
@@ -35,6 +38,8 @@ def phases_of(kind: str) -> tuple[str, ...]:
 def guess_kind(url: str) -> str:
     """The probe kind a URL implies (``/whep/`` or ``/whip/`` in an HTTP path)."""
     parts = urlsplit(url)
+    if parts.scheme in ("ws", "wss") and parts.hostname:
+        return "chat"
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ConfigError(
             f"cannot tell the probe kind of {url!r}: expected an http(s) WHEP URL, or pass --kind"

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import os
 import re
 import signal
 import socket
@@ -110,6 +111,20 @@ def _add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
             metavar="S",
             help="hold each WHEP answer S seconds, as a slow signaling server would",
         )
+        group.add_argument(
+            "--chat-delay",
+            type=_seconds,
+            default=0.0,
+            metavar="S",
+            help="hold each chat message S seconds before broadcasting it",
+        )
+        group.add_argument(
+            "--chat-drop-every",
+            type=int,
+            default=0,
+            metavar="N",
+            help="drop every Nth chat message the room receives",
+        )
 
 
 def _knobs(args: argparse.Namespace) -> Any:
@@ -121,6 +136,8 @@ def _knobs(args: argparse.Namespace) -> Any:
         freeze_for=getattr(args, "freeze_for", None) or 0.0,
         delay=args.delay,
         join_delay=getattr(args, "join_delay", 0.0),
+        chat_delay=getattr(args, "chat_delay", 0.0),
+        chat_drop_every=getattr(args, "chat_drop_every", 0),
     )
 
 
@@ -187,7 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and phases, freezes, glass-to-glass latency and A/V offset. Exit 1 if the probe failed.",
     )
     probe.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whep/demo")
-    probe.add_argument("--kind", choices=["whep"], help="probe kind (default: from the URL)")
+    probe.add_argument("--kind", choices=["whep", "chat"], help="probe kind (default: from the URL)")
     probe.add_argument(
         "--duration",
         type=_positive,
@@ -217,6 +234,16 @@ def build_parser() -> argparse.ArgumentParser:
         help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
     )
     probe.add_argument("--seed", type=int, help="seed for the emulated network's random loss and jitter")
+    chat = probe.add_argument_group("chat probes (ws:// URLs: echo latency between two clients)")
+    chat.add_argument("--chat-rate", type=float, metavar="PER_S", help="messages per second (default 5)")
+    chat.add_argument("--chat-count", type=int, metavar="N", help="messages (default: as many as fit)")
+    chat.add_argument(
+        "--chat-template", metavar="JSON", help="message to send; {nonce} and {sent_at} are filled in"
+    )
+    chat.add_argument("--chat-nonce-path", metavar="PATH", help="dotted JSON path of the nonce in echoes")
+    chat.add_argument(
+        "--chat-nonce-regex", metavar="RE", help="regex whose group 1 is the nonce (text chats)"
+    )
     probe.add_argument(
         "--push-gateway", metavar="URL", help="also push the result to this Prometheus Pushgateway"
     )
@@ -466,8 +493,13 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
     from probes import ProbeSpec, guess_kind, run_probe
 
     kind = args.kind or guess_kind(args.url)
-    if kind != "whep":
-        raise ConfigError(f"{args.url} is a {kind} URL; use 'qoe publish' to publish")
+    if kind == "whip":
+        raise ConfigError(f"{args.url} is a whip URL; use 'qoe publish' to publish")
+    options: dict[str, Any] = {}
+    for key in ("rate", "count", "template", "nonce_path", "nonce_regex"):
+        value = getattr(args, f"chat_{key}")
+        if value is not None:
+            options[key] = value
     spec = ProbeSpec(
         url=args.url,
         kind=kind,
@@ -477,6 +509,7 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         media_timeout=args.media_timeout,
         profile=args.profile,
         seed=args.seed,
+        options=options,
     )
     spec.network()  # an unknown profile is a usage error, before anything starts
     result = await run_probe(spec)
@@ -676,6 +709,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:
+        # The reader went away (qoe ... | head): say nothing more, and keep Python from
+        # complaining about the flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

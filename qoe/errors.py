@@ -12,6 +12,8 @@
         ├── IceError               "ice_failed"     ICE found no working candidate pair
         ├── DtlsError              "dtls_failed"    the DTLS handshake failed
         ├── NoMediaError           "no_media"       connected, but no media arrived in time
+        ├── NoEchoError            "no_echo"        chat messages sent, none came back
+        ├── ProtocolError          "protocol"       the server broke its protocol (e.g. non-JSON chat)
         ├── DisconnectedError      "disconnected"   media stopped mid-probe (peer gone)
         └── DeadlineError          "timeout"        the probe's deadline passed
 
@@ -28,9 +30,11 @@ __all__ = [
     "DisconnectedError",
     "DtlsError",
     "IceError",
+    "NoEchoError",
     "NoMediaError",
     "NotFoundError",
     "ProbeError",
+    "ProtocolError",
     "QoeError",
     "SdpError",
     "SignalingError",
@@ -77,6 +81,14 @@ class DtlsError(ProbeError):
 
 class NoMediaError(ProbeError):
     kind = "no_media"
+
+
+class NoEchoError(ProbeError):
+    kind = "no_echo"
+
+
+class ProtocolError(ProbeError):
+    kind = "protocol"
 
 
 class DisconnectedError(ProbeError):

@@ -40,14 +40,26 @@ COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
 ]
 
 
+CHAT_COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
+    ("echo p50 ms", lambda r: _ms(r.chat.echo_seconds["p50"])),
+    ("echo p95 ms", lambda r: _ms(r.chat.echo_seconds["p95"])),
+    ("sent", lambda r: _num(r.chat.sent)),
+    ("lost", lambda r: _num(r.chat.lost)),
+    ("dup", lambda r: _num(r.chat.duplicated)),
+    ("reord", lambda r: _num(r.chat.reordered)),
+]
+
+
 def results_table(results: Sequence[ProbeResult]) -> str:
     """A fixed-width table, one row per result; ``-`` marks a figure not measured.
 
-    A/V is the median offset, positive when audio is ahead (ITU-R BT.1359).
+    A/V is the median offset, positive when audio is ahead (ITU-R BT.1359). Chat columns
+    replace the video ones when any result measured chat.
     """
-    rows = [[name for name, _ in COLUMNS]]
-    rows += [[cell(r) for _, cell in COLUMNS] for r in results]
-    widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
+    columns = COLUMNS[:4] + CHAT_COLUMNS if any(r.chat.sent is not None for r in results) else COLUMNS
+    rows = [[name for name, _ in columns]]
+    rows += [[cell(r) for _, cell in columns] for r in results]
+    widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]
     lines = []
     for n, row in enumerate(rows):
         cells = [

@@ -93,6 +93,10 @@ class ChatSection:
     echo_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
     sent: int | None = None
     lost: int | None = None
+    duplicated: int | None = None
+    reordered: int | None = None
+    interaction_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
+    """Chat sent until the host shows it on screen, as the viewer sees it."""
 
 
 @dataclass

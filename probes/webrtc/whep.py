@@ -16,6 +16,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from probes.base import ProbeSpec
+from probes.webrtc.interaction import InteractionLoop, chat_url_for
 from probes.webrtc.peer import (
     RtpObserver,
     next_audio_frame,
@@ -24,7 +25,7 @@ from probes.webrtc.peer import (
     stream_seconds,
 )
 from probes.webrtc.session import Session
-from qoe import clock
+from qoe import clock, metrics
 from qoe.errors import DisconnectedError, NoMediaError
 from qoe.media.frames import luma
 from qoe.result import ProbeResult
@@ -54,6 +55,10 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
         timeline.finish()
         viewer.collect_sync()
         result.fill_from(timeline)
+        if viewer.interaction is not None:
+            q = metrics.quantiles(viewer.interaction.latencies())
+            if q is not None:
+                result.chat.interaction_seconds = {"p50": q.p50, "p95": q.p95, "max": q.max}
         if session is not None:
             result.network = session.network_stats
 
@@ -68,6 +73,12 @@ class _Viewer:
         self.tone_hz = float(spec.options.get("tone_hz", HOST_TONE_HZ))
         self.detector = ToneOnsetDetector(self.tone_hz)
         self.last_video_stream_time = 0.0
+        every = spec.options.get("interact_every")
+        self.interaction = (
+            InteractionLoop(str(spec.options.get("chat_url") or chat_url_for(spec.url)), float(every))
+            if every
+            else None
+        )
         self._audio_pending: list[tuple[int, np.ndarray]] = []
         self._audio_pending_samples = 0
 
@@ -89,6 +100,8 @@ class _Viewer:
                 f"no decoded video frame within {spec.join_timeout:g} s "
                 f"(reached: {', '.join(reached) or 'nothing'})"
             )
+        if self.interaction is not None:
+            self.consumers.append(asyncio.create_task(self.interaction.run(deadline), name="whep-interact"))
         while (left := deadline - clock.monotonic()) > 0:
             await session.wait(asyncio.sleep(min(left, WATCHDOG_PERIOD)), left + 1)
             last = max((o.last_packet_at or 0.0) for o in self.observers.values())
@@ -123,6 +136,8 @@ class _Viewer:
                         event.tag = code.tag
                     event.flash = flash_level(y, 0)
                 self.timeline.video.append(event)
+                if self.interaction is not None:
+                    self.interaction.frame(event.tag, wall)
                 self.last_video_stream_time = event.stream_time
                 if not self.first_frame.is_set():
                     self.timeline.mark("first_decoded_frame", at)

@@ -41,7 +41,7 @@ KEYFRAME_MIN_INTERVAL = 0.25
 
 @dataclass(frozen=True)
 class Knobs:
-    """Ground-truth impairments the source injects, for tests and demos."""
+    """Ground-truth impairments the room and its host inject, for tests and demos."""
 
     av_offset: float = 0.0
     """Seconds the audio runs ahead of the video (ITU-R BT.1359 sign: positive = audio early)."""
@@ -52,12 +52,20 @@ class Knobs:
     """Extra one-way delay before media leaves the source, seconds."""
     join_delay: float = 0.0
     """Seconds the room holds each WHEP answer, as a slow signaling server would."""
+    chat_delay: float = 0.0
+    """Seconds the room's chat holds each message before broadcasting it."""
+    chat_drop_every: int = 0
+    """The room's chat drops every Nth message it receives (0: none)."""
 
     def __post_init__(self) -> None:
         if not -1.0 < self.av_offset < 1.0:
             raise ConfigError(f"--av-offset must be between -1 and 1 seconds, got {self.av_offset}")
         if self.delay < 0 or self.delay > 30:
             raise ConfigError(f"--delay must be between 0 and 30 seconds, got {self.delay}")
+        if not 0 <= self.chat_delay <= 30:
+            raise ConfigError(f"--chat-delay must be between 0 and 30 seconds, got {self.chat_delay}")
+        if self.chat_drop_every < 0:
+            raise ConfigError(f"--chat-drop-every must be 0 or more, got {self.chat_drop_every}")
         if not 0 <= self.join_delay <= 30:
             raise ConfigError(f"--join-delay must be between 0 and 30 seconds, got {self.join_delay}")
         if self.freeze_every is not None:

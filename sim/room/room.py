@@ -14,6 +14,7 @@ from aiortc import RTCPeerConnection
 
 from qoe import clock
 from qoe.media import Fanout, Knobs, SignalSource
+from sim.room.chat import ChatKnobs, ChatRoom
 from sim.room.relay import RelaySource
 
 __all__ = ["DEMO_ROOM", "Peer", "Room"]
@@ -32,8 +33,10 @@ class Peer:
 
 
 class Room:
-    def __init__(self, name: str) -> None:
+    def __init__(self, name: str, knobs: Knobs | None = None) -> None:
         self.name = name
+        knobs = knobs or Knobs()
+        self.chat = ChatRoom(ChatKnobs(knobs.chat_delay, knobs.chat_drop_every))
         self.fanout = Fanout()
         self.source: SignalSource | RelaySource | None = None
         self.publisher: Peer | None = None
@@ -50,6 +53,7 @@ class Room:
     async def start_host(self, knobs: Knobs, **options: Any) -> SignalSource:
         source = SignalSource(self.fanout, knobs=knobs, **options)
         self.source = source
+        self.chat.listeners.append(lambda message: _answer_on_camera(source, message))
         await source.start()
         return source
 
@@ -58,6 +62,7 @@ class Room:
             await peer.pc.close()
         self.viewers.clear()
         self.publisher = None
+        await self.chat.close()
         if self.source is not None:
             await self.source.stop()
             self.source = None
@@ -70,6 +75,11 @@ class Room:
             "live": self.live,
             "source": "host" if self.builtin else ("whip" if self.source else None),
             "viewers": len(self.viewers),
+            "chat": {
+                "clients": len(self.chat.clients),
+                "received": self.chat.received,
+                "dropped": list(self.chat.dropped),
+            },
         }
         source = self.source
         if isinstance(source, SignalSource):
@@ -83,7 +93,16 @@ class Room:
             }
             data["frames_sent"] = source.frames_sent
             data["injected_freezes"] = [list(f) for f in source.injected_freezes]
+            data["knobs"]["chat_delay"] = self.chat.knobs.chat_delay
+            data["knobs"]["chat_drop_every"] = self.chat.knobs.chat_drop_every
         elif isinstance(source, RelaySource):
             data["frames_sent"] = source.frames_sent
             data["unplaced_frames"] = source.unplaced
         return data
+
+
+def _answer_on_camera(source: SignalSource, message: dict[str, object]) -> None:
+    """The host reads a chat message and shows its nonce in the video code's tag field."""
+    nonce = message.get("nonce")
+    if isinstance(nonce, int) and not isinstance(nonce, bool) and 0 < nonce < 1 << 16:
+        source.tag = nonce

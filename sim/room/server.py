@@ -92,7 +92,7 @@ class LiveRoom:
 
     async def start(self) -> None:
         if self.demo:
-            room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM)
+            room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM, self.knobs)
             await room.start_host(self.knobs, **self.host_options)
         app = web.Application(client_max_size=256 * 1024)
         app.add_routes(
@@ -101,6 +101,7 @@ class LiveRoom:
                 web.get("/healthz", self._healthz),
                 web.get("/rooms", self._list_rooms),
                 web.get("/rooms/{room}", self._room_info),
+                web.get("/chat/{room}", self._chat),
                 web.post("/{role:whip|whep}/{room}", self._post),
                 web.options("/{role:whip|whep}/{room}", self._options),
                 web.options("/{role:whip|whep}/{room}/{session}", self._options),
@@ -142,6 +143,13 @@ class LiveRoom:
             return _error(404, f"no room {request.match_info['room']!r}")
         return web.json_response(room.info(), headers=CORS)
 
+    async def _chat(self, request: web.Request) -> web.StreamResponse:
+        name = request.match_info["room"]
+        if not ROOM_NAME.match(name):
+            return _error(400, f"invalid room name {name!r}")
+        room = self.rooms.setdefault(name, Room(name, self.knobs))
+        return await room.chat.serve(request, name)
+
     async def _options(self, request: web.Request) -> web.Response:
         return web.Response(
             status=204,
@@ -173,7 +181,7 @@ class LiveRoom:
                     return _error(404, f"room {name!r} has no publisher")
                 peer, answer = await self._view(room, offer)
             else:
-                room = self.rooms.setdefault(name, Room(name))
+                room = self.rooms.setdefault(name, Room(name, self.knobs))
                 if room.builtin:
                     return _error(409, f"room {name!r} has a built-in host; publish to another room")
                 if room.publisher is not None:

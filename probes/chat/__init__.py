@@ -1,0 +1,1 @@
+"""Chat probes: echo latency over WebSocket (generic JSON or text protocols)."""

@@ -1,0 +1,204 @@
+"""Chat echo probe: how long a chat message takes from one client to another.
+
+Two independently connected WebSocket clients join the chat: the sender posts ``count``
+messages at ``rate`` per second, each carrying a nonce and its send time; the receiver
+notes when each arrives. Echo latency is receive time minus send time (one clock: both run
+here). A message not seen within ``timeout`` of its sending is lost; one seen twice is
+duplicated; one arriving after a later-sent message is reordered.
+
+It works with a platform's own chat protocol without code: ``template`` is the message to
+send, with ``{nonce}`` and ``{sent_at}`` filled in, and the nonce is found in what comes
+back by a dotted JSON path (``nonce_path``, e.g. ``data.msg.id``) or, for text protocols,
+a regular expression with one group (``nonce_regex``). The defaults fit the embedded room.
+
+Options (``spec.options``): ``rate`` (5/s), ``timeout`` (3 s), ``count`` (as many as fit in
+the probe's duration less the timeout), ``template``,
+``nonce_path`` ("nonce"), ``nonce_regex``, ``receiver_url`` (default: the same URL).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import secrets
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+
+from probes.base import ProbeSpec
+from qoe import clock, metrics
+from qoe.errors import ConfigError, ConnectError, DisconnectedError, NoEchoError, NotFoundError, ProtocolError
+from qoe.redact import redact_url
+from qoe.result import ChatSection, ProbeResult
+from qoe.timeline import Timeline
+
+__all__ = ["DEFAULT_TEMPLATE", "PHASES", "probe"]
+
+PHASES = ("receiver_connected", "sender_connected")
+DEFAULT_TEMPLATE = (
+    '{"type": "chat", "text": "qoe chat probe {nonce}", "nonce": "{nonce}", "sent_at": {sent_at}}'
+)
+
+
+@dataclass
+class _Ledger:
+    """What was sent and what came back, keyed by nonce."""
+
+    sent: dict[str, tuple[int, float]] = field(default_factory=dict)
+    """nonce -> (send index, send wall time)."""
+    received: dict[str, float] = field(default_factory=dict)
+    duplicated: int = 0
+    reordered: int = 0
+    latest_index: int = -1
+
+    def arrive(self, nonce: str, at: float) -> None:
+        if nonce not in self.sent:
+            return  # someone else's message, or an old one
+        if nonce in self.received:
+            self.duplicated += 1
+            return
+        self.received[nonce] = at
+        index = self.sent[nonce][0]
+        if index < self.latest_index:
+            self.reordered += 1
+        self.latest_index = max(self.latest_index, index)
+
+
+def _find_nonce(text: str, path: str | None, pattern: re.Pattern[str] | None) -> str | None:
+    if pattern is not None:
+        match = pattern.search(text)
+        return match.group(1) if match else None
+    try:
+        value: Any = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ProtocolError(f"chat server sent a message that is not JSON: {text[:80]!r}") from exc
+    for part in (path or "nonce").split("."):
+        if not isinstance(value, dict) or part not in value:
+            return None
+        value = value[part]
+    return None if value is None else str(value)
+
+
+async def _connect(http: aiohttp.ClientSession, url: str, timeout: float) -> aiohttp.ClientWebSocketResponse:
+    shown = redact_url(url)
+    try:
+        return await http.ws_connect(url, timeout=aiohttp.ClientWSTimeout(ws_close=timeout), heartbeat=None)
+    except aiohttp.WSServerHandshakeError as exc:
+        if exc.status == 404:
+            raise NotFoundError(f"{shown}: HTTP 404, no such chat") from exc
+        raise ProtocolError(f"{shown}: WebSocket handshake refused: HTTP {exc.status}") from exc
+    except aiohttp.ClientConnectorError as exc:
+        raise ConnectError(f"cannot connect to {shown}: {exc.os_error.strerror or exc}") from exc
+    except (aiohttp.ClientError, TimeoutError) as exc:
+        raise ConnectError(f"cannot connect to {shown}: {type(exc).__name__}") from exc
+
+
+async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
+    """Measure chat echo latency on ``spec.url`` (ws:// or wss://); fill ``result.chat``."""
+    options = spec.options
+    rate = float(options.get("rate", 5.0))
+    timeout = float(options.get("timeout", 3.0))
+    # By default send for as long as the probe lasts, less the time the last one may take.
+    count = int(options.get("count", max(1, int((spec.duration - timeout) * rate))))
+    if count < 1 or rate <= 0 or timeout <= 0:
+        raise ConfigError(
+            f"chat probe: count, rate and timeout must be positive, got {count}, {rate}, {timeout}"
+        )
+    template = str(options.get("template", DEFAULT_TEMPLATE))
+    regex = options.get("nonce_regex")
+    pattern = re.compile(str(regex)) if regex else None
+    path = options.get("nonce_path")
+    timeline = Timeline(PHASES)
+    ledger = _Ledger()
+    prefix = secrets.token_hex(4)
+    try:
+        async with aiohttp.ClientSession() as http:
+            receiver = await _connect(http, str(options.get("receiver_url", spec.url)), spec.join_timeout)
+            timeline.mark("receiver_connected")
+            sender = await _connect(http, spec.url, spec.join_timeout)
+            timeline.mark("sender_connected")
+            closed = asyncio.get_running_loop().create_future()
+
+            async def listen() -> None:
+                async for message in receiver:
+                    if message.type == aiohttp.WSMsgType.TEXT:
+                        nonce = _find_nonce(message.data, path, pattern)
+                        if nonce is not None:
+                            ledger.arrive(nonce, clock.wall())
+                    elif message.type == aiohttp.WSMsgType.ERROR:
+                        break
+                if not closed.done():
+                    closed.set_result(None)
+
+            async def drain() -> None:
+                async for _ in sender:  # the sender hears the broadcasts too; keep its buffer empty
+                    pass
+
+            tasks = [asyncio.create_task(listen()), asyncio.create_task(drain())]
+            try:
+                await _exchange(spec, sender, ledger, closed, template, prefix, count, rate, timeout)
+            finally:
+                for task in tasks:
+                    task.cancel()
+                results = await asyncio.gather(*tasks, return_exceptions=True)
+                await receiver.close()
+                await sender.close()
+            for outcome in results:
+                if isinstance(outcome, ProtocolError):
+                    raise outcome
+    finally:
+        timeline.finish()
+        result.fill_join(timeline)
+        _fill(result, ledger)
+    if ledger.sent and not ledger.received:
+        raise NoEchoError(f"none of {len(ledger.sent)} messages came back within {timeout:g} s")
+
+
+async def _exchange(
+    spec: ProbeSpec,
+    sender: aiohttp.ClientWebSocketResponse,
+    ledger: _Ledger,
+    closed: asyncio.Future[None],
+    template: str,
+    prefix: str,
+    count: int,
+    rate: float,
+    timeout: float,
+) -> None:
+    for i in range(count):
+        if closed.done() or sender.closed:
+            raise DisconnectedError(f"chat server closed the connection after {i} of {count} messages")
+        nonce = f"{prefix}-{i}"
+        sent_at = clock.wall()
+        text = template.replace("{nonce}", nonce).replace("{sent_at}", f"{sent_at:.6f}")
+        ledger.sent[nonce] = (i, sent_at)
+        try:
+            await sender.send_str(text)
+        except (ConnectionError, RuntimeError) as exc:
+            raise DisconnectedError(
+                f"chat server closed the connection after {i} of {count} messages"
+            ) from exc
+        await asyncio.sleep(1 / rate)
+    deadline = clock.monotonic() + timeout
+    while len(ledger.received) < len(ledger.sent) and clock.monotonic() < deadline:
+        if closed.done():
+            raise DisconnectedError("chat server closed the connection before every message came back")
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(closed), 0.05)
+
+
+def _fill(result: ProbeResult, ledger: _Ledger) -> None:
+    echoes = [ledger.received[n] - sent for n, (_, sent) in ledger.sent.items() if n in ledger.received]
+    q = metrics.quantiles(echoes)
+    result.chat = ChatSection(
+        echo_seconds={"p50": q.p50, "p95": q.p95, "max": q.max}
+        if q
+        else {"p50": None, "p95": None, "max": None},
+        sent=len(ledger.sent),
+        lost=len(ledger.sent) - len(ledger.received),
+        duplicated=ledger.duplicated,
+        reordered=ledger.reordered,
+    )
