@@ -119,6 +119,13 @@ def _add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
             help="hold each chat message S seconds before broadcasting it",
         )
         group.add_argument(
+            "--cohost-offset",
+            type=_seconds,
+            default=0.0,
+            metavar="S",
+            help="delay a co-host's media S seconds behind the host's (in the mix and its own tracks)",
+        )
+        group.add_argument(
             "--chat-drop-every",
             type=int,
             default=0,
@@ -138,6 +145,7 @@ def _knobs(args: argparse.Namespace) -> Any:
         join_delay=getattr(args, "join_delay", 0.0),
         chat_delay=getattr(args, "chat_delay", 0.0),
         chat_drop_every=getattr(args, "chat_drop_every", 0),
+        cohost_offset=getattr(args, "cohost_offset", 0.0),
     )
 
 
@@ -166,6 +174,11 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--viewers", type=int, default=3, metavar="N", help="concurrent viewers (default 3)")
     demo.add_argument(
         "--json", action="store_true", help="print a JSON array of ProbeResults instead of a table"
+    )
+    demo.add_argument(
+        "--cohost",
+        action="store_true",
+        help="add a co-host (a WHIP publisher of ours) and watch the room's mix and separate tracks",
     )
     demo.add_argument(
         "--profile",
@@ -264,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
         default=30.0,
         metavar="S",
         help="seconds to publish (default 30)",
+    )
+    publish.add_argument(
+        "--cohost",
+        action="store_true",
+        help="publish as a co-host: the co-host's flash marker (right) and tone (1500 Hz)",
     )
     publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
     publish.add_argument(
@@ -519,13 +537,14 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
 
 async def _cmd_publish(args: argparse.Namespace) -> int:
     from probes import ProbeSpec, run_probe
+    from qoe.signal import COHOST_TONE_HZ
 
     spec = ProbeSpec(
         url=args.url,
         kind=args.kind,
         duration=args.duration,
         profile=args.profile,
-        options={"knobs": _knobs(args)},
+        options={"knobs": _knobs(args), **({"slot": 1, "tone_hz": COHOST_TONE_HZ} if args.cohost else {})},
     )
     spec.network()  # an unknown profile is a usage error, before anything starts
     result = await run_probe(spec)
@@ -559,7 +578,9 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     profiles = tuple(args.profile or ["none"])
     for name in profiles:
         ProbeSpec(url="http://127.0.0.1/", kind="whep", profile=name).network()
-    results = await run_demo(duration=args.duration, viewers=args.viewers, knobs=knobs, profiles=profiles)
+    results = await run_demo(
+        duration=args.duration, viewers=args.viewers, knobs=knobs, profiles=profiles, cohost=args.cohost
+    )
     if args.json:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:

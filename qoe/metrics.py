@@ -23,10 +23,12 @@ __all__ = [
     "FREEZE_WINDOW_FRAMES",
     "PAUSE_SECONDS",
     "AvSync",
+    "CohostOffset",
     "FreezeStats",
     "Join",
     "Quantiles",
     "av_sync",
+    "cohost_offset",
     "dropped_frames",
     "flash_onsets",
     "fps",
@@ -174,12 +176,27 @@ def glass_to_glass(frames: Sequence[VideoFrameEvent]) -> Quantiles | None:
     return quantiles([f.wall - f.capture_wall for f in frames if f.capture_wall is not None])
 
 
+CLOCK_WINDOW_SECONDS = 30.0
+"""Clock points within this much stream time of a moment are used to map it (drift bound)."""
+
+
 def to_sender_time(points: Sequence[ClockPoint], stream_time: float) -> float | None:
-    """Map a stream time onto the sender's clock with the nearest clock point."""
+    """Map a stream time onto the sender's clock.
+
+    Each point pairs a stream time with the time the sender says it sent it. A sender can
+    only send late, never early (aiortc stamps its RTCP reports with the send time of the
+    last packet, behind a busy event loop), so among the points near ``stream_time`` the
+    one with the smallest sender-minus-stream offset is the truest; the others carry some
+    lateness. Points within CLOCK_WINDOW_SECONDS are used (the nearest one if none is), so
+    a slow drift between the sender's clock and its media clock does not build up.
+    """
     if not points:
         return None
-    point = min(points, key=lambda p: abs(p.stream_time - stream_time))
-    return point.sender_time + (stream_time - point.stream_time)
+    near = [p for p in points if abs(p.stream_time - stream_time) <= CLOCK_WINDOW_SECONDS]
+    if not near:
+        near = [min(points, key=lambda p: abs(p.stream_time - stream_time))]
+    offset = min(p.sender_time - p.stream_time for p in near)
+    return stream_time + offset
 
 
 def flash_onsets(frames: Sequence[VideoFrameEvent]) -> list[VideoFrameEvent]:
@@ -257,3 +274,35 @@ def av_sync(timeline: Timeline, tone_hz: float | None = None) -> AvSync | None:
         samples=len(offsets),
         offsets=tuple(offsets),
     )
+
+
+@dataclass(frozen=True, slots=True)
+class CohostOffset:
+    median: float
+    samples: int
+    offsets: tuple[float, ...]
+
+
+def cohost_offset(host: Sequence[VideoFrameEvent], cohost: Sequence[VideoFrameEvent]) -> CohostOffset | None:
+    """Co-host marker time minus host marker time, as the viewer sees them.
+
+    Each participant flashes at every whole second of its own capture clock. A flash is seen
+    when its onset frame reached the viewer, less the part of a frame interval its capture
+    time lies past the second (so frame rates and mixing grids do not quantise the answer).
+    Flashes of the same second, by the capture times in the codes, are paired: positive
+    means the co-host appears late.
+    """
+
+    def seen(frames: Sequence[VideoFrameEvent]) -> dict[int, float]:
+        out: dict[int, float] = {}
+        for frame in flash_onsets(frames):
+            if frame.capture_wall is not None:
+                second = round(frame.capture_wall)
+                out.setdefault(second, frame.at - (frame.capture_wall - second))
+        return out
+
+    host_seen, cohost_seen = seen(host), seen(cohost)
+    offsets = [cohost_seen[s] - host_seen[s] for s in sorted(host_seen.keys() & cohost_seen.keys())]
+    if not offsets:
+        return None
+    return CohostOffset(float(np.median(offsets)), len(offsets), tuple(offsets))

@@ -50,13 +50,24 @@ CHAT_COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
 ]
 
 
+COHOST_COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
+    ("co-host ms", lambda r: _signed_ms(r.cohost.offset_seconds["median"])),
+    ("co A/V ms", lambda r: _signed_ms(r.cohost.av_offset_seconds["median"])),
+]
+
+
 def results_table(results: Sequence[ProbeResult]) -> str:
     """A fixed-width table, one row per result; ``-`` marks a figure not measured.
 
     A/V is the median offset, positive when audio is ahead (ITU-R BT.1359). Chat columns
     replace the video ones when any result measured chat.
     """
-    columns = COLUMNS[:4] + CHAT_COLUMNS if any(r.chat.sent is not None for r in results) else COLUMNS
+    if any(r.chat.sent is not None for r in results):
+        columns = COLUMNS[:4] + CHAT_COLUMNS
+    elif any(r.cohost.frames for r in results):
+        columns = COLUMNS + COHOST_COLUMNS
+    else:
+        columns = COLUMNS
     rows = [[name for name, _ in columns]]
     rows += [[cell(r) for _, cell in columns] for r in results]
     widths = [max(len(row[i]) for row in rows) for i in range(len(columns))]

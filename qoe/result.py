@@ -102,7 +102,14 @@ class ChatSection:
 @dataclass
 class CohostSection:
     offset_seconds: dict[str, float | None] = field(default_factory=lambda: {"median": None})
+    """Co-host marker time minus host marker time as the viewer sees them."""
     av_offset_seconds: dict[str, float | None] = field(default_factory=lambda: {"median": None})
+    """The co-host's own A/V offset (ITU-R BT.1359 sign)."""
+    samples: int | None = None
+    frames: int | None = None
+    """Frames in which the co-host's signal was read."""
+    left: bool | None = None
+    """True if the co-host was seen and then left before the probe ended."""
 
 
 @dataclass

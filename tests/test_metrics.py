@@ -126,10 +126,17 @@ def test_glass_to_glass_uses_frames_with_a_code_only() -> None:
     assert metrics.glass_to_glass(frames[2:]) is None
 
 
-def test_to_sender_time_uses_nearest_clock_point() -> None:
+def test_to_sender_time_takes_the_least_late_clock_point_nearby() -> None:
+    # Two reports 10 s apart; the second was sent 2 ms late. Sends are never early, so the
+    # smaller offset (the first report's) is the truer mapping for both moments.
     points = [ClockPoint(0.0, 1000.0), ClockPoint(10.0, 1010.002)]
     assert metrics.to_sender_time(points, 1.0) == pytest.approx(1001.0)
-    assert metrics.to_sender_time(points, 9.0) == pytest.approx(1009.002)
+    assert metrics.to_sender_time(points, 9.0) == pytest.approx(1009.0)
+    # A point more than 30 s away is not used while a nearer one exists...
+    far = [ClockPoint(0.0, 999.0), ClockPoint(100.0, 1100.0)]
+    assert metrics.to_sender_time(far, 99.0) == pytest.approx(1099.0)
+    # ...and the nearest one is, when none is within the window.
+    assert metrics.to_sender_time([ClockPoint(0.0, 1000.0)], 60.0) == pytest.approx(1060.0)
     assert metrics.to_sender_time([], 1.0) is None
 
 

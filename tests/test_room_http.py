@@ -71,7 +71,6 @@ async def test_whep_session_lifecycle(room) -> None:
             404,
             "has no publisher",
         ),
-        ("/whip/demo", SDP, "v=0\r\nm=video 9 UDP/TLS/RTP/SAVPF 96\r\n", 409, "built-in host"),
         (
             "/whep/bad%20name",
             SDP,

@@ -22,7 +22,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import aioice.ice
-from aiortc import RTCConfiguration, RTCIceServer, RTCRtpReceiver, RTCRtpSender
+from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCRtpReceiver, RTCRtpSender
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
 from aiortc.rtp import RtcpSrPacket
@@ -90,8 +90,16 @@ def candidate_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]:
 
 
 def rtc_configuration(stun: list[str] | None = None) -> RTCConfiguration:
-    """A configuration with the given STUN/TURN URLs and no implicit public server."""
-    return RTCConfiguration(iceServers=[RTCIceServer(url) for url in stun or []])
+    """A configuration with the given STUN/TURN URLs and no implicit public server.
+
+    Every m-line shares one transport (max-bundle), as RFC 9725 has WHIP and WHEP endpoints
+    do. It also matters to aiortc: under its default "balanced" policy a second transceiver
+    of a kind created before the offer arrives stays on a transport BUNDLE never connects,
+    and its sender never starts (a second participant's audio went missing that way).
+    """
+    return RTCConfiguration(
+        iceServers=[RTCIceServer(url) for url in stun or []], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+    )
 
 
 def prefer_codecs(transceiver: RTCRtpTransceiver, kind: str, names: tuple[str, ...]) -> None:

@@ -26,10 +26,11 @@ from probes.webrtc.peer import (
 )
 from probes.webrtc.session import Session
 from qoe import clock, metrics
-from qoe.errors import DisconnectedError, NoMediaError
+from qoe.errors import ConfigError, DisconnectedError, NoMediaError
+from qoe.media.compose import mix_regions
 from qoe.media.frames import luma
-from qoe.result import ProbeResult
-from qoe.signal import HOST_TONE_HZ, ToneOnsetDetector, flash_level, read_code, unwrap_ticks
+from qoe.result import CohostSection, ProbeResult
+from qoe.signal import COHOST_TONE_HZ, HOST_TONE_HZ, ToneOnsetDetector, flash_level, read_code, unwrap_ticks
 from qoe.timeline import Timeline, ToneOnset, VideoFrameEvent
 
 __all__ = ["PHASES", "probe"]
@@ -39,10 +40,18 @@ WATCHDOG_PERIOD = 0.1
 AUDIO_RATE = 48000
 AUDIO_BATCH = 4800
 """Samples (100 ms) fed to the tone detector at a time."""
+COHOST_GONE_SECONDS = 1.0
+"""A co-host whose signal was last seen longer ago than this before the end has left."""
 
 
 async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
-    """Watch ``spec.url`` over WHEP for ``spec.duration`` seconds; fill ``result``."""
+    """Watch ``spec.url`` over WHEP for ``spec.duration`` seconds; fill ``result``.
+
+    Options: ``tone_hz`` (the host's tone), ``interact_every`` (seconds between chat
+    questions, see :mod:`probes.webrtc.interaction`), ``chat_url``, and ``cohost``:
+    ``"mixed"`` reads host and co-host from the room's mix, ``"separate"`` asks for their
+    tracks separately (two pairs of m-lines).
+    """
     timeline = Timeline(PHASES)
     viewer = _Viewer(spec, timeline)
     session: Session | None = None
@@ -55,6 +64,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
         timeline.finish()
         viewer.collect_sync()
         result.fill_from(timeline)
+        viewer.fill_cohost(result)
         if viewer.interaction is not None:
             q = metrics.quantiles(viewer.interaction.latencies())
             if q is not None:
@@ -63,33 +73,99 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
             result.network = session.network_stats
 
 
+class _Participant:
+    """One sender the viewer watches (the host or a co-host): its own timeline and signal."""
+
+    def __init__(
+        self, timeline: Timeline, tone_hz: float, other_hz: tuple[float, ...], slot: int, *, half: int | None
+    ) -> None:
+        self.timeline = timeline
+        self.tone_hz = tone_hz
+        self.detector = ToneOnsetDetector(tone_hz, other_hz=other_hz)
+        self.slot = slot
+        self.half = half
+        """Which half of the room's mix this participant is in (None: the whole frame)."""
+        self.last_video_stream_time = 0.0
+        self._pending: list[tuple[int, np.ndarray]] = []
+        self._pending_samples = 0
+
+    def frame(self, event: VideoFrameEvent, y: np.ndarray | None) -> None:
+        if y is not None:
+            rect = None if self.half is None else mix_regions(event.width, event.height)[self.half]
+            code = read_code(y, rect)
+            if code is not None:
+                event.seq = code.seq
+                event.capture_wall = unwrap_ticks(code.ticks, event.wall)
+                event.tag = code.tag
+            event.flash = flash_level(y, self.slot, region=rect)
+        self.timeline.video.append(event)
+        self.last_video_stream_time = event.stream_time
+
+    def audio(self, mono: np.ndarray | None, first: int) -> None:
+        """Feed the tone detector in batches of AUDIO_BATCH samples (None: flush).
+
+        The detector re-filters the audio it carries over between calls, so a few larger
+        calls cost far less than one per 20 ms frame; onset positions do not depend on it.
+        """
+        pending = self._pending
+        contiguous = pending and pending[-1][0] + len(pending[-1][1]) == first
+        if pending and (mono is None or not contiguous or self._pending_samples >= AUDIO_BATCH):
+            start = pending[0][0]
+            samples = np.concatenate([block for _, block in pending])
+            for onset in self.detector.add(samples, start):
+                self.timeline.tones.append(ToneOnset(onset / AUDIO_RATE, self.tone_hz))
+            pending.clear()
+            self._pending_samples = 0
+        if mono is not None:
+            pending.append((first, mono))
+            self._pending_samples += len(mono)
+
+
 class _Viewer:
     def __init__(self, spec: ProbeSpec, timeline: Timeline) -> None:
         self.spec = spec
         self.timeline = timeline
         self.first_frame = asyncio.Event()
-        self.observers: dict[str, RtpObserver] = {}
+        self.observers: dict[tuple[str, int], RtpObserver] = {}
         self.consumers: list[asyncio.Task[None]] = []
-        self.tone_hz = float(spec.options.get("tone_hz", HOST_TONE_HZ))
-        self.detector = ToneOnsetDetector(self.tone_hz)
-        self.last_video_stream_time = 0.0
+        self.cohost_mode = spec.options.get("cohost")
+        if self.cohost_mode not in (None, "mixed", "separate"):
+            raise ConfigError(f"cohost option must be 'mixed' or 'separate', got {self.cohost_mode!r}")
+        host_hz = float(spec.options.get("tone_hz", HOST_TONE_HZ))
+        cohost_hz = float(spec.options.get("cohost_tone_hz", COHOST_TONE_HZ))
+        mixed = self.cohost_mode == "mixed"
+        others = (cohost_hz,) if self.cohost_mode else ()
+        self.host = _Participant(timeline, host_hz, others, 0, half=0 if mixed else None)
+        self.cohost = (
+            _Participant(Timeline(PHASES), cohost_hz, (host_hz,), 1, half=1 if mixed else None)
+            if self.cohost_mode
+            else None
+        )
         every = spec.options.get("interact_every")
         self.interaction = (
             InteractionLoop(str(spec.options.get("chat_url") or chat_url_for(spec.url)), float(every))
             if every
             else None
         )
-        self._audio_pending: list[tuple[int, np.ndarray]] = []
-        self._audio_pending_samples = 0
+
+    def participants_of(self, pair: int) -> list[_Participant]:
+        """Who a track pair carries: the host, the co-host, or both (the mix)."""
+        if self.cohost is None:
+            return [self.host]
+        if self.cohost_mode == "mixed":
+            return [self.host, self.cohost]
+        return [self.host] if pair == 0 else [self.cohost]
 
     async def watch(self, session: Session) -> None:
         spec, pc = self.spec, session.pc
-        for kind, codecs in (("video", ("VP8", "H264")), ("audio", ("opus",))):
-            transceiver = pc.addTransceiver(kind, direction="recvonly")
-            prefer_codecs(transceiver, kind, codecs)
-            rate = 90000 if kind == "video" else 48000
-            self.observers[kind] = RtpObserver(transceiver.receiver, rate, self._on_packet)
-        pc.on("track", self._on_track)
+        pairs = 2 if self.cohost_mode == "separate" else 1
+        for pair in range(pairs):
+            for kind, codecs in (("video", ("VP8", "H264")), ("audio", ("opus",))):
+                transceiver = pc.addTransceiver(kind, direction="recvonly")
+                prefer_codecs(transceiver, kind, codecs)
+                rate = 90000 if kind == "video" else 48000
+                self.observers[(kind, pair)] = RtpObserver(transceiver.receiver, rate, self._on_packet)
+        pc.on("track", lambda track: self._on_track(session, track))
 
         deadline = self.timeline.start + spec.duration
         await session.negotiate(timeout=min(spec.join_timeout, spec.duration))
@@ -102,77 +178,60 @@ class _Viewer:
             )
         if self.interaction is not None:
             self.consumers.append(asyncio.create_task(self.interaction.run(deadline), name="whep-interact"))
+        host_observers = [o for (_, pair), o in self.observers.items() if pair == 0]
         while (left := deadline - clock.monotonic()) > 0:
             await session.wait(asyncio.sleep(min(left, WATCHDOG_PERIOD)), left + 1)
-            last = max((o.last_packet_at or 0.0) for o in self.observers.values())
+            last = max((o.last_packet_at or 0.0) for o in host_observers)
             if clock.monotonic() - last > spec.media_timeout:
                 raise DisconnectedError(f"no media for {spec.media_timeout:g} s; the sender is gone")
 
     def _on_packet(self) -> None:
         self.timeline.mark("first_rtp_packet")
 
-    def _on_track(self, track: MediaStreamTrack) -> None:
+    def _on_track(self, session: Session, track: MediaStreamTrack) -> None:
+        transceivers = session.pc.getTransceivers()
+        index = next((i for i, t in enumerate(transceivers) if t.receiver.track is track), 0)
+        pair = index // 2
         consume = self._consume_video if track.kind == "video" else self._consume_audio
-        self.consumers.append(asyncio.create_task(consume(track), name=f"whep-{track.kind}"))
+        task = asyncio.create_task(consume(track, pair), name=f"whep-{track.kind}-{pair}")
+        self.consumers.append(task)
 
-    async def _consume_video(self, track: MediaStreamTrack) -> None:
+    async def _consume_video(self, track: MediaStreamTrack, pair: int) -> None:
+        participants = self.participants_of(pair)
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await next_video_frame(track)
                 at, wall = clock.monotonic(), clock.wall()
-                event = VideoFrameEvent(
-                    at=at,
-                    wall=wall,
-                    stream_time=stream_seconds(frame),
-                    width=frame.width,
-                    height=frame.height,
-                )
-                if self.spec.decode:
-                    y = luma(frame)
-                    code = read_code(y)
-                    if code is not None:
-                        event.seq = code.seq
-                        event.capture_wall = unwrap_ticks(code.ticks, wall)
-                        event.tag = code.tag
-                    event.flash = flash_level(y, 0)
-                self.timeline.video.append(event)
-                if self.interaction is not None:
-                    self.interaction.frame(event.tag, wall)
-                self.last_video_stream_time = event.stream_time
-                if not self.first_frame.is_set():
+                y = luma(frame) if self.spec.decode else None
+                for participant in participants:
+                    event = VideoFrameEvent(
+                        at=at,
+                        wall=wall,
+                        stream_time=stream_seconds(frame),
+                        width=frame.width,
+                        height=frame.height,
+                    )
+                    participant.frame(event, y)
+                    if participant is self.host and self.interaction is not None:
+                        self.interaction.frame(event.tag, wall)
+                if pair == 0 and not self.first_frame.is_set():
                     self.timeline.mark("first_decoded_frame", at)
                     self.first_frame.set()
 
-    async def _consume_audio(self, track: MediaStreamTrack) -> None:
+    async def _consume_audio(self, track: MediaStreamTrack, pair: int) -> None:
+        participants = self.participants_of(pair)
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await next_audio_frame(track)
                 pcm = frame.to_ndarray()
                 channels = len(frame.layout.channels)
                 mono = pcm.reshape(-1)[::channels] if pcm.shape[0] == 1 else pcm[0]
-                self.timeline.audio_frames += 1
-                self.timeline.audio_seconds += frame.samples / frame.sample_rate
-                self._scan_audio(mono, int(frame.pts or 0))
-        self._scan_audio(None, 0)
-
-    def _scan_audio(self, mono: np.ndarray | None, first: int) -> None:
-        """Feed the tone detector in batches of AUDIO_BATCH samples (None: flush).
-
-        The detector re-filters the audio it carries over between calls, so a few larger
-        calls cost far less than one per 20 ms frame; onset positions do not depend on it.
-        """
-        pending = self._audio_pending
-        contiguous = pending and pending[-1][0] + len(pending[-1][1]) == first
-        if pending and (mono is None or not contiguous or self._audio_pending_samples >= AUDIO_BATCH):
-            start = pending[0][0]
-            samples = np.concatenate([block for _, block in pending])
-            for onset in self.detector.add(samples, start):
-                self.timeline.tones.append(ToneOnset(onset / AUDIO_RATE, self.tone_hz))
-            pending.clear()
-            self._audio_pending_samples = 0
-        if mono is not None:
-            pending.append((first, mono))
-            self._audio_pending_samples += len(mono)
+                for participant in participants:
+                    participant.timeline.audio_frames += 1
+                    participant.timeline.audio_seconds += frame.samples / frame.sample_rate
+                    participant.audio(mono, int(frame.pts or 0))
+        for participant in participants:
+            participant.audio(None, 0)
 
     async def stop_consumers(self) -> None:
         for task in self.consumers:
@@ -180,10 +239,32 @@ class _Viewer:
         await asyncio.gather(*self.consumers, return_exceptions=True)
 
     def collect_sync(self) -> None:
-        video = self.observers.get("video")
-        audio = self.observers.get("audio")
-        if video is not None:
-            self.timeline.sync["video"] = video.clock_points(self.last_video_stream_time)
-        if audio is not None:
-            near = self.timeline.tones[-1].stream_time if self.timeline.tones else 0.0
-            self.timeline.sync["audio"] = audio.clock_points(near)
+        """Each participant's clock points, from the track pair that carries it."""
+        for participant in (self.host, self.cohost):
+            if participant is None:
+                continue
+            pair = 1 if participant is self.cohost and self.cohost_mode == "separate" else 0
+            video, audio = self.observers.get(("video", pair)), self.observers.get(("audio", pair))
+            timeline = participant.timeline
+            if video is not None:
+                timeline.sync["video"] = video.clock_points(participant.last_video_stream_time)
+            if audio is not None:
+                near = timeline.tones[-1].stream_time if timeline.tones else 0.0
+                timeline.sync["audio"] = audio.clock_points(near)
+
+    def fill_cohost(self, result: ProbeResult) -> None:
+        if self.cohost is None:
+            return
+        timeline = self.cohost.timeline
+        timeline.end = self.timeline.end
+        sync = metrics.av_sync(timeline, self.cohost.tone_hz)
+        offset = metrics.cohost_offset(self.timeline.video, timeline.video)
+        coded = [f for f in timeline.video if f.capture_wall is not None]
+        end = self.timeline.end
+        result.cohost = CohostSection(
+            offset_seconds={"median": offset.median if offset else None},
+            av_offset_seconds={"median": sync.median if sync else None},
+            samples=offset.samples if offset else 0,
+            frames=len(coded),
+            left=None if not coded or end is None else coded[-1].at < end - COHOST_GONE_SECONDS,
+        )

@@ -23,9 +23,11 @@ QUEUE_PACKETS = 256
 class PacketTrack(MediaStreamTrack):
     """An outgoing track whose ``recv`` returns pre-encoded packets from a :class:`Fanout`."""
 
-    def __init__(self, kind: str, fanout: Fanout) -> None:
+    def __init__(self, kind: str, fanout: Fanout, delay: float = 0.0) -> None:
         super().__init__()
         self.kind = kind
+        self.delay = delay
+        """Seconds each packet is held before it is queued (to align two participants' paths)."""
         self._fanout = fanout
         self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(QUEUE_PACKETS)
         self._awaiting_keyframe = kind == "video"
@@ -39,6 +41,14 @@ class PacketTrack(MediaStreamTrack):
             if not packet.is_keyframe:
                 return
             self._awaiting_keyframe = False
+        if self.delay > 0:
+            asyncio.get_running_loop().call_later(self.delay, self._queue_packet, packet)
+        else:
+            self._queue_packet(packet)
+
+    def _queue_packet(self, packet: av.Packet) -> None:
+        if self.readyState != "live":
+            return
         try:
             self._queue.put_nowait(packet)
         except asyncio.QueueFull:
@@ -74,9 +84,9 @@ class Fanout:
         self._tracks: set[PacketTrack] = set()
         self._on_keyframe_request = on_keyframe_request
 
-    def subscribe(self) -> tuple[PacketTrack, PacketTrack]:
+    def subscribe(self, delay: float = 0.0) -> tuple[PacketTrack, PacketTrack]:
         """A new (audio, video) pair of tracks; video starts at the next keyframe."""
-        audio, video = PacketTrack("audio", self), PacketTrack("video", self)
+        audio, video = PacketTrack("audio", self, delay), PacketTrack("video", self, delay)
         self._tracks.update((audio, video))
         self.request_keyframe()
         return audio, video

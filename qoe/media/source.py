@@ -23,6 +23,7 @@ from dataclasses import dataclass
 
 from qoe import clock
 from qoe.errors import ConfigError
+from qoe.media.compose import RawTap
 from qoe.media.encode import AUDIO_RATE, AudioEncoder, VideoEncoder
 from qoe.media.fanout import Fanout
 from qoe.media.pacing import Pacer
@@ -56,12 +57,16 @@ class Knobs:
     """Seconds the room's chat holds each message before broadcasting it."""
     chat_drop_every: int = 0
     """The room's chat drops every Nth message it receives (0: none)."""
+    cohost_offset: float = 0.0
+    """Seconds the room delays a co-host's media behind the host's."""
 
     def __post_init__(self) -> None:
         if not -1.0 < self.av_offset < 1.0:
             raise ConfigError(f"--av-offset must be between -1 and 1 seconds, got {self.av_offset}")
         if self.delay < 0 or self.delay > 30:
             raise ConfigError(f"--delay must be between 0 and 30 seconds, got {self.delay}")
+        if not 0 <= self.cohost_offset <= 5:
+            raise ConfigError(f"--cohost-offset must be between 0 and 5 seconds, got {self.cohost_offset}")
         if not 0 <= self.chat_delay <= 30:
             raise ConfigError(f"--chat-delay must be between 0 and 30 seconds, got {self.chat_delay}")
         if self.chat_drop_every < 0:
@@ -120,6 +125,8 @@ class SignalSource:
         self.frames_sent = 0
         self.audio_frames_sent = 0
         self.injected_freezes: list[tuple[float, float]] = []
+        self.tap: RawTap | None = None
+        """Receives every rendered frame and audio block on the send clock (for a co-host mix)."""
         fanout.set_keyframe_handler(self.request_keyframe)
 
     def request_keyframe(self) -> None:
@@ -163,6 +170,8 @@ class SignalSource:
                 self._keyframe_wanted = False
                 self._last_keyframe = capture
             image = self._video.render(capture, seq, self.tag)
+            if self.tap is not None:
+                self.tap.video(capture + self.latency, image, self._video.width, self._video.height)
             pts = round((capture - self.epoch) * 90000)
             packets = await loop.run_in_executor(self._executor, self._venc.encode, image, pts, keyframe)
             pacer.release("video", packets)
@@ -181,6 +190,8 @@ class SignalSource:
             captured = (start + AUDIO_BLOCK) / AUDIO_RATE
             await _sleep_until(captured)
             samples = self._audio.render(start, AUDIO_BLOCK)
+            if self.tap is not None:
+                self.tap.audio(start / AUDIO_RATE + self.latency, samples)
             packets = self._aenc.encode(samples, start - first)
             pacer.release("audio", packets)
             self.audio_frames_sent += 1

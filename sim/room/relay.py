@@ -13,11 +13,13 @@ import contextlib
 import math
 from concurrent.futures import ThreadPoolExecutor
 
+import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from probes.webrtc.peer import RtpObserver, next_audio_frame, next_video_frame, stream_seconds
 from qoe import clock
 from qoe.media import AudioEncoder, Fanout, VideoEncoder
+from qoe.media.compose import RawTap
 from qoe.media.pacing import Pacer
 from qoe.metrics import to_sender_time
 
@@ -44,6 +46,8 @@ class RelaySource:
         self._keyframe_wanted = True
         self.frames_sent = 0
         self.audio_frames_sent = 0
+        self.tap: RawTap | None = None
+        """Receives every decoded frame and audio block on the publisher's send clock."""
         self.unplaced = 0
         """Frames dropped because no sender report had arrived for their stream yet."""
         fanout.set_keyframe_handler(self.request_keyframe)
@@ -78,6 +82,10 @@ class RelaySource:
                 sender_time = self._place(observer, stream_seconds(frame))
                 if sender_time is None:
                     continue
+                if self.tap is not None:
+                    image = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
+                    planes = np.asarray(image.to_ndarray(), dtype=np.uint8)
+                    self.tap.video(sender_time, planes, frame.width, frame.height)
                 if self._video is None:
                     self._video = VideoEncoder(frame.width, frame.height)
                 keyframe, self._keyframe_wanted = self._keyframe_wanted, False
@@ -95,6 +103,9 @@ class RelaySource:
                 sender_time = self._place(observer, stream_seconds(audio))
                 if sender_time is None:
                     continue
+                if self.tap is not None:
+                    pcm = audio.to_ndarray().reshape(-1)[:: len(audio.layout.channels)]
+                    self.tap.audio(sender_time, (pcm / 32768.0).astype("float32"))
                 pts = round((sender_time - self.epoch) * 48000)
                 self._pacer.release("audio", self._audio.encode_frame(audio, pts))
                 self.audio_frames_sent += 1

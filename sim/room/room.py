@@ -14,6 +14,7 @@ from aiortc import RTCPeerConnection
 
 from qoe import clock
 from qoe.media import Fanout, Knobs, SignalSource
+from qoe.media.compose import Compositor, RawTap
 from sim.room.chat import ChatKnobs, ChatRoom
 from sim.room.relay import RelaySource
 
@@ -37,10 +38,19 @@ class Room:
         self.name = name
         knobs = knobs or Knobs()
         self.chat = ChatRoom(ChatKnobs(knobs.chat_delay, knobs.chat_drop_every))
+        self.knobs = knobs
         self.fanout = Fanout()
         self.source: SignalSource | RelaySource | None = None
         self.publisher: Peer | None = None
         self.viewers: dict[str, Peer] = {}
+        # A co-host (a second WHIP publisher) gets its own fanout for viewers that take the
+        # participants' tracks separately, and both feed the mix through their raw taps.
+        self.host_tap, self.cohost_tap = RawTap(), RawTap()
+        self.cohost: Peer | None = None
+        self.cohost_source: RelaySource | None = None
+        self.cohost_fanout = Fanout()
+        self.mix_fanout = Fanout()
+        self.compositor: Compositor | None = None
 
     @property
     def builtin(self) -> bool:
@@ -52,16 +62,32 @@ class Room:
 
     async def start_host(self, knobs: Knobs, **options: Any) -> SignalSource:
         source = SignalSource(self.fanout, knobs=knobs, **options)
+        source.tap = self.host_tap
         self.source = source
         self.chat.listeners.append(lambda message: _answer_on_camera(source, message))
         await source.start()
         return source
 
+    async def start_mix(self) -> None:
+        """Start mixing host and co-host (once, when the first co-host arrives)."""
+        if self.compositor is None:
+            self.compositor = Compositor(
+                self.mix_fanout, self.host_tap, self.cohost_tap, cohost_offset=self.knobs.cohost_offset
+            )
+            await self.compositor.start()
+
     async def close(self) -> None:
-        for peer in [*self.viewers.values(), *([self.publisher] if self.publisher else [])]:
+        peers = [*self.viewers.values(), *(p for p in (self.publisher, self.cohost) if p is not None)]
+        for peer in peers:
             await peer.pc.close()
         self.viewers.clear()
-        self.publisher = None
+        self.publisher = self.cohost = None
+        for stage in (self.compositor, self.cohost_source):
+            if stage is not None:
+                await stage.stop()
+        self.compositor = self.cohost_source = None
+        for fanout in (self.cohost_fanout, self.mix_fanout):
+            fanout.close()
         await self.chat.close()
         if self.source is not None:
             await self.source.stop()
@@ -75,6 +101,8 @@ class Room:
             "live": self.live,
             "source": "host" if self.builtin else ("whip" if self.source else None),
             "viewers": len(self.viewers),
+            "cohost": self.cohost is not None,
+            "mix_frames": self.compositor.frames_sent if self.compositor else 0,
             "chat": {
                 "clients": len(self.chat.clients),
                 "received": self.chat.received,

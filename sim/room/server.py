@@ -10,8 +10,14 @@ Endpoints (``ROOM`` is any name; ``demo`` has the built-in host):
 - ``GET /rooms``, ``GET /rooms/ROOM``: state and ground truth as JSON; ``GET /healthz``;
   ``GET /`` a page with a WHEP player.
 
+A second WHIP publisher in a room is its co-host. A WHEP offer with two video (and audio)
+m-lines receives host and co-host as separate tracks; one with a single pair receives the
+room's mix (side by side, audio summed) while a co-host is on, the host alone otherwise.
+``ws://H:P/chat/ROOM`` is the room's chat (:mod:`sim.room.chat`).
+
 Errors are 4xx with a one-line ``text/plain`` reason: 404 no such room or session, 409 a room
-that already has a publisher, 415 a body that is not SDP, 400 an offer that cannot be used.
+that already has a host and a co-host, 415 a body that is not SDP, 400 an offer that cannot
+be used.
 """
 
 from __future__ import annotations
@@ -35,7 +41,7 @@ from probes.webrtc.peer import (
     rtc_configuration,
 )
 from qoe.media import Knobs
-from sim.room.relay import RelaySource
+from sim.room.relay import RELAY_LATENCY, RelaySource
 from sim.room.room import DEMO_ROOM, Peer, Room
 
 __all__ = ["LiveRoom"]
@@ -182,11 +188,9 @@ class LiveRoom:
                 peer, answer = await self._view(room, offer)
             else:
                 room = self.rooms.setdefault(name, Room(name, self.knobs))
-                if room.builtin:
-                    return _error(409, f"room {name!r} has a built-in host; publish to another room")
-                if room.publisher is not None:
-                    return _error(409, f"room {name!r} already has a publisher")
-                peer, answer = await self._publish(room, offer)
+                if room.live and room.cohost is not None:
+                    return _error(409, f"room {name!r} already has a host and a co-host")
+                peer, answer = await self._publish(room, offer, cohost=room.live)
         if answer is None:
             return _error(
                 400,
@@ -214,25 +218,42 @@ class LiveRoom:
 
     async def _view(self, room: Room, offer: str) -> tuple[Peer, str | None]:
         pc = RTCPeerConnection(rtc_configuration())
-        audio, video = room.fanout.subscribe()
-        for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
-            transceiver = pc.addTransceiver(track, direction="sendonly")
-            prefer_codecs(transceiver, track.kind, codecs)
-            # Forward the viewer's picture-loss reports to the one encoder, as an SFU would.
-            transceiver.sender._send_keyframe = room.fanout.request_keyframe  # type: ignore[method-assign]
+        if offer.count("m=video") >= 2:
+            # Separate tracks: host first, co-host second. The built-in host's packets are held
+            # as long as a co-host's relay holds its, so only the --cohost-offset knob differs.
+            align = RELAY_LATENCY if room.builtin else 0.0
+            pairs = [(room.fanout, align), (room.cohost_fanout, 0.0)]
+        elif room.compositor is not None:
+            pairs = [(room.mix_fanout, 0.0)]
+        else:
+            pairs = [(room.fanout, 0.0)]
+        tracks = []
+        for fanout, delay in pairs:
+            audio, video = fanout.subscribe(delay)
+            tracks += [audio, video]
+            for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
+                transceiver = pc.addTransceiver(track, direction="sendonly")
+                prefer_codecs(transceiver, track.kind, codecs)
+                # Forward the viewer's picture-loss reports to the one encoder, as an SFU would.
+                transceiver.sender._send_keyframe = fanout.request_keyframe  # type: ignore[method-assign]
         peer = Peer(pc, "whep")
         answer = await self._negotiate(pc, offer)
         if answer is None:
-            audio.stop()
-            video.stop()
+            for track in tracks:
+                track.stop()
         else:
             room.viewers[peer.id] = peer
             self._on_end(pc, lambda: self._end_viewer(room, peer))
         return peer, answer
 
-    async def _publish(self, room: Room, offer: str) -> tuple[Peer, str | None]:
+    async def _publish(self, room: Room, offer: str, *, cohost: bool) -> tuple[Peer, str | None]:
         pc = RTCPeerConnection(rtc_configuration())
-        relay = RelaySource(room.fanout, delay=self.knobs.delay)
+        if cohost:
+            relay = RelaySource(room.cohost_fanout, delay=self.knobs.delay + self.knobs.cohost_offset)
+            relay.tap = room.cohost_tap
+        else:
+            relay = RelaySource(room.fanout, delay=self.knobs.delay)
+            relay.tap = room.host_tap
         observers: dict[str, RtpObserver] = {}
         for kind, codecs, rate in (("video", ("VP8", "H264"), 90000), ("audio", ("opus",), 48000)):
             transceiver = pc.addTransceiver(kind, direction="recvonly")
@@ -243,6 +264,10 @@ class LiveRoom:
         answer = await self._negotiate(pc, offer)
         if answer is None:
             await relay.stop()
+        elif cohost:
+            room.cohost, room.cohost_source = peer, relay
+            await room.start_mix()
+            self._on_end(pc, lambda: self._end_publisher(room, peer))
         else:
             room.publisher, room.source = peer, relay
             self._on_end(pc, lambda: self._end_publisher(room, peer))
@@ -262,7 +287,14 @@ class LiveRoom:
             await peer.pc.close()
 
     async def _end_publisher(self, room: Room, peer: Peer) -> None:
-        if room.publisher is peer:
+        if room.cohost is peer:
+            # The mix goes on with the co-host's half dark; its separate tracks fall silent.
+            room.cohost = None
+            cohost_source, room.cohost_source = room.cohost_source, None
+            await peer.pc.close()
+            if cohost_source is not None:
+                await cohost_source.stop()
+        elif room.publisher is peer:
             room.publisher = None
             source, room.source = room.source, None
             await peer.pc.close()
@@ -277,7 +309,7 @@ class LiveRoom:
         if request.match_info["role"] == "whep":
             peer = room.viewers.get(sid)
         else:
-            peer = room.publisher if room.publisher and room.publisher.id == sid else None
+            peer = next((p for p in (room.publisher, room.cohost) if p is not None and p.id == sid), None)
         return (room, peer) if peer is not None else None
 
     async def _delete(self, request: web.Request) -> web.Response:
