@@ -10,7 +10,6 @@ measured from flashes 1 s apart, to +-15 ms, on the mix (60 fps) and on separate
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 
