@@ -16,7 +16,7 @@ import re
 import signal
 import socket
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, NoReturn
 
 from qoe import __version__
@@ -482,29 +482,35 @@ async def _cmd_netem_proxy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+async def _serve_until_signalled(server: Any, host: str, port: int, banner: Callable[[], str]) -> int:
+    """Start ``server`` (``start``/``stop`` coroutines), print ``banner()``, serve until SIGINT or
+    SIGTERM. A port that cannot be bound is a usage error."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
+    try:
+        print(banner(), flush=True)
+        await stop.wait()
+    finally:
+        await server.stop()
+    return EXIT_OK
+
+
 async def _cmd_serve(args: argparse.Namespace) -> int:
     from qoe.exporter.server import Exporter
     from qoe.fleet import load_fleet
 
     fleet = load_fleet(args.fleet)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     exporter = Exporter(fleet, args.host, args.port)
-    try:
-        await exporter.start()
-    except OSError as exc:
-        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
-    try:
-        print(
-            f"qoe serve: {len(fleet.targets)} targets from {args.fleet}; metrics on {exporter.url}/metrics",
-            flush=True,
-        )
-        await stop.wait()
-    finally:
-        await exporter.stop()
-    return EXIT_OK
+    targets = f"{len(fleet.targets)} targets from {args.fleet}"
+    return await _serve_until_signalled(
+        exporter, args.host, args.port, lambda: f"qoe serve: {targets}; metrics on {exporter.url}/metrics"
+    )
 
 
 async def _cmd_probe(args: argparse.Namespace) -> int:
@@ -595,27 +601,14 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
 async def _cmd_room(args: argparse.Namespace) -> int:
     from sim.room.server import LiveRoom
 
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
-    try:
-        width, height = args.size
-        room = LiveRoom(
-            args.host, args.port, knobs=_knobs(args), host_options={"width": width, "height": height}
-        )
-        await room.start()
-    except OSError as exc:
-        raise ConfigError(f"cannot serve on {args.host}:{args.port}: {exc.strerror or exc}") from exc
-    try:
-        print(
-            f"qoe room: serving {room.url} (watch: {room.url}/whep/demo, publish: {room.url}/whip/ROOM)",
-            flush=True,
-        )
-        await stop.wait()
-    finally:
-        await room.stop()
-    return EXIT_OK
+    width, height = args.size
+    room = LiveRoom(args.host, args.port, knobs=_knobs(args), host_options={"width": width, "height": height})
+    return await _serve_until_signalled(
+        room,
+        args.host,
+        args.port,
+        lambda: f"qoe room: serving {room.url} (watch: {room.url}/whep/demo, publish: {room.url}/whip/ROOM)",
+    )
 
 
 async def _cmd_fleet_check(args: argparse.Namespace) -> int:

@@ -24,7 +24,7 @@ from typing import Any
 
 import pytest
 
-__all__ = ["free_port", "prometheus", "pushgateway", "require", "wait_http"]
+__all__ = ["free_port", "prometheus", "pushgateway", "require", "stop_process", "wait_http"]
 
 
 def require(binary: str) -> str:
@@ -70,13 +70,18 @@ def _process(args: list[str], ready: str, log: Path) -> Iterator[subprocess.Pope
         print(log.read_text(errors="replace")[-4000:])
         raise
     finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                os.kill(proc.pid, signal.SIGKILL)
-                proc.wait()
+        stop_process(proc)
+
+
+def stop_process(proc: subprocess.Popen[Any]) -> None:
+    """Stop a server by its pid: SIGTERM, then SIGKILL if it has not gone within 10 s."""
+    if proc.poll() is None:
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
 
 
 class Prometheus:
