@@ -333,6 +333,134 @@ def build_parser() -> argparse.ArgumentParser:
     proxy.add_argument("--seed", type=int, help="seed for the emulation's random draws")
     proxy.set_defaults(handler=_cmd_netem_proxy)
 
+    audience = sub.add_parser(
+        "audience",
+        help="simulate a viewer population whose behaviour depends on QoE",
+        description="Simulate viewers, rooms and sessions with a documented QoE -> behaviour model "
+        "(calibrated to published studies; see sim/audience), writing the ground truth beside the "
+        "data.",
+    )
+    audience_sub = audience.add_subparsers(dest="audience_command", metavar="ACTION", parser_class=_Parser)
+    audience_sub.required = True
+    sim = audience_sub.add_parser("simulate", help="write a session log (Parquet or CSV) and its truth")
+    sim.add_argument(
+        "--viewers", type=int, default=10000, metavar="N", help="viewers to simulate (default 10000)"
+    )
+    sim.add_argument(
+        "--days", type=int, default=30, metavar="D", help="length of the log in days (default 30)"
+    )
+    sim.add_argument(
+        "--seed", type=int, metavar="S", help="seed for every random draw (recorded in the truth)"
+    )
+    sim.add_argument("--out", required=True, metavar="FILE", help="sessions file: .parquet, or .csv")
+    sim.add_argument(
+        "--rooms", type=int, metavar="R", help="live rooms (default one per 5000 viewers, >= 12)"
+    )
+    sim.add_argument(
+        "--model", metavar="FILE", help="TOML overriding the behaviour, population and QoE model"
+    )
+    sim.add_argument(
+        "--probes", metavar="FILE", help="also write the probe results a fleet would have produced"
+    )
+    sim.add_argument(
+        "--probe-interval",
+        type=float,
+        default=900,
+        metavar="S",
+        help="seconds between simulated probe runs per room and profile (default 900)",
+    )
+    sim.add_argument(
+        "--start", default="2026-03-02T00:00:00Z", metavar="TIME", help="start of the log, ISO 8601"
+    )
+    sim.add_argument(
+        "--chunk", type=int, default=50000, metavar="N", help="viewers generated at once (memory)"
+    )
+    sim.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sim.set_defaults(handler=_cmd_audience_simulate)
+
+    impact = sub.add_parser(
+        "impact",
+        help="link QoE to drop-off, return visits and repurchase; report and alert thresholds",
+        description="Analyse a session log (Parquet or CSV; schema in qoe/impact/SCHEMA.md): drop-off "
+        "against join time, watch time by stall and A/V bands (Kaplan-Meier), return and repurchase rates, "
+        "and causal estimates (matched pairs and regression beside the naive difference). Writes an "
+        "HTML report with "
+        "plots, the figures as JSON, and recommended SLO alert rules.",
+    )
+    impact.add_argument("sessions", metavar="SESSIONS", help="session log, Parquet or CSV")
+    impact.add_argument(
+        "--probes", metavar="RESULTS.jsonl", help="fleet results joined to sessions by room and time"
+    )
+    impact.add_argument(
+        "--out", default="impact-report", metavar="DIR", help="output directory (default impact-report)"
+    )
+    impact.add_argument(
+        "--json", action="store_true", help="print the figures as JSON instead of the summary"
+    )
+    impact.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed for pair matching and jackknife"
+    )
+    impact.add_argument("--log-end", metavar="TIME", help="end of the log (default: from the data)")
+    impact.add_argument(
+        "--visit-gap",
+        type=float,
+        default=1800,
+        metavar="S",
+        help="sessions closer than this form one visit (default 1800)",
+    )
+    impact.add_argument(
+        "--stall-threshold",
+        type=float,
+        default=0.01,
+        metavar="RATIO",
+        help="stall ratio that counts as a stalled session (default 0.01)",
+    )
+    impact.add_argument(
+        "--watch-loss-budget",
+        type=float,
+        default=0.05,
+        metavar="SHARE",
+        help="watch-time loss the stall alert tolerates (default 0.05)",
+    )
+    impact.add_argument(
+        "--controls",
+        default="room_id,device,network,region,hour",
+        metavar="LIST",
+        help="confounders to match and control on",
+    )
+    impact.add_argument(
+        "--probe-room",
+        default="target",
+        metavar="KEY",
+        help="room of a probe result: target or label:NAME (default target)",
+    )
+    impact.add_argument(
+        "--probe-window",
+        type=float,
+        default=900,
+        metavar="S",
+        help="oldest probe result a session may take (default 900)",
+    )
+    impact.add_argument(
+        "--qoe-source",
+        choices=["auto", "client", "probe"],
+        default="auto",
+        help="client figures, probe figures, or client with probe filling gaps (default auto)",
+    )
+    impact.add_argument(
+        "--truth", metavar="FILE", help="a simulator's truth file, shown beside the estimates"
+    )
+    impact.add_argument(
+        "--jackknife-groups",
+        type=int,
+        default=10,
+        metavar="G",
+        help="viewer groups for the drop-off intervals (default 10)",
+    )
+    impact.add_argument("--threads", type=int, metavar="N", help="DuckDB threads (default all cores)")
+    impact.add_argument("--memory-limit", default="4GB", metavar="SIZE", help="DuckDB memory before spilling")
+    impact.set_defaults(handler=_cmd_impact)
+
     serve = sub.add_parser(
         "serve",
         help="run a fleet on its schedule and serve the results to Prometheus",
@@ -499,6 +627,18 @@ async def _serve_until_signalled(server: Any, host: str, port: int, banner: Call
     finally:
         await server.stop()
     return EXIT_OK
+
+
+async def _cmd_audience_simulate(args: argparse.Namespace) -> int:
+    from sim.audience import simulate_command
+
+    return await asyncio.to_thread(simulate_command, args)
+
+
+async def _cmd_impact(args: argparse.Namespace) -> int:
+    from qoe.impact.command import impact_command
+
+    return await asyncio.to_thread(impact_command, args)
 
 
 async def _cmd_serve(args: argparse.Namespace) -> int:
@@ -717,7 +857,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         return int(asyncio.run(args.handler(args)))
     except ConfigError as exc:
-        sub_command = getattr(args, "fleet_command", None) or getattr(args, "netem_command", None)
+        sub_command = (
+            getattr(args, "fleet_command", None)
+            or getattr(args, "netem_command", None)
+            or getattr(args, "audience_command", None)
+        )
         command = " ".join(c for c in (args.command, sub_command) if c)
         print(f"qoe {command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE

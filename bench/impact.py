@@ -1,0 +1,152 @@
+"""Benchmark: ``qoe audience simulate`` then ``qoe impact`` at scale, wall time and peak memory per step.
+
+Each step runs in its own child process (so its peak resident memory is its own, DuckDB
+included), sampled every 20 ms from /proc; the analysis's phases (validate, link, drop-off,
+contrasts, bands, report) are timed inside and their peaks taken from the same samples.
+
+    python bench/impact.py                                  # 1 000 000 viewers x 30 days, 2 threads
+    python bench/impact.py --viewers 100000 --days 30       # a quicker look
+    python bench/impact.py --keep DIR                       # keep the data and the report in DIR
+
+Expect about 9 sessions per viewer over 30 days (about 9 M sessions for the default).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parent.parent
+
+CHILD = textwrap.dedent(
+    """
+    import json, os, sys, threading, time
+    samples = []
+    stop = False
+    page = os.sysconf("SC_PAGE_SIZE")
+    def sample():
+        while not stop:
+            with open("/proc/self/statm") as f:
+                samples.append((time.monotonic(), int(f.read().split()[1]) * page))
+            time.sleep(0.02)
+    threading.Thread(target=sample, daemon=True).start()
+    t0 = time.monotonic()
+    step, options = sys.argv[1], json.loads(sys.argv[2])
+    marks = {}
+    if step == "simulate":
+        import argparse
+        from sim.audience import simulate_command
+        simulate_command(argparse.Namespace(**options))
+    else:
+        import numpy as np
+        from qoe.impact import Options, analyse, write_report
+        impact = analyse(options["sessions"], np.random.default_rng(0), Options(threads=options["threads"],
+                         memory_limit=options["memory_limit"]))
+        t = t0
+        for phase, seconds in impact.timings.items():
+            if phase != "total":
+                marks[phase] = (t, t + seconds)
+                t += seconds
+        t_report = time.monotonic()
+        write_report(impact, options["out"])
+        marks["report"] = (t_report, time.monotonic())
+        print(impact.validation.summary(), file=sys.stderr)
+        for line in impact.lines:
+            print("  " + line["text"], file=sys.stderr)
+    stop = True
+    end = time.monotonic()
+    peak = {k: max((m for t, m in samples if a <= t <= b), default=0) for k, (a, b) in marks.items()}
+    print(json.dumps({"wall": end - t0, "peak": max(m for _, m in samples), "phases": {
+        k: {"wall": b - a, "peak": peak[k]} for k, (a, b) in marks.items()}}))
+    """
+)
+
+
+def run(step: str, options: dict[str, Any], threads: int) -> dict[str, Any]:
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads), OPENBLAS_NUM_THREADS=str(threads))
+    done = subprocess.run(
+        [sys.executable, "-c", CHILD, step, json.dumps(options)],
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    sys.stderr.write(done.stderr)
+    if done.returncode:
+        raise SystemExit(f"{step} failed with exit code {done.returncode}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--viewers", type=int, default=1_000_000)
+    parser.add_argument("--days", type=int, default=30)
+    parser.add_argument("--seed", type=int, default=1)
+    parser.add_argument("--threads", type=int, default=2, help="DuckDB threads for the analysis (default 2)")
+    parser.add_argument(
+        "--memory-limit", default="4GB", help="DuckDB memory limit (default 4GB; spills beyond)"
+    )
+    parser.add_argument(
+        "--keep", metavar="DIR", help="keep data and report in DIR (default: a temporary directory)"
+    )
+    args = parser.parse_args()
+    with tempfile.TemporaryDirectory(prefix="qoe-bench-") as tmp:
+        where = Path(args.keep or tmp)
+        where.mkdir(parents=True, exist_ok=True)
+        data = where / "sessions.parquet"
+        t = time.monotonic()
+        sim = run(
+            "simulate",
+            {
+                "viewers": args.viewers,
+                "days": args.days,
+                "seed": args.seed,
+                "out": str(data),
+                "rooms": None,
+                "model": None,
+                "probes": None,
+                "probe_interval": None,
+                "start": None,
+                "chunk": None,
+                "quiet": True,
+            },
+            1,
+        )
+        truth = json.loads(data.with_name("sessions.truth.json").read_text())
+        sessions = truth["counts"]["sessions"]
+        ana = run(
+            "impact",
+            {
+                "sessions": str(data),
+                "out": str(where / "report"),
+                "threads": args.threads,
+                "memory_limit": args.memory_limit,
+            },
+            args.threads,
+        )
+        gib = 1 << 30
+        print(
+            f"\n{args.viewers} viewers x {args.days} days -> {sessions} sessions "
+            f"({data.stat().st_size / 1e6:.0f} MB Parquet), {os.cpu_count()} cores, {args.threads} threads"
+        )
+        print(f"{'step':28}{'wall s':>9}{'peak GiB':>10}")
+        print(f"{'simulate':28}{sim['wall']:9.1f}{sim['peak'] / gib:10.2f}")
+        print(f"{'impact (all)':28}{ana['wall']:9.1f}{ana['peak'] / gib:10.2f}")
+        for phase, p in ana["phases"].items():
+            print(f"  {phase:26}{p['wall']:9.1f}{p['peak'] / gib:10.2f}")
+        print(f"total {time.monotonic() - t:.0f} s; analysis {sessions / ana['wall'] / 1e6:.2f} M sessions/s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,336 @@
+"""``analyse()``: session log (+ probe results) -> every figure of the impact report.
+
+Steps, each timed: load and validate (DuckDB), link (DuckDB window functions and as-of join),
+fetch per-session arrays (numpy, one column at a time of fixed-width types), then the
+estimators of :mod:`.dropoff`, :mod:`.contrasts` and :mod:`.bands`, the thresholds and the
+alert rules of :mod:`.rules`.
+"""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qoe.errors import ConfigError
+
+from .bands import BandTable, av_bands, band_table, join_bands, stall_bands
+from .causal import make_cells
+from .contrasts import ContrastResult, run_contrasts
+from .dropoff import AbandonCurve, abandonment, early_exit_curve
+from .link import link_sessions, load_probes
+from .load import Validation, connect, load_sessions
+from .rules import Thresholds, alert_rules, recommend
+from .schema import CONTROLS
+
+__all__ = ["TRUTH_KEYS", "Impact", "Options", "analyse"]
+
+MIN_PAIRS = 30
+"""Fewest matched pairs behind a line of the impact table."""
+CODE = {"room_id": "room", "device": "device", "network": "network", "region": "region", "hour": "hour"}
+TRUTH_KEYS = {
+    "abandon_knee": "abandon_knee_seconds",
+    "abandon_per_second": "abandon_per_second",
+    "watch_per_stall_percent": "watch_change_per_stall_percent",
+    "watch_av_out_of_band": "watch_change_av_out_of_band",
+    "early_exit_per_second": "early_exit_per_second",
+    "return7_failed": "return7_failed",
+    "return7_stall": "return7_stall",
+}
+"""Figure key here -> key in a simulator's ground truth (``effects``)."""
+
+
+@dataclass
+class Options:
+    probes: str | None = None
+    log_end: float | None = None
+    visit_gap: float = 1800.0
+    stall_threshold: float = 0.01
+    watch_loss_budget: float = 0.05
+    controls: tuple[str, ...] = CONTROLS
+    probe_room: str = "target"
+    probe_window: float = 900.0
+    qoe_source: str = "auto"
+    jackknife_groups: int = 10
+    threads: int | None = None
+    memory_limit: str | None = "4GB"
+    temp_dir: str | None = None
+
+    def check(self) -> Options:
+        unknown = [c for c in self.controls if c not in CODE]
+        if unknown:
+            raise ConfigError(f"unknown control(s) {', '.join(unknown)}; choose from {', '.join(CODE)}")
+        if not self.controls:
+            raise ConfigError("need at least one control")
+        if not 0 < self.stall_threshold < 1:
+            raise ConfigError(f"stall threshold must be a ratio between 0 and 1, got {self.stall_threshold}")
+        if not 0 < self.watch_loss_budget < 1:
+            raise ConfigError(f"watch-loss budget must be between 0 and 1, got {self.watch_loss_budget}")
+        if self.visit_gap <= 0 or self.probe_window <= 0:
+            raise ConfigError("visit gap and probe window must be positive")
+        if not 2 <= self.jackknife_groups <= 100:
+            raise ConfigError(f"jackknife groups must be 2..100, got {self.jackknife_groups}")
+        return self
+
+
+@dataclass
+class Impact:
+    source: str
+    validation: Validation
+    probes: dict[str, Any] | None
+    counts: dict[str, int]
+    sources: dict[str, str]
+    controls: list[str]
+    abandonment: dict[str, AbandonCurve] | None
+    early_exit: dict[str, Any] | None
+    contrasts: list[ContrastResult]
+    bands: list[BandTable]
+    thresholds: Thresholds
+    rules: str
+    lines: list[dict[str, Any]]
+    notes: list[str] = field(default_factory=list)
+    timings: dict[str, float] = field(default_factory=dict)
+    truth: dict[str, Any] | None = None
+
+    def contrast(self, key: str) -> ContrastResult | None:
+        return next((c for c in self.contrasts if c.key == key), None)
+
+    def to_dict(self) -> dict[str, Any]:
+        ee = None
+        if self.early_exit:
+            h = self.early_exit["hinge"]
+            ee = {
+                "t": self.early_exit["t"].tolist(),
+                "share": self.early_exit["share"].tolist(),
+                "n": self.early_exit["n"].tolist(),
+                "knee": h.knee,
+                "level": h.level,
+                "slope": h.slope,
+            }
+        return {
+            "source": self.source,
+            "validation": self.validation.to_dict(),
+            "probes": self.probes,
+            "counts": self.counts,
+            "qoe_sources": self.sources,
+            "controls": self.controls,
+            "impact": self.lines,
+            "abandonment": {k: v.to_dict() for k, v in (self.abandonment or {}).items()},
+            "early_exit": ee,
+            "contrasts": [c.to_dict() for c in self.contrasts],
+            "bands": [b.to_dict() for b in self.bands],
+            "thresholds": self.thresholds.to_dict(),
+            "notes": self.notes,
+            "timings_seconds": self.timings,
+            "truth": self.truth,
+        }
+
+
+def _line(key: str, text: str, method: str, v: float, lo: float, hi: float, scale: str) -> dict[str, Any]:
+    return {"key": key, "text": text, "method": method, "value": v, "low": lo, "high": hi, "scale": scale}
+
+
+def _impact_lines(
+    ab: dict[str, AbandonCurve] | None, contrasts: dict[str, ContrastResult], threshold: float
+) -> list[dict[str, Any]]:
+    """The impact table: one sentence per effect, with the headline estimate and its CI."""
+    out = []
+
+    def pct(x: float) -> str:
+        return f"{100 * abs(x):.1f} %"
+
+    if ab and "stratified" in ab:
+        c = ab["stratified"]
+        s = c.slope
+        out.append(
+            _line(
+                "abandon_per_second",
+                f"Each second of join time beyond {c.knee.value:.1f} s costs {pct(s.value)} of viewers "
+                f"(95 % CI {100 * s.low:.1f} to {100 * s.high:.1f} %) before the first frame",
+                "stratified Kaplan-Meier",
+                s.value,
+                s.low,
+                s.high,
+                "share",
+            )
+        )
+    wording = {
+        "watch_per_stall_percent": "Each 1 % of stall ratio costs {x} of watch time",
+        "watch_av_out_of_band": "An A/V offset outside +90/-185 ms costs {x} of watch time",
+        "early_exit_per_second": "{Title} costs {x} of viewers within 60 s of the first frame",
+        "return7_stall": f"Sessions with stall ratio above {100 * threshold:g} % return {{x}} less "
+        "within 7 days",
+        "return7_failed": "A visit that ends without a first frame returns {x} less within 7 days",
+        "repurchase7_stall": f"Customers whose visit ends above {100 * threshold:g} % stall buy again "
+        "{x} less "
+        "within 7 days",
+        "repurchase7_failed": "Customers whose visit ends without a first frame buy again {x} less "
+        "within 7 days",
+    }
+    for key, template in wording.items():
+        r = contrasts.get(key)
+        # A headline needs enough pairs for its interval to mean something; the causal table
+        # still lists every contrast with its pair count.
+        if r is None or r.matched.pairs < MIN_PAIRS or not r.matched.effect.se > 0:
+            continue
+        v, lo, hi = r.shown(r.matched.effect)
+        # Read as a cost: positive = harm. Early exits are harm when they rise, the rest when they fall.
+        sign = 1.0 if key.startswith("early") else -1.0
+        cost, c_lo, c_hi = (
+            sorted((sign * v, sign * lo, sign * hi))[1],
+            min(sign * lo, sign * hi),
+            max(sign * lo, sign * hi),
+        )
+        unit = " points" if r.unit == "share" and not key.startswith("early") else " %"
+        if cost < 0:  # the data say it helps: say so rather than "costs -x"
+            template = template.replace("costs", "adds").replace(" less ", " more ")
+            cost, c_lo, c_hi = -cost, -c_hi, -c_lo
+        x = f"{abs(100 * cost):.1f}{unit}"
+        text = (
+            template.format(x=x, Title=r.title[:1].upper() + r.title[1:])
+            + f" (95 % CI {100 * c_lo:.1f} to {100 * c_hi:.1f}{unit})"
+        )
+        out.append(_line(key, text, "matched pairs", v, lo, hi, r.unit))
+    return out
+
+
+def analyse(
+    sessions: str | Path,
+    rng: np.random.Generator,
+    options: Options | None = None,
+    truth: dict[str, Any] | None = None,
+) -> Impact:
+    """Run the whole analysis on a session log; raises ConfigError when the log is unusable."""
+    opt = (options or Options()).check()
+    timings: dict[str, float] = {}
+    t0 = time.monotonic()
+    with tempfile.TemporaryDirectory(prefix="qoe-impact-", dir=opt.temp_dir) as spill:
+        con = connect(opt.threads, opt.memory_limit, spill)
+        try:
+            validation = load_sessions(con, sessions, log_end=opt.log_end)
+            timings["load_and_validate"] = time.monotonic() - t0
+            if not validation.usable:
+                return _unusable(str(sessions), validation, timings)
+            t1 = time.monotonic()
+            probe_info = load_probes(con, opt.probes, room=opt.probe_room) if opt.probes else None
+            assert validation.log_end is not None
+            s = link_sessions(
+                con,
+                log_end=validation.log_end,
+                visit_gap=opt.visit_gap,
+                probes=probe_info is not None,
+                probe_window=opt.probe_window,
+                qoe_source=opt.qoe_source,
+                columns=validation.columns,
+            )
+            timings["link_and_fetch"] = time.monotonic() - t1
+        finally:
+            con.close()
+    t2 = time.monotonic()
+    notes: list[str] = []
+    controls = list(opt.controls)
+    absent = [c for c in controls if c != "hour" and c not in validation.columns]
+    if absent:
+        notes.append(f"controls absent from the log (constant 'unknown'): {', '.join(absent)}")
+    factors = [s.codes[CODE[c]] for c in controls]
+    cells = make_cells(factors)
+    match_rng, group_rng = rng.spawn(2)
+    groups = group_rng.integers(0, opt.jackknife_groups, int(s.viewer.max()) + 1)[s.viewer]
+    ab: dict[str, AbandonCurve] | None = None
+    if (s.joined >= 0).any():
+        order: list[str] = [c for c in ("network", "device", "region", "hour", "room_id") if c in controls]
+        try:
+            ab = abandonment(
+                s.wait,
+                s.joined == 0,
+                {c: s.codes[CODE[c]] for c in order},
+                order,
+                groups,
+                opt.jackknife_groups,
+            )
+        except ValueError as exc:
+            notes.append(f"no abandonment curve: {exc}")
+    else:
+        notes.append("no join_seconds column: abandonment and failed-visit analyses skipped")
+    timings["abandonment"] = time.monotonic() - t2
+    t3 = time.monotonic()
+    joined = s.joined == 1
+    known = joined & (~s.is_open | (s.watch >= 60))
+    ee = early_exit_curve(s.join, np.where(known, (s.watch < 60).astype(float), np.nan))
+    # Early exits are read per second past the drop-off knee: the early-exit curve's own knee is
+    # a naive fit, pulled by the same confounding the causal estimates remove.
+    knee = ab["stratified"].knee.value if ab else (ee["hinge"].knee if ee else None)
+    contrasts = run_contrasts(s, cells, match_rng, stall_threshold=opt.stall_threshold, knee=knee)
+    by_key = {c.key: c for c in contrasts}
+    timings["contrasts"] = time.monotonic() - t3
+    t4 = time.monotonic()
+    bands = []
+    if np.isfinite(s.stall_ratio).any():
+        bands.append(band_table("stall ratio", *stall_bands(s.stall_ratio), s))
+    if np.isfinite(s.av).any():
+        bands.append(band_table("A/V offset", *av_bands(s.av), s))
+    if (s.joined >= 0).any():
+        bands.append(band_table("join time", *join_bands(s.join, s.joined), s))
+    timings["bands"] = time.monotonic() - t4
+    thresholds = recommend(ab["stratified"] if ab else None, by_key, budget=opt.watch_loss_budget)
+    rules = alert_rules(thresholds, source=str(sessions))
+    counts = {
+        "sessions": s.n,
+        "viewers": int(s.viewer.max()) + 1 if s.n else 0,
+        "rooms": len(s.levels["room"]),
+        "joined": int(joined.sum()),
+        "no_first_frame": int((s.joined == 0).sum()),
+        "open_at_log_end": int(s.is_open.sum()),
+        "visit_ends": int(s.visit_end.sum()),
+    }
+    timings["total"] = time.monotonic() - t0
+    return Impact(
+        str(sessions),
+        validation,
+        probe_info,
+        counts,
+        s.sources,
+        controls,
+        ab,
+        ee,
+        contrasts,
+        bands,
+        thresholds,
+        rules,
+        _impact_lines(ab, by_key, opt.stall_threshold),
+        notes,
+        timings,
+        _truth_view(truth) if truth else None,
+    )
+
+
+def _truth_view(truth: dict[str, Any]) -> dict[str, Any]:
+    effects = truth.get("effects", truth)
+    return {k: effects.get(v) for k, v in TRUTH_KEYS.items()}
+
+
+def _unusable(source: str, v: Validation, timings: dict[str, float]) -> Impact:
+    from .rules import recommend as _rec
+
+    t = _rec(None, {})
+    return Impact(
+        source,
+        v,
+        None,
+        {"sessions": 0},
+        {},
+        [],
+        None,
+        None,
+        [],
+        [],
+        t,
+        alert_rules(t, source=source),
+        [],
+        ["the log is unusable: see validation"],
+        timings,
+    )

@@ -1,0 +1,117 @@
+"""QoE bands and what happens in each: Kaplan-Meier watch time, early exits, return visits and
+repurchases within 1, 7 and 30 days (descriptive; the causal figures are in :mod:`.contrasts`).
+
+Watch time is measured from the first frame; a session still open at the log's end is
+censored at the log's end, never counted as an exit. Rates come with Wilson 95 % intervals.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .causal import Z95
+from .contrasts import AV_ACCEPTABLE
+from .link import RETURN_DAYS, Sessions
+from .survival import binned_counts, km_from_counts, median_time, restricted_mean
+
+__all__ = ["BandTable", "av_bands", "band_table", "join_bands", "stall_bands", "wilson"]
+
+WATCH_EDGES = np.concatenate([np.arange(0.0, 600.0, 10.0), np.arange(600.0, 7200.0 + 1, 60.0)])
+"""Watch-time bins, seconds: 10 s to 10 min, then 1 min to 2 h (the restricted-mean horizon)."""
+
+
+def stall_bands(stall_ratio: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """Band codes (n,), -1 where unknown, and labels: 0, (0, 0.5 %], ..., > 5 %."""
+    r = np.asarray(stall_ratio, float)
+    edges = np.array([0.0, 0.005, 0.01, 0.02, 0.05])
+    code = np.where(r <= 0, 0, np.searchsorted(edges, r, side="left"))
+    code = np.where(np.isfinite(r), code, -1)
+    return code.astype(np.int8), ["0", "0-0.5 %", "0.5-1 %", "1-2 %", "2-5 %", "> 5 %"]
+
+
+def av_bands(av: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """ITU-R BT.1359-1: undetectable (+45/-125 ms), acceptable (+90/-185 ms), outside."""
+    a = np.asarray(av, float)
+    lo, hi = AV_ACCEPTABLE
+    code = np.where((a >= -0.125) & (a <= 0.045), 0, np.where((a >= lo) & (a <= hi), 1, 2))
+    code = np.where(np.isfinite(a), code, -1)
+    return code.astype(np.int8), ["within +45/-125 ms", "within +90/-185 ms", "outside +90/-185 ms"]
+
+
+def join_bands(join: np.ndarray, joined: np.ndarray) -> tuple[np.ndarray, list[str]]:
+    """No first frame, then join time bands."""
+    j = np.asarray(join, float)
+    edges = np.array([1.0, 2.0, 3.0, 5.0, 10.0])
+    code = np.searchsorted(edges, j, side="left") + 1
+    code = np.where(np.asarray(joined) == 0, 0, np.where(np.isfinite(j), code, -1))
+    return code.astype(np.int8), ["no first frame", "<= 1 s", "1-2 s", "2-3 s", "3-5 s", "5-10 s", "> 10 s"]
+
+
+def wilson(k: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Share k/n and its Wilson 95 % interval; arrays of the same shape, NaN where n == 0."""
+    k, n = np.asarray(k, float), np.asarray(n, float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        p = k / n
+        z2 = Z95 * Z95
+        centre = (p + z2 / (2 * n)) / (1 + z2 / n)
+        half = Z95 * np.sqrt(p * (1 - p) / n + z2 / (4 * n * n)) / (1 + z2 / n)
+    return p, centre - half, centre + half
+
+
+@dataclass
+class BandTable:
+    name: str
+    labels: list[str]
+    sessions: np.ndarray
+    watch_median: list[float | None]
+    watch_mean_2h: list[float | None]
+    survival: np.ndarray
+    """(bands, K) Kaplan-Meier survival of watch time past WATCH_EDGES[1:]."""
+    rates: dict[str, dict[str, np.ndarray]]
+    """``rates["return7"] = {"n", "share", "low", "high"}`` per band (visit-ending sessions)."""
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "labels": self.labels,
+            "sessions": self.sessions.tolist(),
+            "watch_median_seconds": self.watch_median,
+            "watch_restricted_mean_2h_seconds": self.watch_mean_2h,
+            "survival_t": WATCH_EDGES[1:].tolist(),
+            "survival": [[round(float(x), 5) for x in row] for row in self.survival],
+            "rates": {
+                k: {m: [None if not np.isfinite(x) else float(x) for x in v] for m, v in r.items()}
+                for k, r in self.rates.items()
+            },
+        }
+
+
+def band_table(name: str, code: np.ndarray, labels: list[str], s: Sessions) -> BandTable:
+    """Watch-time survival, early exit, returns and repurchases per band of ``code`` (n,)."""
+    code = np.asarray(code)
+    nb = len(labels)
+    valid = code >= 0
+    joined = valid & (s.joined != 0) & np.isfinite(s.watch)
+    d, c = binned_counts(s.watch[joined], ~s.is_open[joined], WATCH_EDGES, code[joined].astype(np.int64), nb)
+    surv, _ = km_from_counts(d, c)
+    sessions = np.bincount(code[valid], minlength=nb)
+    has = (d + c).sum(axis=1) > 0
+    med = [median_time(surv[b], WATCH_EDGES) if has[b] else None for b in range(nb)]
+    rmst = [restricted_mean(surv[b], WATCH_EDGES) if has[b] else None for b in range(nb)]
+    rates: dict[str, dict[str, np.ndarray]] = {}
+    for days in RETURN_DAYS:
+        for what, flag, extra in (
+            ("return", s.returned[days], None),
+            ("repurchase", s.rebought[days], s.customer),
+        ):
+            units = valid & (flag >= 0)
+            if extra is not None:
+                units &= extra
+            n = np.bincount(code[units], minlength=nb)
+            k = np.bincount(code[units], weights=(flag[units] == 1).astype(float), minlength=nb)
+            p, lo, hi = wilson(k, n)
+            rates[f"{what}{days}"] = {"n": n.astype(float), "share": p, "low": lo, "high": hi}
+    return BandTable(name, labels, sessions, med, rmst, surv, rates)

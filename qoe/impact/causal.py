@@ -1,0 +1,364 @@
+"""Causal estimators for a treatment's effect on an outcome: naive, matched pairs, fixed effects.
+
+Pure numpy/scipy over arrays (STYLE.md points 8 and 9); every function takes index or mask
+arrays of shape (n,) and returns an :class:`Estimate` with a 95 % confidence interval.
+
+- :func:`naive`: difference of group means (per unit of dose when a dose is given). It ignores
+  who had the treatment, so confounders (network, device, room, hour) leak into it.
+- :func:`match_pairs` + :func:`paired`: the quasi-experimental matched-pair design of Krishnan
+  & Sitaraman (IMC 2012), reconstructed (REFERENCES.md): each treated unit is paired at random
+  with an untreated unit *identical in the confounders* (same cell), without replacement.
+  Per pair the outcome is +1 when the treated unit did worse, -1 when it did better, 0 on a tie;
+  the *net outcome* is (pairs +1 - pairs -1) / pairs, with a two-sided sign test. The effect
+  size is the mean paired difference (or, for a dose, sum of outcome differences over sum of
+  dose differences). Unmatched treated units are reported, not hidden: the estimate is for the
+  matched treated units.
+- :func:`fe_regression`: least squares of the outcome on the treatment (or dose) with additive
+  fixed effects for the same confounders (a level per room, device, network, region and hour).
+
+Standard errors are cluster-robust by viewer (a viewer's sessions are not independent): the
+sum over viewers of the squared sum of each viewer's influence, with the G / (G - 1) correction;
+for matched pairs two-way, by the treated and by the control unit's viewer.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import numpy as np
+from scipy import stats
+
+__all__ = [
+    "Z95",
+    "Cells",
+    "Estimate",
+    "Paired",
+    "fe_regression",
+    "make_cells",
+    "match_pairs",
+    "naive",
+    "paired",
+]
+
+Z95 = float(stats.norm.ppf(0.975))
+
+
+@dataclass(frozen=True)
+class Estimate:
+    value: float
+    low: float
+    high: float
+    se: float
+    n: int
+    method: str
+
+    @classmethod
+    def from_se(cls, value: float, se: float, n: int, method: str) -> Estimate:
+        return cls(float(value), float(value - Z95 * se), float(value + Z95 * se), float(se), int(n), method)
+
+    def covers(self, x: float) -> bool:
+        return self.low <= x <= self.high
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class Cells:
+    """Sessions grouped by identical confounders: ``cell`` (n,) dense codes, and per cell the
+    level of each confounder, ``levels[j]`` (C,), with ``n_levels[j]`` levels."""
+
+    cell: np.ndarray
+    levels: list[np.ndarray]
+    n_levels: list[int]
+
+    @property
+    def count(self) -> int:
+        return int(self.levels[0].shape[0]) if self.levels else 1
+
+
+def make_cells(factors: list[np.ndarray]) -> Cells:
+    """Combine factor codes (each (n,) ints >= 0) into dense cell codes."""
+    if not factors:
+        raise ValueError("need at least one factor")
+    n = np.asarray(factors[0]).shape[0]
+    key = np.zeros(n, np.int64)
+    sizes = []
+    for f in factors:
+        f = np.asarray(f)
+        if f.shape != (n,):
+            raise ValueError(f"every factor must have shape ({n},), got {f.shape}")
+        size = int(f.max()) + 1 if n else 1
+        key = key * size + f.astype(np.int64)
+        sizes.append(size)
+    total = int(np.prod(sizes, dtype=np.float64))
+    if total <= 1 << 24:  # a lookup table is O(n); np.unique would sort
+        present = np.bincount(key, minlength=total) > 0
+        uniq = np.flatnonzero(present)
+        cell = (np.cumsum(present) - 1)[key]
+    else:
+        uniq, cell = np.unique(key, return_inverse=True)
+    levels = []
+    rest = uniq.copy()
+    for size in reversed(sizes):
+        levels.append((rest % size).astype(np.int64))
+        rest //= size
+    return Cells(cell.astype(np.int64), levels[::-1], sizes)
+
+
+def _cluster_se(influence: np.ndarray, cluster: np.ndarray) -> float:
+    """Standard error of a sum of per-unit influences, clustered: sqrt(G/(G-1) sum_g (sum_i)^2).
+
+    cluster: dense non-negative integer codes (viewer codes from the linking step).
+    """
+    cluster = np.asarray(cluster)
+    if cluster.size and cluster.min() < 0:
+        raise ValueError("cluster codes must be non-negative")
+    sums = np.bincount(cluster, weights=influence)
+    groups = int(np.count_nonzero(np.bincount(cluster)))
+    if groups < 2:
+        return float("nan")
+    return float(np.sqrt(groups / (groups - 1) * np.sum(sums * sums)))
+
+
+def naive(
+    y: np.ndarray,
+    treated: np.ndarray,
+    control: np.ndarray,
+    cluster: np.ndarray,
+    dose: np.ndarray | None = None,
+) -> Estimate:
+    """Treated mean minus control mean of ``y`` (or that over the dose difference).
+
+    y (n,) outcome, treated/control (n,) bool masks (disjoint), cluster (n,) viewer codes,
+    dose (n,) optional treatment amount (e.g. stall ratio in percent).
+    """
+    y = np.asarray(y, float)
+    t, c = np.asarray(treated, bool), np.asarray(control, bool)
+    if not (y.shape == t.shape == c.shape == np.shape(cluster)):
+        raise ValueError("y, treated, control and cluster must have the same shape (n,)")
+    if np.any(t & c):
+        raise ValueError("treated and control overlap")
+    sel = np.flatnonzero(t | c)
+    ts = t[sel]
+    nt, nc = int(ts.sum()), int(sel.size - ts.sum())
+    if nt == 0 or nc == 0:
+        return Estimate(float("nan"), float("nan"), float("nan"), float("nan"), nt + nc, "naive")
+    ys = y[sel]
+    mt, mc = ys[ts].mean(), ys[~ts].mean()
+    infl = np.where(ts, (ys - mt) / nt, -(ys - mc) / nc)
+    value = mt - mc
+    if dose is not None:
+        d = np.asarray(dose, float)[sel]
+        dt_, dc_ = d[ts].mean(), d[~ts].mean()
+        dd = dt_ - dc_
+        infl_d = np.where(ts, (d - dt_) / nt, -(d - dc_) / nc)
+        value = value / dd
+        infl = (infl - value * infl_d) / dd
+    return Estimate.from_se(value, _cluster_se(infl, np.asarray(cluster)[sel]), nt + nc, "naive")
+
+
+def match_pairs(
+    cell: np.ndarray, treated: np.ndarray, control: np.ndarray, rng: np.random.Generator
+) -> tuple[np.ndarray, np.ndarray]:
+    """Pair treated with control units of the same cell, at random, without replacement.
+
+    cell (n,) int codes, treated/control (n,) bool. Returns index arrays ``(ti, ci)`` of equal
+    length: unit ``ti[k]`` is paired with ``ci[k]``. A cell with more treated than control
+    units leaves the extra treated units unmatched (and vice versa).
+    """
+    cell = np.asarray(cell)
+    t_idx, c_idx = np.flatnonzero(treated), np.flatnonzero(control)
+    if cell.ndim != 1 or np.shape(treated) != cell.shape or np.shape(control) != cell.shape:
+        raise ValueError("cell, treated and control must have the same shape (n,)")
+    if t_idx.size == 0 or c_idx.size == 0:
+        return np.zeros(0, np.int64), np.zeros(0, np.int64)
+
+    idx_bits = max(int(cell.size).bit_length(), 1)
+    cell_bits = max(int(cell.max()).bit_length(), 1)
+    rand_bits = 63 - idx_bits - cell_bits
+
+    def shuffled(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Units sorted by cell, in random order within a cell."""
+        if rand_bits < 12:
+            order = np.lexsort((rng.random(idx.size), cell[idx]))
+            return idx[order], cell[idx][order]
+        # One int64 per unit, (cell, random, index): sorting values is far faster than argsort.
+        key = (
+            (cell[idx].astype(np.int64) << (rand_bits + idx_bits))
+            | (rng.integers(0, 1 << rand_bits, idx.size, dtype=np.int64) << idx_bits)
+            | idx.astype(np.int64)
+        )
+        key.sort()
+        return key & ((1 << idx_bits) - 1), key >> (rand_bits + idx_bits)
+
+    ts, tc = shuffled(t_idx)
+    cs, cc = shuffled(c_idx)
+    # rank of each treated unit within its cell
+    t_first = np.searchsorted(tc, tc, side="left")
+    rank = np.arange(ts.size) - t_first
+    c_lo = np.searchsorted(cc, tc, side="left")
+    c_hi = np.searchsorted(cc, tc, side="right")
+    ok = rank < (c_hi - c_lo)
+    return ts[ok], cs[(c_lo + rank)[ok]]
+
+
+@dataclass(frozen=True)
+class Paired:
+    effect: Estimate
+    pairs: int
+    treated: int
+    """Treated units available (matched or not)."""
+    net_outcome: float
+    net_low: float
+    net_high: float
+    worse: int
+    better: int
+    ties: int
+    sign_p: float
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["effect"] = self.effect.to_dict()
+        d["match_rate"] = self.pairs / self.treated if self.treated else None
+        return d
+
+
+def paired(
+    y: np.ndarray,
+    ti: np.ndarray,
+    ci: np.ndarray,
+    cluster: np.ndarray,
+    *,
+    treated: int,
+    dose: np.ndarray | None = None,
+    worse: str = "lower",
+) -> Paired:
+    """Effect, net outcome and sign test over matched pairs ``(ti, ci)`` (see module docstring).
+
+    ``worse``: "lower" when a lower outcome is worse for the viewer or the platform (watch
+    time, returning), "higher" when higher is worse (abandoning).
+    """
+    if worse not in ("lower", "higher"):
+        raise ValueError(f"worse must be 'lower' or 'higher', got {worse!r}")
+    ti, ci = np.asarray(ti), np.asarray(ci)
+    if ti.shape != ci.shape or ti.ndim != 1:
+        raise ValueError("ti and ci must be 1-D index arrays of equal length")
+    n = ti.size
+    nan = float("nan")
+    if n == 0:
+        e = Estimate(nan, nan, nan, nan, 0, "matched pairs")
+        return Paired(e, 0, treated, nan, nan, nan, 0, 0, 0, nan)
+    y = np.asarray(y, float)
+    dy = y[ti] - y[ci]
+    if dose is None:
+        value = dy.mean()
+        infl = (dy - value) / n
+    else:
+        d = np.asarray(dose, float)
+        dd = d[ti] - d[ci]
+        value = dy.sum() / dd.sum()
+        infl = (dy - value * dd) / dd.sum()
+    # Two-way clustering (Cameron, Gelbach & Miller 2011): a viewer can be treated in some pairs
+    # and the control in others, so pairs sharing a viewer on either side are not independent.
+    cl = np.asarray(cluster)
+    var = (
+        _cluster_se(infl, cl[ti]) ** 2 + _cluster_se(infl, cl[ci]) ** 2 - _cluster_se(infl, np.arange(n)) ** 2
+    )
+    se = float(np.sqrt(max(var, _cluster_se(infl, cl[ti]) ** 2)))
+    sign = np.sign(dy) if worse == "higher" else -np.sign(dy)
+    w, b = int((sign > 0).sum()), int((sign < 0).sum())
+    net = (w - b) / n
+    p_w, p_b = w / n, b / n
+    net_se = np.sqrt(max(p_w + p_b - (p_w - p_b) ** 2, 0.0) / n)
+    p = stats.binomtest(w, w + b, 0.5).pvalue if w + b else 1.0
+    return Paired(
+        Estimate.from_se(value, se, n, "matched pairs"),
+        n,
+        treated,
+        float(net),
+        float(net - Z95 * net_se),
+        float(net + Z95 * net_se),
+        w,
+        b,
+        n - w - b,
+        float(p),
+    )
+
+
+def _fe_fit(values: np.ndarray, weights: np.ndarray, cells: Cells) -> np.ndarray:
+    """Weighted least-squares fit of per-cell means on additive factor dummies; fitted (C,)."""
+    offsets = np.concatenate([[0], np.cumsum(cells.n_levels)])
+    p = int(offsets[-1])
+    cols = [lv + off for lv, off in zip(cells.levels, offsets[:-1], strict=True)]
+    if p > 2000:
+        return _fe_fit_iterative(values, weights, cells)
+    xtx = np.zeros((p, p))
+    for a in range(len(cols)):
+        for b in range(a, len(cols)):
+            block = np.bincount(cols[a] * p + cols[b], weights=weights, minlength=p * p).reshape(p, p)
+            xtx += block if a == b else block + block.T
+    xty = np.zeros(p)
+    for col in cols:
+        xty += np.bincount(col, weights=weights * values, minlength=p)
+    beta = np.linalg.lstsq(xtx, xty, rcond=None)[0]
+    return sum(beta[col] for col in cols)
+
+
+def _fe_fit_iterative(
+    values: np.ndarray, weights: np.ndarray, cells: Cells, sweeps: int = 2000
+) -> np.ndarray:
+    """The same fit by alternating projections, for factors with thousands of levels."""
+    total = weights.sum()
+    resid = values - np.dot(weights, values) / total
+    for _ in range(sweeps):
+        change = 0.0
+        for lv, size in zip(cells.levels, cells.n_levels, strict=True):
+            w = np.bincount(lv, weights=weights, minlength=size)
+            with np.errstate(invalid="ignore", divide="ignore"):
+                m = np.where(w > 0, np.bincount(lv, weights=weights * resid, minlength=size) / w, 0.0)
+            resid = resid - m[lv]
+            change = max(change, float(np.abs(m).max()))
+        if change < 1e-10 * (1.0 + float(np.abs(values).max())):
+            break
+    return values - resid
+
+
+def fe_regression(
+    y: np.ndarray, dose: np.ndarray, sample: np.ndarray, cells: Cells, cluster: np.ndarray
+) -> Estimate:
+    """Slope of ``y`` on ``dose`` with additive fixed effects for each confounder in ``cells``.
+
+    y, dose (n,) floats; sample (n,) bool (the units of the regression); cells from
+    :func:`make_cells` over all n units; cluster (n,) viewer codes. By Frisch-Waugh-Lovell the
+    slope is that of the residuals after projecting both on the fixed effects; the fixed
+    effects are constant within a cell, so the projection needs only cell sums.
+    """
+    sample = np.asarray(sample, bool)
+    y = np.asarray(y, float)[sample]
+    d = np.asarray(dose, float)[sample]
+    cell = cells.cell[sample]
+    n = y.size
+    if n < 3:
+        nan = float("nan")
+        return Estimate(nan, nan, nan, nan, n, "fixed-effects regression")
+    size = cells.count
+    w = np.bincount(cell, minlength=size).astype(float)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        y_mean = np.bincount(cell, weights=y, minlength=size) / w
+        d_mean = np.bincount(cell, weights=d, minlength=size) / w
+    y_mean[w == 0] = 0.0
+    d_mean[w == 0] = 0.0
+    y_fit = _fe_fit(y_mean, w, cells)
+    d_fit = _fe_fit(d_mean, w, cells)
+    yt, dt = y - y_fit[cell], d - d_fit[cell]
+    sdd = float(np.dot(dt, dt))
+    if sdd <= 0:
+        nan = float("nan")
+        return Estimate(nan, nan, nan, nan, n, "fixed-effects regression")
+    beta = float(np.dot(dt, yt)) / sdd
+    resid = yt - beta * dt
+    p = int(sum(cells.n_levels)) + 1
+    se = _cluster_se(dt * resid / sdd, np.asarray(cluster)[sample]) * np.sqrt((n - 1) / max(n - p, 1))
+    return Estimate.from_se(beta, se, n, "fixed-effects regression")

@@ -1,0 +1,247 @@
+"""The treatment/outcome contrasts ``qoe impact`` estimates, each by naive difference, matched
+pairs and fixed-effects regression on the same confounders (see :mod:`.causal`).
+
+=========================  ==========================================  =====================
+key                        treated vs control (units)                  outcome
+=========================  ==========================================  =====================
+watch_per_stall_percent    stall >= threshold vs no stall (joined)     log watch time, per
+                                                                       percentage point of
+                                                                       stall ratio (dose)
+watch_av_out_of_band       A/V offset outside vs inside ITU-R          log watch time
+                           BT.1359-1 acceptability (+90/-185 ms)
+early_exit_per_second      join > knee + 1 s vs join <= knee           left within 60 s of
+                           (joined)                                    the first frame, per
+                                                                       second past the knee
+return7_failed             no first frame vs joined without stall      came back within 7 d
+                           above threshold (visit-ending sessions)
+return7_stall              stall > threshold vs <= threshold (joined,  came back within 7 d
+                           visit-ending)
+repurchase7_failed/_stall  the same, among customers                   ordered again in 7 d
+=========================  ==========================================  =====================
+
+Watch-time effects are estimated on the log scale and reported as a relative change
+``exp(b) - 1``; the others as differences of shares (``points`` when shown x 100).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from .causal import Cells, Estimate, Paired, fe_regression, match_pairs, naive, paired
+from .link import Sessions
+
+__all__ = ["AV_ACCEPTABLE", "ContrastResult", "run_contrasts"]
+
+AV_ACCEPTABLE = (-0.185, 0.09)
+"""ITU-R BT.1359-1 acceptability, seconds, + = audio ahead."""
+
+
+@dataclass
+class ContrastResult:
+    key: str
+    title: str
+    outcome: str
+    unit: str
+    """How the value reads: "relative" (x100 = %), "share" (x100 = points or % of viewers)."""
+    log_scale: bool
+    treated: int
+    control: int
+    naive: Estimate
+    matched: Paired
+    regression: Estimate
+
+    def shown(self, e: Estimate) -> tuple[float, float, float]:
+        """(value, low, high) in the reading unit: relative change for log-scale outcomes."""
+        if self.log_scale:
+            return float(np.expm1(e.value)), float(np.expm1(e.low)), float(np.expm1(e.high))
+        return e.value, e.low, e.high
+
+    def to_dict(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "key": self.key,
+            "title": self.title,
+            "outcome": self.outcome,
+            "unit": self.unit,
+            "log_scale": self.log_scale,
+            "treated": self.treated,
+            "control": self.control,
+            "matched_pairs": self.matched.to_dict(),
+        }
+        for name, e in (
+            ("naive", self.naive),
+            ("matched", self.matched.effect),
+            ("regression", self.regression),
+        ):
+            v, lo, hi = self.shown(e)
+            out[name] = {"value": v, "low": lo, "high": hi, "estimate": e.to_dict()}
+        return out
+
+
+def _contrast(
+    key: str,
+    title: str,
+    outcome: str,
+    unit: str,
+    *,
+    y: np.ndarray,
+    treated: np.ndarray,
+    control: np.ndarray,
+    cells: Cells,
+    cluster: np.ndarray,
+    rng: np.random.Generator,
+    dose: np.ndarray | None = None,
+    sample: np.ndarray | None = None,
+    log_scale: bool = False,
+    worse: str = "lower",
+) -> ContrastResult:
+    """One contrast: masks (n,), outcome y (n,), optional dose (n,), regression sample (n,)."""
+    treated, control = treated & np.isfinite(y), control & np.isfinite(y)
+    if sample is None:
+        sample = treated | control
+    sample = sample & np.isfinite(y)
+    reg_dose = treated.astype(float) if dose is None else dose
+    if dose is not None:
+        sample = sample & np.isfinite(dose)
+    ti, ci = match_pairs(cells.cell, treated, control, rng)
+    return ContrastResult(
+        key,
+        title,
+        outcome,
+        unit,
+        log_scale,
+        int(treated.sum()),
+        int(control.sum()),
+        naive(
+            np.where(treated | control, y, 0.0),
+            treated,
+            control,
+            cluster,
+            dose=None if dose is None else np.where(treated | control, dose, 0.0),
+        ),
+        paired(y, ti, ci, cluster, treated=int(treated.sum()), dose=dose, worse=worse),
+        fe_regression(np.where(sample, y, 0.0), np.where(sample, reg_dose, 0.0), sample, cells, cluster),
+    )
+
+
+def run_contrasts(
+    s: Sessions,
+    cells: Cells,
+    rng: np.random.Generator,
+    *,
+    stall_threshold: float,
+    knee: float | None,
+    days: int = 7,
+) -> list[ContrastResult]:
+    """Every contrast the data supports (a figure absent from the log skips its contrasts)."""
+    out: list[ContrastResult] = []
+    cl = s.viewer
+    joined = s.joined == 1
+    closed = joined & ~s.is_open & (s.watch > 0)
+    log_watch = np.where(closed, np.log(np.maximum(s.watch, 1e-3)), np.nan)
+    has_stall = np.isfinite(s.stall_ratio)
+    pct = f"{stall_threshold * 100:g} %"
+    if has_stall[closed].any():
+        dose = np.where(has_stall, 100.0 * s.stall_ratio, np.nan)
+        out.append(
+            _contrast(
+                "watch_per_stall_percent",
+                "each 1 % of stall ratio",
+                "watch time",
+                "relative",
+                y=log_watch,
+                treated=closed & has_stall & (s.stall_ratio >= stall_threshold),
+                control=closed & has_stall & (s.stall_ratio == 0),
+                dose=dose,
+                sample=closed & has_stall,
+                cells=cells,
+                cluster=cl,
+                rng=rng,
+                log_scale=True,
+            )
+        )
+    has_av = np.isfinite(s.av)
+    if has_av[closed].any():
+        lo, hi = AV_ACCEPTABLE
+        out_band = (s.av < lo) | (s.av > hi)
+        out.append(
+            _contrast(
+                "watch_av_out_of_band",
+                "A/V offset outside +90/-185 ms",
+                "watch time",
+                "relative",
+                y=log_watch,
+                treated=closed & has_av & out_band,
+                control=closed & has_av & ~out_band,
+                cells=cells,
+                cluster=cl,
+                rng=rng,
+                log_scale=True,
+            )
+        )
+    if knee is not None and np.isfinite(s.join[joined]).any():
+        known = joined & (~s.is_open | (s.watch >= 60))
+        left60 = np.where(known, (s.watch < 60).astype(float), np.nan)
+        past = np.maximum(s.join - knee, 0.0)
+        out.append(
+            _contrast(
+                "early_exit_per_second",
+                f"each second of join time beyond {knee:.1f} s",
+                "left within 60 s",
+                "share",
+                y=left60,
+                treated=known & (s.join > knee + 1.0),
+                control=known & (s.join <= knee),
+                dose=np.where(known, past, np.nan),
+                sample=known,
+                cells=cells,
+                cluster=cl,
+                rng=rng,
+                worse="higher",
+            )
+        )
+    stalled = joined & has_stall & (s.stall_ratio > stall_threshold)
+    smooth = joined & ~stalled
+    for what, flag, label in (
+        ("return", s.returned[days], "came back"),
+        ("repurchase", s.rebought[days], "ordered again"),
+    ):
+        units = flag >= 0
+        if what == "repurchase":
+            units &= s.customer
+            if not units.any() or not (s.orders > 0).any():
+                continue
+        y = np.where(units, flag.astype(float), np.nan)
+        if (s.joined >= 0).any() and (units & (s.joined == 0)).any():
+            out.append(
+                _contrast(
+                    f"{what}{days}_failed",
+                    "a visit ending without a first frame",
+                    f"{label} within {days} days",
+                    "share",
+                    y=y,
+                    treated=units & (s.joined == 0),
+                    control=units & smooth,
+                    cells=cells,
+                    cluster=cl,
+                    rng=rng,
+                )
+            )
+        if (units & stalled).any():
+            out.append(
+                _contrast(
+                    f"{what}{days}_stall",
+                    f"a visit ending with stall ratio above {pct}",
+                    f"{label} within {days} days",
+                    "share",
+                    y=y,
+                    treated=units & stalled,
+                    control=units & smooth,
+                    cells=cells,
+                    cluster=cl,
+                    rng=rng,
+                )
+            )
+    return out

@@ -1,0 +1,273 @@
+"""Linking in DuckDB: visits, return visits and repurchases from the log itself, probe QoE by an
+as-of join, and the per-session arrays the estimators take.
+
+Definitions (times in seconds, ``D`` = 86400):
+
+- A *visit* is a run of one viewer's sessions less than ``visit_gap`` apart (default 30 min);
+  its *last* session carries the visit's QoE (the issue's "a viewer's last session before the
+  gap"). Only visit-ending sessions are units of the return and repurchase analyses.
+- ``return_k``: the viewer's next session starts within ``k`` days after this session's end.
+- ``repurchase_k``: a later session of the viewer with an order starts within ``k`` days.
+  Analysed among *customers* (viewers with an order in this or an earlier session).
+- Both are undefined (``-1``) unless ``end + k D <= log_end``: a session too close to the
+  log's end has not had ``k`` days to show a return, and is not counted as "no return".
+- Probe QoE: each session takes the latest probe result of its room that started at or before
+  the session (``ASOF JOIN`` on room and time), at most ``probe_window`` seconds old, and of the
+  probe profile equal to the session's network when the probes have such profiles. The room is
+  the probe's ``target``, or the label ``labels.NAME`` with ``probe_room="label:NAME"``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from qoe.errors import ConfigError
+
+__all__ = ["RETURN_DAYS", "Sessions", "link_sessions", "load_probes"]
+
+RETURN_DAYS = (1, 7, 30)
+DAY = 86400.0
+CATEGORIES = ("room", "device", "network", "region", "app")
+
+
+@dataclass
+class Sessions:
+    """Per-session arrays, shape (n,) each; NaN where a figure is absent, -1 where undefined."""
+
+    n: int
+    viewer: np.ndarray
+    """int32 dense viewer code (for clustering)."""
+    codes: dict[str, np.ndarray]
+    """int32 codes of room, device, network, region, app and hour (UTC hour of day)."""
+    levels: dict[str, list[str]]
+    start: np.ndarray
+    """Unix seconds."""
+    is_open: np.ndarray
+    """bool: no session_end, still open at the log's end (censored)."""
+    joined: np.ndarray
+    """int8: 1 first frame shown, 0 never shown, -1 unknown (no join_seconds column)."""
+    wait: np.ndarray
+    """Seconds until the first frame (joined) or until the viewer left without one."""
+    join: np.ndarray
+    watch: np.ndarray
+    """Seconds from first frame to end, or to the log's end when open (then censored)."""
+    stall_ratio: np.ndarray
+    av: np.ndarray
+    chat: np.ndarray
+    orders: np.ndarray
+    value: np.ndarray
+    visit_end: np.ndarray
+    customer: np.ndarray
+    returned: dict[int, np.ndarray] = field(default_factory=dict)
+    rebought: dict[int, np.ndarray] = field(default_factory=dict)
+    probe: dict[str, np.ndarray] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+    """Where each QoE figure came from: client, probe, or client+probe (client where present)."""
+
+
+def load_probes(con: Any, path: str | Path, *, room: str = "target") -> dict[str, Any]:
+    """Read fleet results (JSON lines) into table ``probes``; return counts and exclusions."""
+    p = str(path).replace("'", "''")
+    if not Path(path).exists():
+        raise ConfigError(f"{path}: no such file")
+    if room == "target":
+        key = "target"
+    elif room.startswith("label:") and len(room) > 6:
+        key = f"json_extract_string(labels, '$.{room[6:]}')"
+    else:
+        raise ConfigError(f"probe room must be 'target' or 'label:NAME', got {room!r}")
+    columns = (
+        "{target: 'VARCHAR', profile: 'VARCHAR', labels: 'JSON', started_at: 'VARCHAR', "
+        "success: 'BOOLEAN', \"join\": 'JSON', video: 'JSON', av_sync: 'JSON', chat: 'JSON'}"
+    )
+    num = "TRY_CAST(json_extract_string({}, '{}') AS DOUBLE)"
+    import duckdb
+
+    try:
+        con.execute(
+            f"""CREATE OR REPLACE TEMP TABLE __probes_raw AS SELECT
+              {key} AS room, coalesce(profile, 'none') AS profile,
+              epoch(TRY_CAST(started_at AS TIMESTAMPTZ)) AS p_at, coalesce(success, false) AS ok,
+              {num.format('"join"', "$.total_seconds")} AS p_join,
+              {num.format("video", "$.stall_ratio")} AS p_stall,
+              {num.format("av_sync", "$.offset_seconds.median")} AS p_av,
+              {num.format("chat", "$.echo_seconds.p50")} AS p_chat
+            FROM read_json('{p}', format = 'newline_delimited', columns = {columns})"""
+        )
+    except duckdb.Error as exc:
+        raise ConfigError(f"{path}: not fleet results (JSON lines): {str(exc).splitlines()[0]}") from exc
+    total, no_room, no_time = con.execute(
+        "SELECT count(*), count(*) FILTER (room IS NULL), "
+        "count(*) FILTER (room IS NOT NULL AND p_at IS NULL) "
+        "FROM __probes_raw"
+    ).fetchone()
+    con.execute(
+        "CREATE OR REPLACE TEMP TABLE probes AS "
+        "SELECT * FROM __probes_raw WHERE room IS NOT NULL AND p_at IS NOT NULL"
+    )
+    con.execute("DROP TABLE __probes_raw")
+    return {
+        "source": str(path),
+        "rows": int(total),
+        "used": int(total - no_room - no_time),
+        "excluded": {"no_room": int(no_room), "unparseable_started_at": int(no_time)},
+        "room_key": room,
+    }
+
+
+def link_sessions(
+    con: Any,
+    *,
+    log_end: float,
+    visit_gap: float = 1800.0,
+    probes: bool = False,
+    probe_window: float = 900.0,
+    qoe_source: str = "auto",
+    columns: list[str] | None = None,
+) -> Sessions:
+    """Derive visits, returns and repurchases from table ``sessions``; fetch the arrays."""
+    if qoe_source not in ("auto", "client", "probe"):
+        raise ConfigError(f"qoe source must be auto, client or probe, got {qoe_source!r}")
+    if qoe_source == "probe" and not probes:
+        raise ConfigError("qoe source 'probe' needs probe results (--probes)")
+    present = set(columns or [])
+    ret = []
+    for k in RETURN_DAYS:
+        eligible = f'"end" IS NOT NULL AND "end" + {k * DAY} <= {log_end} AND visit_end'
+        ret.append(
+            f'CASE WHEN NOT ({eligible}) THEN -1 WHEN next_start - "end" <= {k * DAY} THEN 1 ELSE 0 END'
+            f"::TINYINT AS ret{k}"
+        )
+        ret.append(
+            f'CASE WHEN NOT ({eligible}) THEN -1 WHEN next_order - "end" <= {k * DAY} THEN 1 ELSE 0 END'
+            f"::TINYINT AS rb{k}"
+        )
+    for c in (*CATEGORIES, "viewer"):
+        con.execute(
+            f"CREATE OR REPLACE TEMP TABLE __lv_{c} AS "
+            f"SELECT v, (row_number() OVER (ORDER BY v) - 1)::INTEGER AS code "
+            f"FROM (SELECT DISTINCT {c} AS v FROM sessions)"
+        )
+    joins = " ".join(
+        f"JOIN __lv_{c} AS l_{c} ON s.{c} IS NOT DISTINCT FROM l_{c}.v" for c in (*CATEGORIES, "viewer")
+    )
+    codes = ", ".join(f"l_{c}.code AS c_{c}" for c in (*CATEGORIES, "viewer"))
+    con.execute(
+        f"""CREATE OR REPLACE TEMP TABLE linked AS
+        WITH w AS (
+          SELECT s.*, {codes},
+            lead(start) OVER v AS next_start,
+            sum(orders) OVER (v ROWS UNBOUNDED PRECEDING) AS orders_so_far,
+            min(CASE WHEN orders > 0 THEN start END) OVER (v ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
+              AS next_order
+          FROM sessions s {joins}
+          WINDOW v AS (PARTITION BY s.viewer ORDER BY s.start, s.row)
+        ),
+        e AS (SELECT *,
+                (next_start IS NULL OR next_start - coalesce("end", {log_end}) > {visit_gap}) AS visit_end
+              FROM w)
+        SELECT * EXCLUDE (next_start, next_order, orders_so_far), orders_so_far > 0 AS customer,
+          {", ".join(ret)}
+        FROM e"""
+    )
+    con.execute("DROP TABLE sessions")
+    probe_cols, probe_join = "", ""
+    if probes:
+        profiles = {r[0] for r in con.execute("SELECT DISTINCT profile FROM probes").fetchall()}
+        networks = {r[0] for r in con.execute("SELECT DISTINCT network FROM linked").fetchall()}
+        by_network = bool(profiles & networks)
+        on = (
+            "l.room = p.room"
+            + (" AND l.network = p.profile" if by_network else "")
+            + " AND l.start >= p.p_at"
+        )
+        con.execute(
+            "CREATE OR REPLACE TEMP VIEW __pv AS "
+            "SELECT room, profile, p_at, p_join, p_stall, p_av, p_chat, ok::FLOAT AS p_ok FROM probes"
+        )
+        probe_join = f"ASOF LEFT JOIN __pv p ON {on}"
+        probe_cols = ", " + ", ".join(
+            f"coalesce(CASE WHEN l.start - p.p_at <= {probe_window} THEN p.{n} END, 'NaN')::FLOAT AS {n}"
+            for n in ("p_join", "p_stall", "p_av", "p_chat", "p_ok")
+        )
+    nan = "'NaN'"
+    has_join = "join_seconds" in present
+    joined = "(l.join_s IS NOT NULL)::TINYINT" if has_join else "(-1)::TINYINT"
+    # Without join_seconds the whole session counts as watched (join time unknown).
+    watch = f'(coalesce(l."end", {log_end}) - l.start - ' + ("l.join_s)" if has_join else "0)")
+    query = f"""SELECT l.c_viewer, l.c_room, l.c_device, l.c_network, l.c_region, l.c_app,
+        (CAST(floor(l.start / 3600) AS BIGINT) % 24)::INTEGER AS c_hour,
+        l.start, (l."end" IS NULL) AS is_open, {joined} AS joined,
+        coalesce(CASE WHEN l.join_s IS NOT NULL THEN l.join_s
+                      ELSE coalesce(l."end", {log_end}) - l.start END, {nan})::FLOAT
+          AS wait,
+        coalesce(l.join_s, {nan})::FLOAT AS join_s,
+        coalesce({watch}, {nan})::FLOAT AS watch,
+        coalesce(CASE WHEN {watch} > 0 THEN l.stall_s / {watch} END, {nan})::FLOAT AS stall_ratio,
+        coalesce(l.av, {nan})::FLOAT AS av, coalesce(l.chat, {nan})::FLOAT AS chat,
+        l.orders::FLOAT AS orders, l.value::FLOAT AS value, l.visit_end, l.customer,
+        {", ".join(f"l.ret{k}, l.rb{k}" for k in RETURN_DAYS)}{probe_cols}
+        FROM linked l {probe_join}
+        ORDER BY l.row"""  # a fixed order: with a seed, matching and jackknife groups repeat exactly
+    a = con.sql(query).fetchnumpy()
+    levels = {
+        c: [str(r[0]) for r in con.execute(f"SELECT v FROM __lv_{c} ORDER BY code").fetchall()]
+        for c in CATEGORIES
+    }
+    levels["hour"] = [f"{h:02d}" for h in range(24)]
+    s = Sessions(
+        n=len(a["start"]),
+        viewer=a["c_viewer"],
+        codes={**{c: a[f"c_{c}"] for c in CATEGORIES}, "hour": a["c_hour"]},
+        levels=levels,
+        start=a["start"],
+        is_open=a["is_open"],
+        joined=a["joined"],
+        wait=a["wait"],
+        join=a["join_s"],
+        watch=a["watch"],
+        stall_ratio=a["stall_ratio"],
+        av=a["av"],
+        chat=a["chat"],
+        orders=a["orders"],
+        value=a["value"],
+        visit_end=a["visit_end"],
+        customer=a["customer"],
+        returned={k: a[f"ret{k}"] for k in RETURN_DAYS},
+        rebought={k: a[f"rb{k}"] for k in RETURN_DAYS},
+    )
+    if probes:
+        s.probe = {k: a[f"p_{k}"] for k in ("join", "stall", "av", "chat", "ok")}
+    _choose_sources(s, qoe_source, present)
+    return s
+
+
+def _choose_sources(s: Sessions, mode: str, present: set[str]) -> None:
+    """Let probe figures stand in for (``probe``) or fill gaps in (``auto``) client QoE."""
+    pairs = {
+        "stall_ratio": ("stall_seconds", "stall"),
+        "av": ("av_offset_seconds", "av"),
+        "chat": ("chat_echo_seconds", "chat"),
+    }
+    for attr, (column, key) in pairs.items():
+        has_client = column in present
+        has_probe = key in s.probe
+        if mode == "probe" or (mode == "auto" and not has_client and has_probe):
+            setattr(s, attr, np.where(s.joined != 0, s.probe[key], np.nan).astype(np.float32))
+            s.sources[attr] = "probe"
+        elif mode == "auto" and has_probe:
+            client = getattr(s, attr)
+            setattr(
+                s, attr, np.where(np.isnan(client) & (s.joined != 0), s.probe[key], client).astype(np.float32)
+            )
+            s.sources[attr] = "client+probe"
+        else:
+            s.sources[attr] = "client" if has_client else "absent"
+    s.sources["join"] = "client" if "join_seconds" in present else "absent"
+    if mode == "probe" and "join" in s.probe:
+        s.join = np.where(s.joined != 0, s.probe["join"], np.nan).astype(np.float32)
+        s.sources["join"] = "probe"

@@ -1,0 +1,92 @@
+"""The session-log schema ``qoe impact`` reads (see SCHEMA.md beside this file for the long form).
+
+One row per viewer session, Parquet or CSV. Columns by kind:
+
+- ``id``: any type (string or integer); compared as stored.
+- ``timestamp``: a Parquet TIMESTAMP (with or without time zone; without is taken as UTC), a
+  number of Unix seconds, or ISO 8601 text (``2026-03-02T20:15:00Z``, offsets allowed; text
+  without an offset is UTC).
+- ``number`` / ``integer``: numeric types, or text that parses as a finite number (integers
+  must be whole).
+- ``category``: anything; compared as text; empty means ``unknown``.
+
+Rules a row must pass (the first one it fails is the reason it is excluded; nothing is dropped
+without being counted): see :data:`REASONS`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+__all__ = ["COLUMNS", "CONTROLS", "REASONS", "REQUIRED", "Column", "column"]
+
+
+@dataclass(frozen=True)
+class Column:
+    name: str
+    kind: str
+    """id, timestamp, number, integer or category."""
+    required: bool
+    doc: str
+
+
+COLUMNS: tuple[Column, ...] = (
+    Column("viewer_id", "id", True, "who watched; links sessions into visits, returns and repurchases"),
+    Column("room_id", "id", True, "the live room; matched to probe results by target or label"),
+    Column(
+        "session_id",
+        "id",
+        False,
+        "unique per session; duplicates are excluded (first row kept). Absent: derived from "
+        "viewer_id, room_id and session_start, so a repeated session is still caught",
+    ),
+    Column("session_start", "timestamp", True, "when the viewer clicked into the room"),
+    Column(
+        "session_end",
+        "timestamp",
+        True,
+        "when the viewer left; empty (null) while the session is still open at the log's end (censored)",
+    ),
+    Column(
+        "join_seconds",
+        "number",
+        False,
+        "click to first frame, seconds; null when the first frame never showed (abandoned or failed)",
+    ),
+    Column(
+        "stall_seconds", "number", False, "frozen time while watching, seconds (W3C webrtc-stats freezes)"
+    ),
+    Column("stall_count", "integer", False, "number of freezes"),
+    Column(
+        "av_offset_seconds", "number", False, "median A/V offset, seconds, + = audio ahead (ITU-R BT.1359)"
+    ),
+    Column("chat_echo_seconds", "number", False, "median chat echo time, seconds"),
+    Column("order_count", "integer", False, "orders placed in the session (absent: no repurchase analysis)"),
+    Column("order_value", "number", False, "value of those orders, any currency"),
+    Column("device", "category", False, "control: device class (ios, android, web, ...)"),
+    Column("network", "category", False, "control: network type; names of sim/profiles match probe profiles"),
+    Column("region", "category", False, "control: viewer region"),
+    Column("app_version", "category", False, "covariate: client version (reported, not a control)"),
+)
+
+REQUIRED = tuple(c.name for c in COLUMNS if c.required)
+CONTROLS = ("room_id", "device", "network", "region", "hour")
+"""Confounders matched on and controlled for: ``hour`` is the UTC hour of day of session_start."""
+
+REASONS = {
+    "missing_column": "a required column is missing from the file (every row excluded)",
+    "missing_value": "viewer_id, room_id, session_start or (when the column exists) session_id is empty",
+    "unparseable_timestamp": "session_start or session_end is not a timestamp",
+    "wrong_type": "a number column holds something that is not a finite number (or a whole one for counts)",
+    "end_before_start": "session_end is before session_start",
+    "out_of_range": "a negative figure, a join longer than the session, or more stall than watch time",
+    "duplicate_session_id": "the session_id already appeared in an earlier row (the first row is kept)",
+}
+"""Why a row is excluded, in the order they are checked."""
+
+
+def column(name: str) -> Column:
+    for c in COLUMNS:
+        if c.name == name:
+            return c
+    raise KeyError(name)

@@ -1,0 +1,272 @@
+"""The audience model: every number the simulator draws from, in one place, with its source.
+
+Three tables, each a frozen dataclass with documented defaults:
+
+- :class:`Behaviour`: how viewers react to QoE. These are the *true effects* that
+  ``qoe impact`` should recover; defaults are calibrated to ../shared/REFERENCES.md
+  (Krishnan & Sitaraman, IMC 2012), the rest are project choices and say so.
+- :class:`Population`: who the viewers are, and the confounding: viewers on weak networks
+  differ in baseline return rate, watch time, patience and purchasing, so a naive comparison
+  of good and bad sessions mixes QoE with who had them.
+- :class:`Qoe`: the QoE a session gets, by network (the category names are those of
+  ``sim/profiles``), device, region, room and hour, with incidents per room and hour.
+
+``load_model(path)`` reads a TOML file with the tables ``[behaviour]``, ``[population]`` and
+``[qoe]`` whose keys override the defaults; an unknown table or key is a
+:class:`~qoe.errors.ConfigError`, as elsewhere in the project (STYLE.md point 5).
+
+Units: seconds, probabilities 0..1, ratios 0..1 (a stall ratio of 0.01 is 1 %), days where a
+name says so.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qoe.errors import ConfigError
+
+__all__ = [
+    "APP_VERSIONS",
+    "DEVICES",
+    "NETWORKS",
+    "REGIONS",
+    "AudienceModel",
+    "Behaviour",
+    "Population",
+    "Qoe",
+    "load_model",
+]
+
+NETWORKS = ("wifi", "4g", "3g", "slow-3g")
+"""Session network categories: names of built-in profiles in sim/profiles/profiles.toml."""
+DEVICES = ("ios", "android", "web")
+REGIONS = ("eu", "na", "latam", "apac", "mena")
+APP_VERSIONS = ("5.2", "5.3", "5.4")
+
+
+@dataclass(frozen=True)
+class Behaviour:
+    """Viewer reactions to QoE: the ground truth the analysis is tested against."""
+
+    abandon_knee_seconds: float = 2.0
+    """Nobody leaves before the first frame earlier than this (Krishnan & Sitaraman, IMC 2012)."""
+    abandon_per_second: float = 0.058
+    """Share of viewers whose patience runs out per second past the knee, population average:
+    the patience CDF is ``min(1, m * 0.058 * (t - 2))`` with a viewer's multiplier ``m``
+    (Krishnan & Sitaraman, IMC 2012: +5.8 % abandonment per extra second beyond 2 s)."""
+    early_exit_per_second: float = 0.02
+    """After a slow join, the chance per second of join past the knee that a viewer who would
+    have stayed a minute leaves within 60 s anyway. Project choice; no published figure."""
+    watch_loss_per_stall_percent: float = 0.05
+    """Each percentage point of stall ratio multiplies watch time by (1 - this): 1 % of
+    rebuffering costs 5 % of play time (Krishnan & Sitaraman, IMC 2012)."""
+    watch_loss_av_out_of_band: float = 0.03
+    """Watch time lost when the A/V offset is outside ITU-R BT.1359-1 acceptability. Project
+    choice; BT.1359 gives the threshold, not the cost."""
+    av_acceptable: tuple[float, float] = (-0.185, 0.09)
+    """A/V offset band within which sync is acceptable, seconds, + = audio ahead (ITU-R BT.1359-1)."""
+    return_drop_failed: float = 0.023
+    """7-day return probability lost after a visit whose last session never showed a frame
+    (Krishnan & Sitaraman, IMC 2012: a failed visit is 2.32 % less likely to return in a week)."""
+    return_drop_stall: float = 0.015
+    """7-day return probability lost after a visit whose last session stalled more than
+    ``stall_threshold``. Project choice; no published figure."""
+    stall_threshold: float = 0.01
+    """Stall ratio above which ``return_drop_stall`` applies (the existing alert's 1 %)."""
+    retry_probability: float = 0.4
+    """Chance a viewer tries again after a session without a first frame. Project choice."""
+    max_retries: int = 2
+    hop_probability: float = 0.15
+    """Chance a viewer moves on to another live room after watching. Project choice."""
+    visit_gap_seconds: float = 1800.0
+    """Sessions of one viewer less than this apart form one visit (same default as ``qoe impact``)."""
+
+
+@dataclass(frozen=True)
+class Population:
+    """Viewers and rooms. Per-network tuples follow :data:`NETWORKS` and describe a viewer by
+    the *primary* network they use; a session uses it with probability ``network_stickiness``."""
+
+    network_share: tuple[float, ...] = (0.5, 0.3, 0.15, 0.05)
+    network_stickiness: float = 0.85
+    device_share: tuple[float, ...] = (0.35, 0.45, 0.2)
+    region_share: tuple[float, ...] = (0.35, 0.25, 0.15, 0.15, 0.1)
+    app_share: tuple[float, ...] = (0.15, 0.35, 0.5)
+    return_base: tuple[float, ...] = (0.92, 0.90, 0.85, 0.78)
+    """Chance a viewer comes back at all after a visit (before QoE effects), by primary network:
+    the confounder that makes weak-network sessions look worse for retention than QoE explains."""
+    return_spread: float = 0.04
+    """Standard deviation of a viewer's own return chance around the network's."""
+    return_gap_days: float = 1.3
+    """Median of a viewer's mean time to come back, days (log-normal across viewers, sigma 0.5)."""
+    newcomer_share: float = 0.3
+    """Viewers whose first visit falls anywhere in the log; the rest are regulars already active
+    when the log starts (first visit within its first two days)."""
+    patience: tuple[float, ...] = (1.1, 1.0, 0.85, 0.7)
+    """Multiplier on ``abandon_per_second`` by the *session's* network (viewers expect a slow
+    network to be slow and wait longer); normalised so the share-weighted mean is 1, so the
+    population slope stays 5.8 %/s. By session, not by viewer: a viewer trait the log does not
+    record would be a confounder no analysis of the log could remove."""
+    patience_spread: float = 0.25
+    """Log-normal sigma of a viewer's own patience multiplier (mean 1, independent of everything)."""
+    watch_median_seconds: float = 360.0
+    watch_sigma: float = 1.0
+    """Log-normal sigma of a session's watch time before QoE effects."""
+    watch_network_shift: tuple[float, ...] = (0.0, -0.1, -0.25, -0.4)
+    """Log watch-time shift by primary network: a second confounder (weak-network viewers watch less)."""
+    watch_device_shift: tuple[float, ...] = (0.0, -0.1, 0.15)
+    watch_viewer_spread: float = 0.4
+    watch_room_spread: float = 0.25
+    prime_hours: tuple[int, int] = (18, 23)
+    """UTC hours (inclusive) of prime time: viewers watch longer and networks stall more."""
+    prime_watch_shift: float = 0.2
+    orders_per_hour: float = 0.25
+    """Mean orders per hour watched, before viewer, room, network and region factors."""
+    orders_network_factor: tuple[float, ...] = (1.0, 0.85, 0.6, 0.45)
+    orders_region_factor: tuple[float, ...] = (1.1, 1.2, 0.8, 1.0, 0.9)
+    order_value_median: float = 30.0
+    order_value_sigma: float = 0.7
+    rooms_per_viewer: float = 1 / 5000
+    """Rooms when not given: one per this many viewers, at least 12."""
+    always_on_rooms: float = 0.1
+    """Share of rooms live around the clock (at least two, so every hour has a live room)."""
+
+
+@dataclass(frozen=True)
+class Qoe:
+    """QoE a session draws, by session network (tuples follow :data:`NETWORKS`)."""
+
+    join_median_seconds: tuple[float, ...] = (0.8, 1.3, 2.4, 4.2)
+    join_sigma: float = 0.45
+    join_device_shift: tuple[float, ...] = (-0.05, 0.1, 0.0)
+    join_app_shift: tuple[float, ...] = (0.2, 0.05, 0.0)
+    join_region_spread: float = 0.15
+    join_room_spread: float = 0.15
+    failure: tuple[float, ...] = (0.004, 0.008, 0.02, 0.05)
+    """Chance the first frame never arrives at all (the viewer waits until patience runs out)."""
+    stall_any: tuple[float, ...] = (0.12, 0.3, 0.55, 0.8)
+    """Chance a joined session stalls at all."""
+    stall_median: tuple[float, ...] = (0.003, 0.006, 0.012, 0.025)
+    """Median stall ratio of a session that stalls."""
+    stall_sigma: float = 0.9
+    stall_prime_factor: float = 1.4
+    stall_room_spread: float = 0.3
+    stall_max: float = 0.5
+    incident_probability: float = 0.03
+    """Chance a room has a join incident in a given hour, and (independently) a stall incident."""
+    incident_join_factor: float = 2.5
+    incident_failure_factor: float = 4.0
+    incident_stall_factor: float = 3.0
+    av_device_bias: tuple[float, ...] = (0.0, 0.04, -0.02)
+    """Median A/V offset by device, seconds, + = audio ahead (ITU-R BT.1359 sign)."""
+    av_sigma: float = 0.03
+    av_drift_probability: tuple[float, ...] = (0.04, 0.09, 0.05)
+    """Chance by device that a session drifts out of sync by 0.12-0.35 s either way."""
+    chat_median_seconds: tuple[float, ...] = (0.12, 0.25, 0.5, 1.0)
+    chat_sigma: float = 0.5
+
+
+@dataclass(frozen=True)
+class AudienceModel:
+    behaviour: Behaviour = field(default_factory=Behaviour)
+    population: Population = field(default_factory=Population)
+    qoe: Qoe = field(default_factory=Qoe)
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def check(self) -> AudienceModel:
+        """Raise ConfigError for values that make no sense; return self."""
+        p, q, b = self.population, self.qoe, self.behaviour
+        shares = {
+            "population.network_share": (p.network_share, len(NETWORKS)),
+            "population.device_share": (p.device_share, len(DEVICES)),
+            "population.region_share": (p.region_share, len(REGIONS)),
+            "population.app_share": (p.app_share, len(APP_VERSIONS)),
+        }
+        for name, (values, n) in shares.items():
+            if len(values) != n or min(values) < 0 or not math.isclose(sum(values), 1.0, abs_tol=1e-6):
+                raise ConfigError(f"{name} must be {n} non-negative shares summing to 1, got {list(values)}")
+        per_network = {
+            "population.return_base": p.return_base,
+            "population.patience": p.patience,
+            "population.watch_network_shift": p.watch_network_shift,
+            "population.orders_network_factor": p.orders_network_factor,
+            "qoe.join_median_seconds": q.join_median_seconds,
+            "qoe.failure": q.failure,
+            "qoe.stall_any": q.stall_any,
+            "qoe.stall_median": q.stall_median,
+            "qoe.chat_median_seconds": q.chat_median_seconds,
+        }
+        for name, values in per_network.items():
+            if len(values) != len(NETWORKS):
+                raise ConfigError(f"{name} needs one value per network {list(NETWORKS)}, got {list(values)}")
+        for name, values in {
+            "population.return_base": p.return_base,
+            "qoe.failure": q.failure,
+            "qoe.stall_any": q.stall_any,
+        }.items():
+            if not all(0 <= v <= 1 for v in values):
+                raise ConfigError(f"{name} must be probabilities 0..1, got {list(values)}")
+        probabilities = {
+            "behaviour.abandon_per_second": b.abandon_per_second,
+            "behaviour.early_exit_per_second": b.early_exit_per_second,
+            "behaviour.watch_loss_per_stall_percent": b.watch_loss_per_stall_percent,
+            "behaviour.watch_loss_av_out_of_band": b.watch_loss_av_out_of_band,
+            "behaviour.return_drop_failed": b.return_drop_failed,
+            "behaviour.return_drop_stall": b.return_drop_stall,
+            "behaviour.retry_probability": b.retry_probability,
+            "behaviour.hop_probability": b.hop_probability,
+            "population.network_stickiness": p.network_stickiness,
+            "population.newcomer_share": p.newcomer_share,
+        }
+        for name, value in probabilities.items():
+            if not 0 <= value < 1:
+                raise ConfigError(f"{name} must be in [0, 1), got {value}")
+        if b.abandon_knee_seconds < 0 or b.visit_gap_seconds <= 0:
+            raise ConfigError("behaviour.abandon_knee_seconds must be >= 0 and visit_gap_seconds > 0")
+        return self
+
+
+_TABLES = {"behaviour": Behaviour, "population": Population, "qoe": Qoe}
+
+
+def load_model(path: str | Path | None) -> AudienceModel:
+    """The default model, with the TOML file's ``[behaviour]``, ``[population]``, ``[qoe]`` keys applied."""
+    if path is None:
+        return AudienceModel().check()
+    try:
+        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise ConfigError(f"cannot read {path}: {exc.strerror or exc}") from exc
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{path}: {exc}") from exc
+    parts: dict[str, Any] = {}
+    for table, values in data.items():
+        if table not in _TABLES:
+            raise ConfigError(f"{path}: unknown table [{table}] (known: {', '.join(_TABLES)})")
+        if not isinstance(values, dict):
+            raise ConfigError(f"{path}: [{table}] must be a table")
+        cls = _TABLES[table]
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for key, value in values.items():
+            if key not in known:
+                raise ConfigError(f"{path}: unknown key {table}.{key}")
+            default = getattr(cls(), key)
+            if isinstance(default, tuple):
+                if not isinstance(value, list):
+                    raise ConfigError(f"{path}: {table}.{key} must be a list, got {value!r}")
+                value = tuple(value)
+            elif isinstance(default, bool) or not isinstance(value, int | float) or isinstance(value, bool):
+                raise ConfigError(f"{path}: {table}.{key} must be a number, got {value!r}")
+            elif isinstance(default, int) and not isinstance(value, int):
+                raise ConfigError(f"{path}: {table}.{key} must be a whole number, got {value!r}")
+            kwargs[key] = type(default)(value) if isinstance(default, int | float) else value
+        parts[table] = cls(**kwargs)
+    return AudienceModel(**parts).check()

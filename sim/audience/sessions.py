@@ -1,0 +1,270 @@
+"""Visits and sessions of one chunk of viewers, vectorised over viewers.
+
+A viewer's life in the log is a chain of *visits*. A visit starts at the viewer's preferred time
+of day in a live room and holds one or more *sessions*: after a session without a first frame
+the viewer may retry the same room, after watching they may hop to another live room. When the
+visit ends, the QoE of its *last* session decides the chance to come back (the same definition
+``qoe impact`` uses: a viewer's last session before the gap).
+
+Per session (all documented in :mod:`.model`):
+
+1. QoE: join time ``J`` (log-normal by network, device, app, region, room, incident), a
+   failure (the first frame never arrives: ``J`` is infinite), stall ratio, A/V offset, chat echo.
+2. Patience ``P = knee + U / (m * a)`` with ``U`` uniform, so ``P(P <= t) = m a (t - knee)``:
+   the viewer leaves without a frame at ``P`` if ``P < J``; otherwise joins at ``J``.
+3. Watch time ``W = W0 * (1 - l_s)^(100 s) * (1 - l_av)^[A/V outside]`` where ``W0`` is
+   log-normal and, after a slow join, sometimes cut below 60 s (early exit).
+4. Orders: Poisson in hours watched.
+
+A viewer's first visit starts near their preferred time of day. Return after a visit ending at
+``E``: the viewer comes back with chance ``rho_eff``, after ``gap + G`` with ``G`` exponential.
+``rho_eff = rho - drop / P7`` where ``P7`` is the chance that such a return lands within 7 days,
+so a drop in ``rho_eff`` lowers the 7-day return rate by exactly ``drop``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.special import ndtr
+
+from .model import DEVICES, NETWORKS, AudienceModel
+from .population import DAY, VISIT_WINDOW, Viewers, World, make_viewers, next_slot
+
+__all__ = ["Chunk", "Truth", "simulate_chunk"]
+
+RETURN_DAYS = (1, 7, 30)
+MAX_WAIT = 120.0
+"""Nobody waits longer than this for a first frame, seconds (caps a zero abandonment slope)."""
+MAX_HOPS = 2
+MEAN_STALL_SECONDS = 2.5
+
+
+@dataclass
+class Truth:
+    """Accumulators for the true effects, summed over chunks (see :func:`simulate_chunk`)."""
+
+    sessions: int = 0
+    viewers: int = 0
+    visits: int = 0
+    joined: int = 0
+    open_sessions: int = 0
+    patience_sum: float = 0.0
+    early_exit_sum: float = 0.0
+    early_exit_n: int = 0
+    return_sum: dict[str, float] = field(default_factory=dict)
+    return_n: dict[str, int] = field(default_factory=dict)
+
+    def add_return(self, key: str, values: np.ndarray) -> None:
+        self.return_sum[key] = self.return_sum.get(key, 0.0) + float(values.sum())
+        self.return_n[key] = self.return_n.get(key, 0) + int(values.size)
+
+
+@dataclass
+class Chunk:
+    """Sessions of one chunk as columns; times in seconds since the log start."""
+
+    columns: dict[str, np.ndarray]
+
+
+def _draw_sessions(
+    model: AudienceModel,
+    world: World,
+    v: Viewers,
+    who: np.ndarray,
+    t: np.ndarray,
+    room: np.ndarray,
+    rng: np.random.Generator,
+    truth: Truth,
+) -> dict[str, np.ndarray]:
+    """One session for each viewer index ``who`` starting at ``t`` in ``room``."""
+    b, q, pop = model.behaviour, model.qoe, model.population
+    n = who.size
+    sticky = rng.random(n) < pop.network_stickiness
+    network = np.where(sticky, v.network[who], rng.integers(0, len(NETWORKS), n)).astype(np.int8)
+    device, region, app = v.device[who], v.region[who], v.app[who]
+    hour = world.log_hour(t)
+    hod = world.hour_of_day(t)
+    prime = (hod >= pop.prime_hours[0]) & (hod <= pop.prime_hours[1])
+    join_incident = world.join_incident[room, hour]
+    stall_incident = world.stall_incident[room, hour]
+
+    log_join = (
+        np.log(np.asarray(q.join_median_seconds))[network]
+        + np.asarray(q.join_device_shift)[device]
+        + np.asarray(q.join_app_shift)[app]
+        + world.region_join[region]
+        + world.join_shift[room]
+        + rng.normal(0.0, q.join_sigma, n)
+    )
+    join = np.exp(log_join) * np.where(join_incident, q.incident_join_factor, 1.0)
+    fail_p = np.asarray(q.failure)[network] * np.where(join_incident, q.incident_failure_factor, 1.0)
+    join[rng.random(n) < fail_p] = np.inf
+
+    by_network = np.asarray(pop.patience) / np.dot(pop.patience, pop.network_share)
+    multiplier = v.patience[who] * by_network[network]
+    with np.errstate(divide="ignore"):
+        patience = np.minimum(
+            b.abandon_knee_seconds + rng.random(n) / (multiplier * b.abandon_per_second), MAX_WAIT
+        )
+    joined = join < patience
+    truth.patience_sum += float(multiplier.sum())
+
+    # Playback, drawn for everyone (keeps the draws aligned), used where joined.
+    stalls = rng.random(n) < np.asarray(q.stall_any)[network]
+    stall = (
+        np.asarray(q.stall_median)[network]
+        * world.stall_factor[room]
+        * np.where(prime, q.stall_prime_factor, 1.0)
+        * np.where(stall_incident, q.incident_stall_factor, 1.0)
+        * np.exp(rng.normal(0.0, q.stall_sigma, n))
+    )
+    stall = np.where(stalls, np.minimum(stall, q.stall_max), 0.0)
+    watch_mu = v.watch_mu[who] + world.engagement[room] + np.where(prime, pop.prime_watch_shift, 0.0)
+    watch0 = np.exp(watch_mu + rng.normal(0.0, pop.watch_sigma, n))
+    past_knee = np.maximum(np.where(joined, join, 0.0) - b.abandon_knee_seconds, 0.0)
+    early = rng.random(n) < b.early_exit_per_second * past_knee
+    watch0 = np.where(early, np.minimum(watch0, rng.uniform(5.0, 55.0, n)), watch0)
+    av = np.asarray(q.av_device_bias)[device] + rng.normal(0.0, q.av_sigma, n)
+    drift = rng.random(n) < np.asarray(q.av_drift_probability)[device]
+    av = av + drift * rng.choice([-1.0, 1.0], n) * rng.uniform(0.12, 0.35, n)
+    lo, hi = b.av_acceptable
+    av_out = (av < lo) | (av > hi)
+    watch = (
+        watch0
+        * (1.0 - b.watch_loss_per_stall_percent) ** (100.0 * stall)
+        * np.where(av_out, 1.0 - b.watch_loss_av_out_of_band, 1.0)
+    )
+    chat = np.exp(np.log(np.asarray(q.chat_median_seconds))[network] + rng.normal(0.0, q.chat_sigma, n))
+    orders = rng.poisson(v.orders_per_hour[who] * world.buy[room] * watch / 3600.0)
+    value = orders * np.exp(rng.normal(np.log(pop.order_value_median), pop.order_value_sigma, n))
+    stall_seconds = stall * watch
+    stall_count = np.where(stall > 0, np.maximum(1, rng.poisson(stall_seconds / MEAN_STALL_SECONDS)), 0)
+
+    # The chance that a viewer who would have watched a minute leaves early, per second of join:
+    # the early-exit effect on P(exit within 60 s), averaged over joined sessions past the knee.
+    sel = joined & (past_knee > 0)
+    if sel.any():
+        p60 = 1.0 - ndtr((np.log(60.0) - watch_mu[sel]) / pop.watch_sigma)
+        truth.early_exit_sum += float((b.early_exit_per_second * p60).sum())
+        truth.early_exit_n += int(sel.sum())
+
+    end = np.where(joined, t + join + watch, t + patience)
+    nan = np.full(n, np.nan)
+    return {
+        "viewer": who,
+        "start": t,
+        "end": end,
+        "room": room,
+        "network": network,
+        "joined": joined,
+        "join": np.where(joined, join, nan),
+        "stall_seconds": np.where(joined, stall_seconds, nan),
+        "stall_count": np.where(joined, stall_count, -1),
+        "stall": np.where(joined, stall, 0.0),
+        "av": np.where(joined, av, nan),
+        "chat": np.where(joined, chat, nan),
+        "orders": np.where(joined, orders, 0),
+        "value": np.where(joined, value, 0.0),
+    }
+
+
+def _return_decision(
+    model: AudienceModel,
+    world: World,
+    v: Viewers,
+    who: np.ndarray,
+    end: np.ndarray,
+    failed: np.ndarray,
+    stalled: np.ndarray,
+    rng: np.random.Generator,
+    truth: Truth,
+) -> np.ndarray:
+    """Start of each viewer's next visit after a visit ending at ``end`` (inf: never).
+
+    The gap is ``visit_gap + 60 s`` plus an exponential with the viewer's mean, whatever the
+    time of day: were it snapped to the viewer's favourite hour, the chance of coming back within
+    k days would depend on when the visit ended, and QoE that shortens a visit would change
+    returns through that path too, beyond the drop the model states.
+    """
+    b = model.behaviour
+    n = who.size
+    gap0 = b.visit_gap_seconds + 60.0
+    mean_gap = v.return_gap_days[who] * DAY
+    reach = {d: 1.0 - np.exp(-max(d * DAY - gap0, 0.0) / mean_gap) for d in RETURN_DAYS}
+    rho = v.return_chance[who]
+    drop = b.return_drop_failed * failed + b.return_drop_stall * stalled
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rho_eff = np.clip(rho - np.where(drop > 0, drop / reach[7], 0.0), 0.0, 1.0)
+    for days in RETURN_DAYS:
+        eligible = end + days * DAY <= world.horizon
+        change = (rho_eff - rho) * reach[days]
+        truth.add_return(f"failed_{days}", change[eligible & failed])
+        truth.add_return(f"stall_{days}", change[eligible & stalled])
+    back = rng.random(n) < rho_eff
+    return np.where(back, end + gap0 + rng.exponential(mean_gap), np.inf)
+
+
+def simulate_chunk(
+    model: AudienceModel, world: World, first_viewer: int, n: int, rng: np.random.Generator, truth: Truth
+) -> Chunk:
+    """All sessions of viewers ``first_viewer .. first_viewer + n - 1`` within the log."""
+    b = model.behaviour
+    v = make_viewers(model, world, first_viewer, n, rng)
+    truth.viewers += n
+    newcomer = rng.random(n) < model.population.newcomer_share
+    first = rng.random(n) * np.where(newcomer, world.horizon, min(2 * DAY, world.horizon))
+    t_next = next_slot(first, (v.preferred + rng.random(n) * VISIT_WINDOW) % DAY, world)
+    parts: list[dict[str, np.ndarray]] = []
+    active = np.flatnonzero(t_next < world.horizon)
+    while active.size:
+        truth.visits += active.size
+        who, t = active, t_next[active]
+        room = world.pick_rooms(t, rng)
+        retries = np.zeros(who.size, np.int8)
+        hops = np.zeros(who.size, np.int8)
+        last_end = np.zeros(who.size)
+        last_failed = np.zeros(who.size, bool)
+        last_stalled = np.zeros(who.size, bool)
+        cur = np.arange(who.size)
+        while cur.size:
+            s = _draw_sessions(model, world, v, who[cur], t[cur], room[cur], rng, truth)
+            parts.append(s)
+            last_end[cur] = s["end"]
+            last_failed[cur] = ~s["joined"]
+            last_stalled[cur] = s["joined"] & (s["stall"] > b.stall_threshold)
+            retry = (
+                (~s["joined"]) & (retries[cur] < b.max_retries) & (rng.random(cur.size) < b.retry_probability)
+            )
+            hop = s["joined"] & (hops[cur] < MAX_HOPS) & (rng.random(cur.size) < b.hop_probability)
+            gap = np.where(retry, rng.uniform(2.0, 20.0, cur.size), rng.uniform(5.0, 120.0, cur.size))
+            t_new = s["end"] + gap
+            go = (retry | hop) & (t_new < world.horizon)
+            retries[cur] += retry
+            hops[cur] += hop
+            t[cur] = t_new
+            moved = cur[go & hop]
+            room[moved] = world.pick_rooms(t[moved], rng)
+            cur = cur[go]
+        closed = last_end < world.horizon
+        nxt = np.full(who.size, np.inf)
+        idx = np.flatnonzero(closed)
+        nxt[idx] = _return_decision(
+            model, world, v, who[idx], last_end[idx], last_failed[idx], last_stalled[idx], rng, truth
+        )
+        t_next[who] = nxt
+        active = who[nxt < world.horizon]
+    cols = {k: np.concatenate([p[k] for p in parts]) for k in parts[0]} if parts else {}
+    if cols:
+        cols["viewer_id"] = v.ids[cols["viewer"]]
+        cols["device"] = v.device[cols["viewer"]]
+        cols["region"] = v.region[cols["viewer"]]
+        cols["app"] = v.app[cols["viewer"]]
+        truth.sessions += cols["start"].size
+        truth.joined += int(cols["joined"].sum())
+        truth.open_sessions += int((cols["end"] > world.horizon).sum())
+    return Chunk(cols)
+
+
+CATEGORIES = {"network": NETWORKS, "device": DEVICES}

@@ -1,0 +1,199 @@
+"""Bad input to ``qoe impact``: every excluded row is counted, with its reason and example rows;
+and the probe as-of join on small hand-made files."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from qoe.errors import ConfigError
+from qoe.impact import impact_command
+from qoe.impact.link import link_sessions, load_probes
+from qoe.impact.load import connect, load_sessions
+from sim.audience import simulate
+
+HEADER = "session_id,viewer_id,room_id,session_start,session_end,join_seconds,stall_seconds,order_count"
+GOOD = [
+    "1,v1,r1,2026-03-02T20:00:00Z,2026-03-02T20:10:00Z,1.2,3.0,0",
+    "2,v1,r1,2026-03-03T20:00:00Z,2026-03-03T20:05:00Z,0.8,0,1",
+    "3,v2,r1,2026-03-02T21:00:00Z,2026-03-02T21:00:07Z,,,0",
+    "4,v2,r2,2026-03-02T21:00:30+01:00,,0.9,0,0",
+]
+BAD = {
+    "unparseable_timestamp": ("5,v3,r1,not a time,2026-03-02T20:10:00Z,1.0,0,0", "session_start"),
+    "wrong_type": ("6,v3,r1,2026-03-02T20:00:00Z,2026-03-02T20:10:00Z,fast,0,0", "join_seconds"),
+    "end_before_start": ("7,v3,r1,2026-03-02T20:00:00Z,2026-03-02T19:00:00Z,1.0,0,0", "session_end"),
+    "duplicate_session_id": ("2,v9,r1,2026-03-05T20:00:00Z,2026-03-05T20:05:00Z,0.8,0,0", "session_id"),
+    "missing_value": (",v3,r1,2026-03-02T20:00:00Z,2026-03-02T20:10:00Z,1.0,0,0", "session_id"),
+    "out_of_range": ("8,v3,r1,2026-03-02T20:00:00Z,2026-03-02T20:00:05Z,30.0,0,0", "join_seconds"),
+}
+
+
+def write_csv(path: Path, rows: list[str]) -> Path:
+    path.write_text("\n".join([HEADER, *rows]) + "\n")
+    return path
+
+
+def test_each_problem_is_counted_with_example_rows(tmp_path: Path) -> None:
+    rows = GOOD + [row for row, _ in BAD.values()] + [BAD["wrong_type"][0].replace("6,", "9,", 1)]
+    v = load_sessions(connect(1), write_csv(tmp_path / "s.csv", rows))
+    problems = {p.reason: p for p in v.problems}
+    assert set(problems) == set(BAD)
+    assert problems["wrong_type"].count == 2 and all(
+        p.count == 1 for k, p in problems.items() if k != "wrong_type"
+    )
+    for reason, (row, column) in BAD.items():
+        example = problems[reason].examples[0]
+        assert example["row"] == rows.index(row) + 1  # 1-based data row, header not counted
+        assert example["column"].startswith(column)
+        assert example["values"]["viewer_id"] == row.split(",")[1]  # raw values as read
+    assert "first in row 2" in problems["duplicate_session_id"].examples[0]["column"]
+    assert v.rows == len(rows) and v.valid == len(GOOD) and v.excluded == len(rows) - len(GOOD)
+    assert "6 " not in v.summary() and "7 excluded" in v.summary()
+
+
+def test_missing_required_columns_exclude_every_row(tmp_path: Path) -> None:
+    path = tmp_path / "s.csv"
+    path.write_text("viewer_id,room_id,session_start\nv1,r1,2026-03-02T20:00:00Z\n")
+    v = load_sessions(connect(1), path)
+    assert not v.usable and v.valid == 0
+    [p] = v.problems
+    assert p.reason == "missing_column" and p.count == 1
+    assert "session_end" in p.message and p.examples[0]["row"] == 1
+
+
+def test_command_reports_exclusions_and_exits_2_when_nothing_is_usable(tmp_path: Path) -> None:
+    path = tmp_path / "s.parquet"
+    pq.write_table(pa.table({"viewer_id": [1, 2], "session_start": [0.0, 1.0]}), path)
+    args = _args(path, tmp_path / "out")
+    with pytest.raises(ConfigError, match=r"no usable sessions \(2 missing column\)"):
+        impact_command(args)
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert "2 used" not in html and "0 used, 2 excluded" in html and "missing column" in html
+    doc = json.loads((tmp_path / "out" / "impact.json").read_text())
+    assert doc["validation"]["excluded"] == 2
+
+
+def test_a_small_log_with_bad_rows_still_gets_a_report(tmp_path: Path) -> None:
+    good = tmp_path / "good.csv"
+    simulate(good, viewers=400, days=10, rooms=4, rng=np.random.default_rng(3))
+    lines = good.read_text().splitlines()
+    header = [h.strip('"') for h in lines[0].split(",")]
+    rows = lines[1:]
+
+    def set_(i: int, column: str, value: str) -> None:
+        parts = rows[i].split(",")
+        parts[header.index(column)] = value
+        rows[i] = ",".join(parts)
+
+    set_(4, "session_start", "yesterday")
+    set_(7, "stall_seconds", "n/a")
+    set_(9, "session_end", "2026-03-01 00:00:00Z")
+    rows.append(rows[20])
+    bad = tmp_path / "bad.csv"
+    bad.write_text("\n".join([lines[0], *rows]) + "\n")
+    assert impact_command(_args(bad, tmp_path / "out")) == 0
+    doc = json.loads((tmp_path / "out" / "impact.json").read_text())
+    v = doc["validation"]
+    assert v["excluded"] == 4 and v["valid"] == len(rows) - 4
+    assert {p["reason"]: p["count"] for p in v["problems"]} == {
+        "unparseable_timestamp": 1,
+        "wrong_type": 1,
+        "end_before_start": 1,
+        "duplicate_session_id": 1,
+    }
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert f"{len(rows) - 4} used, 4 excluded" in html and "row 5: <code>session_start</code>" in html
+
+
+def test_parquet_column_of_the_wrong_type(tmp_path: Path) -> None:
+    path = tmp_path / "s.parquet"
+    pq.write_table(
+        pa.table(
+            {
+                "viewer_id": [1, 2, 3],
+                "room_id": ["a", "a", "b"],
+                "session_start": pa.array([0, 60_000, 120_000], pa.timestamp("ms", tz="UTC")),
+                "session_end": pa.array([30_000, 90_000, None], pa.timestamp("ms", tz="UTC")),
+                "join_seconds": [True, None, False],
+            }
+        ),
+        path,
+    )
+    v = load_sessions(connect(1), path)
+    assert {p.reason: p.count for p in v.problems} == {"wrong_type": 2}
+    assert v.valid == 1 and v.derived_session_id
+
+
+def test_probe_as_of_join_takes_the_latest_earlier_result_of_the_room(tmp_path: Path) -> None:
+    sessions = write_csv(
+        tmp_path / "s.csv",
+        [
+            "1,v1,r1,2026-03-02T20:10:00Z,2026-03-02T20:20:00Z,1.0,0,0",  # probes at 20:00 and 20:05 -> 20:05
+            "2,v2,r1,2026-03-02T19:59:00Z,2026-03-02T20:20:00Z,1.0,0,0",  # before any probe -> none
+            "3,v3,r2,2026-03-02T21:00:00Z,2026-03-02T21:20:00Z,1.0,0,0",  # r2 probe is 2 h old -> none
+        ],
+    )
+    probes = tmp_path / "p.jsonl"
+    lines = [
+        ("r1", "2026-03-02T20:00:00Z", 1.5),
+        ("r1", "2026-03-02T20:05:00Z", 2.5),
+        ("r1", "2026-03-02T20:30:00Z", 9.0),
+        ("r2", "2026-03-02T19:00:00Z", 3.0),
+        ("r2", "garbage", 1.0),
+    ]
+    probes.write_text(
+        "".join(
+            json.dumps(
+                {
+                    "target": "x",
+                    "labels": {"room": room},
+                    "profile": "none",
+                    "started_at": at,
+                    "success": True,
+                    "join": {"total_seconds": j},
+                    "video": {"stall_ratio": 0.02},
+                }
+            )
+            + "\n"
+            for room, at, j in lines
+        )
+    )
+    con = connect(1)
+    v = load_sessions(con, sessions)
+    info = load_probes(con, probes, room="label:room")
+    assert info["rows"] == 5 and info["used"] == 4 and info["excluded"]["unparseable_started_at"] == 1
+    s = link_sessions(con, log_end=v.log_end or 0.0, probes=True, probe_window=900, columns=v.columns)
+    join = dict(zip(s.start.tolist(), s.probe["join"].tolist(), strict=True))
+    assert join[min(join)] != join[min(join)]  # NaN: the 19:59 session has no earlier probe
+    values = sorted(join.values(), key=lambda x: (x != x, x))
+    assert values[0] == pytest.approx(2.5) and all(x != x for x in values[1:])
+    assert s.sources["stall_ratio"] == "client+probe"
+
+
+def _args(path: Path, out: Path) -> argparse.Namespace:
+    return argparse.Namespace(
+        sessions=str(path),
+        probes=None,
+        out=str(out),
+        json=False,
+        seed=0,
+        log_end=None,
+        visit_gap=1800.0,
+        stall_threshold=0.01,
+        watch_loss_budget=0.05,
+        controls=None,
+        probe_room="target",
+        probe_window=900.0,
+        qoe_source="auto",
+        truth=None,
+        jackknife_groups=5,
+        threads=1,
+        memory_limit="1GB",
+    )
