@@ -36,6 +36,13 @@ Start here:
   qoe room --port 8080             the embedded live room (WHIP in, WHEP out) until Ctrl-C
   qoe probe http://127.0.0.1:8080/whep/demo --duration 10
   qoe publish http://127.0.0.1:8080/whip/myroom --duration 30
+  qoe probe ws://127.0.0.1:8080/chat/demo   chat echo latency
+  qoe fleet run examples/fleet.toml --junit junit.xml    SLO gates for CI
+  qoe serve --fleet examples/fleet.toml     Prometheus exporter on :9464
+  qoe netem profiles                        weak networks for --profile
+  qoe impact sessions.parquet               what QoE costs in drop-off and return visits
+
+Each command explains itself: qoe COMMAND --help.
 """
 
 
