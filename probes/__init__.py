@@ -8,8 +8,11 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
+from probes import ffmpeg
 from probes.base import ProbeFn, ProbeSpec, run
 from probes.chat import echo
+from probes.ffmpeg import publisher as rtmp_publish
+from probes.ffmpeg import viewer as ffmpeg_viewer
 from probes.webrtc import whep, whip
 from qoe.errors import ConfigError
 from qoe.result import ProbeResult
@@ -20,6 +23,8 @@ PROBES: dict[str, ProbeFn] = {
     "whep": whep.probe,
     "whip": whip.probe,
     "chat": echo.probe,
+    **{kind: ffmpeg_viewer.probe for kind in ffmpeg.KINDS},
+    ffmpeg.PUBLISH_KIND: rtmp_publish.probe,
 }
 """Probe kind -> probe function."""
 
@@ -27,6 +32,7 @@ PHASES: dict[str, tuple[str, ...]] = {
     "whep": whep.PHASES,
     "whip": whip.PHASES,
     "chat": echo.PHASES,
+    **ffmpeg.PHASES,
 }
 """Probe kind -> its join milestones, in order (the keys of ``join.phases``)."""
 
@@ -36,7 +42,16 @@ def phases_of(kind: str) -> tuple[str, ...]:
 
 
 def guess_kind(url: str) -> str:
-    """The probe kind a URL implies (``/whep/`` or ``/whip/`` in an HTTP path)."""
+    """The probe kind a URL implies (``/whep/`` or ``/whip/`` in an HTTP path).
+
+    FFmpeg kinds (:func:`probes.ffmpeg.kind_of`): ``rtmp://`` and ``rtmps://`` are ``rtmp``,
+    ``rtsp://`` is ``rtsp``, an http(s) path ending in ``.flv`` is ``flv`` and in ``.m3u8``
+    is ``hls``; ``srt://`` is refused (no SRT in the bundled FFmpeg). Publishing over RTMP
+    (``rtmp-publish``) is never guessed: the same URL serves viewers and publishers.
+    """
+    media_kind = ffmpeg.kind_of(url)
+    if media_kind is not None:
+        return media_kind
     parts = urlsplit(url)
     if parts.scheme in ("ws", "wss") and parts.hostname:
         return "chat"

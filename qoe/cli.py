@@ -224,7 +224,11 @@ def build_parser() -> argparse.ArgumentParser:
         "and phases, freezes, glass-to-glass latency and A/V offset. Exit 1 if the probe failed.",
     )
     probe.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whep/demo")
-    probe.add_argument("--kind", choices=["whep", "chat"], help="probe kind (default: from the URL)")
+    probe.add_argument(
+        "--kind",
+        choices=["whep", "chat", "rtmp", "flv", "hls", "rtsp"],
+        help="probe kind (default from the URL: http(s) WHEP, ws chat, rtmp, .flv, .m3u8, rtsp)",
+    )
     probe.add_argument(
         "--duration",
         type=_positive,
@@ -277,7 +281,9 @@ def build_parser() -> argparse.ArgumentParser:
         "canary host, for --duration seconds. Viewer probes read it back.",
     )
     publish.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whip/myroom")
-    publish.add_argument("--kind", choices=["whip"], default="whip", help="publisher kind (default whip)")
+    publish.add_argument(
+        "--kind", choices=["whip", "rtmp"], help="publisher kind (default from the URL: http(s) WHIP, rtmp)"
+    )
     publish.add_argument(
         "--duration",
         type=_positive,
@@ -664,8 +670,8 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
     from probes import ProbeSpec, guess_kind, run_probe
 
     kind = args.kind or guess_kind(args.url)
-    if kind == "whip":
-        raise ConfigError(f"{args.url} is a whip URL; use 'qoe publish' to publish")
+    if kind in ("whip", "rtmp-publish"):
+        raise ConfigError(f"{args.url} is a {kind} URL; use 'qoe publish' to publish")
     options: dict[str, Any] = {}
     for key in ("rate", "count", "template", "nonce_path", "nonce_regex"):
         value = getattr(args, f"chat_{key}")
@@ -692,9 +698,10 @@ async def _cmd_publish(args: argparse.Namespace) -> int:
     from probes import ProbeSpec, run_probe
     from qoe.signal import COHOST_TONE_HZ
 
+    kind = args.kind or ("rtmp" if args.url.startswith(("rtmp://", "rtmps://")) else "whip")
     spec = ProbeSpec(
         url=args.url,
-        kind=args.kind,
+        kind="rtmp-publish" if kind == "rtmp" else "whip",
         duration=args.duration,
         profile=args.profile,
         options={"knobs": _knobs(args), **({"slot": 1, "tone_hz": COHOST_TONE_HZ} if args.cohost else {})},

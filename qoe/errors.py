@@ -15,6 +15,10 @@
         ├── NoEchoError            "no_echo"        chat messages sent, none came back
         ├── ProtocolError          "protocol"       the server broke its protocol (e.g. non-JSON chat)
         ├── DisconnectedError      "disconnected"   media stopped mid-probe (peer gone)
+        │   └── StreamEndedError       "stream_ended"   the server ended the stream mid-probe
+        ├── RejectedError          "rejected"       the server refused the stream (RTMP app,
+        │                                           HTTP 401/403 and other 4xx, 5xx)
+        ├── CorruptStreamError     "corrupt_stream" bytes that do not demux or decode
         └── DeadlineError          "timeout"        the probe's deadline passed
 
 Lower-level errors (aiohttp, aiortc, PyAV) are mapped to the most specific class where they
@@ -26,6 +30,7 @@ from __future__ import annotations
 __all__ = [
     "ConfigError",
     "ConnectError",
+    "CorruptStreamError",
     "DeadlineError",
     "DisconnectedError",
     "DtlsError",
@@ -36,8 +41,10 @@ __all__ = [
     "ProbeError",
     "ProtocolError",
     "QoeError",
+    "RejectedError",
     "SdpError",
     "SignalingError",
+    "StreamEndedError",
 ]
 
 
@@ -93,6 +100,18 @@ class ProtocolError(ProbeError):
 
 class DisconnectedError(ProbeError):
     kind = "disconnected"
+
+
+class StreamEndedError(DisconnectedError):
+    kind = "stream_ended"
+
+
+class RejectedError(ProbeError):
+    kind = "rejected"
+
+
+class CorruptStreamError(ProbeError):
+    kind = "corrupt_stream"
 
 
 class DeadlineError(ProbeError):

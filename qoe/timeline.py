@@ -25,7 +25,9 @@ class VideoFrameEvent:
     """One decoded video frame as the probe received it (a "rendered" frame)."""
 
     at: float
-    """Monotonic seconds when the decoded frame reached the probe."""
+    """Monotonic seconds when the frame was rendered: when the decoded frame reached the probe
+    (WebRTC), or when a player pacing frames by their timestamps would show it (FFmpeg-read
+    streams, which can hand over a whole HLS segment at once)."""
     wall: float
     """Wall-clock seconds at the same instant."""
     stream_time: float

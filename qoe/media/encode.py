@@ -30,6 +30,7 @@ class VideoEncoder:
         codec: str = "vp8",
         bitrate: int = 500_000,
         gop: int = 60,
+        fps: int = 30,
     ) -> None:
         name = {"vp8": "libvpx", "h264": "libx264"}.get(codec)
         if name is None:
@@ -39,6 +40,9 @@ class VideoEncoder:
         ctx.bit_rate = bitrate
         ctx.time_base = VIDEO_TIME_BASE
         ctx.gop_size = gop
+        # Rate control budgets bits per frame from the frame rate; left unset, libx264 takes
+        # 1/time_base (90000 frames a second) and spends a few bytes on each.
+        ctx.framerate = fractions.Fraction(fps)
         ctx.thread_count = 1
         if codec == "vp8":
             # Real-time, no look-ahead: every frame comes out as soon as it goes in.
@@ -70,23 +74,47 @@ class VideoEncoder:
 
 
 class AudioEncoder:
-    """Opus at 48 kHz stereo in 20 ms frames (960 samples), as WebRTC sends it.
+    """Opus (default) or AAC-LC at 48 kHz stereo, fed in blocks of any size (normally 960).
 
-    Opus looks 312 samples ahead; PyAV stamps each packet 312 samples early and a decoder
-    that does not skip the pre-roll (aiortc's does not) delivers the samples exactly that
-    late, so packet timestamps and decoded samples stay aligned.
+    Opus, as WebRTC sends it, in 20 ms frames (960 samples). Opus looks 312 samples ahead;
+    PyAV stamps each packet 312 samples early and a decoder that does not skip the pre-roll
+    (aiortc's does not) delivers the samples exactly that late, so packet timestamps and
+    decoded samples stay aligned.
+
+    AAC (``codec="aac"``, FFmpeg's native encoder), as RTMP/FLV and HLS carry it, in frames of
+    1024 samples; PyAV re-chunks the blocks it is fed. The encoder primes with 1024 samples
+    and stamps its first packet at -1024: a decoder that outputs the priming (FFmpeg's
+    ``aac`` does, unless the container asks it to skip) delivers every sample at its input
+    time, and one that skips it advances the timestamps by as much, so either way timestamps
+    and decoded samples stay aligned. The AudioSpecificConfig a container needs is in
+    :attr:`extradata` (global header).
     """
 
     SAMPLES = 960
 
-    def __init__(self, *, bitrate: int = 64_000) -> None:
-        ctx = av.CodecContext.create("libopus", "w")
+    def __init__(self, *, bitrate: int = 64_000, codec: str = "opus") -> None:
+        name = {"opus": "libopus", "aac": "aac"}.get(codec)
+        if name is None:
+            raise ValueError(f"unsupported audio codec {codec!r}; use opus or aac")
+        ctx = cast(av.AudioCodecContext, av.CodecContext.create(name, "w"))
         ctx.sample_rate = AUDIO_RATE
         ctx.layout = "stereo"
-        ctx.format = "s16"
+        # The AAC encoder takes planar float only; PyAV converts the s16 blocks fed to it.
+        ctx.format = "s16" if codec == "opus" else "fltp"
         ctx.bit_rate = bitrate
         ctx.time_base = AUDIO_TIME_BASE
+        if codec == "aac":
+            ctx.flags |= av.codec.context.Flags.global_header
+            ctx.open()
+        self.codec = codec
         self._ctx = ctx
+
+    @property
+    def extradata(self) -> bytes | None:
+        """The codec configuration a container's stream header carries (AAC's
+        AudioSpecificConfig), or None before the encoder has made one."""
+        data = self._ctx.extradata
+        return bytes(data) if data else None
 
     def encode(self, samples: np.ndarray, pts: int) -> list[av.Packet]:
         """Encode mono float samples in [-1, 1] (any count, normally 960) starting at ``pts``."""

@@ -105,6 +105,8 @@ class SignalSource:
         latency: float = PIPELINE_LATENCY,
         codec: str = "vp8",
         video_bitrate: int = 500_000,
+        audio_codec: str = "opus",
+        audio_bitrate: int = 64_000,
     ) -> None:
         self.knobs = knobs or Knobs()
         self.fanout = fanout
@@ -114,8 +116,8 @@ class SignalSource:
         """Shown in every frame's code from now on (the host "answers" a chat nonce)."""
         self._video = SignalVideo(width, height, slot=slot)
         self._audio = SignalAudio(tone_hz=tone_hz, offset_seconds=self.knobs.av_offset)
-        self._venc = VideoEncoder(width, height, codec=codec, bitrate=video_bitrate, gop=2 * fps)
-        self._aenc = AudioEncoder()
+        self._venc = VideoEncoder(width, height, codec=codec, bitrate=video_bitrate, gop=2 * fps, fps=fps)
+        self._aenc = AudioEncoder(codec=audio_codec, bitrate=audio_bitrate)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qoe-encode")
         self._tasks: list[asyncio.Task[None]] = []
         self._pacer: Pacer | None = None
@@ -128,6 +130,11 @@ class SignalSource:
         self.tap: RawTap | None = None
         """Receives every rendered frame and audio block on the send clock (for a co-host mix)."""
         fanout.set_keyframe_handler(self.request_keyframe)
+
+    @property
+    def audio_extradata(self) -> bytes | None:
+        """The audio codec's configuration a container header needs (AAC), if any."""
+        return self._aenc.extradata
 
     def request_keyframe(self) -> None:
         self._keyframe_wanted = True
