@@ -1,0 +1,88 @@
+"""The ``qoe`` command: argument parsing only; the work lives in the modules it calls.
+
+Exit codes: 0 all went well, 1 a probe failed (or, later, an SLO was breached), 2 a usage or
+configuration error. Expected failures print one line on stderr and no traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+import os
+import sys
+from collections.abc import Sequence
+
+from qoe import __version__
+from qoe.cli import fleet, probing, tools
+from qoe.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
+from qoe.errors import ConfigError
+
+__all__ = ["build_parser", "main"]
+
+DESCRIPTION = """\
+Live-stream QoE monitor and simulator: synthetic viewers and hosts that join rooms, measure
+join time, freezes, glass-to-glass latency and A/V sync, and report them.
+
+Start here:
+  qoe demo                         room + host + 3 viewers in one process, prints a table
+  qoe room --port 8080             the embedded live room (WHIP in, WHEP out) until Ctrl-C
+  qoe probe http://127.0.0.1:8080/whep/demo --duration 10
+  qoe publish http://127.0.0.1:8080/whip/myroom --duration 30
+  qoe probe ws://127.0.0.1:8080/chat/demo   chat echo latency
+  qoe fleet run examples/fleet.toml --junit junit.xml    SLO gates for CI
+  qoe serve --fleet examples/fleet.toml     Prometheus exporter on :9464
+  qoe netem profiles                        weak networks for --profile
+  qoe impact sessions.parquet               what QoE costs in drop-off and return visits
+
+Each command explains itself: qoe COMMAND --help.
+"""
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = Parser(prog="qoe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--version", action="version", version=f"qoe {__version__}")
+    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
+    sub.required = True
+    probing.add_commands(sub)
+    tools.add_commands(sub)
+    fleet.add_commands(sub)
+    return parser
+
+
+def _configure_logging(verbose: int) -> None:
+    level = logging.WARNING if verbose == 0 else logging.INFO if verbose == 1 else logging.DEBUG
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    if verbose < 2:
+        # aiortc and aioice log every decode hiccup and ICE check; the probe reports what matters.
+        for name in ("aiortc", "aioice"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    _configure_logging(args.verbose)
+    try:
+        return int(asyncio.run(args.handler(args)))
+    except ConfigError as exc:
+        sub_command = (
+            getattr(args, "fleet_command", None)
+            or getattr(args, "netem_command", None)
+            or getattr(args, "audience_command", None)
+        )
+        command = " ".join(c for c in (args.command, sub_command) if c)
+        print(f"qoe {command}: error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except BrokenPipeError:
+        # The reader went away (qoe ... | head): say nothing more, and keep Python from
+        # complaining about the flush at exit.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return EXIT_FAILED
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,199 @@
+"""What every ``qoe`` command shares: exit codes, argument types, knobs, output helpers."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import re
+import signal
+import sys
+from collections.abc import Callable
+from typing import Any, NoReturn
+
+from qoe.errors import ConfigError
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "PROFILE_HELP",
+    "Parser",
+    "add_knobs",
+    "knobs_from",
+    "positive",
+    "print_result",
+    "push",
+    "seconds",
+    "serve_until_signalled",
+    "size",
+    "write",
+]
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
+PROFILE_HELP = "emulated network (default none): a built-in name (see qoe netem profiles) or a profile file"
+
+
+class Parser(argparse.ArgumentParser):
+    """An ArgumentParser whose usage errors are one line and exit 2."""
+
+    def error(self, message: str) -> NoReturn:
+        self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
+
+
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+
+
+def size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 320 or height < 180 or width % 2 or height % 2 or width > 3840 or height > 2160:
+        raise argparse.ArgumentTypeError(f"size must be even, from 320x180 to 3840x2160, got {text}")
+    return width, height
+
+
+def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
+    group = parser.add_argument_group("ground-truth knobs (the host injects exactly these)")
+    group.add_argument(
+        "--av-offset",
+        type=seconds,
+        default=0.0,
+        metavar="S",
+        help="audio ahead of video by S seconds (negative: behind; ITU-R BT.1359 sign)",
+    )
+    if freeze:
+        group.add_argument(
+            "--freeze-every",
+            type=positive,
+            metavar="S",
+            help="stop sending video at every multiple of S seconds of wall time...",
+        )
+        group.add_argument(
+            "--freeze-for",
+            type=positive,
+            default=None,
+            metavar="S",
+            help="...for S seconds each time",
+        )
+    group.add_argument(
+        "--delay",
+        type=seconds,
+        default=0.0,
+        metavar="S",
+        help="extra one-way delay before media leaves, seconds",
+    )
+    if freeze:  # a room's knob: a publisher has no signaling answer to hold
+        group.add_argument(
+            "--join-delay",
+            type=seconds,
+            default=0.0,
+            metavar="S",
+            help="hold each WHEP answer S seconds, as a slow signaling server would",
+        )
+        group.add_argument(
+            "--chat-delay",
+            type=seconds,
+            default=0.0,
+            metavar="S",
+            help="hold each chat message S seconds before broadcasting it",
+        )
+        group.add_argument(
+            "--cohost-offset",
+            type=seconds,
+            default=0.0,
+            metavar="S",
+            help="delay a co-host's media S seconds behind the host's (in the mix and its own tracks)",
+        )
+        group.add_argument(
+            "--chat-drop-every",
+            type=int,
+            default=0,
+            metavar="N",
+            help="drop every Nth chat message the room receives",
+        )
+
+
+def knobs_from(args: argparse.Namespace) -> Any:
+    from qoe.media import Knobs
+
+    return Knobs(
+        av_offset=args.av_offset,
+        freeze_every=getattr(args, "freeze_every", None),
+        freeze_for=getattr(args, "freeze_for", None) or 0.0,
+        delay=args.delay,
+        join_delay=getattr(args, "join_delay", 0.0),
+        chat_delay=getattr(args, "chat_delay", 0.0),
+        chat_drop_every=getattr(args, "chat_drop_every", 0),
+        cohost_offset=getattr(args, "cohost_offset", 0.0),
+    )
+
+
+def print_result(result: Any, as_json: bool) -> int:
+    if as_json:
+        print(result.to_json(indent=2))
+    else:
+        from qoe.report import results_table
+
+        print(results_table([result]))
+    if not result.success:
+        error = result.error
+        print(f"qoe: probe failed: {error.kind}: {error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def push(gateway: str | None, results: list[Any], instance: str | None = None) -> int:
+    """Push to a Pushgateway if asked; EXIT_FAILED with one line on stderr if that failed."""
+    if not gateway:
+        return EXIT_OK
+    from qoe.exporter.push import PushError, push_results
+
+    try:
+        await push_results(gateway, results, instance=instance)
+    except PushError as exc:
+        print(f"qoe: {exc}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def serve_until_signalled(server: Any, host: str, port: int, banner: Callable[[], str]) -> int:
+    """Start ``server`` (``start``/``stop`` coroutines), print ``banner()``, serve until SIGINT or
+    SIGTERM. A port that cannot be bound is a usage error."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await server.start()
+    except OSError as exc:
+        raise ConfigError(f"cannot serve on {host}:{port}: {exc.strerror or exc}") from exc
+    try:
+        print(banner(), flush=True)
+        await stop.wait()
+    finally:
+        await server.stop()
+    return EXIT_OK
+
+
+def write(path: str | None, text: str) -> None:
+    if path:
+        try:
+            with open(path, "w", encoding="utf-8") as f:
+                f.write(text)
+        except OSError as exc:
+            raise ConfigError(f"cannot write {path}: {exc.strerror or exc}") from exc

@@ -1,0 +1,269 @@
+"""``qoe demo``, ``room``, ``probe`` and ``publish``: the room and the probes."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from typing import Any
+
+from qoe.cli.common import (
+    EXIT_FAILED,
+    EXIT_OK,
+    add_knobs,
+    knobs_from,
+    positive,
+    print_result,
+    push,
+    serve_until_signalled,
+    size,
+)
+from qoe.errors import ConfigError
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: Any) -> None:
+    """Add this family's commands to the ``qoe`` subparsers ``sub``."""
+    demo = sub.add_parser(
+        "demo",
+        help="run the embedded room and N viewer probes, print a table",
+        description="Start the embedded live room with its synthetic host on a free "
+        "loopback port, watch it with N WHEP viewer probes at once, print their figures.",
+    )
+    demo.add_argument(
+        "--duration",
+        type=positive,
+        default=10.0,
+        metavar="S",
+        help="seconds each viewer watches (default 10)",
+    )
+    demo.add_argument("--viewers", type=int, default=3, metavar="N", help="concurrent viewers (default 3)")
+    demo.add_argument(
+        "--json", action="store_true", help="print a JSON array of ProbeResults instead of a table"
+    )
+    demo.add_argument(
+        "--cohost",
+        action="store_true",
+        help="add a co-host (a WHIP publisher of ours) and watch the room's mix and separate tracks",
+    )
+    demo.add_argument(
+        "--profile",
+        action="append",
+        metavar="NAME",
+        help="watch under this emulated network; repeat to compare profiles side by side (default none)",
+    )
+    add_knobs(demo)
+    demo.set_defaults(handler=_cmd_demo)
+
+    room = sub.add_parser(
+        "room",
+        help="serve the embedded live room (WHIP ingest, WHEP playback)",
+        description="Serve the embedded live room until interrupted. POST an SDP offer to "
+        "/whip/ROOM to publish or /whep/ROOM to watch (RFC 9725 semantics); room 'demo' has "
+        "a built-in host sending the test signal. Open http://HOST:PORT/ in a browser to watch.",
+    )
+    room.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    room.add_argument(
+        "--port", type=int, default=8080, help="port to bind, 0 for any free one (default 8080)"
+    )
+    room.add_argument(
+        "--size",
+        type=size,
+        default=(640, 360),
+        metavar="WxH",
+        help="the built-in host's video size (default 640x360; even, at least 320x180)",
+    )
+    add_knobs(room)
+    room.set_defaults(handler=_cmd_room)
+
+    probe = sub.add_parser(
+        "probe",
+        help="watch a stream once and report its QoE",
+        description="Join URL as a viewer, watch for --duration seconds, report join time "
+        "and phases, freezes, glass-to-glass latency and A/V offset. Exit 1 if the probe failed.",
+    )
+    probe.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whep/demo")
+    probe.add_argument(
+        "--kind",
+        choices=["whep", "chat", "rtmp", "flv", "hls", "rtsp"],
+        help="probe kind (default from the URL: http(s) WHEP, ws chat, rtmp, .flv, .m3u8, rtsp)",
+    )
+    probe.add_argument(
+        "--duration",
+        type=positive,
+        default=10.0,
+        metavar="S",
+        help="seconds from start to stop (default 10)",
+    )
+    probe.add_argument(
+        "--join-timeout",
+        type=positive,
+        default=10.0,
+        metavar="S",
+        help="give up if no frame by then (default 10)",
+    )
+    probe.add_argument(
+        "--media-timeout",
+        type=positive,
+        default=5.0,
+        metavar="S",
+        help="fail as disconnected after S seconds without any packet (default 5)",
+    )
+    probe.add_argument("--name", default="", help="the probe's label in the result (default: the kind)")
+    probe.add_argument(
+        "--profile",
+        default="none",
+        metavar="NAME",
+        help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
+    )
+    probe.add_argument("--seed", type=int, help="seed for the emulated network's random loss and jitter")
+    chat = probe.add_argument_group("chat probes (ws:// URLs: echo latency between two clients)")
+    chat.add_argument("--chat-rate", type=float, metavar="PER_S", help="messages per second (default 5)")
+    chat.add_argument("--chat-count", type=int, metavar="N", help="messages (default: as many as fit)")
+    chat.add_argument(
+        "--chat-template", metavar="JSON", help="message to send; {nonce} and {sent_at} are filled in"
+    )
+    chat.add_argument("--chat-nonce-path", metavar="PATH", help="dotted JSON path of the nonce in echoes")
+    chat.add_argument(
+        "--chat-nonce-regex", metavar="RE", help="regex whose group 1 is the nonce (text chats)"
+    )
+    probe.add_argument(
+        "--push-gateway", metavar="URL", help="also push the result to this Prometheus Pushgateway"
+    )
+    probe.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
+    probe.set_defaults(handler=_cmd_probe)
+
+    publish = sub.add_parser(
+        "publish",
+        help="publish the test signal into a room",
+        description="Publish the test signal (coded frames, flashes and tones) to URL, as a "
+        "canary host, for --duration seconds. Viewer probes read it back.",
+    )
+    publish.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whip/myroom")
+    publish.add_argument(
+        "--kind", choices=["whip", "rtmp"], help="publisher kind (default from the URL: http(s) WHIP, rtmp)"
+    )
+    publish.add_argument(
+        "--duration",
+        type=positive,
+        default=30.0,
+        metavar="S",
+        help="seconds to publish (default 30)",
+    )
+    publish.add_argument(
+        "--cohost",
+        action="store_true",
+        help="publish as a co-host: the co-host's flash marker (right) and tone (1500 Hz)",
+    )
+    publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
+    publish.add_argument(
+        "--profile",
+        default="none",
+        metavar="NAME",
+        help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
+    )
+    add_knobs(publish, freeze=False)
+    publish.set_defaults(handler=_cmd_publish)
+
+
+async def _cmd_probe(args: argparse.Namespace) -> int:
+    from probes import ProbeSpec, guess_kind, run_probe
+
+    kind = args.kind or guess_kind(args.url)
+    if kind in ("whip", "rtmp-publish"):
+        raise ConfigError(f"{args.url} is a {kind} URL; use 'qoe publish' to publish")
+    options: dict[str, Any] = {}
+    for key in ("rate", "count", "template", "nonce_path", "nonce_regex"):
+        value = getattr(args, f"chat_{key}")
+        if value is not None:
+            options[key] = value
+    spec = ProbeSpec(
+        url=args.url,
+        kind=kind,
+        duration=args.duration,
+        name=args.name,
+        join_timeout=args.join_timeout,
+        media_timeout=args.media_timeout,
+        profile=args.profile,
+        seed=args.seed,
+        options=options,
+    )
+    spec.network()  # an unknown profile is a usage error, before anything starts
+    result = await run_probe(spec)
+    code = print_result(result, args.json)
+    return max(code, await push(args.push_gateway, [result]))
+
+
+async def _cmd_publish(args: argparse.Namespace) -> int:
+    from probes import ProbeSpec, run_probe
+    from qoe.signal import COHOST_TONE_HZ
+
+    kind = args.kind or ("rtmp" if args.url.startswith(("rtmp://", "rtmps://")) else "whip")
+    cohost_options: dict[str, Any] = {"slot": 1, "tone_hz": COHOST_TONE_HZ} if args.cohost else {}
+    spec = ProbeSpec(
+        url=args.url,
+        kind="rtmp-publish" if kind == "rtmp" else "whip",
+        duration=args.duration,
+        profile=args.profile,
+        options={"knobs": knobs_from(args), **cohost_options},
+    )
+    spec.network()  # an unknown profile is a usage error, before anything starts
+    result = await run_probe(spec)
+    if args.json:
+        print(result.to_json(indent=2))
+    else:
+        print(
+            f"published {result.publish.frames_sent or 0} frames; connected in "
+            f"{(result.join.total_seconds or 0) * 1000:.0f} ms"
+        )
+    if not result.success:
+        assert result.error is not None
+        print(f"qoe: publish failed: {result.error.kind}: {result.error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    return EXIT_OK
+
+
+async def _cmd_demo(args: argparse.Namespace) -> int:
+    from probes import ProbeSpec
+    from qoe.demo import run_demo
+    from qoe.report import results_table
+
+    if not 1 <= args.viewers <= 200:
+        raise ConfigError(f"--viewers must be between 1 and 200, got {args.viewers}")
+    knobs = knobs_from(args)
+    if not args.json:
+        print(
+            f"qoe demo: {args.viewers} viewer(s) watching the embedded room for {args.duration:g} s ...",
+            file=sys.stderr,
+        )
+    profiles = tuple(args.profile or ["none"])
+    for name in profiles:
+        ProbeSpec(url="http://127.0.0.1/", kind="whep", profile=name).network()
+    results = await run_demo(
+        duration=args.duration, viewers=args.viewers, knobs=knobs, profiles=profiles, cohost=args.cohost
+    )
+    if args.json:
+        print(json.dumps([r.to_dict() for r in results], indent=2))
+    else:
+        print(results_table(results))
+    failed = [r for r in results if not r.success]
+    for r in failed:
+        assert r.error is not None
+        print(f"qoe: {r.probe} failed: {r.error.kind}: {r.error.message}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
+
+
+async def _cmd_room(args: argparse.Namespace) -> int:
+    from sim.room.server import LiveRoom
+
+    width, height = args.size
+    room = LiveRoom(
+        args.host, args.port, knobs=knobs_from(args), host_options={"width": width, "height": height}
+    )
+    return await serve_until_signalled(
+        room,
+        args.host,
+        args.port,
+        lambda: f"qoe room: serving {room.url} (watch: {room.url}/whep/demo, publish: {room.url}/whip/ROOM)",
+    )

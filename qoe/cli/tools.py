@@ -1,0 +1,247 @@
+"""``qoe netem``, ``audience`` and ``impact``: weak networks and what QoE costs."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import signal
+from typing import Any
+
+from qoe.cli.common import (
+    EXIT_OK,
+    Parser,
+)
+from qoe.errors import ConfigError
+
+__all__ = ["add_commands"]
+
+
+def add_commands(sub: Any) -> None:
+    """Add this family's commands to the ``qoe`` subparsers ``sub``."""
+    netem = sub.add_parser(
+        "netem",
+        help="weak-network emulation: list profiles, check one, run an impairment proxy",
+        description="Emulate weak networks in user space (no root): profiles of delay, jitter, loss, burst "
+        "loss, capacity, outages and cellular traces. Probes take them with --profile; other clients go "
+        "through 'qoe netem proxy'.",
+    )
+    netem_sub = netem.add_subparsers(dest="netem_command", metavar="ACTION", parser_class=Parser)
+    netem_sub.required = True
+    listing = netem_sub.add_parser("profiles", help="list the built-in profiles with their sources")
+    listing.set_defaults(handler=_cmd_netem_profiles)
+    nc = netem_sub.add_parser(
+        "check",
+        help="measure a profile on this machine: configured vs measured",
+        description="Send packets through the emulator on loopback and print configured vs measured delay "
+        "(mean, p50, p99), jitter, loss rate, mean burst length and capacity.",
+    )
+    nc.add_argument("profile", metavar="PROFILE", help="a built-in profile name or a profile file")
+    nc.add_argument("--packets", type=int, default=10000, metavar="N", help="packets to send (default 10000)")
+    nc.add_argument("--direction", choices=["downlink", "uplink"], default="downlink")
+    nc.add_argument("--rate", type=float, metavar="PPS", help="packets per second for the delay/loss phase")
+    nc.add_argument("--seed", type=int, help="seed for the emulation's random draws")
+    nc.add_argument("--json", action="store_true", help="print the report as JSON")
+    nc.set_defaults(handler=_cmd_netem_check)
+    proxy = netem_sub.add_parser(
+        "proxy",
+        help="relay UDP or TCP through a profile, for clients that cannot be shaped in-process",
+        description="Listen on --listen and relay to --to through PROFILE's links (uplink: client to "
+        "server). "
+        "TCP loss shows as the stall a retransmission causes, never as corruption. Runs until Ctrl-C.",
+    )
+    proxy.add_argument("--listen", required=True, metavar="HOST:PORT")
+    proxy.add_argument("--to", required=True, metavar="HOST:PORT")
+    proxy.add_argument("--profile", required=True, metavar="NAME")
+    transport = proxy.add_mutually_exclusive_group()
+    transport.add_argument("--udp", action="store_true", help="relay UDP datagrams (default)")
+    transport.add_argument("--tcp", action="store_true", help="relay TCP connections")
+    proxy.add_argument("--seed", type=int, help="seed for the emulation's random draws")
+    proxy.set_defaults(handler=_cmd_netem_proxy)
+
+    audience = sub.add_parser(
+        "audience",
+        help="simulate a viewer population whose behaviour depends on QoE",
+        description="Simulate viewers, rooms and sessions with a documented QoE -> behaviour model "
+        "(calibrated to published studies; see sim/audience), writing the ground truth beside the "
+        "data.",
+    )
+    audience_sub = audience.add_subparsers(dest="audience_command", metavar="ACTION", parser_class=Parser)
+    audience_sub.required = True
+    sim = audience_sub.add_parser("simulate", help="write a session log (Parquet or CSV) and its truth")
+    sim.add_argument(
+        "--viewers", type=int, default=10000, metavar="N", help="viewers to simulate (default 10000)"
+    )
+    sim.add_argument(
+        "--days", type=int, default=30, metavar="D", help="length of the log in days (default 30)"
+    )
+    sim.add_argument(
+        "--seed", type=int, metavar="S", help="seed for every random draw (recorded in the truth)"
+    )
+    sim.add_argument("--out", required=True, metavar="FILE", help="sessions file: .parquet, or .csv")
+    sim.add_argument(
+        "--rooms", type=int, metavar="R", help="live rooms (default one per 5000 viewers, >= 12)"
+    )
+    sim.add_argument(
+        "--model", metavar="FILE", help="TOML overriding the behaviour, population and QoE model"
+    )
+    sim.add_argument(
+        "--probes", metavar="FILE", help="also write the probe results a fleet would have produced"
+    )
+    sim.add_argument(
+        "--probe-interval",
+        type=float,
+        default=900,
+        metavar="S",
+        help="seconds between simulated probe runs per room and profile (default 900)",
+    )
+    sim.add_argument(
+        "--start", default="2026-03-02T00:00:00Z", metavar="TIME", help="start of the log, ISO 8601"
+    )
+    sim.add_argument(
+        "--chunk", type=int, default=50000, metavar="N", help="viewers generated at once (memory)"
+    )
+    sim.add_argument("--quiet", action="store_true", help="no progress on stderr")
+    sim.set_defaults(handler=_cmd_audience_simulate)
+
+    impact = sub.add_parser(
+        "impact",
+        help="link QoE to drop-off, return visits and repurchase; report and alert thresholds",
+        description="Analyse a session log (Parquet or CSV; schema in qoe/impact/SCHEMA.md): drop-off "
+        "against join time, watch time by stall and A/V bands (Kaplan-Meier), return and repurchase rates, "
+        "and causal estimates (matched pairs and regression beside the naive difference). Writes an "
+        "HTML report with "
+        "plots, the figures as JSON, and recommended SLO alert rules.",
+    )
+    impact.add_argument("sessions", metavar="SESSIONS", help="session log, Parquet or CSV")
+    impact.add_argument(
+        "--probes", metavar="RESULTS.jsonl", help="fleet results joined to sessions by room and time"
+    )
+    impact.add_argument(
+        "--out", default="impact-report", metavar="DIR", help="output directory (default impact-report)"
+    )
+    impact.add_argument(
+        "--json", action="store_true", help="print the figures as JSON instead of the summary"
+    )
+    impact.add_argument(
+        "--seed", type=int, default=0, metavar="S", help="seed for pair matching and jackknife"
+    )
+    impact.add_argument("--log-end", metavar="TIME", help="end of the log (default: from the data)")
+    impact.add_argument(
+        "--visit-gap",
+        type=float,
+        default=1800,
+        metavar="S",
+        help="sessions closer than this form one visit (default 1800)",
+    )
+    impact.add_argument(
+        "--stall-threshold",
+        type=float,
+        default=0.01,
+        metavar="RATIO",
+        help="stall ratio that counts as a stalled session (default 0.01)",
+    )
+    impact.add_argument(
+        "--watch-loss-budget",
+        type=float,
+        default=0.05,
+        metavar="SHARE",
+        help="watch-time loss the stall alert tolerates (default 0.05)",
+    )
+    impact.add_argument(
+        "--controls",
+        default="room_id,device,network,region,hour",
+        metavar="LIST",
+        help="confounders to match and control on",
+    )
+    impact.add_argument(
+        "--probe-room",
+        default="target",
+        metavar="KEY",
+        help="room of a probe result: target or label:NAME (default target)",
+    )
+    impact.add_argument(
+        "--probe-window",
+        type=float,
+        default=900,
+        metavar="S",
+        help="oldest probe result a session may take (default 900)",
+    )
+    impact.add_argument(
+        "--qoe-source",
+        choices=["auto", "client", "probe"],
+        default="auto",
+        help="client figures, probe figures, or client with probe filling gaps (default auto)",
+    )
+    impact.add_argument(
+        "--truth", metavar="FILE", help="a simulator's truth file, shown beside the estimates"
+    )
+    impact.add_argument(
+        "--jackknife-groups",
+        type=int,
+        default=10,
+        metavar="G",
+        help="viewer groups for the drop-off intervals (default 10)",
+    )
+    impact.add_argument("--threads", type=int, metavar="N", help="DuckDB threads (default all cores)")
+    impact.add_argument("--memory-limit", default="4GB", metavar="SIZE", help="DuckDB memory before spilling")
+    impact.set_defaults(handler=_cmd_impact)
+
+
+async def _cmd_netem_profiles(args: argparse.Namespace) -> int:
+    from sim.profiles import list_profiles, load_profile
+
+    for name in list_profiles():
+        profile = load_profile(name)
+        print(f"{name:22} {profile.description}")
+    return EXIT_OK
+
+
+async def _cmd_netem_check(args: argparse.Namespace) -> int:
+    import numpy as np
+
+    from sim.netem.check import check_profile
+
+    if args.packets < 100:
+        raise ConfigError(f"--packets must be at least 100, got {args.packets}")
+    report = await check_profile(
+        args.profile,
+        packets=args.packets,
+        direction=args.direction,
+        rate_pps=args.rate,
+        rng=np.random.default_rng(args.seed),
+    )
+    print(json.dumps(report.to_dict(), indent=2) if args.json else report.format_table())
+    return EXIT_OK
+
+
+async def _cmd_netem_proxy(args: argparse.Namespace) -> int:
+    from sim.proxy import run_proxy
+
+    def ready(proxy: Any) -> None:
+        kind = "TCP" if args.tcp else "UDP"
+        host, port = proxy.address[:2]
+        print(f"qoe netem proxy: {kind} {host}:{port} -> {args.to} through '{args.profile}'", flush=True)
+
+    task = asyncio.ensure_future(
+        run_proxy(args.listen, args.to, args.profile, not args.tcp, args.seed, ready)
+    )
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, task.cancel)
+    with contextlib.suppress(asyncio.CancelledError):  # Ctrl-C is how a proxy ends
+        await task
+    return EXIT_OK
+
+
+async def _cmd_audience_simulate(args: argparse.Namespace) -> int:
+    from sim.audience import simulate_command
+
+    return await asyncio.to_thread(simulate_command, args)
+
+
+async def _cmd_impact(args: argparse.Namespace) -> int:
+    from qoe.impact.command import impact_command
+
+    return await asyncio.to_thread(impact_command, args)
