@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import resource
 import statistics
 import subprocess
 import sys
@@ -29,13 +28,14 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from common import LATENCY_SLACK_MS, Column, header, own_cpu_seconds, row
+
 from probes import ProbeSpec, run_probe
 
 SERVER_CORE, PROBE_CORE = 1, 0
-LATENCY_SLACK_MS = 50
 STREAM = "bench"
 
-COLUMNS = [  # title, key, width, decimals
+COLUMNS: list[Column] = [
     ("viewers", "viewers", 7, 0),
     ("failed", "failed", 6, 0),
     ("probe core %", "probe_core_pct", 12, 1),
@@ -46,11 +46,6 @@ COLUMNS = [  # title, key, width, decimals
     ("join max ms", "join_max_ms", 11, 0),
     ("threads", "threads", 7, 0),
 ]
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def step(url: str, viewers: int, duration: float, signal: bool) -> dict[str, float]:
@@ -128,14 +123,12 @@ async def main() -> int:
             print(
                 f"RTMP viewers of one 640x360 30 fps H.264 + AAC stream ({what}), {args.duration:g} s steps"
             )
-            print("  ".join(f"{title:>{width}}" for title, _, width, _ in COLUMNS))
+            print(header(COLUMNS))
             baseline, held, lagging_from = None, 0, None
             for n in args.steps:
                 r = await step(url, n, args.duration, not args.no_signal)
                 baseline = r["g2g_p50_ms"] if baseline is None else baseline
-                print(
-                    "  ".join(f"{r[key]:>{width}.{digits}f}" for _, key, width, digits in COLUMNS), flush=True
-                )
+                print(row(COLUMNS, r), flush=True)
                 if lagging_from is None and r["g2g_p50_ms"] > baseline + LATENCY_SLACK_MS:
                     lagging_from = n
                 if r["frozen_viewers"] or r["failed"]:

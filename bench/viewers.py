@@ -16,21 +16,19 @@ import argparse
 import asyncio
 import os
 import re
-import resource
 import statistics
 import subprocess
 import sys
 import time
 
+from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, own_cpu_seconds, row
+
 from probes import ProbeSpec, run_probe
 
 ROOM_CORE, PROBE_CORE = 1, 0
-LATENCY_SLACK_MS = 50
-"""A saturated probe core shows first as a backlog: glass-to-glass rising over the 1-viewer
-baseline by more than this counts as not holding, before any freeze appears."""
 
 
-COLUMNS = [  # title, key, width, decimals
+COLUMNS: list[Column] = [
     ("viewers", "viewers", 7, 0),
     ("failed", "failed", 6, 0),
     ("probe core %", "probe_core_pct", 12, 1),
@@ -41,18 +39,6 @@ COLUMNS = [  # title, key, width, decimals
     ("g2g p50 ms", "g2g_p50_ms", 10, 0),
     ("join max ms", "join_max_ms", 11, 0),
 ]
-
-
-def cpu_seconds_of(pid: int) -> float:
-    """User + system CPU seconds of another process, from /proc."""
-    with open(f"/proc/{pid}/stat") as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-
-
-def own_cpu_seconds() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
 
 
 async def step(url: str, room_pid: int, viewers: int, duration: float) -> dict[str, float]:
@@ -99,12 +85,12 @@ async def main() -> int:
         url = re.search(r"serving (\S+)", room.stdout.readline()).group(1)  # type: ignore[union-attr]
         os.sched_setaffinity(room.pid, {ROOM_CORE})
         os.sched_setaffinity(0, {PROBE_CORE})
-        print("  ".join(f"{title:>{width}}" for title, _, width, _ in COLUMNS))
+        print(header(COLUMNS))
         baseline, held = None, 0
         for n in args.steps:
             r = await step(f"{url}/whep/demo", room.pid, n, args.duration)
             baseline = r["g2g_p50_ms"] if baseline is None else baseline
-            print("  ".join(f"{r[key]:>{width}.{digits}f}" for _, key, width, digits in COLUMNS))
+            print(row(COLUMNS, r))
             lagging = r["g2g_p50_ms"] > baseline + LATENCY_SLACK_MS
             if r["frozen_viewers"] or r["failed"] or lagging:
                 why = "freezes" if r["frozen_viewers"] else "failures" if r["failed"] else "latency"

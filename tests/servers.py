@@ -19,11 +19,12 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import xml.etree.ElementTree as ET
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from aiohttp import web
 
 __all__ = [
     "NginxRtmp",
@@ -105,6 +106,18 @@ def stop_process(proc: subprocess.Popen[Any]) -> None:
             proc.wait()
 
 
+@contextlib.asynccontextmanager
+async def aiohttp_app(app: web.Application) -> AsyncIterator[str]:
+    """Serve ``app`` on a free loopback port; yield its base URL (``http://127.0.0.1:PORT``)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    await web.TCPSite(runner, "127.0.0.1", 0).start()
+    try:
+        yield f"http://127.0.0.1:{runner.addresses[0][1]}"
+    finally:
+        await runner.cleanup()
+
+
 class Prometheus:
     def __init__(self, url: str, config: Path) -> None:
         self.url = url
@@ -119,7 +132,7 @@ class Prometheus:
         ) as r:
             body = json.load(r)
         assert body["status"] == "success", body
-        return body["data"]["result"]  # type: ignore[no-any-return]
+        return body["data"]["result"]
 
     def wait_for(self, expr: str, timeout: float = 60.0) -> list[dict[str, Any]]:
         deadline = time.monotonic() + timeout

@@ -27,7 +27,7 @@ from probes import ProbeSpec, run_probe
 from probes.ffmpeg import RtmpPublisher
 from qoe.result import ProbeResult
 from qoe.signal import SignalAudio, SignalVideo
-from tests.servers import NginxRtmp, free_port, nginx_rtmp
+from tests.servers import NginxRtmp, aiohttp_app, free_port, nginx_rtmp
 
 pytestmark = pytest.mark.slow
 
@@ -188,15 +188,8 @@ async def serve_bytes(body: bytes) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/live.flv", handler)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/live.flv"
-    finally:
-        await runner.cleanup()
+    async with aiohttp_app(app) as base:
+        yield f"{base}/live.flv"
 
 
 async def test_clean_flv_file_plays_then_ends(flv: bytes) -> None:

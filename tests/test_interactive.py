@@ -20,6 +20,7 @@ from aiohttp import web
 from probes import ProbeSpec, run_probe
 from qoe.media import Knobs
 from qoe.result import ProbeResult
+from tests.servers import aiohttp_app
 
 pytestmark = pytest.mark.slow
 
@@ -62,14 +63,8 @@ async def fake_chat(handler: Handler) -> AsyncIterator[str]:
 
     app = web.Application()
     app.router.add_get("/chat", serve)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    try:
-        yield f"ws://127.0.0.1:{runner.addresses[0][1]}/chat"
-    finally:
-        await runner.cleanup()
+    async with aiohttp_app(app) as base:
+        yield base.replace("http://", "ws://") + "/chat"
 
 
 async def misbehave(socket: web.WebSocketResponse, clients: list[web.WebSocketResponse]) -> None:

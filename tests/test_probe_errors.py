@@ -25,6 +25,7 @@ from aiohttp import web
 from probes import ProbeSpec, run_probe
 from qoe.result import ProbeResult
 from tests.conftest import ROOT
+from tests.servers import aiohttp_app
 
 pytestmark = pytest.mark.slow
 
@@ -54,15 +55,8 @@ async def bad_sdp_server() -> AsyncIterator[str]:
     app = web.Application()
     app.router.add_post("/whep/{room}", answer)
     app.router.add_delete("/whep/{room}/{id}", delete)
-    runner = web.AppRunner(app, access_log=None)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-    try:
-        yield f"http://127.0.0.1:{port}/whep/demo"
-    finally:
-        await runner.cleanup()
+    async with aiohttp_app(app) as base:
+        yield f"{base}/whep/demo"
 
 
 async def cli_probe(url: str, *extra: str) -> tuple[int, str, str]:
