@@ -6,10 +6,11 @@ trips, then the first media packet; signaling is not shaped): 4g (22 ms one-way)
 least 10 ms to glass-to-glass and 88 ms to those phases, 3g (75 ms) at least 30 ms and
 4 x 53 = 212 ms more than 4g. Measured here: 30, 190 and 640 ms in those phases for none, 4g
 and 3g. The total join also waits for the first keyframe and its decoding, which on a busy
-runner cost the clean link 175 ms once, so the total is held only to the coarse 3g bound. Under heavy bursty loss (6 %, mean burst 6)
-aiortc's receiver stalls on packets whose retransmission was lost too; every probe saw
-freezes in trials, so three probes must see at least two freezes between them, and the
-clean link none.
+runner cost the clean link 175 ms once, so the total is held only to the coarse 3g bound.
+
+Under heavy bursty loss (6 %, mean burst 6) aiortc's receiver stalls on packets whose
+retransmission was lost too; every probe saw freezes in trials, so three probes must see at
+least two freezes between them, and the clean link none.
 """
 
 from __future__ import annotations
