@@ -19,6 +19,7 @@ from probes.base import ProbeSpec
 from probes.webrtc.interaction import InteractionLoop, chat_url_for
 from probes.webrtc.peer import (
     RtpObserver,
+    decode_on_loop,
     next_audio_frame,
     next_video_frame,
     prefer_codecs,
@@ -163,6 +164,7 @@ class _Viewer:
             for kind, codecs in (("video", ("VP8", "H264")), ("audio", ("opus",))):
                 transceiver = pc.addTransceiver(kind, direction="recvonly")
                 prefer_codecs(transceiver, kind, codecs)
+                decode_on_loop(transceiver.receiver)
                 rate = 90000 if kind == "video" else 48000
                 self.observers[(kind, pair)] = RtpObserver(transceiver.receiver, rate, self._on_packet)
         pc.on("track", lambda track: self._on_track(session, track))

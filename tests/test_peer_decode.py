@@ -1,0 +1,78 @@
+"""Decoding on the event loop: frames reach the track, bad frames ask for a keyframe.
+
+The WHEP viewer decodes where aiortc assembles frames instead of in a thread per receiver;
+these check the stand-in queue on its own, with frames from the project's own encoder.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from types import SimpleNamespace
+
+from aiortc.jitterbuffer import JitterFrame
+from aiortc.rtcrtpparameters import RTCRtpCodecParameters
+
+from probes.webrtc.peer import _LoopDecoder
+from qoe.media.encode import VideoEncoder
+from qoe.media.frames import luma
+from qoe.signal import read_code
+from qoe.signal.video import SignalVideo
+
+VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+
+
+def fake_receiver() -> SimpleNamespace:
+    """What the stand-in reads of an aiortc receiver: its track's queue and error flag."""
+    return SimpleNamespace(
+        _track=SimpleNamespace(_queue=asyncio.Queue()),
+        _RTCRtpReceiver__decoder_error=threading.Event(),
+    )
+
+
+def encoded_frames(count: int) -> list[bytes]:
+    video, encoder = SignalVideo(320, 180), VideoEncoder(320, 180)
+    frames = []
+    for seq in range(count):
+        packets = encoder.encode(video.render(1000 + seq / 30, seq), seq * 3000, keyframe=seq == 0)
+        frames.append(b"".join(bytes(p) for p in packets))
+    return frames
+
+
+async def test_frames_decode_in_order_onto_the_track_queue() -> None:
+    receiver = fake_receiver()
+    decoder = _LoopDecoder(receiver)  # type: ignore[arg-type]
+    for seq, data in enumerate(encoded_frames(5)):
+        decoder.put((VP8, JitterFrame(data=data, timestamp=seq * 3000)))
+    queue = receiver._track._queue
+    assert queue.qsize() == 5
+    seqs = [read_code(luma(queue.get_nowait())).seq for _ in range(5)]  # type: ignore[union-attr]
+    assert seqs == [0, 1, 2, 3, 4]
+    assert not receiver._RTCRtpReceiver__decoder_error.is_set()
+
+
+async def test_a_frame_that_fails_to_decode_raises_the_keyframe_flag() -> None:
+    receiver = fake_receiver()
+    decoder = _LoopDecoder(receiver)  # type: ignore[arg-type]
+    decoder.put((VP8, JitterFrame(data=b"\x00" * 7, timestamp=0)))
+    assert receiver._RTCRtpReceiver__decoder_error.is_set()
+    assert receiver._track._queue.qsize() == 0
+    # The decoder keeps going: a keyframe after the bad frame decodes.
+    decoder.put((VP8, JitterFrame(data=encoded_frames(1)[0], timestamp=3000)))
+    assert receiver._track._queue.qsize() == 1
+
+
+async def test_stopping_ends_the_track() -> None:
+    receiver = fake_receiver()
+    _LoopDecoder(receiver).put(None)  # type: ignore[arg-type]
+    assert receiver._track._queue.get_nowait() is None
+
+
+def test_the_thread_aiortc_starts_for_a_loop_decoded_receiver_ends_at_once() -> None:
+    from aiortc.rtcrtpreceiver import decoder_worker  # patched on importing the peer module
+
+    queue = _LoopDecoder(fake_receiver())  # type: ignore[arg-type]
+    worker = threading.Thread(target=decoder_worker, args=(None, queue, None, None))
+    worker.start()
+    worker.join(timeout=1)
+    assert not worker.is_alive()
