@@ -37,9 +37,7 @@ burst_length = 6
 """
 
 
-async def watch(
-    url: str, profile: str, seed: int, duration: float = 8, after: float = 0.0
-) -> ProbeResult:
+async def watch(url: str, profile: str, seed: int, duration: float = 8, after: float = 0.0) -> ProbeResult:
     """One probe, started ``after`` seconds from now."""
     await asyncio.sleep(after)
     spec = ProbeSpec(url=url, kind="whep", duration=duration, profile=profile, seed=seed)

@@ -28,8 +28,18 @@ pytestmark = pytest.mark.slow
 
 # The broken room: joins over 2 s (it holds each answer), glass-to-glass over 1 s, audio
 # 200 ms early, and a 0.4 s freeze every 2 s. The alerts these must trip, by target.
-BROKEN = ("--join-delay", "2.3", "--delay", "1.2", "--av-offset", "0.2", "--freeze-every", "2",
-          "--freeze-for", "0.4")
+BROKEN = (
+    "--join-delay",
+    "2.3",
+    "--delay",
+    "1.2",
+    "--av-offset",
+    "0.2",
+    "--freeze-every",
+    "2",
+    "--freeze-for",
+    "0.4",
+)
 EXPECTED_FIRING = {
     "QoEJoinSlow": "broken",
     "QoEStallRatioHigh": "broken",
@@ -75,7 +85,10 @@ labels = {{ region = "nowhere" }}
         port = free_port()
         serve = subprocess.Popen(
             [sys.executable, "-m", "qoe", "serve", "--fleet", str(fleet), "--port", str(port)],
-            cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, stdin=subprocess.DEVNULL,
+            cwd=ROOT,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+            stdin=subprocess.DEVNULL,
         )
         try:
             wait_http(f"http://127.0.0.1:{port}/healthz")
