@@ -10,6 +10,7 @@ import asyncio
 import threading
 from types import SimpleNamespace
 
+import pytest
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
@@ -20,6 +21,7 @@ from qoe.signal import read_code
 from qoe.signal.video import SignalVideo
 
 VP8 = RTCRtpCodecParameters(mimeType="video/VP8", clockRate=90000, payloadType=96)
+H264 = RTCRtpCodecParameters(mimeType="video/H264", clockRate=90000, payloadType=102)
 
 
 def fake_receiver() -> SimpleNamespace:
@@ -30,8 +32,8 @@ def fake_receiver() -> SimpleNamespace:
     )
 
 
-def encoded_frames(count: int) -> list[bytes]:
-    video, encoder = SignalVideo(320, 180), VideoEncoder(320, 180)
+def encoded_frames(count: int, codec: str = "vp8") -> list[bytes]:
+    video, encoder = SignalVideo(320, 180), VideoEncoder(320, 180, codec=codec)
     frames = []
     for seq in range(count):
         packets = encoder.encode(video.render(1000 + seq / 30, seq), seq * 3000, keyframe=seq == 0)
@@ -39,15 +41,16 @@ def encoded_frames(count: int) -> list[bytes]:
     return frames
 
 
-async def test_frames_decode_in_order_onto_the_track_queue() -> None:
+@pytest.mark.parametrize("codec", [VP8, H264], ids=["vp8", "h264"])
+async def test_frames_decode_in_order_onto_the_track_queue(codec: RTCRtpCodecParameters) -> None:
     receiver = fake_receiver()
     decoder = _LoopDecoder(receiver)  # type: ignore[arg-type]
-    for seq, data in enumerate(encoded_frames(5)):
-        decoder.put((VP8, JitterFrame(data=data, timestamp=seq * 3000)))
+    for seq, data in enumerate(encoded_frames(5, codec.name.lower())):
+        decoder.put((codec, JitterFrame(data=data, timestamp=seq * 3000)))
     queue = receiver._track._queue
-    assert queue.qsize() == 5
-    seqs = [read_code(luma(queue.get_nowait())).seq for _ in range(5)]  # type: ignore[union-attr]
-    assert seqs == [0, 1, 2, 3, 4]
+    frames = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert [read_code(luma(f)).seq for f in frames] == [0, 1, 2, 3, 4]  # type: ignore[union-attr]
+    assert [f.pts for f in frames] == [0, 3000, 6000, 9000, 12000]
     assert not receiver._RTCRtpReceiver__decoder_error.is_set()
 
 
