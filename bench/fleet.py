@@ -1,0 +1,147 @@
+"""Benchmark: a fleet of WHEP viewers against the embedded room, as a user runs it.
+
+Starts ``qoe room`` and then ``qoe fleet run`` with N viewer runs at ``--concurrency N``,
+both unpinned on this machine's cores, and reports what the fleet cost and whether it held:
+wall time, CPU of the fleet (its worker processes included) and of the room, freezes, and
+glass-to-glass. The room has no knobs set, so any freeze, or glass-to-glass rising over a
+lone viewer's by more than the slack, is the machine failing to keep up, not the stream.
+
+    python bench/fleet.py                       # 50 viewers, 20 s each, all at once
+    python bench/fleet.py --viewers 80 --duration 30 --room-size 320x180
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, row
+
+COLUMNS: list[Column] = [
+    ("viewers", "viewers", 7, 0),
+    ("failed", "failed", 6, 0),
+    ("wall s", "wall", 6, 1),
+    ("fleet cores", "fleet_cores", 11, 2),
+    ("room cores", "room_cores", 10, 2),
+    ("per viewer %", "per_viewer_pct", 12, 2),
+    ("freezes", "freezes", 7, 0),
+    ("frozen", "frozen", 6, 0),
+    ("g2g p50 ms", "g2g_p50_ms", 10, 0),
+    ("g2g max ms", "g2g_max_ms", 10, 0),
+    ("join p95 ms", "join_p95_ms", 11, 0),
+    ("max RSS MB", "rss_mb", 10, 0),
+]
+
+FLEET = """\
+slos = ["success min >= 1", "video.freeze_count max <= 0"]
+[fleet]
+duration = {duration}
+count = {count}
+profiles = ["none"]
+concurrency = {count}
+[[targets]]
+name = "bench"
+url = "{url}/whep/demo"
+"""
+
+
+def measure(url: str, room_pid: int, viewers: int, duration: float, workdir: Path) -> dict[str, float]:
+    """Run the fleet and add the room's CPU over the same time to its figures."""
+    room_cpu, t0 = cpu_seconds_of(room_pid), time.monotonic()
+    figures = run_fleet(url, viewers, duration, workdir)
+    figures["room_cores"] = (cpu_seconds_of(room_pid) - room_cpu) / (time.monotonic() - t0)
+    return figures
+
+
+def run_fleet(url: str, viewers: int, duration: float, workdir: Path) -> dict[str, float]:
+    fleet, results = workdir / f"fleet{viewers}.toml", workdir / f"results{viewers}.jsonl"
+    fleet.write_text(FLEET.format(duration=duration, count=viewers, url=url))
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    t0 = time.monotonic()
+    done = subprocess.run(
+        [sys.executable, "-m", "qoe", "fleet", "run", str(fleet), "--json", str(results)],
+        capture_output=True,
+        text=True,
+        stdin=subprocess.DEVNULL,
+    )
+    wall = time.monotonic() - t0
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    if done.returncode == 2:
+        raise SystemExit(f"qoe fleet run failed: {done.stderr.strip().splitlines()[-1]}")
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    lines = results.read_text().splitlines()
+    probes = [json.loads(line) for line in lines]
+    ok = [p for p in probes if p["success"]]
+    freezes = [p["video"]["freeze_count"] or 0 for p in ok]
+    g2g = [p["latency"]["glass_to_glass_seconds"]["p50"] for p in ok]
+    g2g = [g for g in g2g if g is not None]
+    joins = sorted(p["join"]["total_seconds"] for p in ok)
+    return {
+        "viewers": viewers,
+        "failed": viewers - len(ok),
+        "wall": wall,
+        "fleet_cores": cpu / wall,
+        "per_viewer_pct": 100 * cpu / wall / viewers,
+        "freezes": sum(freezes),
+        "frozen": sum(1 for f in freezes if f),
+        "g2g_p50_ms": 1000 * statistics.median(g2g) if g2g else float("nan"),
+        "g2g_max_ms": 1000 * max(g2g) if g2g else float("nan"),
+        "join_p95_ms": 1000 * joins[int(0.95 * (len(joins) - 1))] if joins else float("nan"),
+        "rss_mb": after.ru_maxrss / 1024,
+    }
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--viewers", type=int, nargs="+", default=[50], help="fleet sizes to run, in turn")
+    parser.add_argument("--duration", type=float, default=20.0, help="seconds each viewer watches")
+    parser.add_argument("--room-size", default=None, help="the room's picture, e.g. 320x180")
+    args = parser.parse_args()
+    print(f"{os.cpu_count()} cores; room and fleet share them", flush=True)
+    room_args = ["--size", args.room_size] if args.room_size else []
+    room = subprocess.Popen(
+        [sys.executable, "-m", "qoe", "room", "--port", "0", *room_args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert room.stdout is not None
+        found = re.search(r"serving (\S+)", room.stdout.readline())
+        if found is None:
+            raise SystemExit("qoe room did not start")
+        url = found.group(1)
+        with tempfile.TemporaryDirectory() as tmp:
+            baseline = measure(url, room.pid, 1, min(args.duration, 10.0), Path(tmp))
+            print(header(COLUMNS))
+            print(row(COLUMNS, baseline), flush=True)
+            for viewers in args.viewers:
+                figures = measure(url, room.pid, viewers, args.duration, Path(tmp))
+                print(row(COLUMNS, figures), flush=True)
+                lagging = figures["g2g_max_ms"] > baseline["g2g_p50_ms"] + LATENCY_SLACK_MS
+                held = not (figures["frozen"] or figures["failed"] or lagging)
+                verdict = "held" if held else "did not hold"
+                print(
+                    f"{viewers} viewers {verdict}: {figures['frozen']:.0f} froze, "
+                    f"{figures['failed']:.0f} failed, glass-to-glass at most "
+                    f"{figures['g2g_max_ms']:.0f} ms against a lone viewer's {baseline['g2g_p50_ms']:.0f} ms"
+                )
+    finally:
+        room.terminate()
+        room.wait(timeout=10)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
