@@ -47,7 +47,6 @@ slos = ["success min >= 1", "video.freeze_count max <= 0"]
 duration = {duration}
 count = {count}
 profiles = ["none"]
-concurrency = {count}
 [[targets]]
 name = "bench"
 url = "{url}/whep/demo"
@@ -67,8 +66,9 @@ def run_fleet(url: str, viewers: int, duration: float, workdir: Path) -> dict[st
     fleet.write_text(FLEET.format(duration=duration, count=viewers, url=url))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
+    command = ["qoe", "fleet", "run", str(fleet), "--json", str(results), "--concurrency", str(viewers)]
     done = subprocess.run(
-        [sys.executable, "-m", "qoe", "fleet", "run", str(fleet), "--json", str(results)],
+        [sys.executable, "-m", *command],
         capture_output=True,
         text=True,
         stdin=subprocess.DEVNULL,
