@@ -11,7 +11,6 @@ import math
 from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import pairwise
 
 import numpy as np
 
@@ -154,21 +153,26 @@ def dropped_frames(seqs: Sequence[int | None]) -> tuple[int, int] | None:
     """Frames the sender numbered but the probe never rendered, and frames rendered twice.
 
     ``seqs`` are the code sequence numbers (mod 2**16) of rendered frames in rendering order,
-    None where the code was unreadable. A forward jump of d counts d - 1 dropped frames; a
-    step of 0 is a repeat; a backward step (reordering) counts as neither. Returns
-    ``(dropped, repeated)``, or None without any readable code.
+    None where the code was unreadable. A forward jump of d between readable codes counts
+    d - 1 dropped frames, less the frames rendered between them with an unreadable code (a
+    damaged picture the decoder concealed was still shown); a step of 0 is a repeat; a
+    backward step (reordering) counts as neither. Returns ``(dropped, repeated)``, or None
+    without any readable code.
     """
-    known = [s for s in seqs if s is not None]
-    if not known:
-        return None
-    dropped = repeated = 0
-    for previous, current in pairwise(known):
-        step = (current - previous) % SEQ_MODULUS
-        if step == 0:
-            repeated += 1
-        elif step < SEQ_MODULUS // 2:
-            dropped += step - 1
-    return dropped, repeated
+    dropped = repeated = unread = 0
+    previous: int | None = None
+    for current in seqs:
+        if current is None:
+            unread += 1
+            continue
+        if previous is not None:
+            step = (current - previous) % SEQ_MODULUS
+            if step == 0:
+                repeated += 1
+            elif step < SEQ_MODULUS // 2:
+                dropped += max(0, step - 1 - unread)
+        previous, unread = current, 0
+    return None if previous is None else (dropped, repeated)
 
 
 def glass_to_glass(frames: Sequence[VideoFrameEvent]) -> Quantiles | None:

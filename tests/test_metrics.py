@@ -114,6 +114,13 @@ def test_dropped_and_repeated_frames_across_the_wrap() -> None:
     assert metrics.dropped_frames([None, None]) is None
 
 
+def test_frames_shown_with_an_unreadable_code_are_not_dropped() -> None:
+    # A damaged picture the decoder concealed is still a rendered frame.
+    assert metrics.dropped_frames([1, None, None, 4]) == (0, 0)
+    assert metrics.dropped_frames([1, None, 5]) == (2, 0)  # one of 2, 3, 4 was shown
+    assert metrics.dropped_frames([1, None, None, None, 3]) == (0, 0)  # more unread than the gap
+
+
 def test_glass_to_glass_uses_frames_with_a_code_only() -> None:
     frames = [
         VideoFrameEvent(at=0, wall=100.10, stream_time=0, width=1, height=1, capture_wall=100.0),
