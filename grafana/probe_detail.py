@@ -151,9 +151,10 @@ def probe_detail() -> Dashboard:
         ),
         timeseries_panel(
             ids(),
-            "Frame rate and dropped frames",
-            "Rendered frames per second in the latest run, and frames the sender numbered but the probe "
-            "never rendered, over the last $window.",
+            "Frame rate, dropped frames and decode errors",
+            "Rendered frames per second in the latest run; over the last $window, frames the sender "
+            "numbered but the probe never rendered, and encoded video the decoder rejected (a player "
+            "conceals those, so they show nowhere else).",
             [
                 prom(f"qoe_video_fps{{{ONE}}}", "fps", ref="A"),
                 prom(
@@ -161,10 +162,18 @@ def probe_detail() -> Dashboard:
                     "dropped frames",
                     ref="B",
                 ),
+                prom(
+                    f"sum(increase(qoe_video_decode_errors_total{{{ONE}}}[$window]))",
+                    "decode errors",
+                    ref="C",
+                ),
             ],
             unit="fps",
             min_value=0,
-            overrides=[("dropped frames", [("unit", "short"), ("custom.axisPlacement", "right")])],
+            overrides=[
+                (name, [("unit", "short"), ("custom.axisPlacement", "right")])
+                for name in ("dropped frames", "decode errors")
+            ],
         ),
         timeseries_panel(
             ids(),

@@ -68,6 +68,9 @@ class VideoSection:
     height: int | None = None
     signal_frames: int | None = None
     """Frames whose test-signal code was read; 0 means the stream carries no signal."""
+    decode_errors: int | None = None
+    """Encoded frames (WebRTC) or packets (FFmpeg) of video the decoder rejected. A player
+    conceals them, so they show nowhere else: not as freezes, and not as dropped frames."""
 
 
 @dataclass
@@ -193,9 +196,10 @@ class ProbeResult:
                 width=last.width,
                 height=last.height,
                 signal_frames=sum(1 for f in frames if f.seq is not None),
+                decode_errors=timeline.decode_errors,
             )
         else:
-            self.video = VideoSection(frames=0)
+            self.video = VideoSection(frames=0, decode_errors=timeline.decode_errors)
         self.audio = AudioSection(
             frames=timeline.audio_frames,
             seconds=timeline.audio_seconds,

@@ -81,6 +81,8 @@ class Timeline:
     sync: dict[str, list[ClockPoint]] = field(default_factory=lambda: {"audio": [], "video": []})
     audio_frames: int = 0
     audio_seconds: float = 0.0
+    decode_errors: int | None = None
+    """Encoded video the decoder rejected (None: the probe's decoder does not say)."""
 
     def mark(self, milestone: str, at: float | None = None) -> None:
         """Record ``milestone`` now (or at ``at``), unless it was already recorded."""

@@ -33,6 +33,7 @@ MEASURED_BY_WHEP = {
     "qoe_video_pauses",
     "qoe_video_watched_seconds",
     "qoe_video_dropped_frames",
+    "qoe_video_decode_errors",
     "qoe_join_duration_seconds",
 }
 

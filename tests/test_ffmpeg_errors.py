@@ -200,8 +200,37 @@ async def test_clean_flv_file_plays_then_ends(flv: bytes) -> None:
     assert result.video.frames == 60
     assert result.video.signal_frames == 60
     assert result.video.dropped_frames == 0
+    assert result.video.decode_errors == 0
     assert took < 3.5  # 2 s of media, shown at its pace, then the end
     await assert_no_reader_left()
+
+
+def break_video_frames(flv: bytes, picks: set[int]) -> bytes:
+    """``flv`` with the H.264 frames numbered in ``picks`` made undecodable, the FLV intact.
+
+    Each picked frame's first NAL unit claims 2 GB: FFmpeg's H.264 decoder rejects the
+    packet, where flipped bits inside a slice it would conceal without a word.
+    """
+    data, at, frame = bytearray(flv), 13, 0  # 9 bytes of header, 4 of PreviousTagSize0
+    while at + 11 <= len(data):
+        kind, size, body = data[at], int.from_bytes(data[at + 1 : at + 4], "big"), at + 11
+        if kind == 9 and data[body + 1] == 1:  # a video tag carrying AVC NAL units
+            if frame in picks:
+                data[body + 5 : body + 9] = (0x7FFFFFF0).to_bytes(4, "big")
+            frame += 1
+        at = body + size + 4
+    return bytes(data)
+
+
+async def test_frames_the_decoder_rejects_are_counted(flv: bytes) -> None:
+    async with serve_bytes(break_video_frames(flv, {10, 20, 40})) as url:
+        result, _ = await probe(url)
+    assert_failed(result, "corrupt_stream")  # the end, with damage seen on the way
+    assert result.video.decode_errors == 3
+    assert result.video.frames == 57
+    # The frames after each rejected one decode from a broken reference until the next
+    # keyframe: shown, with codes that may not read; only the 3 rejected ones are dropped.
+    assert result.video.dropped_frames == 3
 
 
 # A damaged FLV ends one of these ways, depending on where it is hit: FFmpeg rejects it while

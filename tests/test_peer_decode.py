@@ -60,9 +60,11 @@ async def test_a_frame_that_fails_to_decode_raises_the_keyframe_flag() -> None:
     decoder.put((VP8, JitterFrame(data=b"\x00" * 7, timestamp=0)))
     assert receiver._RTCRtpReceiver__decoder_error.is_set()
     assert receiver._track._queue.qsize() == 0
+    assert decoder.errors == 1
     # The decoder keeps going: a keyframe after the bad frame decodes.
     decoder.put((VP8, JitterFrame(data=encoded_frames(1)[0], timestamp=3000)))
     assert receiver._track._queue.qsize() == 1
+    assert decoder.errors == 1
 
 
 async def test_stopping_ends_the_track() -> None:

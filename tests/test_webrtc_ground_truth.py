@@ -33,6 +33,7 @@ def assert_clean(result: ProbeResult) -> None:
     assert result.video.freeze_count == 0
     assert result.video.pause_count == 0
     assert result.video.dropped_frames == 0
+    assert result.video.decode_errors == 0
     assert result.video.fps == pytest.approx(30, abs=1)
     assert (result.video.width, result.video.height) == (640, 360)
     assert result.video.signal_frames == result.video.frames

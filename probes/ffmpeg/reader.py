@@ -77,6 +77,7 @@ class Reader:
         self.audio_seconds = 0.0
         self.last_packet_at: float | None = None
         self.corrupt_packets = 0
+        self.corrupt_video_packets = 0
         self._playout = Playout()
         self._scanner = ToneScanner(config.tone_hz)
         self._thread = threading.Thread(target=self._main, name=f"qoe-ffmpeg-{config.kind}", daemon=True)
@@ -107,6 +108,7 @@ class Reader:
         timeline.tones = list(self.tones)
         timeline.audio_frames = self.audio_frames
         timeline.audio_seconds = self.audio_seconds
+        timeline.decode_errors = self.corrupt_video_packets
 
     # -- in the thread -------------------------------------------------------------------
 
@@ -186,18 +188,19 @@ class Reader:
             self._mark("first_packet", arrival)
             if is_video and packet.is_keyframe:
                 self._mark("first_keyframe", arrival)
-        for frame in self._decode(packet):
+        for frame in self._decode(packet, is_video):
             if is_video:
                 self._on_video(frame)
             else:
                 self._on_audio(frame)
 
-    def _decode(self, packet: Any) -> list[Any]:
+    def _decode(self, packet: Any, is_video: bool) -> list[Any]:
         try:
             return list(packet.decode())
         except (av.InvalidDataError, av.EOFError, ValueError):
             # A damaged packet: a player skips it and shows what the decoder conceals.
             self.corrupt_packets += 1
+            self.corrupt_video_packets += is_video
             return []
 
     def _on_video(self, frame: Any) -> None:

@@ -25,7 +25,7 @@ import ipaddress
 import logging
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any, cast
+from typing import Any, Protocol, cast
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
@@ -41,6 +41,7 @@ from qoe import clock
 from qoe.timeline import ClockPoint
 
 __all__ = [
+    "LoopDecoding",
     "RtpObserver",
     "addresses_for_host",
     "candidate_addresses",
@@ -160,6 +161,8 @@ class _LoopDecoder:
         self._error = receiver._RTCRtpReceiver__decoder_error  # type: ignore[attr-defined]
         self._codec_name: str | None = None
         self._decoder: Any = None
+        self.errors = 0
+        """Frames that failed to decode."""
 
     def put(self, task: Any) -> None:
         output = self._receiver._track._queue  # type: ignore[union-attr]
@@ -173,6 +176,7 @@ class _LoopDecoder:
             frames = self._decoder.decode(encoded_frame)
         except av.FFmpegError as exc:
             log.debug("%s frame failed to decode: %s", codec.mimeType, exc)
+            self.errors += 1
             self._error.set()
             return
         for frame in frames:
@@ -191,12 +195,19 @@ def _decoder_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -
 aiortc.rtcrtpreceiver.decoder_worker = _decoder_worker
 
 
-def decode_on_loop(receiver: RTCRtpReceiver) -> None:
+class LoopDecoding(Protocol):
+    errors: int
+    """Frames that failed to decode."""
+
+
+def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding:
     """Have ``receiver`` decode on the event loop instead of in a thread of its own.
 
     Call it before the receiver starts (before the remote description is set).
     """
-    receiver._RTCRtpReceiver__decoder_queue = _LoopDecoder(receiver)  # type: ignore[attr-defined]
+    decoder = _LoopDecoder(receiver)
+    receiver._RTCRtpReceiver__decoder_queue = decoder  # type: ignore[attr-defined]
+    return decoder
 
 
 class RtpObserver:

@@ -18,6 +18,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from probes.base import ProbeSpec
 from probes.webrtc.interaction import InteractionLoop, chat_url_for
 from probes.webrtc.peer import (
+    LoopDecoding,
     RtpObserver,
     decode_on_loop,
     next_audio_frame,
@@ -63,6 +64,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
     finally:
         await viewer.stop_consumers()
         timeline.finish()
+        timeline.decode_errors = sum(d.errors for d in viewer.video_decoders)
         viewer.collect_sync()
         result.fill_from(timeline)
         viewer.fill_cohost(result)
@@ -128,6 +130,7 @@ class _Viewer:
         self.timeline = timeline
         self.first_frame = asyncio.Event()
         self.observers: dict[tuple[str, int], RtpObserver] = {}
+        self.video_decoders: list[LoopDecoding] = []
         self.consumers: list[asyncio.Task[None]] = []
         self.cohost_mode = spec.options.get("cohost")
         if self.cohost_mode not in (None, "mixed", "separate"):
@@ -164,7 +167,9 @@ class _Viewer:
             for kind, codecs in (("video", ("VP8", "H264")), ("audio", ("opus",))):
                 transceiver = pc.addTransceiver(kind, direction="recvonly")
                 prefer_codecs(transceiver, kind, codecs)
-                decode_on_loop(transceiver.receiver)
+                decoding = decode_on_loop(transceiver.receiver)
+                if kind == "video":
+                    self.video_decoders.append(decoding)
                 rate = 90000 if kind == "video" else 48000
                 self.observers[(kind, pair)] = RtpObserver(transceiver.receiver, rate, self._on_packet)
         pc.on("track", lambda track: self._on_track(session, track))

@@ -57,6 +57,7 @@ class _Totals:
     pauses: int = 0
     watched_seconds: float = 0.0
     dropped_frames: int = 0
+    decode_errors: int = 0
     chat_sent: int = 0
     chat_lost: int = 0
     join_buckets: list[int] = field(default_factory=lambda: [0] * (len(JOIN_BUCKETS) + 1))
@@ -103,6 +104,7 @@ class ResultCollector(Collector):
         totals.frozen_seconds += video.pause_seconds or 0.0
         totals.watched_seconds += video.watched_seconds or 0.0
         totals.dropped_frames += video.dropped_frames or 0
+        totals.decode_errors += video.decode_errors or 0
         totals.chat_sent += result.chat.sent or 0
         totals.chat_lost += result.chat.lost or 0
         join = result.join.total_seconds
@@ -159,6 +161,7 @@ class ResultCollector(Collector):
             add("qoe_video_pauses", key, t.pauses)
             add("qoe_video_watched_seconds", key, t.watched_seconds)
             add("qoe_video_dropped_frames", key, t.dropped_frames)
+            add("qoe_video_decode_errors", key, t.decode_errors)
             add("qoe_chat_messages_sent", key, t.chat_sent)
             add("qoe_chat_messages_lost", key, t.chat_lost)
             cumulative, buckets = 0, []
@@ -245,6 +248,11 @@ class ResultCollector(Collector):
             c("qoe_video_pauses", "Video pauses (gaps over 5 s) seen.", labels=labels),
             c("qoe_video_watched_seconds", "Seconds of video watched, first frame to end.", labels=labels),
             c("qoe_video_dropped_frames", "Frames the sender numbered but no probe rendered.", labels=labels),
+            c(
+                "qoe_video_decode_errors",
+                "Encoded video frames (WebRTC) or packets (FFmpeg) the decoder rejected.",
+                labels=labels,
+            ),
             c("qoe_chat_messages_sent", "Chat messages sent by probes.", labels=labels),
             c("qoe_chat_messages_lost", "Chat messages never echoed within the timeout.", labels=labels),
             HistogramMetricFamily(
