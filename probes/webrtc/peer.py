@@ -1,6 +1,6 @@
 """aiortc set-up shared by the probes and the embedded room.
 
-Three things aiortc does not do for us, kept in one place:
+Four things aiortc does not do for us, kept in one place:
 
 - ICE on loopback. aioice leaves 127.0.0.1 out of its host candidates, so two peers on a
   loopback-only host find no pair. Inside :func:`candidate_addresses` the host candidates are
