@@ -11,10 +11,11 @@ import threading
 from types import SimpleNamespace
 
 import pytest
+from aiortc import RTCPeerConnection
 from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
-from probes.webrtc.peer import _LoopDecoder
+from probes.webrtc.peer import _LoopDecoder, decode_on_loop
 from qoe.media.encode import VideoEncoder
 from qoe.media.frames import luma
 from qoe.signal import read_code
@@ -81,3 +82,16 @@ def test_the_thread_aiortc_starts_for_a_loop_decoded_receiver_ends_at_once() -> 
     worker.start()
     worker.join(timeout=1)
     assert not worker.is_alive()
+
+
+async def test_the_installed_aiortc_has_what_loop_decoding_relies_on() -> None:
+    # decode_on_loop falls back to aiortc's threads (and counts no decode errors) when a
+    # release moves the receiver's internals; this fails instead, so an upgrade is noticed.
+    pc = RTCPeerConnection()
+    try:
+        receiver = pc.addTransceiver("video", direction="recvonly").receiver
+        decoding = decode_on_loop(receiver)
+        assert decoding is not None and decoding.errors == 0
+        assert receiver._RTCRtpReceiver__decoder_queue is decoding  # type: ignore[attr-defined]
+    finally:
+        await pc.close()

@@ -200,11 +200,17 @@ class LoopDecoding(Protocol):
     """Frames that failed to decode."""
 
 
-def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding:
+def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding | None:
     """Have ``receiver`` decode on the event loop instead of in a thread of its own.
 
-    Call it before the receiver starts (before the remote description is set).
+    Call it before the receiver starts (before the remote description is set). Returns None,
+    and leaves aiortc's own decoding in place, should an aiortc release have moved the
+    internals this relies on (a test checks that the installed one has not).
     """
+    internals = ("_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__decoder_error", "_track")
+    if not all(hasattr(receiver, name) for name in internals):
+        log.warning("this aiortc's receiver differs from 1.16's; decoding stays in its threads")
+        return None
     decoder = _LoopDecoder(receiver)
     receiver._RTCRtpReceiver__decoder_queue = decoder  # type: ignore[attr-defined]
     return decoder

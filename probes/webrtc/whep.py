@@ -64,7 +64,8 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
     finally:
         await viewer.stop_consumers()
         timeline.finish()
-        timeline.decode_errors = sum(d.errors for d in viewer.video_decoders)
+        if viewer.video_decoders and None not in viewer.video_decoders:
+            timeline.decode_errors = sum(d.errors for d in viewer.video_decoders if d is not None)
         viewer.collect_sync()
         result.fill_from(timeline)
         viewer.fill_cohost(result)
@@ -130,7 +131,8 @@ class _Viewer:
         self.timeline = timeline
         self.first_frame = asyncio.Event()
         self.observers: dict[tuple[str, int], RtpObserver] = {}
-        self.video_decoders: list[LoopDecoding] = []
+        self.video_decoders: list[LoopDecoding | None] = []
+        """None where the receiver decodes in aiortc's own thread, which counts no errors."""
         self.consumers: list[asyncio.Task[None]] = []
         self.cohost_mode = spec.options.get("cohost")
         if self.cohost_mode not in (None, "mixed", "separate"):
