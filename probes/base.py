@@ -15,7 +15,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qoe import clock
+from qoe import clock, looplag
 from qoe.errors import ConfigError, DeadlineError, ProbeError
 from qoe.redact import redact_url
 from qoe.result import ProbeResult, iso_time
@@ -92,6 +92,7 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
         started_at=iso_time(clock.wall()),
     )
     start = clock.monotonic()
+    lag = looplag.open_window()
     try:
         async with asyncio.timeout(spec.deadline):
             await probe(spec, result)
@@ -107,6 +108,12 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
     except Exception as exc:  # a bug in a probe must not take the fleet or exporter down
         log.exception("probe %s against %s crashed", spec.kind, result.target)
         result.fail(exc)
+    finally:
+        watched = result.duration_seconds
+        lateness = lag.close(until=start + watched if watched else None)
+        worst = lateness["max"]
+        result.probe_host.loop_lag_seconds = lateness
+        result.probe_host.overloaded = None if worst is None else worst > looplag.OVERLOAD_SECONDS
     if not result.duration_seconds:
         result.duration_seconds = clock.monotonic() - start
     return result

@@ -123,6 +123,16 @@ class PublishSection:
     audio_frames_sent: int | None = None
 
 
+@dataclass
+class ProbeHostSection:
+    """The probe's own machine while the run watched (see :mod:`qoe.looplag`)."""
+
+    loop_lag_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
+    """How late the probe's event loop woke for a 50 ms timer: p50, p95 and max."""
+    overloaded: bool | None = None
+    """The loop ran more than 100 ms late: the run's stutter figures may be its host's own."""
+
+
 def iso_time(unix_seconds: float) -> str:
     """Unix seconds as an ISO 8601 UTC timestamp with milliseconds."""
     t = _dt.datetime.fromtimestamp(unix_seconds, tz=_dt.UTC)
@@ -153,6 +163,7 @@ class ProbeResult:
     chat: ChatSection = field(default_factory=ChatSection)
     cohost: CohostSection = field(default_factory=CohostSection)
     publish: PublishSection = field(default_factory=PublishSection)
+    probe_host: ProbeHostSection = field(default_factory=ProbeHostSection)
     network: dict[str, Any] = field(default_factory=dict)
     """What the network emulation did to this probe's packets, per direction (empty: none)."""
 
@@ -230,6 +241,7 @@ class ProbeResult:
             "chat": ChatSection,
             "cohost": CohostSection,
             "publish": PublishSection,
+            "probe_host": ProbeHostSection,
         }
         kwargs: dict[str, Any] = {}
         for name in cls.__dataclass_fields__:

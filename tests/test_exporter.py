@@ -34,6 +34,7 @@ MEASURED_BY_WHEP = {
     "qoe_video_watched_seconds",
     "qoe_video_dropped_frames",
     "qoe_video_decode_errors",
+    "qoe_probe_loop_lag_seconds",
     "qoe_join_duration_seconds",
 }
 

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from qoe.errors import ConfigError
-from qoe.fleet import expand, judge, junit_xml, parse_fleet, parse_shard, read_results
+from qoe.fleet import expand, judge, junit_xml, parse_fleet, parse_shard, read_results, summary_table
 from qoe.fleet.slo import evaluate, numeric_fields, parse_slo
 
 FIELDS = numeric_fields(("signaling",))
@@ -133,3 +133,29 @@ def test_report_counts_bad_lines_and_duplicates(tmp_path) -> None:
     assert all(v.passed for v in judgement.verdicts)  # the figures are fine; the data is not
     xml = junit_xml(judgement)
     assert 'name="every run has exactly one readable result"' in xml and "3 problems" in xml
+
+
+def test_an_overloaded_probe_host_is_a_warning_not_a_verdict() -> None:
+    fleet = parse_fleet(FLEET.replace("count = 7", "count = 1").replace("count = 11", "count = 1"))
+    runs = expand(fleet)
+    host = {"loop_lag_seconds": {"p50": 0.001, "p95": 0.004, "max": 0.006}, "overloaded": False}
+    results = [result(0.3, run=r.id, target=r.target.name, profile=r.profile, probe_host=host) for r in runs]
+    calm = judge(fleet, runs, results)
+    assert calm.warnings == [] and calm.passed
+
+    results[1]["probe_host"] = {
+        "loop_lag_seconds": {"p50": 0.002, "p95": 0.09, "max": 0.183},
+        "overloaded": True,
+    }
+    results[4]["probe_host"] = {
+        "loop_lag_seconds": {"p50": 0.002, "p95": 0.05, "max": 0.121},
+        "overloaded": True,
+    }
+    results.append(dict(results[1]))  # a duplicate is a problem, and is not counted twice here
+    judgement = judge(fleet, runs, results)
+    assert judgement.warnings == [
+        f"the probe host fell behind in 2 of {len(runs)} runs (its event loop up to 183 ms late): "
+        "their freezes and latencies may be the fleet's own; lower --concurrency or add shards"
+    ]
+    assert all(v.passed for v in judgement.verdicts)
+    assert summary_table(judgement).endswith("warning: " + judgement.warnings[0])

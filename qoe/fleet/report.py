@@ -19,6 +19,7 @@ from qoe.errors import ConfigError
 from qoe.fleet.config import Fleet
 from qoe.fleet.plan import Run
 from qoe.fleet.slo import Verdict, evaluate
+from qoe.result import get_path
 
 __all__ = ["Judgement", "judge", "junit_xml", "read_results", "summary_table"]
 
@@ -27,6 +28,8 @@ __all__ = ["Judgement", "judge", "junit_xml", "read_results", "summary_table"]
 class Judgement:
     verdicts: list[Verdict]
     problems: list[str] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    """What the reader should know but does not change the verdict (an overloaded host)."""
 
     @property
     def passed(self) -> bool:
@@ -79,7 +82,21 @@ def judge(fleet: Fleet, runs: Sequence[Run], results: Iterable[dict[str, Any]]) 
         for slo in fleet.slos
         if slo.applies_to(target, profile)
     ]
-    return Judgement(verdicts, problems)
+    judged = [result for group in groups.values() for result in group]
+    return Judgement(verdicts, problems, _overload_warnings(judged))
+
+
+def _overload_warnings(results: Sequence[dict[str, Any]]) -> list[str]:
+    """A warning when the probes' own host fell behind (see :mod:`qoe.looplag`)."""
+    late = [r for r in results if get_path(r, "probe_host.overloaded") is True]
+    if not late:
+        return []
+    worst = max(get_path(r, "probe_host.loop_lag_seconds.max") or 0.0 for r in late)
+    return [
+        f"the probe host fell behind in {len(late)} of {len(results)} runs (its event loop up to "
+        f"{1000 * worst:.0f} ms late): their freezes and latencies may be the fleet's own; "
+        "lower --concurrency or add shards"
+    ]
 
 
 def _case_class(verdict: Verdict) -> str:
@@ -144,4 +161,5 @@ def summary_table(judgement: Judgement) -> str:
     held = sum(v.passed for v in judgement.verdicts)
     lines.append(f"\n{held} of {len(judgement.verdicts)} SLOs hold")
     lines += [f"problem: {p}" for p in judgement.problems]
+    lines += [f"warning: {w}" for w in judgement.warnings]
     return "\n".join(lines)

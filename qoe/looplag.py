@@ -1,0 +1,132 @@
+"""How late the event loop runs: the probe host's own share of what a probe measures.
+
+A probe stamps frame arrivals, join milestones and chat echoes when its event loop gets to
+them. A loop held up by other work (more probes than the cores can carry, a slow callback)
+stamps them late, and a hold-up of 150 ms between two frames at 30 fps is a W3C freeze by
+itself (gap >= avg + 150 ms). So each probe run also reports how late its loop ran while it
+watched: a ticker wakes every :data:`TICK_SECONDS` and records how late it woke, and every
+run open on that loop collects the lateness over its own window. A hold-up of H reads as
+between H - TICK_SECONDS (it began just before a tick was due) and H.
+
+One ticker runs per event loop, while at least one window is open on it. A long-lived server
+(the embedded room) opens a window that keeps no samples, only its stalls: the ticks that
+came more than :data:`OVERLOAD_SECONDS` late.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+import weakref
+from collections import deque
+from collections.abc import Callable
+
+import numpy as np
+
+from qoe import clock
+
+__all__ = ["OVERLOAD_SECONDS", "TICK_SECONDS", "LagWindow", "open_window"]
+
+TICK_SECONDS = 0.05
+"""How often the ticker wakes: 20 readings a second, each a cheap timer."""
+
+OVERLOAD_SECONDS = 0.1
+"""A loop this late has spent most of the 150 ms margin of the W3C freeze rule: the run's
+stutter figures may be its host's own, not the stream's. A hold-up of 150 ms reads as
+100-150 ms, so this catches every hold-up that can make a freeze by itself."""
+
+
+class LagWindow:
+    """The loop's lateness over one probe run, from :func:`open_window` to :meth:`close`."""
+
+    def __init__(
+        self,
+        ticker: _Ticker,
+        *,
+        keep_samples: bool = True,
+        on_stall: Callable[[float, float], None] | None = None,
+    ) -> None:
+        self._ticker = ticker
+        self._keep_samples = keep_samples
+        self._on_stall = on_stall
+        self.samples: list[tuple[float, float]] = []
+        """(:func:`qoe.clock.monotonic` time, lateness in seconds) of every tick (none without
+        ``keep_samples``)."""
+        self.stalls: deque[tuple[float, float]] = deque(maxlen=1000)
+        """(Unix time, lateness) of the ticks more than OVERLOAD_SECONDS late, the latest 1000."""
+        self._open = True
+
+    def add(self, now: float, lag: float) -> None:
+        if self._keep_samples:
+            self.samples.append((now, lag))
+        if lag > OVERLOAD_SECONDS:
+            at = time.time()
+            self.stalls.append((at, lag))
+            if self._on_stall is not None:
+                self._on_stall(at, lag)
+
+    def close(self, until: float | None = None) -> dict[str, float | None]:
+        """Stop collecting; return p50, p95 and max lateness in seconds (None: no reading).
+
+        ``until`` (:func:`qoe.clock.monotonic` time) leaves out the ticks after it: a probe's
+        teardown, which measures nothing.
+        """
+        if self._open:
+            self._open = False
+            self._ticker.remove(self)
+        lags = [lag for at, lag in self.samples if until is None or at <= until]
+        if not lags:
+            return {"p50": None, "p95": None, "max": None}
+        p50, p95 = np.percentile(lags, [50, 95])
+        return {"p50": float(p50), "p95": float(p95), "max": max(lags)}
+
+
+class _Ticker:
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._loop = loop
+        self._windows: list[LagWindow] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def add(self, window: LagWindow) -> None:
+        self._windows.append(window)
+        if self._task is None:
+            self._task = self._loop.create_task(self._run(), name="qoe-loop-lag")
+
+    def remove(self, window: LagWindow) -> None:
+        with contextlib.suppress(ValueError):
+            self._windows.remove(window)
+        if not self._windows and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        loop = self._loop
+        due = loop.time() + TICK_SECONDS
+        while True:
+            await asyncio.sleep(max(0.0, due - loop.time()))
+            now = loop.time()
+            lag = max(0.0, now - due)
+            stamp = clock.monotonic()
+            for window in list(self._windows):
+                window.add(stamp, lag)
+            due = now + TICK_SECONDS
+
+
+_tickers: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = weakref.WeakKeyDictionary()
+
+
+def open_window(
+    *, keep_samples: bool = True, on_stall: Callable[[float, float], None] | None = None
+) -> LagWindow:
+    """Start collecting the running loop's lateness (for one probe run, or a server's life).
+
+    ``on_stall(unix_time, lateness)`` is called for each tick more than OVERLOAD_SECONDS late.
+    """
+    loop = asyncio.get_running_loop()
+    ticker = _tickers.get(loop)
+    if ticker is None:
+        ticker = _tickers[loop] = _Ticker(loop)
+    window = LagWindow(ticker, keep_samples=keep_samples, on_stall=on_stall)
+    ticker.add(window)
+    return window

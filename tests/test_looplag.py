@@ -1,0 +1,82 @@
+"""The probe host's loop lag: measured per run, and a blocked loop shows as overload.
+
+Bounds: an idle loop on this machine wakes within a few ms of its timer, so an idle
+window's worst lateness must stay under 30 ms (a third of the overload bound). A hold-up of
+H reads as between H - 50 ms (it began just before a tick was due) and H: a loop blocked for
+200 ms must read 145-250 ms, allowing 5 ms of timer slack below and scheduling above.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from probes import ProbeSpec
+from probes.base import run
+from qoe import clock, looplag
+from qoe.result import ProbeResult
+
+
+async def test_an_idle_loop_is_on_time() -> None:
+    window = looplag.open_window()
+    await asyncio.sleep(0.5)
+    lateness = window.close()
+    assert 8 <= len(window.samples) <= 11  # a reading every 50 ms
+    assert lateness["max"] is not None and lateness["max"] < 0.03, lateness
+
+
+async def test_a_blocked_loop_reads_as_late_as_it_was_held() -> None:
+    window = looplag.open_window()
+    await asyncio.sleep(0.12)
+    time.sleep(0.2)  # a callback that holds the loop, as an overloaded host does
+    await asyncio.sleep(0.12)
+    lateness = window.close()
+    assert lateness["max"] is not None and 0.145 <= lateness["max"] < 0.25, lateness
+    assert lateness["p50"] is not None and lateness["p50"] < 0.03  # one late tick, not many
+
+
+async def test_a_stall_after_the_watch_is_left_out() -> None:
+    window = looplag.open_window()
+    await asyncio.sleep(0.2)
+    watched_until = clock.monotonic()
+    time.sleep(0.2)  # the probe's teardown, say
+    await asyncio.sleep(0.1)
+    assert window.close(until=watched_until)["max"] < 0.03  # type: ignore[operator]
+    assert window.close()["max"] >= 0.145  # type: ignore[operator]
+
+
+async def test_windows_overlap_and_the_ticker_stops_with_the_last() -> None:
+    first = looplag.open_window()
+    await asyncio.sleep(0.2)
+    second = looplag.open_window()
+    await asyncio.sleep(0.2)
+    first.close()
+    before = len(second.samples)
+    await asyncio.sleep(0.2)
+    assert len(second.samples) > before  # the ticker kept going for the open window
+    assert len(first.samples) < len(second.samples) + 6
+    second.close()
+    await asyncio.sleep(0)
+    assert not [t for t in asyncio.all_tasks() if t.get_name() == "qoe-loop-lag"]
+    assert second.close()["max"] is not None  # closing twice is harmless
+
+
+async def test_a_window_closed_before_any_tick_has_no_figures() -> None:
+    assert looplag.open_window().close() == {"p50": None, "p95": None, "max": None}
+
+
+async def test_every_probe_run_reports_its_hosts_loop_lag() -> None:
+    async def calm(spec: ProbeSpec, result: ProbeResult) -> None:
+        await asyncio.sleep(0.3)
+
+    async def hogging(spec: ProbeSpec, result: ProbeResult) -> None:
+        await asyncio.sleep(0.1)
+        time.sleep(0.2)
+        await asyncio.sleep(0.1)
+
+    spec = ProbeSpec(url="http://127.0.0.1:9/", kind="test", duration=1)
+    ok, hogged = await run(spec, calm), await run(spec, hogging)
+    assert ok.probe_host.overloaded is False and ok.probe_host.loop_lag_seconds["max"] < 0.03
+    assert hogged.probe_host.overloaded is True
+    assert hogged.probe_host.loop_lag_seconds["max"] >= 0.145
+    assert hogged.to_dict()["probe_host"]["overloaded"] is True
