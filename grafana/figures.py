@@ -3,7 +3,8 @@
 Thresholds are the alert rules' (alerts/qoe.rules.yml), with the same sources
 (../shared/REFERENCES.md): join 2 s and stall ratio 1 % (Krishnan & Sitaraman, IMC 2012), A/V
 offset acceptable within +90/-185 ms and detectable beyond +45/-125 ms (ITU-R BT.1359-1),
-chat echo 1 s (issue 5), result age 600 s (QoEProbeStale).
+chat echo 1 s (issue 5), result age 600 s (QoEProbeStale), probe loop lag 100 ms
+(QoEProbeHostOverloaded).
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ __all__ = [
     "FREEZES_PER_MIN",
     "JOIN",
     "JOIN_P95",
+    "LOOP_LAG",
     "ONE",
     "STALE",
     "STALL",
@@ -47,6 +49,8 @@ AV_BANDS: Steps = [
 """A/V offset (+ = audio ahead): green inside detectability (+45/-125 ms), yellow up to the
 acceptability limits (+90/-185 ms), red beyond (ITU-R BT.1359-1)."""
 CHAT: Steps = [(None, "green"), (1.0, "red")]
+LOOP_LAG: Steps = [(None, "green"), (0.1, "red")]
+"""Probe host loop lag: QoEProbeHostOverloaded fires past 100 ms (150 ms makes a freeze)."""
 STALE: Steps = [(None, "green"), (600.0, "red")]
 """Result age: QoEProbeStale fires past 600 s."""
 SUCCESS: Steps = [(None, "red"), (0.95, "yellow"), (1.0, "green")]

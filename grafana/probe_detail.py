@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
-from grafana.figures import AV_BANDS, CHAT, JOIN, ONE, STALE, STALL, STALL_RATIO, dashboard
+from grafana.figures import AV_BANDS, CHAT, JOIN, LOOP_LAG, ONE, STALE, STALL, STALL_RATIO, dashboard
 from grafana.panels import (
     Ids,
     bargauge_panel,
@@ -238,6 +238,16 @@ def probe_detail() -> Dashboard:
                     ref="B",
                 ),
             ],
+            min_value=0,
+        ),
+        timeseries_panel(
+            ids(),
+            "Probe host loop lag",
+            "How late the probe's own event loop woke in the latest run: median, p95 and max (quantile 1). "
+            "Past the dashed 100 ms line the probe's host is too busy for its stutter and latency "
+            "figures to be believed (QoEProbeHostOverloaded).",
+            [prom(f"qoe_probe_loop_lag_seconds{{{ONE}}}", "quantile {{quantile}}")],
+            steps=LOOP_LAG,
             min_value=0,
         ),
     ]
