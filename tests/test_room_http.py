@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 import aiohttp
 import pytest
 from aiortc import RTCPeerConnection
@@ -109,3 +112,18 @@ async def test_cors_preflight_and_player_page(room) -> None:
             assert r.status == 200 and "/whep/" in await r.text()
         async with http.get(f"{live.url}/healthz") as r:
             assert r.status == 200
+
+
+async def test_a_room_that_falls_behind_says_so(room, caplog) -> None:
+    """A room held up for 200 ms reads as 145-250 ms late (see tests/test_looplag.py)."""
+    async with room() as live, aiohttp.ClientSession() as http:
+        await asyncio.sleep(0.2)
+        time.sleep(0.2)  # the machine too busy for the room, for a moment
+        await asyncio.sleep(0.1)
+        async with http.get(f"{live.url}/rooms/demo") as r:
+            stalls = (await r.json())["loop_stalls"]
+    assert len(stalls) == 1, stalls
+    assert 0.145 <= stalls[0]["late_seconds"] < 0.25
+    assert abs(stalls[0]["at"] - time.time()) < 5
+    warnings = [r.getMessage() for r in caplog.records if r.name == "sim.room.server"]
+    assert len(warnings) == 1 and "the room's event loop ran" in warnings[0], warnings

@@ -10,6 +10,12 @@ Endpoints (``ROOM`` is any name; ``demo`` has the built-in host):
 - ``GET /rooms``, ``GET /rooms/ROOM``: state and ground truth as JSON; ``GET /healthz``;
   ``GET /`` a page with a WHEP player.
 
+The room paces every packet out at its time, so a room whose event loop falls behind (a
+machine too busy for it) delays media it did not mean to: viewers see freezes no knob
+injected. It watches its own loop (:mod:`qoe.looplag`), warns on stderr when a tick comes
+more than 100 ms late, and lists those stalls in each room's JSON as ``loop_stalls``, so a
+test or a benchmark can tell the room's freezes from the probes'.
+
 A second WHIP publisher in a room is its co-host. A WHEP offer with two video (and audio)
 m-lines receives host and co-host as separate tracks; one with a single pair receives the
 room's mix (side by side, audio summed) while a co-host is on, the host alone otherwise.
@@ -40,6 +46,7 @@ from probes.webrtc.peer import (
     prefer_codecs,
     rtc_configuration,
 )
+from qoe import looplag
 from qoe.media import Knobs
 from sim.room.relay import RELAY_LATENCY, RelaySource
 from sim.room.room import DEMO_ROOM, Peer, Room
@@ -48,6 +55,8 @@ __all__ = ["LiveRoom"]
 
 log = logging.getLogger(__name__)
 
+STALL_WARNING_INTERVAL = 10.0
+"""Seconds between warnings about the room's own loop stalls; the ones between are counted."""
 ROOM_NAME = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
 CORS = {
     "Access-Control-Allow-Origin": "*",
@@ -83,6 +92,9 @@ class LiveRoom:
         self._runner: web.AppRunner | None = None
         self._lock = asyncio.Lock()
         self._cleanups: set[asyncio.Future[None]] = set()
+        self._lag: looplag.LagWindow | None = None
+        self._warned_at = float("-inf")
+        self._unwarned = 0
 
     @property
     def url(self) -> str:
@@ -97,6 +109,7 @@ class LiveRoom:
         await self.stop()
 
     async def start(self) -> None:
+        self._lag = looplag.open_window(keep_samples=False, on_stall=self._on_stall)
         if self.demo:
             room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM, self.knobs)
             await room.start_host(self.knobs, **self.host_options)
@@ -123,6 +136,8 @@ class LiveRoom:
             self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
+        if self._lag is not None:
+            self._lag.close()
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -141,13 +156,30 @@ class LiveRoom:
         return web.Response(text="ok\n")
 
     async def _list_rooms(self, request: web.Request) -> web.Response:
-        return web.json_response([r.info() for r in self.rooms.values()], headers=CORS)
+        return web.json_response([self._info(r) for r in self.rooms.values()], headers=CORS)
 
     async def _room_info(self, request: web.Request) -> web.Response:
         room = self.rooms.get(request.match_info["room"])
         if room is None:
             return _error(404, f"no room {request.match_info['room']!r}")
-        return web.json_response(room.info(), headers=CORS)
+        return web.json_response(self._info(room), headers=CORS)
+
+    def _info(self, room: Room) -> dict[str, Any]:
+        stalls = self._lag.stalls if self._lag is not None else ()
+        return {**room.info(), "loop_stalls": [{"at": at, "late_seconds": late} for at, late in stalls]}
+
+    def _on_stall(self, at: float, late: float) -> None:
+        if at - self._warned_at < STALL_WARNING_INTERVAL:
+            self._unwarned += 1
+            return
+        more = f" (and {self._unwarned} more stalls since the last warning)" if self._unwarned else ""
+        log.warning(
+            "the room's event loop ran %.0f ms late%s: viewers may see freezes the room did not "
+            "mean; the machine is too busy for it",
+            1000 * late,
+            more,
+        )
+        self._warned_at, self._unwarned = at, 0
 
     async def _chat(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["room"]
