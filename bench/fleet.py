@@ -5,6 +5,8 @@ both unpinned on this machine's cores, and reports what the fleet cost and wheth
 wall time, CPU of the fleet (its worker processes included) and of the room, freezes, and
 glass-to-glass. The room has no knobs set, so any freeze, or glass-to-glass rising over a
 lone viewer's by more than the slack, is the machine failing to keep up, not the stream.
+Who fell behind shows too: runs whose own event loop ran over 100 ms late (the probes'
+host, ``probe_host.overloaded``) and the room's loop stalls over 100 ms (``loop_stalls``).
 
     python bench/fleet.py                       # 50 viewers, 20 s each, all at once
     python bench/fleet.py --viewers 80 --duration 30 --room-size 320x180
@@ -22,6 +24,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, row
@@ -35,6 +38,8 @@ COLUMNS: list[Column] = [
     ("per viewer %", "per_viewer_pct", 12, 2),
     ("freezes", "freezes", 7, 0),
     ("frozen", "frozen", 6, 0),
+    ("overloaded", "overloaded", 10, 0),
+    ("room stalls", "room_stalls", 11, 0),
     ("g2g p50 ms", "g2g_p50_ms", 10, 0),
     ("g2g max ms", "g2g_max_ms", 10, 0),
     ("join p95 ms", "join_p95_ms", 11, 0),
@@ -55,9 +60,12 @@ url = "{url}/whep/demo"
 
 def measure(url: str, room_pid: int, viewers: int, duration: float, workdir: Path) -> dict[str, float]:
     """Run the fleet and add the room's CPU over the same time to its figures."""
-    room_cpu, t0 = cpu_seconds_of(room_pid), time.monotonic()
+    room_cpu, t0, began = cpu_seconds_of(room_pid), time.monotonic(), time.time()
     figures = run_fleet(url, viewers, duration, workdir)
     figures["room_cores"] = (cpu_seconds_of(room_pid) - room_cpu) / (time.monotonic() - t0)
+    with urllib.request.urlopen(f"{url}/rooms/demo", timeout=5) as answer:
+        stalls = json.load(answer)["loop_stalls"]
+    figures["room_stalls"] = sum(1 for s in stalls if s["at"] >= began)
     return figures
 
 
@@ -93,6 +101,7 @@ def run_fleet(url: str, viewers: int, duration: float, workdir: Path) -> dict[st
         "per_viewer_pct": 100 * cpu / wall / viewers,
         "freezes": sum(freezes),
         "frozen": sum(1 for f in freezes if f),
+        "overloaded": sum(1 for p in probes if p["probe_host"]["overloaded"]),
         "g2g_p50_ms": 1000 * statistics.median(g2g) if g2g else float("nan"),
         "g2g_max_ms": 1000 * max(g2g) if g2g else float("nan"),
         "join_p95_ms": 1000 * joins[int(0.95 * (len(joins) - 1))] if joins else float("nan"),
@@ -135,7 +144,10 @@ def main() -> int:
                 print(
                     f"{viewers} viewers {verdict}: {figures['frozen']:.0f} froze, "
                     f"{figures['failed']:.0f} failed, glass-to-glass at most "
-                    f"{figures['g2g_max_ms']:.0f} ms against a lone viewer's {baseline['g2g_p50_ms']:.0f} ms"
+                    f"{figures['g2g_max_ms']:.0f} ms against a lone viewer's "
+                    f"{baseline['g2g_p50_ms']:.0f} ms; "
+                    f"{figures['overloaded']:.0f} runs on an overloaded probe loop, "
+                    f"{figures['room_stalls']:.0f} room stalls"
                 )
     finally:
         room.terminate()
