@@ -91,6 +91,7 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
         profile=spec.profile,
         started_at=iso_time(clock.wall()),
     )
+    looplag.settle_heap()
     start = clock.monotonic()
     lag = looplag.open_window()
     try:

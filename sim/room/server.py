@@ -109,6 +109,7 @@ class LiveRoom:
         await self.stop()
 
     async def start(self) -> None:
+        looplag.settle_heap()
         self._lag = looplag.open_window(keep_samples=False, on_stall=self._on_stall)
         if self.demo:
             room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM, self.knobs)
