@@ -242,13 +242,18 @@ def probe_detail() -> Dashboard:
         ),
         timeseries_panel(
             ids(),
-            "Probe host loop lag",
-            "How late the probe's own event loop woke in the latest run: median, p95 and max (quantile 1). "
-            "Past the dashed 100 ms line the probe's host is too busy for its stutter and latency "
-            "figures to be believed (QoEProbeHostOverloaded).",
-            [prom(f"qoe_probe_loop_lag_seconds{{{ONE}}}", "quantile {{quantile}}")],
+            "Probe host loop lag and CPU",
+            "How late the probe's own event loop woke in the latest run: median, p95 and max (quantile 1); "
+            "and how busy the probe machine's CPUs were (right axis). Past the dashed 100 ms line, or "
+            "at 85 % busy, the probe's host is too busy for its stutter and latency figures to be "
+            "believed (QoEProbeHostOverloaded).",
+            [
+                prom(f"qoe_probe_loop_lag_seconds{{{ONE}}}", "quantile {{quantile}}", ref="A"),
+                prom(f"qoe_probe_host_cpu_busy_ratio{{{ONE}}}", "CPU busy", ref="B"),
+            ],
             steps=LOOP_LAG,
             min_value=0,
+            overrides=[("CPU busy", [("unit", "percentunit"), ("custom.axisPlacement", "right")])],
         ),
     ]
     for panel in panels:

@@ -111,10 +111,16 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
         result.fail(exc)
     finally:
         watched = result.duration_seconds
-        lateness = lag.close(until=start + watched if watched else None)
+        until = start + watched if watched else None
+        lateness = lag.close(until)
+        busy = lag.cpu_busy(until)
+        host = result.probe_host
+        host.loop_lag_seconds, host.cpu_busy_ratio = lateness, busy
         worst = lateness["max"]
-        result.probe_host.loop_lag_seconds = lateness
-        result.probe_host.overloaded = None if worst is None else worst > looplag.OVERLOAD_SECONDS
+        if worst is not None or busy is not None:
+            host.overloaded = (worst is not None and worst > looplag.OVERLOAD_SECONDS) or (
+                busy is not None and busy >= looplag.CPU_BUSY_OVERLOAD
+            )
     if not result.duration_seconds:
         result.duration_seconds = clock.monotonic() - start
     return result

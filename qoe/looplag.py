@@ -8,6 +8,12 @@ watched: a ticker wakes every :data:`TICK_SECONDS` and records how late it woke,
 run open on that loop collects the lateness over its own window. A hold-up of H reads as
 between H - TICK_SECONDS (it began just before a tick was due) and H.
 
+A loop can also keep its timers while the machine falls behind: with every core busy, each
+process waits its turn for one, packets queue in the kernel, and glass-to-glass grows with no
+single long hold-up. So a window also reads how busy the machine's CPUs were (``/proc/stat``,
+once a second): 50 viewers beside the room on 2 cores held at 72 % busy, and froze at 87 %
+and 92 %.
+
 One ticker runs per event loop, while at least one window is open on it. A long-lived server
 (the embedded room) opens a window that keeps no samples, only its stalls: the ticks that
 came more than :data:`OVERLOAD_SECONDS` late.
@@ -27,7 +33,15 @@ import numpy as np
 
 from qoe import clock
 
-__all__ = ["OVERLOAD_SECONDS", "TICK_SECONDS", "LagWindow", "open_window", "settle_heap"]
+__all__ = [
+    "CPU_BUSY_OVERLOAD",
+    "OVERLOAD_SECONDS",
+    "TICK_SECONDS",
+    "LagWindow",
+    "cpu_times",
+    "open_window",
+    "settle_heap",
+]
 
 TICK_SECONDS = 0.05
 """How often the ticker wakes: 20 readings a second, each a cheap timer."""
@@ -36,6 +50,30 @@ OVERLOAD_SECONDS = 0.1
 """A loop this late has spent most of the 150 ms margin of the W3C freeze rule: the run's
 stutter figures may be its host's own, not the stream's. A hold-up of 150 ms reads as
 100-150 ms, so this catches every hold-up that can make a freeze by itself."""
+
+
+CPU_BUSY_OVERLOAD = 0.85
+"""Share of the machine's CPU time busy at which a run counts as overloaded (see above)."""
+
+CPU_READ_TICKS = 20
+"""Ticks between readings of the machine's CPU times (one a second)."""
+
+
+def cpu_times() -> tuple[int, int] | None:
+    """(busy, total) CPU time of the whole machine in clock ticks; None off Linux.
+
+    Busy is everything but idle and I/O wait; time stolen by a hypervisor counts as busy,
+    since it was not ours to use.
+    """
+    try:
+        with open("/proc/stat", "rb") as stat:
+            fields = [int(x) for x in stat.readline().split()[1:9]]
+    except (OSError, ValueError):
+        return None
+    if len(fields) < 5:
+        return None
+    total = sum(fields)
+    return total - fields[3] - fields[4], total
 
 
 class LagWindow:
@@ -56,6 +94,9 @@ class LagWindow:
         ``keep_samples``)."""
         self.stalls: deque[tuple[float, float]] = deque(maxlen=1000)
         """(Unix time, lateness) of the ticks more than OVERLOAD_SECONDS late, the latest 1000."""
+        first = cpu_times()
+        self.cpu: list[tuple[float, int, int]] = [] if first is None else [(clock.monotonic(), *first)]
+        """(clock.monotonic() time, busy, total): the machine's CPU times, read once a second."""
         self._open = True
 
     def add(self, now: float, lag: float) -> None:
@@ -76,11 +117,22 @@ class LagWindow:
         if self._open:
             self._open = False
             self._ticker.remove(self)
+            if (last := cpu_times()) is not None:
+                self.cpu.append((clock.monotonic(), *last))
         lags = [lag for at, lag in self.samples if until is None or at <= until]
         if not lags:
             return {"p50": None, "p95": None, "max": None}
         p50, p95 = np.percentile(lags, [50, 95])
         return {"p50": float(p50), "p95": float(p95), "max": max(lags)}
+
+    def cpu_busy(self, until: float | None = None) -> float | None:
+        """Share of the machine's CPU time that was busy from the window's start to ``until``
+        (the last reading before it); None without two readings a tick apart."""
+        readings = [r for r in self.cpu if until is None or r[0] <= until]
+        if len(readings) < 2:
+            return None
+        (_, busy0, total0), (_, busy1, total1) = readings[0], readings[-1]
+        return (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
 
 
 class _Ticker:
@@ -104,13 +156,18 @@ class _Ticker:
     async def _run(self) -> None:
         loop = self._loop
         due = loop.time() + TICK_SECONDS
+        ticks = 0
         while True:
             await asyncio.sleep(max(0.0, due - loop.time()))
             now = loop.time()
             lag = max(0.0, now - due)
             stamp = clock.monotonic()
+            ticks += 1
+            reading = cpu_times() if ticks % CPU_READ_TICKS == 0 else None
             for window in list(self._windows):
                 window.add(stamp, lag)
+                if reading is not None:
+                    window.cpu.append((stamp, *reading))
             due = now + TICK_SECONDS
 
 

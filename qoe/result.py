@@ -129,8 +129,11 @@ class ProbeHostSection:
 
     loop_lag_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
     """How late the probe's event loop woke for a 50 ms timer: p50, p95 and max."""
+    cpu_busy_ratio: float | None = None
+    """Share of the machine's CPU time (all cores) that was busy while the run watched."""
     overloaded: bool | None = None
-    """The loop ran more than 100 ms late: the run's stutter figures may be its host's own."""
+    """The loop ran more than 100 ms late, or the CPUs were 85 % busy or more: the run's
+    stutter and latency figures may be its host's own."""
 
 
 def iso_time(unix_seconds: float) -> str:

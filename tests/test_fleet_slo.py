@@ -138,24 +138,25 @@ def test_report_counts_bad_lines_and_duplicates(tmp_path) -> None:
 def test_an_overloaded_probe_host_is_a_warning_not_a_verdict() -> None:
     fleet = parse_fleet(FLEET.replace("count = 7", "count = 1").replace("count = 11", "count = 1"))
     runs = expand(fleet)
-    host = {"loop_lag_seconds": {"p50": 0.001, "p95": 0.004, "max": 0.006}, "overloaded": False}
-    results = [result(0.3, run=r.id, target=r.target.name, profile=r.profile, probe_host=host) for r in runs]
+
+    def host(worst: float, busy: float = 0.5) -> dict:
+        lag = {"p50": 0.001, "p95": min(worst, 0.004), "max": worst}
+        return {"loop_lag_seconds": lag, "cpu_busy_ratio": busy, "overloaded": worst > 0.1 or busy >= 0.85}
+
+    results = [
+        result(0.3, run=r.id, target=r.target.name, profile=r.profile, probe_host=host(0.006)) for r in runs
+    ]
     calm = judge(fleet, runs, results)
     assert calm.warnings == [] and calm.passed
 
-    results[1]["probe_host"] = {
-        "loop_lag_seconds": {"p50": 0.002, "p95": 0.09, "max": 0.183},
-        "overloaded": True,
-    }
-    results[4]["probe_host"] = {
-        "loop_lag_seconds": {"p50": 0.002, "p95": 0.05, "max": 0.121},
-        "overloaded": True,
-    }
+    # One run's loop stalled; another's loop kept time on a machine 91 % busy.
+    results[1]["probe_host"], results[4]["probe_host"] = host(0.183), host(0.021, busy=0.914)
     results.append(dict(results[1]))  # a duplicate is a problem, and is not counted twice here
     judgement = judge(fleet, runs, results)
     assert judgement.warnings == [
-        f"the probe host fell behind in 2 of {len(runs)} runs (its event loop up to 183 ms late): "
-        "their freezes and latencies may be the fleet's own; lower --concurrency or add shards"
+        f"the probe host was overloaded in 2 of {len(runs)} runs (event loop up to 183 ms late, "
+        "CPUs up to 91 % busy): their freezes and latencies may be the fleet's own; lower "
+        "--concurrency or add shards"
     ]
     assert all(v.passed for v in judgement.verdicts)
     assert summary_table(judgement).endswith("warning: " + judgement.warnings[0])

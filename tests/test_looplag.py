@@ -9,6 +9,9 @@ H reads as between H - 50 ms (it began just before a tick was due) and H: a loop
 from __future__ import annotations
 
 import asyncio
+import os
+import subprocess
+import sys
 import time
 
 from probes import ProbeSpec
@@ -61,6 +64,32 @@ async def test_windows_overlap_and_the_ticker_stops_with_the_last() -> None:
     assert second.close()["max"] is not None  # closing twice is harmless
 
 
+def test_cpu_times_read_the_whole_machine() -> None:
+    times = looplag.cpu_times()
+    assert times is not None  # Linux: /proc/stat
+    busy, total = times
+    assert 0 <= busy <= total and total > 0
+
+
+async def test_every_core_busy_reads_as_an_overloaded_machine() -> None:
+    """One CPU burner per core for 1.5 s: at least 85 % of the machine's time is busy."""
+    burners = [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(os.cpu_count() or 1)
+    ]
+    try:
+        await asyncio.sleep(0.2)  # the burners are up
+        window = looplag.open_window()
+        await asyncio.sleep(1.5)
+        window.close()
+    finally:
+        for burner in burners:
+            burner.kill()
+            burner.wait()
+    assert len(window.cpu) >= 3  # the opening reading, one a second, the closing one
+    busy = window.cpu_busy()
+    assert busy is not None and busy >= looplag.CPU_BUSY_OVERLOAD, busy
+
+
 async def test_a_window_closed_before_any_tick_has_no_figures() -> None:
     assert looplag.open_window().close() == {"p50": None, "p95": None, "max": None}
 
@@ -76,7 +105,8 @@ async def test_every_probe_run_reports_its_hosts_loop_lag() -> None:
 
     spec = ProbeSpec(url="http://127.0.0.1:9/", kind="test", duration=1)
     ok, hogged = await run(spec, calm), await run(spec, hogging)
-    assert ok.probe_host.overloaded is False and ok.probe_host.loop_lag_seconds["max"] < 0.03
+    assert ok.probe_host.loop_lag_seconds["max"] < 0.03
+    assert ok.probe_host.cpu_busy_ratio is not None and 0 <= ok.probe_host.cpu_busy_ratio <= 1
     assert hogged.probe_host.overloaded is True
     assert hogged.probe_host.loop_lag_seconds["max"] >= 0.145
     assert hogged.to_dict()["probe_host"]["overloaded"] is True

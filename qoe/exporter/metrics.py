@@ -150,6 +150,7 @@ class ResultCollector(Collector):
                 add("qoe_glass_to_glass_seconds", key, r.latency.glass_to_glass_seconds.get(stat), quantile)
                 add("qoe_chat_echo_seconds", key, r.chat.echo_seconds.get(stat), quantile)
                 add("qoe_probe_loop_lag_seconds", key, r.probe_host.loop_lag_seconds.get(stat), quantile)
+            add("qoe_probe_host_cpu_busy_ratio", key, r.probe_host.cpu_busy_ratio)
             add("qoe_av_offset_seconds", key, r.av_sync.offset_seconds.get("median"), "0.5")
             add("qoe_av_offset_abs_seconds", key, r.av_sync.offset_seconds.get("p95_abs"), "0.95")
             add("qoe_cohost_offset_seconds", key, r.cohost.offset_seconds.get("median"), "0.5")
@@ -223,6 +224,12 @@ class ResultCollector(Collector):
                 "How late the probe's own event loop ran during the latest run (quantile 1 is the max); "
                 "0.1 s or more and the run's stutter figures may be the probe host's own.",
                 labels=[*labels, "quantile"],
+            ),
+            g(
+                "qoe_probe_host_cpu_busy_ratio",
+                "Share of the probe machine's CPU time (all cores) busy during the latest run; "
+                "0.85 or more and the run's stutter figures may be the probe host's own.",
+                labels=labels,
             ),
             g(
                 "qoe_av_offset_seconds",

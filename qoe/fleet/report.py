@@ -91,11 +91,12 @@ def _overload_warnings(results: Sequence[dict[str, Any]]) -> list[str]:
     late = [r for r in results if get_path(r, "probe_host.overloaded") is True]
     if not late:
         return []
-    worst = max(get_path(r, "probe_host.loop_lag_seconds.max") or 0.0 for r in late)
+    lag = max(get_path(r, "probe_host.loop_lag_seconds.max") or 0.0 for r in late)
+    busy = max(get_path(r, "probe_host.cpu_busy_ratio") or 0.0 for r in late)
     return [
-        f"the probe host fell behind in {len(late)} of {len(results)} runs (its event loop up to "
-        f"{1000 * worst:.0f} ms late): their freezes and latencies may be the fleet's own; "
-        "lower --concurrency or add shards"
+        f"the probe host was overloaded in {len(late)} of {len(results)} runs (event loop up to "
+        f"{1000 * lag:.0f} ms late, CPUs up to {100 * busy:.0f} % busy): their freezes and "
+        "latencies may be the fleet's own; lower --concurrency or add shards"
     ]
 
 
