@@ -63,7 +63,8 @@ def cpu_times() -> tuple[int, int] | None:
     """(busy, total) CPU time of the whole machine in clock ticks; None off Linux.
 
     Busy is everything but idle and I/O wait; time stolen by a hypervisor counts as busy,
-    since it was not ours to use.
+    since it was not ours to use. In a container, ``/proc/stat`` is the node's: the ratio
+    then says how busy the node was, not how close the container is to its CPU limit.
     """
     try:
         with open("/proc/stat", "rb") as stat:
