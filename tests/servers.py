@@ -1,8 +1,8 @@
 """Real servers for integration tests: started on loopback in a temporary directory, polled
 until ready (never a fixed sleep), stopped by pid.
 
-Under CI (``CI=true``) a missing server binary is a test failure: a skip would hide a broken
-install. ``scripts/bootstrap.sh --servers`` installs them from Debian's packages.
+Under CI (``CI=true``) a missing server binary, or anything else a test needs, is a test
+failure: a skip would hide a broken install (:func:`unavailable`). ``scripts/bootstrap.sh --servers`` installs them from Debian's packages.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ import urllib.request
 import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import pytest
 from aiohttp import web
@@ -35,28 +35,30 @@ __all__ = [
     "pushgateway",
     "require",
     "stop_process",
+    "unavailable",
     "wait_http",
 ]
+
+
+def unavailable(message: str) -> NoReturn:
+    """Something a test needs is missing: fail under CI (a broken install), skip elsewhere."""
+    if os.environ.get("CI"):
+        pytest.fail(message)
+    pytest.skip(message)
 
 
 def require(binary: str) -> str:
     """The path of ``binary``; fail under CI, skip elsewhere, if it is not installed."""
     path = shutil.which(binary)
     if path is None:
-        message = f"{binary} is not installed (scripts/bootstrap.sh --servers installs it)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{binary} is not installed (scripts/bootstrap.sh --servers installs it)")
     return path
 
 
 def require_file(path: Path, package: str) -> Path:
     """``path``, installed by Debian's ``package``; fail under CI, skip elsewhere, if missing."""
     if not path.exists():
-        message = f"{path} is missing: install {package} (scripts/bootstrap.sh --servers)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
+        unavailable(f"{path} is missing: install {package} (scripts/bootstrap.sh --servers)")
     return path
 
 

@@ -26,6 +26,7 @@ from sim.profiles import Profile, load_profile
 from sim.shaper import Lateness, Scheduler, Shaper, current_shaper, shaping
 from sim.shaper.aioice_hook import _ShapedTransport
 from sim.shaper.timerfd import open_timerfd
+from tests.servers import unavailable
 
 
 def _profile(down: LinkConfig, up: LinkConfig) -> Profile:
@@ -181,7 +182,7 @@ def test_lateness_keeps_the_most_recent_samples() -> None:
 @pytest.mark.parametrize("precise", [True, False])
 async def test_scheduler_runs_in_time_order_and_survives_failures(precise: bool) -> None:
     if precise and open_timerfd() is None:
-        pytest.skip("no timerfd on this platform")
+        unavailable("no timerfd on this platform (Linux has it; the precise scheduler needs it)")
     scheduler = Scheduler(timerfd=precise)
     assert scheduler.precise is precise
     ran: list[tuple[str, float]] = []
