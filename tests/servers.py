@@ -2,7 +2,8 @@
 until ready (never a fixed sleep), stopped by pid.
 
 Under CI (``CI=true``) a missing server binary, or anything else a test needs, is a test
-failure: a skip would hide a broken install (:func:`unavailable`). ``scripts/bootstrap.sh --servers`` installs them from Debian's packages.
+failure: a skip would hide a broken install (:func:`unavailable`).
+``scripts/bootstrap.sh --servers`` installs the servers from Debian's packages.
 """
 
 from __future__ import annotations
