@@ -112,15 +112,9 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
     finally:
         watched = result.duration_seconds
         until = start + watched if watched else None
-        lateness = lag.close(until)
-        busy = lag.cpu_busy(until)
         host = result.probe_host
-        host.loop_lag_seconds, host.cpu_busy_ratio = lateness, busy
-        worst = lateness["max"]
-        if worst is not None or busy is not None:
-            host.overloaded = (worst is not None and worst > looplag.OVERLOAD_SECONDS) or (
-                busy is not None and busy >= looplag.CPU_BUSY_OVERLOAD
-            )
+        host.loop_lag_seconds, host.cpu_busy_ratio = lag.close(until), lag.cpu_busy(until)
+        host.overloaded = looplag.overloaded(host.loop_lag_seconds["max"], host.cpu_busy_ratio)
     if not result.duration_seconds:
         result.duration_seconds = clock.monotonic() - start
     return result

@@ -29,9 +29,7 @@ import weakref
 from collections import deque
 from collections.abc import Callable
 
-import numpy as np
-
-from qoe import clock
+from qoe import clock, metrics
 
 __all__ = [
     "CPU_BUSY_OVERLOAD",
@@ -40,6 +38,7 @@ __all__ = [
     "LagWindow",
     "cpu_times",
     "open_window",
+    "overloaded",
     "settle_heap",
 ]
 
@@ -57,6 +56,15 @@ CPU_BUSY_OVERLOAD = 0.85
 
 CPU_READ_TICKS = 20
 """Ticks between readings of the machine's CPU times (one a second)."""
+
+
+def overloaded(worst_lag: float | None, cpu_busy: float | None) -> bool | None:
+    """Whether a run's host was overloaded (None: nothing was read to say)."""
+    if worst_lag is None and cpu_busy is None:
+        return None
+    return (worst_lag is not None and worst_lag > OVERLOAD_SECONDS) or (
+        cpu_busy is not None and cpu_busy >= CPU_BUSY_OVERLOAD
+    )
 
 
 def cpu_times() -> tuple[int, int] | None:
@@ -120,11 +128,8 @@ class LagWindow:
             self._ticker.remove(self)
             if (last := cpu_times()) is not None:
                 self.cpu.append((clock.monotonic(), *last))
-        lags = [lag for at, lag in self.samples if until is None or at <= until]
-        if not lags:
-            return {"p50": None, "p95": None, "max": None}
-        p50, p95 = np.percentile(lags, [50, 95])
-        return {"p50": float(p50), "p95": float(p95), "max": max(lags)}
+        q = metrics.quantiles([lag for at, lag in self.samples if until is None or at <= until])
+        return {"p50": q.p50, "p95": q.p95, "max": q.max} if q else {"p50": None, "p95": None, "max": None}
 
     def cpu_busy(self, until: float | None = None) -> float | None:
         """Share of the machine's CPU time that was busy from the window's start to ``until``
