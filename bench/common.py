@@ -4,9 +4,20 @@ from __future__ import annotations
 
 import os
 import resource
+import statistics
 from collections.abc import Mapping, Sequence
 
-__all__ = ["LATENCY_SLACK_MS", "Column", "cpu_seconds_of", "header", "own_cpu_seconds", "row"]
+from qoe.result import ProbeResult
+
+__all__ = [
+    "LATENCY_SLACK_MS",
+    "Column",
+    "cpu_seconds_of",
+    "header",
+    "own_cpu_seconds",
+    "row",
+    "viewer_figures",
+]
 
 LATENCY_SLACK_MS = 50
 """A saturated probe core shows first as a backlog: glass-to-glass rising over the 1-viewer
@@ -35,3 +46,22 @@ def header(columns: Sequence[Column]) -> str:
 
 def row(columns: Sequence[Column], figures: Mapping[str, float]) -> str:
     return "  ".join(f"{figures[key]:>{width}.{digits}f}" for _, key, width, digits in columns)
+
+
+def viewer_figures(results: Sequence[ProbeResult]) -> dict[str, float]:
+    """What a step of viewers showed: failures, freezes, glass-to-glass and join, in ms."""
+    ok = [r for r in results if r.success]
+    freezes = [r.video.freeze_count or 0 for r in ok]
+    g2g = [g for r in ok if (g := r.latency.glass_to_glass_seconds["p50"]) is not None]
+    joins = sorted(r.join.total_seconds or 0.0 for r in ok)
+    nan = float("nan")
+    return {
+        "failed": len(results) - len(ok),
+        "freezes": sum(freezes),
+        "frozen_viewers": sum(1 for f in freezes if f),
+        "overloaded": sum(1 for r in results if r.probe_host.overloaded),
+        "g2g_p50_ms": 1000 * statistics.median(g2g) if g2g else nan,
+        "g2g_max_ms": 1000 * max(g2g) if g2g else nan,
+        "join_max_ms": 1000 * joins[-1] if joins else nan,
+        "join_p95_ms": 1000 * joins[int(0.95 * (len(joins) - 1))] if joins else nan,
+    }

@@ -19,7 +19,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -28,7 +27,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from common import LATENCY_SLACK_MS, Column, header, own_cpu_seconds, row
+from common import LATENCY_SLACK_MS, Column, header, own_cpu_seconds, row, viewer_figures
 
 from probes import ProbeSpec, run_probe
 
@@ -62,20 +61,12 @@ async def step(url: str, viewers: int, duration: float, signal: bool) -> dict[st
     results = await asyncio.gather(*tasks)
     wall = time.monotonic() - t0
     cpu = own_cpu_seconds() - cpu0
-    ok = [r for r in results if r.success]
-    freezes = [r.video.freeze_count or 0 for r in ok]
-    g2g = [g for r in ok if (g := r.latency.glass_to_glass_seconds["p50"]) is not None]
-    joins = sorted(r.join.total_seconds or 0.0 for r in ok)
     return {
         "viewers": viewers,
-        "failed": len(results) - len(ok),
         "probe_core_pct": 100 * cpu / wall,
         "per_viewer_pct": 100 * cpu / wall / viewers,
-        "freezes": sum(freezes),
-        "frozen_viewers": sum(1 for f in freezes if f),
-        "g2g_p50_ms": 1000 * statistics.median(g2g) if g2g else float("nan"),
-        "join_max_ms": 1000 * joins[-1] if joins else float("nan"),
         "threads": threads,
+        **viewer_figures(results),
     }
 
 

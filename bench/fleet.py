@@ -19,7 +19,6 @@ import json
 import os
 import re
 import resource
-import statistics
 import subprocess
 import sys
 import tempfile
@@ -27,7 +26,9 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, row
+from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, row, viewer_figures
+
+from qoe.result import ProbeResult
 
 COLUMNS: list[Column] = [
     ("viewers", "viewers", 7, 0),
@@ -37,7 +38,7 @@ COLUMNS: list[Column] = [
     ("room cores", "room_cores", 10, 2),
     ("per viewer %", "per_viewer_pct", 12, 2),
     ("freezes", "freezes", 7, 0),
-    ("frozen", "frozen", 6, 0),
+    ("frozen", "frozen_viewers", 6, 0),
     ("overloaded", "overloaded", 10, 0),
     ("room stalls", "room_stalls", 11, 0),
     ("g2g p50 ms", "g2g_p50_ms", 10, 0),
@@ -86,26 +87,14 @@ def run_fleet(url: str, viewers: int, duration: float, workdir: Path) -> dict[st
     if done.returncode == 2:
         raise SystemExit(f"qoe fleet run failed: {done.stderr.strip().splitlines()[-1]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
-    lines = results.read_text().splitlines()
-    probes = [json.loads(line) for line in lines]
-    ok = [p for p in probes if p["success"]]
-    freezes = [p["video"]["freeze_count"] or 0 for p in ok]
-    g2g = [p["latency"]["glass_to_glass_seconds"]["p50"] for p in ok]
-    g2g = [g for g in g2g if g is not None]
-    joins = sorted(p["join"]["total_seconds"] for p in ok)
+    probes = [ProbeResult.from_dict(json.loads(line)) for line in results.read_text().splitlines()]
     return {
         "viewers": viewers,
-        "failed": viewers - len(ok),
         "wall": wall,
         "fleet_cores": cpu / wall,
         "per_viewer_pct": 100 * cpu / wall / viewers,
-        "freezes": sum(freezes),
-        "frozen": sum(1 for f in freezes if f),
-        "overloaded": sum(1 for p in probes if p["probe_host"]["overloaded"]),
-        "g2g_p50_ms": 1000 * statistics.median(g2g) if g2g else float("nan"),
-        "g2g_max_ms": 1000 * max(g2g) if g2g else float("nan"),
-        "join_p95_ms": 1000 * joins[int(0.95 * (len(joins) - 1))] if joins else float("nan"),
         "rss_mb": after.ru_maxrss / 1024,
+        **viewer_figures(probes),
     }
 
 
@@ -139,10 +128,10 @@ def main() -> int:
                 figures = measure(url, room.pid, viewers, args.duration, Path(tmp))
                 print(row(COLUMNS, figures), flush=True)
                 lagging = figures["g2g_max_ms"] > baseline["g2g_p50_ms"] + LATENCY_SLACK_MS
-                held = not (figures["frozen"] or figures["failed"] or lagging)
+                held = not (figures["frozen_viewers"] or figures["failed"] or lagging)
                 verdict = "held" if held else "did not hold"
                 print(
-                    f"{viewers} viewers {verdict}: {figures['frozen']:.0f} froze, "
+                    f"{viewers} viewers {verdict}: {figures['frozen_viewers']:.0f} froze, "
                     f"{figures['failed']:.0f} failed, glass-to-glass at most "
                     f"{figures['g2g_max_ms']:.0f} ms against a lone viewer's "
                     f"{baseline['g2g_p50_ms']:.0f} ms; "

@@ -16,12 +16,11 @@ import argparse
 import asyncio
 import os
 import re
-import statistics
 import subprocess
 import sys
 import time
 
-from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, own_cpu_seconds, row
+from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, own_cpu_seconds, row, viewer_figures
 
 from probes import ProbeSpec, run_probe
 
@@ -47,20 +46,12 @@ async def step(url: str, room_pid: int, viewers: int, duration: float) -> dict[s
     results = await asyncio.gather(*(run_probe(s) for s in specs))
     wall = time.monotonic() - t0
     cpu, room_cpu = own_cpu_seconds() - cpu0, cpu_seconds_of(room_pid) - room0
-    ok = [r for r in results if r.success]
-    freezes = [r.video.freeze_count or 0 for r in ok]
-    g2g = [g for r in ok if (g := r.latency.glass_to_glass_seconds["p50"]) is not None]
-    joins = sorted(r.join.total_seconds or 0.0 for r in ok)
     return {
         "viewers": viewers,
-        "failed": len(results) - len(ok),
         "probe_core_pct": 100 * cpu / wall,
         "per_viewer_pct": 100 * cpu / wall / viewers,
         "room_core_pct": 100 * room_cpu / wall,
-        "freezes": sum(freezes),
-        "frozen_viewers": sum(1 for f in freezes if f),
-        "g2g_p50_ms": 1000 * statistics.median(g for g in g2g if g is not None) if g2g else float("nan"),
-        "join_max_ms": 1000 * joins[-1] if joins else float("nan"),
+        **viewer_figures(results),
     }
 
 
