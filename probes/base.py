@@ -1,15 +1,22 @@
 """What every probe shares: its spec, its signature, and the runner that enforces both.
 
-A probe is ``async def probe(spec: ProbeSpec, result: ProbeResult) -> None``: it fills
-``result`` as it measures (in a ``finally``, so figures measured before a failure survive) and
-raises a :class:`~qoe.errors.ProbeError` when it cannot go on. :func:`run` turns whatever
-happens (success, a probe error, a deadline, a bug) into a :class:`ProbeResult`; it never
-raises, because a failed probe is a result (blackbox_exporter's ``prober`` does the same).
+A probe is ``async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None``.
+It records what it sees, hands its figures to :meth:`Watch.on_close` and its clean-up to
+:meth:`Watch.defer`, and raises a :class:`~qoe.errors.ProbeError` when it cannot go on. The
+runner owns the watch window: it closes it the moment the probe's body returns or fails (or
+at the planned end, whichever is first), has the figures computed over that window, and only
+then tears down, timing the teardown on its own. No probe stamps its own end, so no probe can
+count a slow teardown (a remote server answering DELETE late) as a trailing freeze.
+
+:func:`run` turns whatever happens (success, a probe error, a deadline, a bug) into a
+:class:`ProbeResult`; it never raises, because a failed probe is a result (blackbox_exporter's
+``prober`` does the same), and figures measured before a failure survive.
 """
 
 from __future__ import annotations
 
 import asyncio
+import inspect
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
@@ -20,14 +27,92 @@ from qoe.errors import ConfigError, DeadlineError, ProbeError
 from qoe.redact import redact_url
 from qoe.result import ProbeResult, iso_time
 
-__all__ = ["TEARDOWN_SECONDS", "ProbeFn", "ProbeSpec", "run"]
+__all__ = ["TEARDOWN_SECONDS", "ProbeFn", "ProbeSpec", "Watch", "run"]
 
 log = logging.getLogger(__name__)
 
 TEARDOWN_SECONDS = 5.0
 """Time a probe may take past its duration to close its peers and say goodbye."""
 
-ProbeFn = Callable[["ProbeSpec", ProbeResult], Awaitable[None]]
+TEARDOWN_FLOOR_SECONDS = 1.0
+"""Teardown time granted even to a run that used its whole deadline: peers are closed."""
+
+ProbeFn = Callable[["ProbeSpec", ProbeResult, "Watch"], Awaitable[None]]
+Report = Callable[[float], Awaitable[None] | None]
+Cleanup = Callable[[], Awaitable[object] | object]
+
+
+class Watch:
+    """The window one probe run watches, owned by :func:`run`.
+
+    It opens when the run starts (the viewer's "click": the first attempt) and closes at the
+    planned end, ``start + duration``, or earlier at the instant the probe's body returned or
+    failed. Figures are computed over ``[start, stopped]`` by the reports a probe registers
+    with :meth:`on_close`; the clean-ups it registers with :meth:`defer` (closing peers, the
+    WHEP DELETE, socket close handshakes) run afterwards, last registered first, and their
+    time is the run's ``teardown_seconds``, never part of a QoE figure.
+    """
+
+    def __init__(self, start: float, duration: float, started_at: float) -> None:
+        self.start = start
+        """Monotonic seconds when the run started."""
+        self.started_at = started_at
+        """Wall-clock (Unix) seconds at the same instant."""
+        self.until = start + duration
+        """Monotonic seconds when the run stops watching unless it stops earlier."""
+        self.stopped: float | None = None
+        """Monotonic seconds when the run stopped watching (None while it watches)."""
+        self._reports: list[Report] = []
+        self._cleanups: list[Cleanup] = []
+
+    def left(self) -> float:
+        """Seconds left until the planned end (0 once it has passed)."""
+        return max(0.0, self.until - clock.monotonic())
+
+    def on_close(self, report: Report) -> None:
+        """Have ``report(stopped)`` fill the result once the window has closed."""
+        self._reports.append(report)
+
+    def defer(self, cleanup: Cleanup) -> None:
+        """Have ``cleanup()`` run after the reports, as part of the teardown."""
+        self._cleanups.append(cleanup)
+
+    def close(self, at: float) -> float:
+        """Stop watching at ``at`` (never past the planned end); returns the instant."""
+        if self.stopped is None:
+            self.stopped = min(max(at, self.start), self.until)
+        return self.stopped
+
+    async def report(self) -> None:
+        """Run the reports; if one fails the others still run, then its error is raised."""
+        if self.stopped is None:
+            raise RuntimeError("the watch window is still open")
+        first: Exception | None = None
+        for report in self._reports:
+            try:
+                outcome = report(self.stopped)
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except Exception as exc:
+                first = first or exc
+        if first is not None:
+            raise first
+
+    async def teardown(self) -> None:
+        """Run the clean-ups, last registered first; each runs even if one before failed."""
+        errors: list[BaseException] = []
+        while self._cleanups:
+            cleanup = self._cleanups.pop()
+            try:
+                outcome = cleanup()
+                if inspect.isawaitable(outcome):
+                    await outcome
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                errors.append(exc)
+        if errors:
+            log.warning("teardown: %s", "; ".join(str(e) or type(e).__name__ for e in errors))
 
 
 @dataclass(frozen=True)
@@ -89,32 +174,70 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
         target=redact_url(spec.url),
         url=redact_url(spec.url),
         profile=spec.profile,
-        started_at=iso_time(clock.wall()),
     )
     looplag.settle_heap()
-    start = clock.monotonic()
+    watch = Watch(clock.monotonic(), spec.duration, clock.wall())
+    result.started_at = iso_time(watch.started_at)
     lag = looplag.open_window()
     try:
-        async with asyncio.timeout(spec.deadline):
-            await probe(spec, result)
-        result.success = result.error is None
-    except ProbeError as exc:
+        async with asyncio.timeout_at(_loop_time(watch.start + spec.deadline)):
+            await probe(spec, result, watch)
+    except BaseException as exc:
+        body_ended = clock.monotonic()
+        watch.close(body_ended)
+        if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
+            await _finish(spec, watch, result, lag, body_ended)
+            raise
+        _fail(result, spec, exc)
+    else:
+        body_ended = clock.monotonic()
+        watch.close(body_ended)
+    await _finish(spec, watch, result, lag, body_ended)
+    return result
+
+
+def _loop_time(monotonic: float) -> float:
+    """A :func:`qoe.clock.monotonic` instant on the running loop's clock."""
+    return asyncio.get_running_loop().time() + (monotonic - clock.monotonic())
+
+
+def _fail(result: ProbeResult, spec: ProbeSpec, exc: BaseException) -> None:
+    if isinstance(exc, ProbeError):
         result.fail(exc)
-    except ConfigError as exc:
+    elif isinstance(exc, ConfigError):
         result.fail(exc)
         if result.error is not None:
             result.error.kind = "config"
-    except TimeoutError:
+    elif isinstance(exc, TimeoutError):
         result.fail(DeadlineError(f"probe did not finish within its deadline of {spec.deadline:g} s"))
-    except Exception as exc:  # a bug in a probe must not take the fleet or exporter down
-        log.exception("probe %s against %s crashed", spec.kind, result.target)
+    else:  # a bug in a probe must not take the fleet or exporter down
+        log.error("probe %s against %s crashed", spec.kind, result.target, exc_info=exc)
         result.fail(exc)
-    finally:
-        watched = result.duration_seconds
-        until = start + watched if watched else None
-        host = result.probe_host
-        host.loop_lag_seconds, host.cpu_busy_ratio = lag.close(until), lag.cpu_busy(until)
-        host.overloaded = looplag.overloaded(host.loop_lag_seconds["max"], host.cpu_busy_ratio)
-    if not result.duration_seconds:
-        result.duration_seconds = clock.monotonic() - start
-    return result
+
+
+async def _finish(
+    spec: ProbeSpec, watch: Watch, result: ProbeResult, lag: looplag.LagWindow, body_ended: float
+) -> None:
+    """Figures over the closed window, then the teardown, timed on its own."""
+    stopped = watch.stopped if watch.stopped is not None else watch.close(body_ended)
+    host = result.probe_host
+    # The window's last CPU reading is taken as it closes, a moment after the body ended.
+    host.loop_lag_seconds = lag.close(stopped)
+    host.cpu_busy_ratio = lag.cpu_busy(stopped + looplag.TICK_SECONDS)
+    host.overloaded = looplag.overloaded(host.loop_lag_seconds["max"], host.cpu_busy_ratio)
+    try:
+        await watch.report()
+    except Exception as exc:
+        if result.error is None:
+            log.error("probe %s against %s: report failed", spec.kind, result.target, exc_info=exc)
+            result.fail(exc)
+    result.duration_seconds = stopped - watch.start
+    result.success = result.error is None
+    left = watch.start + spec.deadline - clock.monotonic()
+    budget = max(TEARDOWN_FLOOR_SECONDS, min(TEARDOWN_SECONDS, left))
+    try:
+        async with asyncio.timeout(budget):
+            await watch.teardown()
+    except TimeoutError:
+        log.warning("probe %s against %s: teardown took over %.1f s", spec.kind, result.target, budget)
+    result.teardown_seconds = clock.monotonic() - body_ended

@@ -156,6 +156,10 @@ class ProbeResult:
     """The target's own labels from the fleet file (region, ISP, ...)."""
     started_at: str = ""
     duration_seconds: float = 0.0
+    """Seconds the run watched: from its start until it stopped watching (see
+    :class:`probes.base.Watch`); teardown is not part of it."""
+    teardown_seconds: float | None = None
+    """Seconds from stopping watching until the run had closed its peers and sessions."""
     success: bool = False
     error: ErrorInfo | None = None
     join: JoinSection = field(default_factory=JoinSection)
@@ -189,7 +193,9 @@ class ProbeResult:
         """Compute every viewer figure the timeline supports (see :mod:`qoe.metrics`)."""
         self.fill_join(timeline)
         end = timeline.end
-        frames = timeline.video
+        # Only what was seen while the run watched: a frame that landed after the window
+        # closed (while consumers were being stopped) is not part of any figure.
+        frames = [f for f in timeline.video if end is None or f.at <= end]
         times = [f.at for f in frames]
         if frames:
             stats = metrics.freezes(times, end)

@@ -11,7 +11,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 import probes
-from probes.base import ProbeSpec
+from probes.base import ProbeSpec, Watch
 from qoe.exporter.metrics import ResultCollector
 from qoe.exporter.server import Exporter
 from qoe.fleet import parse_fleet
@@ -148,10 +148,10 @@ def test_malformed_fleet_stops_serve_at_start(cli, tmp_path) -> None:
 
 
 async def test_probes_that_crash_or_hang_never_stop_the_exporter(monkeypatch) -> None:
-    async def crash(spec: ProbeSpec, result: ProbeResult) -> None:
+    async def crash(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         raise RuntimeError("a bug in a probe")
 
-    async def hang(spec: ProbeSpec, result: ProbeResult) -> None:
+    async def hang(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         await asyncio.Event().wait()
 
     monkeypatch.setitem(probes.PROBES, "crash", crash)

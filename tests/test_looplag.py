@@ -15,7 +15,7 @@ import sys
 import time
 
 from probes import ProbeSpec
-from probes.base import run
+from probes.base import Watch, run
 from qoe import clock, looplag
 from qoe.result import ProbeResult
 
@@ -95,10 +95,10 @@ async def test_a_window_closed_before_any_tick_has_no_figures() -> None:
 
 
 async def test_every_probe_run_reports_its_hosts_loop_lag() -> None:
-    async def calm(spec: ProbeSpec, result: ProbeResult) -> None:
+    async def calm(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         await asyncio.sleep(0.3)
 
-    async def hogging(spec: ProbeSpec, result: ProbeResult) -> None:
+    async def hogging(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         await asyncio.sleep(0.1)
         time.sleep(0.2)
         await asyncio.sleep(0.1)

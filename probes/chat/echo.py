@@ -28,7 +28,7 @@ from typing import Any
 
 import aiohttp
 
-from probes.base import ProbeSpec
+from probes.base import ProbeSpec, Watch
 from qoe import clock, metrics
 from qoe.errors import ConfigError, ConnectError, DisconnectedError, NoEchoError, NotFoundError, ProtocolError
 from qoe.redact import redact_url
@@ -96,7 +96,7 @@ async def _connect(http: aiohttp.ClientSession, url: str, timeout: float) -> aio
         raise ConnectError(f"cannot connect to {shown}: {type(exc).__name__}") from exc
 
 
-async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
+async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     """Measure chat echo latency on ``spec.url`` (ws:// or wss://); fill ``result.chat``."""
     options = spec.options
     rate = float(options.get("rate", 5.0))
@@ -111,48 +111,52 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
     regex = options.get("nonce_regex")
     pattern = re.compile(str(regex)) if regex else None
     path = options.get("nonce_path")
-    timeline = Timeline(PHASES)
+    timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
     ledger = _Ledger()
     prefix = secrets.token_hex(4)
-    try:
-        async with aiohttp.ClientSession() as http:
-            receiver = await _connect(http, str(options.get("receiver_url", spec.url)), spec.join_timeout)
-            timeline.mark("receiver_connected")
-            sender = await _connect(http, spec.url, spec.join_timeout)
-            timeline.mark("sender_connected")
-            closed = asyncio.get_running_loop().create_future()
 
-            async def listen() -> None:
-                async for message in receiver:
-                    if message.type == aiohttp.WSMsgType.TEXT:
-                        nonce = _find_nonce(message.data, path, pattern)
-                        if nonce is not None:
-                            ledger.arrive(nonce, clock.wall())
-                    elif message.type == aiohttp.WSMsgType.ERROR:
-                        break
-                if not closed.done():
-                    closed.set_result(None)
-
-            async def drain() -> None:
-                async for _ in sender:  # the sender hears the broadcasts too; keep its buffer empty
-                    pass
-
-            tasks = [asyncio.create_task(listen()), asyncio.create_task(drain())]
-            try:
-                await _exchange(spec, sender, ledger, closed, template, prefix, count, rate, timeout)
-            finally:
-                for task in tasks:
-                    task.cancel()
-                results = await asyncio.gather(*tasks, return_exceptions=True)
-                await receiver.close()
-                await sender.close()
-            for outcome in results:
-                if isinstance(outcome, ProtocolError):
-                    raise outcome
-    finally:
-        timeline.finish()
+    def report(stopped: float) -> None:
+        timeline.finish(stopped)
         result.fill_join(timeline)
         _fill(result, ledger)
+
+    watch.on_close(report)
+    # Closing handshakes are teardown: they run once the window has closed.
+    http = aiohttp.ClientSession()
+    watch.defer(http.close)
+    receiver = await _connect(http, str(options.get("receiver_url", spec.url)), spec.join_timeout)
+    watch.defer(receiver.close)
+    timeline.mark("receiver_connected")
+    sender = await _connect(http, spec.url, spec.join_timeout)
+    watch.defer(sender.close)
+    timeline.mark("sender_connected")
+    closed = asyncio.get_running_loop().create_future()
+
+    async def listen() -> None:
+        async for message in receiver:
+            if message.type == aiohttp.WSMsgType.TEXT:
+                nonce = _find_nonce(message.data, path, pattern)
+                if nonce is not None:
+                    ledger.arrive(nonce, clock.wall())
+            elif message.type == aiohttp.WSMsgType.ERROR:
+                break
+        if not closed.done():
+            closed.set_result(None)
+
+    async def drain() -> None:
+        async for _ in sender:  # the sender hears the broadcasts too; keep its buffer empty
+            pass
+
+    tasks = [asyncio.create_task(listen()), asyncio.create_task(drain())]
+    try:
+        await _exchange(spec, sender, ledger, closed, template, prefix, count, rate, timeout)
+    finally:
+        for task in tasks:
+            task.cancel()
+        results = await asyncio.gather(*tasks, return_exceptions=True)
+    for outcome in results:
+        if isinstance(outcome, ProtocolError):
+            raise outcome
     if ledger.sent and not ledger.received:
         raise NoEchoError(f"none of {len(ledger.sent)} messages came back within {timeout:g} s")
 

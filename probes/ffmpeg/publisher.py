@@ -32,7 +32,7 @@ from typing import Any
 
 import av
 
-from probes.base import ProbeSpec
+from probes.base import ProbeSpec, Watch
 from probes.ffmpeg.failures import classify
 from probes.ffmpeg.route import Route, tcp_connect
 from probes.ffmpeg.target import endpoint
@@ -231,58 +231,63 @@ def _fail(future: asyncio.Future[None], error: BaseException) -> None:
         future.set_exception(error)
 
 
-async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
-    """Publish the test signal to ``spec.url`` over RTMP for ``spec.duration`` seconds.
+async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
+    """Publish the test signal to ``spec.url`` over RTMP until the run stops watching.
 
     Options: ``knobs`` (a :class:`~qoe.media.Knobs`), ``tone_hz``, ``slot`` (flash marker
     position: 0 host, 1 co-host), ``width``, ``height``, ``fps``, ``gop_seconds``,
     ``video_bitrate``. Fills ``join`` (``connect``, ``publishing``) and ``publish``.
     """
-    timeline = Timeline(PHASES)
+    timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
     options = spec.options
     route = Route(spec)
     publisher: RtmpPublisher | None = None
-    try:
-        await route.__aenter__()
-        host, port = endpoint(route.url)
-        budget = min(spec.join_timeout, spec.duration)
-        await tcp_connect(host, port, budget)
-        timeline.mark("connect")
-        publisher = RtmpPublisher(
-            route.url,
-            knobs=options.get("knobs") or Knobs(),
-            tone_hz=float(options.get("tone_hz", HOST_TONE_HZ)),
-            slot=int(options.get("slot", 0)),
-            width=int(options.get("width", 640)),
-            height=int(options.get("height", 360)),
-            fps=int(options.get("fps", 30)),
-            gop_seconds=float(options.get("gop_seconds", GOP_SECONDS)),
-            video_bitrate=int(options.get("video_bitrate", 800_000)),
-        )
-        await publisher.start()
-        deadline = timeline.start + spec.duration
-        join_left = min(timeline.start + budget, deadline) - clock.monotonic()
-        waiter: asyncio.Future[Any] = asyncio.ensure_future(publisher.publishing.wait())
-        try:
-            await asyncio.wait(
-                {waiter, publisher.failed}, timeout=max(0.0, join_left), return_when=asyncio.FIRST_COMPLETED
-            )
-        finally:
-            waiter.cancel()
-        if publisher.failed.done():
-            publisher.failed.result()
-        if publisher.published_at is None:
-            raise ConnectError(f"the server did not accept the stream within {budget:g} s")
-        timeline.mark("publishing", publisher.published_at)
-        await asyncio.wait({publisher.failed}, timeout=max(0.0, deadline - clock.monotonic()))
-        if publisher.failed.done():
-            publisher.failed.result()
-    finally:
-        if publisher is not None:
-            await publisher.stop()
-        await route.close()
-        timeline.finish()
+
+    def report(stopped: float) -> None:
+        timeline.finish(stopped)
         result.fill_join(timeline)
         if publisher is not None:
             result.publish = PublishSection(publisher.frames_sent, publisher.audio_frames_sent)
         result.network = route.stats
+
+    async def close() -> None:
+        if publisher is not None:
+            await publisher.stop()
+        await route.close()
+
+    watch.on_close(report)
+    watch.defer(close)
+    await route.__aenter__()
+    host, port = endpoint(route.url)
+    budget = min(spec.join_timeout, spec.duration)
+    await tcp_connect(host, port, budget)
+    timeline.mark("connect")
+    publisher = RtmpPublisher(
+        route.url,
+        knobs=options.get("knobs") or Knobs(),
+        tone_hz=float(options.get("tone_hz", HOST_TONE_HZ)),
+        slot=int(options.get("slot", 0)),
+        width=int(options.get("width", 640)),
+        height=int(options.get("height", 360)),
+        fps=int(options.get("fps", 30)),
+        gop_seconds=float(options.get("gop_seconds", GOP_SECONDS)),
+        video_bitrate=int(options.get("video_bitrate", 800_000)),
+    )
+    await publisher.start()
+    deadline = watch.until
+    join_left = min(timeline.start + budget, deadline) - clock.monotonic()
+    waiter: asyncio.Future[Any] = asyncio.ensure_future(publisher.publishing.wait())
+    try:
+        await asyncio.wait(
+            {waiter, publisher.failed}, timeout=max(0.0, join_left), return_when=asyncio.FIRST_COMPLETED
+        )
+    finally:
+        waiter.cancel()
+    if publisher.failed.done():
+        publisher.failed.result()
+    if publisher.published_at is None:
+        raise ConnectError(f"the server did not accept the stream within {budget:g} s")
+    timeline.mark("publishing", publisher.published_at)
+    await asyncio.wait({publisher.failed}, timeout=max(0.0, deadline - clock.monotonic()))
+    if publisher.failed.done():
+        publisher.failed.result()

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from probes.base import ProbeSpec
+from probes.base import ProbeSpec, Watch
 from probes.ffmpeg.inputs import Limits
 from probes.ffmpeg.reader import Reader, ReaderConfig
 from probes.ffmpeg.route import Route, tcp_connect
@@ -48,53 +48,54 @@ def phases(kind: str) -> tuple[str, ...]:
     return RTSP_PHASES if kind == "rtsp" else PHASES
 
 
-async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
-    """Watch ``spec.url`` for ``spec.duration`` seconds as ``spec.kind``; fill ``result``.
+async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
+    """Watch ``spec.url`` as ``spec.kind`` until the run stops watching; fill ``result``.
 
     Options: ``tone_hz`` (default the host's), ``slot`` (flash marker, 0 host, 1 co-host).
     """
-    timeline = Timeline(phases(spec.kind))
+    timeline = Timeline(phases(spec.kind), start=watch.start, started_at=watch.started_at)
     route = Route(spec)
     reader: Reader | None = None
-    end: float | None = None
-    try:
-        await route.__aenter__()
-        host, port = endpoint(route.url)
-        # FFmpeg's own timeouts end its blocking calls before the probe's deadline does, so
-        # the reader thread is gone by the time the result is.
-        budget = min(spec.join_timeout, spec.duration, spec.deadline - STOP_GRACE)
-        await tcp_connect(host, port, budget)
-        timeline.mark("connect")
-        limits = Limits(
-            join=max(0.1, budget - (clock.monotonic() - timeline.start)),
-            read=min(spec.media_timeout, max(0.1, spec.deadline - STOP_GRACE)),
-        )
-        config = ReaderConfig(
-            kind=spec.kind,
-            url=route.url,
-            limits=limits,
-            decode=spec.decode,
-            tone_hz=float(spec.options.get("tone_hz", HOST_TONE_HZ)),
-            slot=int(spec.options.get("slot", 0)),
-            host_header=route.host_header,
-        )
-        reader = Reader(config, asyncio.get_running_loop())
-        reader.start()
-        await _watch(spec, timeline, reader)
-        end = clock.monotonic()
-    finally:
-        end = clock.monotonic() if end is None else end
+
+    async def report(stopped: float) -> None:
+        # The reader thread stops and hands over what it read; frames it paced past the
+        # window's end are not part of it.
         if reader is not None:
             reader.stop()
         await route.close()  # cuts a proxied read short
         if reader is not None:
             await reader.join(STOP_GRACE)
-            reader.snapshot(timeline, end)
-        timeline.finish(end)
+            reader.snapshot(timeline, stopped)
+        timeline.finish(stopped)
         identity = [ClockPoint(0.0, 0.0)]
         timeline.sync = {"audio": identity, "video": list(identity)}
         result.fill_from(timeline)
         result.network = route.stats
+
+    watch.on_close(report)
+    await route.__aenter__()
+    host, port = endpoint(route.url)
+    # FFmpeg's own timeouts end its blocking calls before the probe's deadline does, so
+    # the reader thread is gone by the time the result is.
+    budget = min(spec.join_timeout, spec.duration, spec.deadline - STOP_GRACE)
+    await tcp_connect(host, port, budget)
+    timeline.mark("connect")
+    limits = Limits(
+        join=max(0.1, budget - (clock.monotonic() - timeline.start)),
+        read=min(spec.media_timeout, max(0.1, spec.deadline - STOP_GRACE)),
+    )
+    config = ReaderConfig(
+        kind=spec.kind,
+        url=route.url,
+        limits=limits,
+        decode=spec.decode,
+        tone_hz=float(spec.options.get("tone_hz", HOST_TONE_HZ)),
+        slot=int(spec.options.get("slot", 0)),
+        host_header=route.host_header,
+    )
+    reader = Reader(config, asyncio.get_running_loop())
+    reader.start()
+    await _watch(spec, timeline, reader)
 
 
 async def _watch(spec: ProbeSpec, timeline: Timeline, reader: Reader) -> None:

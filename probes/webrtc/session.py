@@ -22,7 +22,11 @@ from qoe import clock
 from qoe.errors import DisconnectedError, DtlsError, IceError, SdpError
 from qoe.timeline import Timeline
 
-__all__ = ["Session"]
+__all__ = ["DELETE_BUDGET_SECONDS", "Session"]
+
+DELETE_BUDGET_SECONDS = 4.0
+"""Seconds closing a session may take, the WHIP/WHEP DELETE included: a slow server is waited
+for (its time is the run's teardown, never a figure), within the runner's teardown budget."""
 
 
 class Session:
@@ -143,6 +147,13 @@ class Session:
             self.failed.result()
         return waiter in done
 
+    def network_snapshot(self) -> dict[str, Any]:
+        """What the network emulation has done to this peer's packets so far (empty: none)."""
+        if self.shaper is None:
+            return dict(self.network_stats)
+        stats: dict[str, Any] = self.shaper.stats()
+        return stats
+
     async def close(self) -> None:
         """Close the peer, end the session on the server, release the HTTP client."""
         self._closing = True
@@ -156,6 +167,6 @@ class Session:
             self.network_stats = self.shaper.stats()
             self.shaper.close()
         if self.location is not None:
-            remaining = max(0.5, 2.0 - (clock.monotonic() - started))
+            remaining = max(0.5, DELETE_BUDGET_SECONDS - (clock.monotonic() - started))
             await delete_session(self._http, self.location, timeout=remaining)
         await self._http.close()

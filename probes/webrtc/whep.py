@@ -15,7 +15,7 @@ import contextlib
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
-from probes.base import ProbeSpec
+from probes.base import ProbeSpec, Watch
 from probes.webrtc.interaction import InteractionLoop, chat_url_for
 from probes.webrtc.peer import (
     LoopDecoding,
@@ -46,24 +46,22 @@ COHOST_GONE_SECONDS = 1.0
 """A co-host whose signal was last seen longer ago than this before the end has left."""
 
 
-async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
-    """Watch ``spec.url`` over WHEP for ``spec.duration`` seconds; fill ``result``.
+async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
+    """Watch ``spec.url`` over WHEP until the run stops watching; figures go to ``result``.
 
     Options: ``tone_hz`` (the host's tone), ``interact_every`` (seconds between chat
     questions, see :mod:`probes.webrtc.interaction`), ``chat_url``, and ``cohost``:
     ``"mixed"`` reads host and co-host from the room's mix, ``"separate"`` asks for their
     tracks separately (two pairs of m-lines).
     """
-    timeline = Timeline(PHASES)
+    timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
     viewer = _Viewer(spec, timeline)
-    session: Session | None = None
-    try:
-        session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)
-        async with session:
-            await viewer.watch(session)
-    finally:
+    session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)
+    watch.defer(session.close)
+
+    async def report(stopped: float) -> None:
         await viewer.stop_consumers()
-        timeline.finish()
+        timeline.finish(stopped)
         if viewer.video_decoders and None not in viewer.video_decoders:
             timeline.decode_errors = sum(d.errors for d in viewer.video_decoders if d is not None)
         viewer.collect_sync()
@@ -73,8 +71,10 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
             q = metrics.quantiles(viewer.interaction.latencies())
             if q is not None:
                 result.chat.interaction_seconds = {"p50": q.p50, "p95": q.p95, "max": q.max}
-        if session is not None:
-            result.network = session.network_stats
+        result.network = session.network_snapshot()
+
+    watch.on_close(report)
+    await viewer.watch(session, watch)
 
 
 class _Participant:
@@ -162,7 +162,7 @@ class _Viewer:
             return [self.host, self.cohost]
         return [self.host] if pair == 0 else [self.cohost]
 
-    async def watch(self, session: Session) -> None:
+    async def watch(self, session: Session, watch: Watch) -> None:
         spec, pc = self.spec, session.pc
         pairs = 2 if self.cohost_mode == "separate" else 1
         for pair in range(pairs):
@@ -176,7 +176,7 @@ class _Viewer:
                 self.observers[(kind, pair)] = RtpObserver(transceiver.receiver, rate, self._on_packet)
         pc.on("track", lambda track: self._on_track(session, track))
 
-        deadline = self.timeline.start + spec.duration
+        deadline = watch.until
         await session.negotiate(timeout=min(spec.join_timeout, spec.duration))
         join_left = min(self.timeline.start + spec.join_timeout, deadline) - clock.monotonic()
         if not await session.wait(self.first_frame, max(0.0, join_left)):

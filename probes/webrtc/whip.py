@@ -7,7 +7,7 @@ frames it sent. The signal it sends is what viewer probes read back.
 
 from __future__ import annotations
 
-from probes.base import ProbeSpec
+from probes.base import ProbeSpec, Watch
 from probes.webrtc.peer import prefer_codecs
 from probes.webrtc.session import Session
 from qoe import clock
@@ -22,13 +22,13 @@ __all__ = ["PHASES", "probe"]
 PHASES = ("signaling", "ice_connected", "dtls_connected")
 
 
-async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
-    """Publish to ``spec.url`` over WHIP for ``spec.duration`` seconds; fill ``result``.
+async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
+    """Publish to ``spec.url`` over WHIP until the run stops watching; fill ``result``.
 
     Options: ``knobs`` (a :class:`~qoe.media.Knobs`), ``tone_hz``, ``slot`` (flash marker
     position: 0 host, 1 co-host), ``width``, ``height``.
     """
-    timeline = Timeline(PHASES)
+    timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
     fanout = Fanout()
     options = spec.options
     source = SignalSource(
@@ -40,27 +40,27 @@ async def probe(spec: ProbeSpec, result: ProbeResult) -> None:
         height=int(options.get("height", 360)),
     )
     audio, video = fanout.subscribe()
-    session: Session | None = None
-    try:
-        session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)
-        async with session:
-            for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
-                transceiver = session.pc.addTransceiver(track, direction="sendonly")
-                prefer_codecs(transceiver, track.kind, codecs)
-                transceiver.sender._send_keyframe = fanout.request_keyframe  # type: ignore[method-assign]
-            await source.start()
-            deadline = timeline.start + spec.duration
-            await session.negotiate(timeout=min(spec.join_timeout, spec.duration))
-            join_left = min(timeline.start + spec.join_timeout, deadline) - clock.monotonic()
-            if not await session.wait(session.connected, max(0.0, join_left)):
-                raise IceError(f"not connected within {spec.join_timeout:g} s")
-            await session.wait(session.failed, max(0.0, deadline - clock.monotonic()))
-    finally:
+    session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)
+    watch.defer(session.close)
+
+    async def report(stopped: float) -> None:
         await source.stop()
         audio.stop()
         video.stop()
-        timeline.finish()
+        timeline.finish(stopped)
         result.fill_join(timeline)
         result.publish = PublishSection(source.frames_sent, source.audio_frames_sent)
-        if session is not None:
-            result.network = session.network_stats
+        result.network = session.network_snapshot()
+
+    watch.on_close(report)
+    for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
+        transceiver = session.pc.addTransceiver(track, direction="sendonly")
+        prefer_codecs(transceiver, track.kind, codecs)
+        transceiver.sender._send_keyframe = fanout.request_keyframe  # type: ignore[method-assign]
+    await source.start()
+    deadline = watch.until
+    await session.negotiate(timeout=min(spec.join_timeout, spec.duration))
+    join_left = min(timeline.start + spec.join_timeout, deadline) - clock.monotonic()
+    if not await session.wait(session.connected, max(0.0, join_left)):
+        raise IceError(f"not connected within {spec.join_timeout:g} s")
+    await session.wait(session.failed, max(0.0, deadline - clock.monotonic()))
