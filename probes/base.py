@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qoe import clock, looplag
+from qoe.clockdomain import clock_domain
 from qoe.errors import ConfigError, DeadlineError, ProbeError
 from qoe.redact import redact_url
 from qoe.result import ProbeResult, iso_time
@@ -135,6 +136,9 @@ class ProbeSpec:
     """Decode video to read the test signal; without it only transport figures are measured."""
     options: Mapping[str, Any] = field(default_factory=dict)
     """Kind-specific options (e.g. the tone frequency to look for, a publisher's knobs)."""
+    clock_offset: float | None = None
+    """The publisher's clock minus this host's, seconds, when they are different hosts kept in
+    step by NTP or PTP: glass-to-glass is corrected by it (see :mod:`qoe.clockdomain`)."""
     seed: int | None = None
     """Seed for the network emulation's random draws (loss, jitter); None draws a fresh one."""
     deadline_seconds: float | None = None
@@ -232,6 +236,9 @@ async def _finish(
             log.error("probe %s against %s: report failed", spec.kind, result.target, exc_info=exc)
             result.fail(exc)
     result.duration_seconds = stopped - watch.start
+    result.latency.clock_domain = clock_domain(spec.url, spec.clock_offset)
+    if spec.clock_offset is not None:
+        result.latency.correct_for(spec.clock_offset)
     result.success = result.error is None
     left = watch.start + spec.deadline - clock.monotonic()
     budget = max(TEARDOWN_FLOOR_SECONDS, min(TEARDOWN_SECONDS, left))

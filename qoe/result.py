@@ -83,6 +83,18 @@ class AudioSection:
 @dataclass
 class LatencySection:
     glass_to_glass_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
+    clock_domain: str | None = None
+    """Which clocks glass-to-glass subtracts: ``same_host``, ``synchronised`` (corrected by
+    ``clock_offset_seconds``) or ``unknown`` (see :mod:`qoe.clockdomain`)."""
+    clock_offset_seconds: float | None = None
+    """The publisher's clock minus this host's, as given by the user (``synchronised`` only)."""
+
+    def correct_for(self, clock_offset: float) -> None:
+        """Move glass-to-glass onto one clock: the publisher's runs ``clock_offset`` ahead."""
+        self.clock_offset_seconds = clock_offset
+        self.glass_to_glass_seconds = {
+            k: None if v is None else v + clock_offset for k, v in self.glass_to_glass_seconds.items()
+        }
 
 
 @dataclass

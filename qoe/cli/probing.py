@@ -118,6 +118,15 @@ def add_commands(sub: Any) -> None:
         help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
     )
     probe.add_argument("--seed", type=int, help="seed for the emulated network's random loss and jitter")
+    probe.add_argument(
+        "--clock-offset",
+        type=float,
+        metavar="S",
+        help="the publisher's clock minus this host's, in seconds, when the publisher runs on another "
+        "host (from chronyc tracking, ntpq -p or PTP on both): glass-to-glass is corrected by it and "
+        "the result says clock_domain=synchronised. Without it a remote target's clock domain is "
+        "'unknown'",
+    )
     chat = probe.add_argument_group("chat probes (ws:// URLs: echo latency between two clients)")
     chat.add_argument("--chat-rate", type=float, metavar="PER_S", help="messages per second (default 5)")
     chat.add_argument("--chat-count", type=int, metavar="N", help="messages (default: as many as fit)")
@@ -187,6 +196,7 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         media_timeout=args.media_timeout,
         profile=args.profile,
         seed=args.seed,
+        clock_offset=args.clock_offset,
         options=options,
     )
     spec.network()  # an unknown profile is a usage error, before anything starts
