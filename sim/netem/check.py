@@ -42,6 +42,7 @@ from typing import Any
 
 import numpy as np
 
+from qoe import looplag
 from qoe.errors import ConfigError
 from sim.profiles import DIRECTIONS, Profile, load_profile
 from sim.proxy import UdpProxy
@@ -104,7 +105,15 @@ class CheckReport:
     scheduling_error: dict[str, Any] = field(default_factory=dict)
     capacity_packets: int = 0
     duration_seconds: float = 0.0
+    host: dict[str, Any] = field(default_factory=dict)
+    """This machine while the check ran: ``loop_lag_max_seconds``, ``cpu_busy_ratio`` and
+    ``overloaded`` (see :mod:`qoe.looplag`). A busy host delivers late, so a scheduling error
+    over its bound on an overloaded host is the host's, not the emulator's."""
     notes: list[str] = field(default_factory=list)
+
+    @property
+    def host_overloaded(self) -> bool:
+        return bool(self.host.get("overloaded"))
 
     def __getitem__(self, name: str) -> Metric:
         for metric in self.metrics:
@@ -131,6 +140,7 @@ class CheckReport:
                 for m in self.metrics
             },
             "scheduling_error": self.scheduling_error,
+            "host": dict(self.host),
             "notes": list(self.notes),
         }
 
@@ -212,6 +222,7 @@ async def check_profile(
     started = time.monotonic()
 
     report = CheckReport(profile.name, direction, packets, pace)
+    lag = looplag.open_window()
     bare = _without_capacity(config)
     phase_rng = rng.spawn(1)[0]
     run = await _run(profile, direction, bare, packets, pace, MEDIA_BYTES, phase_rng)
@@ -232,6 +243,18 @@ async def check_profile(
         _capacity_metric(report, config, cap_run)
         lateness.append(cap_run.lateness)
     report.scheduling_error = _summary(np.concatenate(lateness))
+    worst, busy = lag.close()["max"], lag.cpu_busy()
+    report.host = {
+        "loop_lag_max_seconds": worst,
+        "cpu_busy_ratio": busy,
+        "overloaded": looplag.overloaded(worst, busy),
+    }
+    if report.host_overloaded:
+        report.notes.append(
+            "this host was busy while the check ran"
+            + (f" (CPUs {busy:.0%} busy)" if busy is not None else "")
+            + ": late deliveries are its own; judge the emulator's fidelity on a quieter host"
+        )
     if bare != config:
         report.notes.append(
             "delay, jitter and loss measured with the capacity stage bypassed; capacity measured saturated"
