@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pytest
 
 from qoe.errors import ConfigError
@@ -49,3 +50,23 @@ async def test_fanout_starts_each_subscriber_at_a_keyframe() -> None:
     video.stop()
     audio.stop()
     assert fanout.subscribers == 0
+
+
+def test_a_raw_tap_counts_media_that_reached_the_mix_after_its_slot() -> None:
+    from qoe.media.compose import RawTap
+
+    tap = RawTap()
+    image = np.zeros((54, 64), dtype=np.uint8)
+    tap.video(100.0, image, 64, 36)
+    assert tap.frame_at(100.5) is not None  # the mix has shown up to 100.5
+    tap.video(100.4, image, 64, 36)  # older than the latest frame: ignored, not late
+    tap.video(100.52, image, 64, 36)  # on time
+    assert tap.late_frames == 0
+    tap.frame_at(101.0)
+    tap.video(100.9, image, 64, 36)  # its slot was read already: the mix showed 100.52
+    assert tap.late_frames == 1
+    tap.samples_at(200.0, 960)  # read through 200.02
+    tap.audio(200.01, np.ones(960, dtype=np.float32))  # its first half came after its slot
+    assert tap.late_samples == 480
+    tap.audio(200.02, np.ones(960, dtype=np.float32))
+    assert tap.late_samples == 480

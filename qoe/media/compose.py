@@ -75,11 +75,21 @@ class RawTap:
         self._written = np.full(AUDIO_RING_SECONDS * AUDIO_RATE, -1, dtype=np.int64)
         self.last_media = -math.inf
         """Wall time of the latest media handed in (for 'has the participant left')."""
+        self._video_read = -math.inf
+        self._audio_read = -math.inf
+        self.late_frames = 0
+        """Frames that arrived after the mix had passed their send time: the mix showed an
+        older picture in their place. A busy room does this; its viewers then measure the
+        mix as it was, not as the knobs say."""
+        self.late_samples = 0
+        """Audio samples that arrived after the mix had read their send time (heard as silence)."""
 
     def video(self, send_time: float, image: npt.NDArray[np.uint8], width: int, height: int) -> None:
         """A yuv420p planar frame (height*3/2, width) sent at ``send_time`` (Unix seconds)."""
         if self._times and send_time <= self._times[-1]:
             return
+        if send_time < self._video_read - SEND_TIME_SLACK:
+            self.late_frames += 1
         self._times.append(send_time)
         self._frames.append((image, width, height))
         while self._times and self._times[0] < send_time - VIDEO_KEEP:
@@ -90,6 +100,7 @@ class RawTap:
     def audio(self, send_time: float, samples: npt.NDArray[np.float32]) -> None:
         """Mono samples at 48 kHz whose first one was sent at ``send_time``."""
         start = round(send_time * AUDIO_RATE)
+        self.late_samples += int(np.clip(self._audio_read - start, 0, len(samples)))
         index = (start + np.arange(len(samples))) % len(self._ring)
         self._ring[index] = samples
         self._written[index] = start + np.arange(len(samples))
@@ -97,6 +108,7 @@ class RawTap:
 
     def frame_at(self, send_time: float) -> tuple[npt.NDArray[np.uint8], int, int] | None:
         """The latest frame sent at or before ``send_time``."""
+        self._video_read = max(self._video_read, send_time)
         i = bisect.bisect_right(self._times, send_time + SEND_TIME_SLACK) - 1
         if i < 0 or send_time - self._times[i] > STALE:
             return None  # nothing yet, or the participant has left: that half goes dark
@@ -105,6 +117,7 @@ class RawTap:
     def samples_at(self, send_time: float, count: int) -> npt.NDArray[np.float32]:
         """``count`` samples from ``send_time`` on; silence where nothing was received."""
         start = round(send_time * AUDIO_RATE)
+        self._audio_read = max(self._audio_read, start + count)
         wanted = start + np.arange(count)
         index = wanted % len(self._ring)
         return np.where(self._written[index] == wanted, self._ring[index], 0.0).astype(np.float32)

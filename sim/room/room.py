@@ -103,6 +103,14 @@ class Room:
             "viewers": len(self.viewers),
             "cohost": self.cohost is not None,
             "mix_frames": self.compositor.frames_sent if self.compositor else 0,
+            # Media that reached the mix after its slot (a room too busy to keep up): the
+            # mix then differs from what the knobs say, and so do its viewers' figures.
+            "mix_late": {
+                "host_frames": self.host_tap.late_frames,
+                "cohost_frames": self.cohost_tap.late_frames,
+                "host_samples": self.host_tap.late_samples,
+                "cohost_samples": self.cohost_tap.late_samples,
+            },
             "chat": {
                 "clients": len(self.chat.clients),
                 "received": self.chat.received,
