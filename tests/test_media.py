@@ -59,7 +59,7 @@ def test_a_raw_tap_counts_media_that_reached_the_mix_after_its_slot() -> None:
     image = np.zeros((54, 64), dtype=np.uint8)
     tap.video(100.0, image, 64, 36)
     assert tap.frame_at(100.5) is not None  # the mix has shown up to 100.5
-    tap.video(100.4, image, 64, 36)  # older than the latest frame: ignored, not late
+    tap.video(99.9, image, 64, 36)  # older than the latest frame: ignored, not late
     tap.video(100.52, image, 64, 36)  # on time
     assert tap.late_frames == 0
     tap.frame_at(101.0)
