@@ -29,6 +29,7 @@ GOOD = textwrap.dedent(
     url = "http://127.0.0.1:8080/whep/other"
     count = 1
     duration = 3
+    clock_offset = -0.004
 
     [[slo]]
     field = "join.phases.first_decoded_frame"
@@ -50,7 +51,7 @@ def test_a_good_fleet() -> None:
         ("none", "4g"),
         {"region": "eu"},
     )
-    assert (b.duration, b.count) == (3.0, 1)
+    assert (b.duration, b.count, b.clock_offset, a.clock_offset) == (3.0, 1, -0.004, None)
     assert [str(s) for s in fleet.slos] == [
         "av_sync.offset_seconds.median within [-0.185, 0.09]",
         "join.total_seconds p95 <= 2",
@@ -83,11 +84,16 @@ def test_a_good_fleet() -> None:
             'duration = "3"',
             "fleet.toml:18: targets[1].duration: expected a number, got str '3'",
         ),
-        ("bound = 0.5", 'bound = "0.5"', "fleet.toml:24: slo[0].bound: expected a number, got str '0.5'"),
+        (
+            "clock_offset = -0.004",
+            'clock_offset = "4 ms"',
+            "fleet.toml:19: targets[1].clock_offset: expected a number, got str '4 ms'",
+        ),
+        ("bound = 0.5", 'bound = "0.5"', "fleet.toml:25: slo[0].bound: expected a number, got str '0.5'"),
         (
             'aggregate = "p95"',
             'aggregate = "p59"',
-            "fleet.toml:22: slo[0].aggregate: unknown aggregate 'p59'",
+            "fleet.toml:23: slo[0].aggregate: unknown aggregate 'p59'",
         ),
         ("count = 1\n", "cuont = 1\n", "fleet.toml:17: targets[1].cuont: unknown key"),
         (
@@ -97,7 +103,7 @@ def test_a_good_fleet() -> None:
         ),
         ('"4g"]', '"5g"]', "fleet.toml:6: fleet.profiles[1]: unknown network profile '5g'"),
         ('name = "b"', 'name = "a"', "fleet.toml:15: targets[1].name: duplicate target name 'a'"),
-        ('targets = ["b"]', 'targets = ["c"]', "fleet.toml:25: slo[0].targets[0]: no target named 'c'"),
+        ('targets = ["b"]', 'targets = ["c"]', "fleet.toml:26: slo[0].targets[0]: no target named 'c'"),
         ("count = 2", "count = 0", "fleet.toml:5: fleet.count: expected a whole number >= 1, got 0"),
         ("duration = 5", "duration = -5", "fleet.toml:4: fleet.duration: must be a positive number, got -5"),
         (

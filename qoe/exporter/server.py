@@ -184,6 +184,7 @@ class Exporter:
             profile=spec.profile,
             join_timeout=min(spec.join_timeout, duration),
             options=spec.options,
+            clock_offset=spec.clock_offset,
             deadline_seconds=budget,
         )
         result: ProbeResult = await run_probe(spec)

@@ -81,6 +81,8 @@ class Target:
     interval: float
     join_timeout: float
     options: dict[str, Any] = field(default_factory=dict)
+    clock_offset: float | None = None
+    """The publisher's clock minus the probe host's, seconds (see :mod:`qoe.clockdomain`)."""
 
 
 @dataclass(frozen=True)
@@ -175,7 +177,8 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
         where: tuple[str | int, ...] = ("targets", i)
         c.keys(
             raw,
-            {"name", "url", "kind", "probe", "labels", "slos", "options", *DEFAULTS} - {"concurrency"},
+            {"name", "url", "kind", "probe", "labels", "slos", "options", "clock_offset", *DEFAULTS}
+            - {"concurrency"},
             where,
         )
         name = c.string(raw.get("name"), (*where, "name"))
@@ -217,6 +220,11 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
                 interval=own["interval"],
                 join_timeout=own["join_timeout"],
                 options=dict(options),
+                clock_offset=(
+                    c.number(raw["clock_offset"], (*where, "clock_offset"), positive=False)
+                    if "clock_offset" in raw
+                    else None
+                ),
             )
         )
         if "slos" in raw:

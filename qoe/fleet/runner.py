@@ -48,6 +48,7 @@ def spec_for(run: Run) -> ProbeSpec:
         name=target.probe,
         profile=run.profile,
         join_timeout=target.join_timeout,
+        clock_offset=target.clock_offset,
         options=target.options,
     )
 
