@@ -5,9 +5,9 @@
 
 The dashboards are built with grafana-foundation-sdk (Grafana 11.6 schema) over the metric
 families of qoe/exporter/metrics.py. Threshold lines and bands are the alert thresholds, with
-the same sources (../shared/REFERENCES.md): join 2 s and stall ratio 1 % (Krishnan & Sitaraman,
+the same sources (docs/REFERENCES.md): join 2 s and stall ratio 1 % (Krishnan & Sitaraman,
 IMC 2012), A/V offset acceptable within +90/-185 ms and detectable beyond +45/-125 ms
-(ITU-R BT.1359-1), chat echo 1 s (issue 5).
+(ITU-R BT.1359-1), chat echo 1 s (a project choice, see there).
 
 Dashboard variables: ``$datasource`` (a Prometheus data source), ``$kind``, ``$target``,
 ``$profile`` (and ``$probe`` on the detail dashboard) from label_values, and ``$window``, how

@@ -207,7 +207,7 @@ def probe_detail() -> Dashboard:
             ids(),
             "Chat echo",
             "Time from a chat message's send until another client receives it, latest run: median, p95, "
-            "max. Dashed: 1 s (issue 5). Absent for probes that do not chat.",
+            "max. Dashed: 1 s, the alert's threshold. Absent for probes that do not chat.",
             [prom(f"qoe_chat_echo_seconds{{{ONE}}}", "quantile {{quantile}}")],
             steps=CHAT,
             min_value=0,

@@ -229,7 +229,7 @@ class NginxRtmp:
 
 @contextlib.contextmanager
 def nginx_rtmp(tmp: Path, *, play_restart: bool = True) -> Iterator[NginxRtmp]:
-    """nginx with libnginx-mod-rtmp on loopback, configured as in SERVERS.md, under ``tmp``.
+    """nginx with libnginx-mod-rtmp on loopback, configured as Debian's package needs it here, under ``tmp``.
 
     ``play_restart`` (on here, off in nginx-rtmp's defaults) makes nginx tell its players
     ``NetStream.Play.Stop`` when the publisher leaves; without it they hear nothing and only
@@ -267,7 +267,7 @@ FFMPEG_TESTSRC = [
     *("-c:v", "libx264", "-preset", "veryfast", "-tune", "zerolatency", "-g", "30", "-pix_fmt", "yuv420p"),
     *("-c:a", "aac", "-f", "flv"),
 ]
-"""An independent publisher of a stream without the test signal (SERVERS.md)."""
+"""An independent publisher of a stream without the test signal (ffmpeg's own encoders)."""
 
 
 @contextlib.contextmanager

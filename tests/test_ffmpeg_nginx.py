@@ -1,13 +1,13 @@
 """The FFmpeg probes against real nginx-rtmp and an independent ffmpeg publisher, on loopback.
 
 Tolerances and why:
-- A/V offset within 15 ms of the publisher's knob (the issue's bound). The chain is exact to
+- A/V offset within 15 ms of the publisher's knob (the promised accuracy). The chain is exact to
   well under that: FLV carries milliseconds, the AAC encoder's 1024-sample priming is in its
   timestamps and the decoder outputs it (see test_ffmpeg_units), measured 0.3-0.7 ms here.
 - Glass-to-glass: RTMP under 0.5 s on loopback (measured about 0.09 s: 40 ms of source
   pipeline, the rest encode, nginx and demux). HLS between 2 and 10 s: FFmpeg starts three
   1-s segments back from the live edge, so about 3-4 s here (6-30 s with the usual 6-s
-  segments, REFERENCES.md); and at least 1.5 s above RTMP's.
+  segments, docs/REFERENCES.md); and at least 1.5 s above RTMP's.
 - Freeze count exact; freeze time within 10 % of 1 s + one frame: a 1 s pause of the
   publisher's video is a 1.033 s gap between rendered frames (W3C rule).
 - Frame rate 30 +- 1.5: the publisher renders on a 30 fps wall-clock grid.

@@ -131,8 +131,8 @@ def test_every_experience_threshold_cites_its_source() -> None:
         "QoEJoinSlow": "Krishnan & Sitaraman",
         "QoEStallRatioHigh": "Dobrian",
         "QoEAVOffsetOutsideAcceptable": "ITU-R BT.1359",
-        "QoEGlassToGlassHighWebRTC": "REFERENCES.md",
-        "QoEChatEchoSlow": "issue 5",
+        "QoEGlassToGlassHighWebRTC": "docs/REFERENCES.md",
+        "QoEChatEchoSlow": "Chat and interaction",
         "QoEProbeStale": "DEFAULTS",
         "QoEProbeFailing": "Krishnan & Sitaraman",
     }

@@ -3,7 +3,7 @@
 One seeded simulation (8 000 viewers, 40 days, about 85 000 sessions; a second or two) is
 analysed once per module. Tolerances are the estimators' own 95 % intervals: across 40 seeds
 of this size they covered the simulator's truth in 90-100 % of runs for every asserted effect
-(the coverage study in the closing note of issue 9), so the assertions test calibration, not
+(a coverage study run when the estimators were written), so the assertions test calibration, not
 luck of the seed. The naive estimates are biased by the simulator's confounding (weak networks
 have both worse QoE and lower baselines); the assertions require that bias to be outside the
 causal interval, which held in 95-100 % of those seeds for the effects asserted.

@@ -2,7 +2,7 @@
 trace-driven delivery opportunities (sim.netem.link, driven through sim.netem.simulate).
 
 Capacity is measured as bytes leaving the bottleneck inside a window that starts after the
-queue has filled, so the input saturates the link throughout; the brief's tolerance is 3 %.
+queue has filled, so the input saturates the link throughout; the promised tolerance is 3 %.
 """
 
 from __future__ import annotations

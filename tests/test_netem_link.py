@@ -1,7 +1,7 @@
 """Fidelity of the per-packet effects: delay and jitter, loss, burst loss, duplication,
 reordering, outages and schedules (sim.netem.link, driven through sim.netem.simulate).
 
-Every test seeds its own generator. Statistical tolerances are those of the brief and sit
+Every test seeds its own generator. Statistical tolerances are the emulator's promises and sit
 at 3 or more standard errors for the sample sizes used (the standard error is given next to
 each); with a fixed seed the outcome is deterministic anyway.
 """

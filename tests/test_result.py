@@ -1,4 +1,4 @@
-"""The ProbeResult contract: DESIGN.md's field paths, null for what was not measured."""
+"""The ProbeResult contract: stable field paths, null for what was not measured."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Two RTCPeerConnections on 127.0.0.1 exchange data-channel messages; only the offerer gathers
 its candidates inside ``shaping()``, so its uplink carries what it sends and its downlink
-what it receives. Tolerances are the issue's: RTT within 15 ms of twice the one-way delay.
+what it receives. Tolerances are the shaper's promise: RTT within 15 ms of twice the one-way delay.
 """
 
 from __future__ import annotations

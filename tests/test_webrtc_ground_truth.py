@@ -1,7 +1,7 @@
 """The WHEP viewer against the embedded room's ground-truth knobs, end to end on loopback.
 
 Tolerances and why:
-- A/V offset within 10 ms of the knob (the issue's bound); the signal itself is exact to
+- A/V offset within 10 ms of the knob (the promised accuracy); the signal itself is exact to
   0.1 ms, the rest is RTCP sender-report timing on a shared two-core machine.
 - Freeze count exact; freeze time within 15 %: a freeze of F seconds is seen as a render gap
   of F + one frame (33 ms) by the W3C rule, 7 % over F at 0.5 s.

@@ -4,8 +4,8 @@ as-of join, and the per-session arrays the estimators take.
 Definitions (times in seconds, ``D`` = 86400):
 
 - A *visit* is a run of one viewer's sessions less than ``visit_gap`` apart (default 30 min);
-  its *last* session carries the visit's QoE (the issue's "a viewer's last session before the
-  gap"). Only visit-ending sessions are units of the return and repurchase analyses.
+  its *last* session carries the visit's QoE (what a viewer last saw before the gap is what
+  they come back, or not, after). Only visit-ending sessions are units of the return and repurchase analyses.
 - ``return_k``: the viewer's next session starts within ``k`` days after this session's end.
 - ``repurchase_k``: a later session of the viewer with an order starts within ``k`` days.
   Analysed among *customers* (viewers with an order in this or an earlier session).

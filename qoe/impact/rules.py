@@ -7,7 +7,7 @@ format of ``grafana/alerts/qoe.rules.yml`` (same metric names, labels and annota
 - Stall: the stall ratio at which the measured watch-time loss reaches the budget (default
   5 %): ``ratio = ln(1 - budget) / b`` with ``b`` the log watch-time change per percentage
   point (matched-pair estimate). With Krishnan & Sitaraman's 5 % per 1 % this is 1 %. When the
-  data show no significant loss the REFERENCES.md default of 1 % is kept and the rule says so.
+  data show no significant loss the published default of 1 % (docs/REFERENCES.md) is kept and the rule says so.
 - A/V offset: ITU-R BT.1359-1 acceptability (+90/-185 ms); the data decide only whether the
   rule is a warning (a significant watch-time loss outside the band) or info.
 
@@ -30,7 +30,7 @@ __all__ = ["DEFAULT_STALL", "Thresholds", "alert_rules", "recommend"]
 
 WHERE = "{{ $labels.target }} ({{ $labels.profile }})"
 DEFAULT_STALL = 0.01
-"""Stall ratio threshold when the data cannot set one (REFERENCES.md; the existing alert's)."""
+"""Stall ratio threshold when the data cannot set one (docs/REFERENCES.md; the alert's)."""
 
 
 @dataclass
@@ -72,9 +72,9 @@ def recommend(
             f"(95 % CI {_pct(s.low)}-{_pct(s.high)})"
         )
     else:
-        join, join_basis = 2.0, "no abandonment curve; REFERENCES.md default (Krishnan & Sitaraman, IMC 2012)"
+        join, join_basis = 2.0, "no abandonment curve; published default (Krishnan & Sitaraman, IMC 2012)"
         lines["join"] = "viewers start abandoning past 2 s (Krishnan & Sitaraman, IMC 2012)"
-    stall, stall_basis = DEFAULT_STALL, "no stall figures; REFERENCES.md default"
+    stall, stall_basis = DEFAULT_STALL, "no stall figures; published default"
     w = contrasts.get("watch_per_stall_percent")
     if w is not None and math.isfinite(w.matched.effect.value):
         e = w.matched.effect
@@ -89,7 +89,7 @@ def recommend(
                 f"stall ratio at which the matched-pair watch-time loss reaches the {_pct(budget, 0)} budget"
             )
         else:
-            stall_basis = "no significant watch-time loss from stalls; REFERENCES.md default kept"
+            stall_basis = "no significant watch-time loss from stalls; published default kept"
     r = contrasts.get("return7_stall")
     if r is not None and math.isfinite(r.matched.effect.value):
         e = r.matched.effect

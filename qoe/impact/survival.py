@@ -1,6 +1,6 @@
 """Kaplan-Meier curves from binned counts, standardised over strata, and the hinge (knee) fit.
 
-Pure numpy over arrays (STYLE.md point 8). Times are seconds. Binning: ``edges`` (K+1,) are
+Pure numpy over arrays. Times are seconds. Binning: ``edges`` (K+1,) are
 increasing bin bounds starting at 0; a time ``t`` falls in bin ``k`` when
 ``edges[k] <= t < edges[k+1]``; times at or past ``edges[-1]`` go to an overflow bin ``K`` that
 only removes them from the risk set after the last bin. Ties within a bin follow the usual

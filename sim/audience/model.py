@@ -3,7 +3,7 @@
 Three tables, each a frozen dataclass with documented defaults:
 
 - :class:`Behaviour`: how viewers react to QoE. These are the *true effects* that
-  ``qoe impact`` should recover; defaults are calibrated to ../shared/REFERENCES.md
+  ``qoe impact`` should recover; defaults are calibrated to docs/REFERENCES.md
   (Krishnan & Sitaraman, IMC 2012), the rest are project choices and say so.
 - :class:`Population`: who the viewers are, and the confounding: viewers on weak networks
   differ in baseline return rate, watch time, patience and purchasing, so a naive comparison
@@ -13,7 +13,7 @@ Three tables, each a frozen dataclass with documented defaults:
 
 ``load_model(path)`` reads a TOML file with the tables ``[behaviour]``, ``[population]`` and
 ``[qoe]`` whose keys override the defaults; an unknown table or key is a
-:class:`~qoe.errors.ConfigError`, as elsewhere in the project (STYLE.md point 5).
+:class:`~qoe.errors.ConfigError`, as elsewhere in the project.
 
 Units: seconds, probabilities 0..1, ratios 0..1 (a stall ratio of 0.01 is 1 %), days where a
 name says so.
