@@ -48,8 +48,10 @@ class VideoEncoder:
             # Real-time, no look-ahead: every frame comes out as soon as it goes in.
             ctx.options = {"deadline": "realtime", "cpu-used": "8", "lag-in-frames": "0"}
         else:
-            ctx.options = {"preset": "veryfast", "tune": "zerolatency", "bf": "0"}
-            ctx.profile = "Constrained Baseline"
+            # Constrained baseline, as WebRTC peers take H.264 (profile-level-id 42e01f): x264
+            # marks its baseline streams so (SPS 42c0xx). Setting the context's profile instead
+            # leaves libx264 on High, the profile the preset picks.
+            ctx.options = {"preset": "veryfast", "tune": "zerolatency", "bf": "0", "profile": "baseline"}
         self.codec = codec
         self._ctx = ctx
 
