@@ -32,8 +32,8 @@ def test_bad_knobs(kwargs: dict, message: str) -> None:
 
 
 async def test_fanout_starts_each_subscriber_at_a_keyframe() -> None:
-    requests = []
-    fanout = Fanout(on_keyframe_request=lambda: requests.append(1))
+    requests: list[str | None] = []
+    fanout = Fanout(on_keyframe_request=requests.append)
     audio, video = fanout.subscribe()
     assert requests and fanout.subscribers == 1
     encoder = VideoEncoder(320, 180, gop=100)

@@ -1,4 +1,4 @@
-"""The co-host mix: host and co-host side by side, audio summed, encoded once.
+"""The co-host mix: host and co-host side by side, audio summed, encoded once per codec.
 
 Layout (a contract with the viewers that read it): on a 640x360 canvas the host's picture,
 scaled to half size, sits in the left half and the co-host's in the right half, both
@@ -25,9 +25,10 @@ import numpy as np
 import numpy.typing as npt
 
 from qoe import clock
-from qoe.media.encode import AUDIO_RATE, AudioEncoder, VideoEncoder
+from qoe.media.encode import AUDIO_RATE, AudioEncoder
 from qoe.media.fanout import Fanout
 from qoe.media.pacing import Pacer
+from qoe.media.renditions import Renditions
 
 __all__ = ["MIX_HEIGHT", "MIX_WIDTH", "Compositor", "RawTap", "mix_regions"]
 
@@ -144,19 +145,17 @@ class Compositor:
         self.fps = fps
         self.epoch = math.floor(clock.wall())
         self._pacer = Pacer(fanout, self.epoch, latency)
-        self._video = VideoEncoder(MIX_WIDTH, MIX_HEIGHT, gop=2 * fps, bitrate=800_000)
+        self._video = Renditions(fanout, gop=2 * fps, bitrate=800_000, fps=fps)
         self._audio = AudioEncoder()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qoe-mix")
-        self._keyframe_wanted = True
         self._tasks: list[asyncio.Task[None]] = []
         self.frames_sent = 0
         blank = np.full((MIX_HEIGHT * 3 // 2, MIX_WIDTH), 128, dtype=np.uint8)
         blank[:MIX_HEIGHT] = 16
         self._canvas = blank
-        fanout.set_keyframe_handler(self.request_keyframe)
 
-    def request_keyframe(self) -> None:
-        self._keyframe_wanted = True
+    def request_keyframe(self, codec: str | None = None) -> None:
+        self._video.request_keyframe(codec)
 
     async def start(self) -> None:
         self._tasks = [asyncio.create_task(self._run_video()), asyncio.create_task(self._run_audio())]
@@ -167,7 +166,7 @@ class Compositor:
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._pacer.cancel()
         self._executor.shutdown(wait=True)
-        self.fanout.set_keyframe_handler(None)
+        self._video.close()
 
     def compose(self, at: float) -> npt.NDArray[np.uint8]:
         """The mixed picture for output time ``at`` (wall clock)."""
@@ -191,7 +190,6 @@ class Compositor:
         return canvas
 
     async def _run_video(self) -> None:
-        loop = asyncio.get_running_loop()
         k = math.ceil(clock.wall() * self.fps) + 1
         while True:
             at = k / self.fps
@@ -199,11 +197,10 @@ class Compositor:
             delay = at - clock.wall()
             if delay > 0:
                 await asyncio.sleep(delay)
-            keyframe, self._keyframe_wanted = self._keyframe_wanted, False
             image = self.compose(at)
             pts = round((at - self.epoch) * 90000)
-            packets = await loop.run_in_executor(self._executor, self._video.encode, image, pts, keyframe)
-            self._pacer.release("video", packets)
+            for codec, packets in await self._video.encode(self._executor, image, pts, at):
+                self._pacer.release("video", packets, codec)
             self.frames_sent += 1
 
     async def _run_audio(self) -> None:

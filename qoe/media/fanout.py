@@ -4,6 +4,10 @@ aiortc's RTCRtpSender packetizes an ``av.Packet`` that a track returns instead o
 frame, so N viewers cost N packetizations and one encode. A subscriber that joins, or falls
 behind and overflows its queue, skips video until the next keyframe and asks for one, as an
 SFU forwards a PLI to its publisher.
+
+A source may encode its video in more than one codec (one encoder per codec, not per
+viewer): each video subscriber names the codec it takes, or none for the source's own, and
+:attr:`Fanout.codecs` tells the source which encoders someone is watching.
 """
 
 from __future__ import annotations
@@ -23,11 +27,13 @@ QUEUE_PACKETS = 256
 class PacketTrack(MediaStreamTrack):
     """An outgoing track whose ``recv`` returns pre-encoded packets from a :class:`Fanout`."""
 
-    def __init__(self, kind: str, fanout: Fanout, delay: float = 0.0) -> None:
+    def __init__(self, kind: str, fanout: Fanout, delay: float = 0.0, codec: str | None = None) -> None:
         super().__init__()
         self.kind = kind
         self.delay = delay
         """Seconds each packet is held before it is queued (to align two participants' paths)."""
+        self.codec = codec
+        """The video codec this track takes (``"vp8"``, ``"h264"``); None: the source's own."""
         self._fanout = fanout
         self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(QUEUE_PACKETS)
         self._awaiting_keyframe = kind == "video"
@@ -55,7 +61,7 @@ class PacketTrack(MediaStreamTrack):
             self.dropped += 1
             if self.kind == "video":
                 self._awaiting_keyframe = True
-                self._fanout.request_keyframe()
+                self._fanout.request_keyframe(self.codec)
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
@@ -77,35 +83,54 @@ class PacketTrack(MediaStreamTrack):
                 self._queue.put_nowait(None)
 
 
+KeyframeHandler = Callable[[str | None], None]
+"""Called with the codec a keyframe is wanted in (None: the source's own)."""
+
+
 class Fanout:
     """The subscribers of one encoded source; ``push`` offers a packet to each of them."""
 
-    def __init__(self, on_keyframe_request: Callable[[], None] | None = None) -> None:
+    def __init__(self, on_keyframe_request: KeyframeHandler | None = None) -> None:
         self._tracks: set[PacketTrack] = set()
         self._on_keyframe_request = on_keyframe_request
+        self.codec: str | None = None
+        """The source's own video codec, which subscribers that name none take."""
 
-    def subscribe(self, delay: float = 0.0) -> tuple[PacketTrack, PacketTrack]:
-        """A new (audio, video) pair of tracks; video starts at the next keyframe."""
-        audio, video = PacketTrack("audio", self, delay), PacketTrack("video", self, delay)
+    def subscribe(self, delay: float = 0.0, codec: str | None = None) -> tuple[PacketTrack, PacketTrack]:
+        """A new (audio, video) pair of tracks, the video in ``codec`` (None: the source's
+        own); video starts at the next keyframe."""
+        audio, video = PacketTrack("audio", self, delay), PacketTrack("video", self, delay, codec)
         self._tracks.update((audio, video))
-        self.request_keyframe()
+        self.request_keyframe(codec)
         return audio, video
 
     def remove(self, track: PacketTrack) -> None:
         self._tracks.discard(track)
 
-    def push(self, kind: str, packets: list[av.Packet]) -> None:
+    def push(self, kind: str, packets: list[av.Packet], codec: str | None = None) -> None:
+        """Offer ``packets`` to every track of ``kind``; video only to the tracks that take
+        ``codec`` (None: the source's own)."""
+        wanted = codec or self.codec
         for track in list(self._tracks):
-            if track.kind == kind:
+            if track.kind == kind and (kind != "video" or (track.codec or self.codec) == wanted):
                 for packet in packets:
                     track.offer(packet)
 
-    def request_keyframe(self) -> None:
-        if self._on_keyframe_request is not None:
-            self._on_keyframe_request()
+    @property
+    def codecs(self) -> frozenset[str]:
+        """The video codecs live subscribers named (the source's own when they named none)."""
+        named = {t.codec or self.codec for t in self._tracks if t.kind == "video"}
+        return frozenset(c for c in named if c is not None)
 
-    def set_keyframe_handler(self, handler: Callable[[], None] | None) -> None:
+    def request_keyframe(self, codec: str | None = None) -> None:
+        if self._on_keyframe_request is not None:
+            self._on_keyframe_request(codec)
+
+    def set_keyframe_handler(self, handler: KeyframeHandler | None, codec: str | None = None) -> None:
+        """Route keyframe requests to ``handler``; ``codec`` (when given) is the source's own."""
         self._on_keyframe_request = handler
+        if codec is not None:
+            self.codec = codec
 
     @property
     def subscribers(self) -> int:

@@ -31,7 +31,8 @@ class Pacer:
         """Packets whose release time had already passed when they were ready."""
         self._pending: deque[asyncio.TimerHandle] = deque()
 
-    def release(self, kind: str, packets: list[av.Packet]) -> None:
+    def release(self, kind: str, packets: list[av.Packet], codec: str | None = None) -> None:
+        """Hand ``packets`` (video in ``codec``, None: the source's own) on at their time."""
         loop = asyncio.get_running_loop()
         for packet in packets:
             if packet.pts is None or packet.time_base is None:
@@ -41,9 +42,9 @@ class Pacer:
                 wait = self.epoch + offset + self.latency + self.delay - clock.wall()
             if wait <= 0:
                 self.late += 1
-                self.fanout.push(kind, [packet])
+                self.fanout.push(kind, [packet], codec)
             else:
-                self._pending.append(loop.call_later(wait, self.fanout.push, kind, [packet]))
+                self._pending.append(loop.call_later(wait, self.fanout.push, kind, [packet], codec))
         # Forget handles that are due: they have fired or are about to; cancel() need only
         # reach the ones still waiting.
         now = loop.time()

@@ -24,9 +24,10 @@ from dataclasses import dataclass
 from qoe import clock
 from qoe.errors import ConfigError
 from qoe.media.compose import RawTap
-from qoe.media.encode import AUDIO_RATE, AudioEncoder, VideoEncoder
+from qoe.media.encode import AUDIO_RATE, AudioEncoder
 from qoe.media.fanout import Fanout
 from qoe.media.pacing import Pacer
+from qoe.media.renditions import Renditions
 from qoe.signal import SignalAudio, SignalVideo
 
 __all__ = ["PIPELINE_LATENCY", "Knobs", "SignalSource"]
@@ -116,28 +117,41 @@ class SignalSource:
         """Shown in every frame's code from now on (the host "answers" a chat nonce)."""
         self._video = SignalVideo(width, height, slot=slot)
         self._audio = SignalAudio(tone_hz=tone_hz, offset_seconds=self.knobs.av_offset)
-        self._venc = VideoEncoder(width, height, codec=codec, bitrate=video_bitrate, gop=2 * fps, fps=fps)
+        # The fanout's keyframe requests go to the encoders, one per codec viewers take.
+        self._video_out = Renditions(
+            fanout,
+            codec=codec,
+            bitrate=video_bitrate,
+            gop=2 * fps,
+            fps=fps,
+            keyframe_interval=KEYFRAME_MIN_INTERVAL,
+        )
         self._aenc = AudioEncoder(codec=audio_codec, bitrate=audio_bitrate)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qoe-encode")
         self._tasks: list[asyncio.Task[None]] = []
         self._pacer: Pacer | None = None
-        self._keyframe_wanted = True
-        self._last_keyframe = -math.inf
         self.epoch = 0.0
         self.frames_sent = 0
         self.audio_frames_sent = 0
         self.injected_freezes: list[tuple[float, float]] = []
         self.tap: RawTap | None = None
         """Receives every rendered frame and audio block on the send clock (for a co-host mix)."""
-        fanout.set_keyframe_handler(self.request_keyframe)
 
     @property
     def audio_extradata(self) -> bytes | None:
         """The audio codec's configuration a container header needs (AAC), if any."""
         return self._aenc.extradata
 
-    def request_keyframe(self) -> None:
-        self._keyframe_wanted = True
+    @property
+    def video_codecs(self) -> tuple[str, ...]:
+        """The codecs the latest frame was encoded in: the source's own, then any other
+        a subscriber of the fanout takes."""
+        return self._video_out.codecs
+
+    def request_keyframe(self, codec: str | None = None) -> None:
+        """Make the next frame in ``codec`` (None: the source's own) a keyframe, unless one
+        went out less than ``KEYFRAME_MIN_INTERVAL`` ago."""
+        self._video_out.request_keyframe(codec)
 
     async def start(self) -> None:
         if self._tasks:
@@ -157,10 +171,9 @@ class SignalSource:
         if self._pacer is not None:
             self._pacer.cancel()
         self._executor.shutdown(wait=True)
-        self.fanout.set_keyframe_handler(None)
+        self._video_out.close()
 
     async def _run_video(self) -> None:
-        loop = asyncio.get_running_loop()
         pacer = self._pacer
         assert pacer is not None, "start() creates the pacer"
         k = math.ceil(clock.wall() * self.fps) + 1
@@ -172,16 +185,12 @@ class SignalSource:
             if self.knobs.frozen(capture):
                 self._note_freeze(capture)
                 continue
-            keyframe = self._keyframe_wanted and capture - self._last_keyframe >= KEYFRAME_MIN_INTERVAL
-            if keyframe:
-                self._keyframe_wanted = False
-                self._last_keyframe = capture
             image = self._video.render(capture, seq, self.tag)
             if self.tap is not None:
                 self.tap.video(capture + self.latency, image, self._video.width, self._video.height)
             pts = round((capture - self.epoch) * 90000)
-            packets = await loop.run_in_executor(self._executor, self._venc.encode, image, pts, keyframe)
-            pacer.release("video", packets)
+            for codec, packets in await self._video_out.encode(self._executor, image, pts, capture):
+                pacer.release("video", packets, codec)
             self.frames_sent += 1
             seq = (seq + 1) & 0xFFFF
 

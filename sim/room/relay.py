@@ -1,4 +1,4 @@
-"""A WHIP publisher's media, re-encoded once and fanned out to the room's viewers.
+"""A WHIP publisher's media, re-encoded once per codec viewers take and fanned out to them.
 
 The room decodes the publisher's tracks (aiortc does), places every frame on the publisher's
 own clock through its RTCP sender reports, and re-encodes it with timestamps from that clock,
@@ -18,9 +18,10 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from probes.webrtc.peer import RtpObserver, next_audio_frame, next_video_frame, stream_seconds
 from qoe import clock
-from qoe.media import AudioEncoder, Fanout, VideoEncoder
+from qoe.media import AudioEncoder, Fanout
 from qoe.media.compose import RawTap
 from qoe.media.pacing import Pacer
+from qoe.media.renditions import Renditions
 from qoe.metrics import to_sender_time
 
 __all__ = ["RELAY_LATENCY", "RelaySource"]
@@ -39,21 +40,25 @@ class RelaySource:
         self.fanout = fanout
         self.epoch = math.floor(clock.wall())
         self._pacer = Pacer(fanout, self.epoch, latency, delay)
-        self._video: VideoEncoder | None = None
+        self._video = Renditions(fanout)
+        """Sized by the publisher's first frame."""
         self._audio = AudioEncoder()
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qoe-relay")
         self._tasks: list[asyncio.Task[None]] = []
-        self._keyframe_wanted = True
         self.frames_sent = 0
         self.audio_frames_sent = 0
         self.tap: RawTap | None = None
         """Receives every decoded frame and audio block on the publisher's send clock."""
         self.unplaced = 0
         """Frames dropped because no sender report had arrived for their stream yet."""
-        fanout.set_keyframe_handler(self.request_keyframe)
 
-    def request_keyframe(self) -> None:
-        self._keyframe_wanted = True
+    @property
+    def video_codecs(self) -> tuple[str, ...]:
+        """The codecs the latest frame was re-encoded in (VP8, then any other a viewer takes)."""
+        return self._video.codecs
+
+    def request_keyframe(self, codec: str | None = None) -> None:
+        self._video.request_keyframe(codec)
 
     def attach(self, track: MediaStreamTrack, observer: RtpObserver) -> None:
         run = self._run_video if track.kind == "video" else self._run_audio
@@ -66,7 +71,7 @@ class RelaySource:
         self._tasks = []
         self._pacer.cancel()
         self._executor.shutdown(wait=True)
-        self.fanout.set_keyframe_handler(None)
+        self._video.close()
 
     def _place(self, observer: RtpObserver, stream_time: float) -> float | None:
         sender_time = to_sender_time(observer.clock_points(stream_time), stream_time)
@@ -75,7 +80,6 @@ class RelaySource:
         return sender_time
 
     async def _run_video(self, track: MediaStreamTrack, observer: RtpObserver) -> None:
-        loop = asyncio.get_running_loop()
         with contextlib.suppress(MediaStreamError):
             while True:
                 frame = await next_video_frame(track)
@@ -86,14 +90,9 @@ class RelaySource:
                     image = frame if frame.format.name == "yuv420p" else frame.reformat(format="yuv420p")
                     planes = np.asarray(image.to_ndarray(), dtype=np.uint8)
                     self.tap.video(sender_time, planes, frame.width, frame.height)
-                if self._video is None:
-                    self._video = VideoEncoder(frame.width, frame.height)
-                keyframe, self._keyframe_wanted = self._keyframe_wanted, False
                 pts = round((sender_time - self.epoch) * 90000)
-                packets = await loop.run_in_executor(
-                    self._executor, self._video.encode_frame, frame, pts, keyframe
-                )
-                self._pacer.release("video", packets)
+                for codec, packets in await self._video.encode(self._executor, frame, pts, sender_time):
+                    self._pacer.release("video", packets, codec)
                 self.frames_sent += 1
 
     async def _run_audio(self, track: MediaStreamTrack, observer: RtpObserver) -> None:
