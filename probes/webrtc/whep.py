@@ -42,6 +42,7 @@ WATCHDOG_PERIOD = 0.1
 AUDIO_RATE = 48000
 AUDIO_BATCH = 4800
 """Samples (100 ms) fed to the tone detector at a time."""
+VIDEO_CODECS = ("VP8", "H264")
 COHOST_GONE_SECONDS = 1.0
 """A co-host whose signal was last seen longer ago than this before the end has left."""
 
@@ -50,9 +51,10 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     """Watch ``spec.url`` over WHEP until the run stops watching; figures go to ``result``.
 
     Options: ``tone_hz`` (the host's tone), ``interact_every`` (seconds between chat
-    questions, see :mod:`probes.webrtc.interaction`), ``chat_url``, and ``cohost``:
+    questions, see :mod:`probes.webrtc.interaction`), ``chat_url``, ``cohost``:
     ``"mixed"`` reads host and co-host from the room's mix, ``"separate"`` asks for their
-    tracks separately (two pairs of m-lines).
+    tracks separately (two pairs of m-lines), and ``codecs``: the video codecs to offer,
+    ``"VP8,H264"`` by default (``"H264"`` watches as a viewer that takes H.264 only).
     """
     timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
     viewer = _Viewer(spec, timeline)
@@ -75,6 +77,16 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
 
     watch.on_close(report)
     await viewer.watch(session, watch)
+
+
+def _video_codecs(option: object) -> tuple[str, ...]:
+    names = option.split(",") if isinstance(option, str) else option
+    if not isinstance(names, (list, tuple)) or not names:
+        raise ConfigError(f"codecs option must name VP8, H264 or both, got {option!r}")
+    codecs = tuple(str(n).strip().upper() for n in names)
+    if unknown := [c for c in codecs if c not in VIDEO_CODECS]:
+        raise ConfigError(f"codecs option: unknown video codec {unknown[0]!r}; use VP8, H264 or both")
+    return codecs
 
 
 class _Participant:
@@ -134,6 +146,7 @@ class _Viewer:
         self.video_decoders: list[LoopDecoding | None] = []
         """None where the receiver decodes in aiortc's own thread, which counts no errors."""
         self.consumers: list[asyncio.Task[None]] = []
+        self.video_codecs = _video_codecs(spec.options.get("codecs", "VP8,H264"))
         self.cohost_mode = spec.options.get("cohost")
         if self.cohost_mode not in (None, "mixed", "separate"):
             raise ConfigError(f"cohost option must be 'mixed' or 'separate', got {self.cohost_mode!r}")
@@ -166,7 +179,7 @@ class _Viewer:
         spec, pc = self.spec, session.pc
         pairs = 2 if self.cohost_mode == "separate" else 1
         for pair in range(pairs):
-            for kind, codecs in (("video", ("VP8", "H264")), ("audio", ("opus",))):
+            for kind, codecs in (("video", self.video_codecs), ("audio", ("opus",))):
                 transceiver = pc.addTransceiver(kind, direction="recvonly")
                 prefer_codecs(transceiver, kind, codecs)
                 decoding = decode_on_loop(transceiver.receiver)
