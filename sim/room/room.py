@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from aiortc import RTCPeerConnection
+from aiortc.mediastreams import MediaStreamTrack
 
 from qoe import clock
 from qoe.media import Fanout, Knobs, SignalSource
@@ -31,6 +32,8 @@ class Peer:
     role: str
     id: str = field(default_factory=lambda: secrets.token_urlsafe(16))
     created: float = field(default_factory=clock.wall)
+    tracks: list[MediaStreamTrack] = field(default_factory=list)
+    """A viewer's subscriptions, stopped when it leaves (so its codec's encoder can stop)."""
 
 
 class Room:
@@ -128,11 +131,14 @@ class Room:
                 "join_delay": knobs.join_delay,
             }
             data["frames_sent"] = source.frames_sent
+            # H.264 appears here while some viewer takes it, and goes when the last one leaves.
+            data["video_codecs"] = list(source.video_codecs)
             data["injected_freezes"] = [list(f) for f in source.injected_freezes]
             data["knobs"]["chat_delay"] = self.chat.knobs.chat_delay
             data["knobs"]["chat_drop_every"] = self.chat.knobs.chat_drop_every
         elif isinstance(source, RelaySource):
             data["frames_sent"] = source.frames_sent
+            data["video_codecs"] = list(source.video_codecs)
             data["unplaced_frames"] = source.unplaced
         return data
 

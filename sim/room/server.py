@@ -21,15 +21,20 @@ m-lines receives host and co-host as separate tracks; one with a single pair rec
 room's mix (side by side, audio summed) while a co-host is on, the host alone otherwise.
 ``ws://H:P/chat/ROOM`` is the room's chat (:mod:`sim.room.chat`).
 
+A viewer receives VP8, or H.264 (constrained baseline, packetization mode 1) when its offer
+has no VP8, per video m-line (:mod:`sim.room.codecs`). Each source encodes H.264 only while
+some viewer takes it, once for all of them.
+
 Errors are 4xx with a one-line ``text/plain`` reason: 404 no such room or session, 409 a room
 that already has a host and a co-host, 415 a body that is not SDP, 400 an offer that cannot
-be used.
+be used (one with video in neither codec names the codecs it offered).
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import logging
 import re
 from importlib import resources
@@ -37,6 +42,7 @@ from typing import Any
 
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
+from aiortc.mediastreams import MediaStreamTrack
 from aiortc.sdp import candidate_from_sdp
 
 from probes.webrtc.peer import (
@@ -48,6 +54,7 @@ from probes.webrtc.peer import (
 )
 from qoe import looplag
 from qoe.media import Knobs
+from sim.room.codecs import SENDS, UnusableOffer, restrict_video, video_codecs_for
 from sim.room.relay import RELAY_LATENCY, RelaySource
 from sim.room.room import DEMO_ROOM, Peer, Room
 
@@ -218,17 +225,19 @@ class LiveRoom:
                 room = self.rooms.get(name)
                 if room is None or not room.live:
                     return _error(404, f"room {name!r} has no publisher")
-                peer, answer = await self._view(room, offer)
+                try:
+                    peer, answer = await self._view(room, offer)
+                except UnusableOffer as exc:
+                    return _error(400, str(exc))
             else:
                 room = self.rooms.setdefault(name, Room(name, self.knobs))
                 if room.live and room.cohost is not None:
                     return _error(409, f"room {name!r} already has a host and a co-host")
                 peer, answer = await self._publish(room, offer, cohost=room.live)
         if answer is None:
-            return _error(
-                400,
-                "the offer has no media this room can send or receive (VP8/H.264 video, Opus audio)",
-            )
+            if role == "whep":
+                return _error(400, f"the offer has no media this room can send ({SENDS})")
+            return _error(400, "the offer has no media this room can receive (VP8/H.264 video, Opus audio)")
         location = f"/{role}/{name}/{peer.id}"
         return web.Response(
             status=201,
@@ -250,6 +259,8 @@ class LiveRoom:
         return str(pc.localDescription.sdp)
 
     async def _view(self, room: Room, offer: str) -> tuple[Peer, str | None]:
+        """Subscribe a viewer; raises :class:`UnusableOffer` before any state is made."""
+        codecs = video_codecs_for(offer)
         pc = RTCPeerConnection(rtc_configuration())
         if offer.count("m=video") >= 2:
             # Separate tracks: host first, co-host second. The built-in host's packets are held
@@ -260,20 +271,27 @@ class LiveRoom:
             pairs = [(room.mix_fanout, 0.0)]
         else:
             pairs = [(room.fanout, 0.0)]
-        tracks = []
-        for fanout, delay in pairs:
-            audio, video = fanout.subscribe(delay)
+        tracks: list[MediaStreamTrack] = []
+        for index, (fanout, delay) in enumerate(pairs):
+            codec = codecs[index] if index < len(codecs) else "vp8"
+            audio, video = fanout.subscribe(delay, codec)
             tracks += [audio, video]
-            for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
+            for track in (video, audio):
                 transceiver = pc.addTransceiver(track, direction="sendonly")
-                prefer_codecs(transceiver, track.kind, codecs)
-                # Forward the viewer's picture-loss reports to the one encoder, as an SFU would.
-                transceiver.sender._send_keyframe = fanout.request_keyframe  # type: ignore[method-assign]
-        peer = Peer(pc, "whep")
+                if track.kind == "video":
+                    restrict_video(transceiver, codec)
+                else:
+                    prefer_codecs(transceiver, "audio", ("opus",))
+                # Forward the viewer's picture-loss reports to the one encoder of its codec,
+                # as an SFU would.
+                transceiver.sender._send_keyframe = functools.partial(  # type: ignore[method-assign]
+                    fanout.request_keyframe, codec
+                )
+        peer = Peer(pc, "whep", tracks=tracks)
         answer = await self._negotiate(pc, offer)
         if answer is None:
-            for track in tracks:
-                track.stop()
+            for subscription in tracks:
+                subscription.stop()
         else:
             room.viewers[peer.id] = peer
             self._on_end(pc, lambda: self._end_viewer(room, peer))
@@ -318,6 +336,9 @@ class LiveRoom:
     async def _end_viewer(self, room: Room, peer: Peer) -> None:
         if room.viewers.pop(peer.id, None) is not None:
             await peer.pc.close()
+            # A sender that never started does not stop its track; the fanout would keep it.
+            for track in peer.tracks:
+                track.stop()
 
     async def _end_publisher(self, room: Room, peer: Peer) -> None:
         if room.cohost is peer:
