@@ -14,10 +14,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from qoe.signal import FlashDetector
-from qoe.timeline import ClockPoint, Timeline, VideoFrameEvent
+from qoe.signal import IDENTITY_MODULUS, AudioMarker, FlashDetector, identify_markers
+from qoe.timeline import ClockPoint, Timeline, ToneOnset, VideoFrameEvent
 
 __all__ = [
+    "AV_RANGE_SECONDS",
     "FREEZE_MIN_EXTRA_SECONDS",
     "FREEZE_WINDOW_FRAMES",
     "PAUSE_SECONDS",
@@ -26,6 +27,7 @@ __all__ = [
     "FreezeStats",
     "Join",
     "Quantiles",
+    "audio_markers",
     "av_sync",
     "cohost_offset",
     "dropped_frames",
@@ -46,8 +48,6 @@ FREEZE_MIN_EXTRA_SECONDS = 0.150
 PAUSE_SECONDS = 5.0
 """W3C webrtc-stats pauseCount: more than 5 s since the last rendered frame."""
 SEQ_MODULUS = 1 << 16
-AV_PAIR_WINDOW_SECONDS = 0.5
-"""A flash and a tone more than this far apart are not the same marker (markers are 1 s apart)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,16 +227,45 @@ def flash_onsets(frames: Sequence[VideoFrameEvent]) -> list[VideoFrameEvent]:
     return onsets
 
 
+AV_RANGE_SECONDS = 3.0
+"""A/V offsets are reported within +-3 s; beyond that the figure is null with a reason.
+
+Markers are paired by their second's identity, ``S mod IDENTITY_MODULUS`` (16), so any
+offset under 8 s (half the modulus) is read correctly and one of 3..13 s either way is
+recognised as out of range. An offset beyond 13 s (the modulus less the range) is
+indistinguishable from one 16 s smaller and could be reported as that in-range value."""
+
+
 @dataclass(frozen=True, slots=True)
 class AvSync:
-    median: float
-    p95_abs: float
+    median: float | None
+    """Median offset, seconds; None when not measured (see ``reason``)."""
+    p95_abs: float | None
     samples: int
     offsets: tuple[float, ...]
+    reason: str | None = None
+    """Why the offset is null; None when it was measured."""
 
 
-def av_sync(timeline: Timeline, tone_hz: float | None = None) -> AvSync | None:
-    """A/V offset at every whole-second marker: flash time minus tone time, on the sender clock.
+def _not_measured(reason: str, offsets: Sequence[float] = ()) -> AvSync:
+    return AvSync(None, None, len(offsets), tuple(offsets), reason)
+
+
+def audio_markers(tones: Sequence[ToneOnset], tone_hz: float | None = None) -> list[AudioMarker]:
+    """The markers among tone onsets (identity bursts left out), per frequency, in stream time.
+
+    ``tone_hz`` keeps one participant's tones; None keeps every frequency, each decoded on
+    its own (see :func:`qoe.signal.identify_markers`).
+    """
+    by_hz: dict[float, list[float]] = {}
+    for tone in tones:
+        if tone_hz is None or math.isclose(tone.tone_hz, tone_hz):
+            by_hz.setdefault(tone.tone_hz, []).append(tone.stream_time)
+    return [m for times in by_hz.values() for m in identify_markers(times)]
+
+
+def av_sync(timeline: Timeline, tone_hz: float | None = None) -> AvSync:
+    """A/V offset at every whole-second marker: flash time minus tone time of the same second.
 
     Positive means audio ahead of video, as ITU-R BT.1359 counts it (detectable beyond
     +45/-125 ms, acceptable within +90/-185 ms). Both onsets are mapped from their own stream
@@ -245,35 +274,53 @@ def av_sync(timeline: Timeline, tone_hz: float | None = None) -> AvSync | None:
     for FFmpeg-read streams). The flash starts at a whole second of sender time; when the onset
     frame's capture time is known, the part of a frame interval it lies past the second is
     taken off, so frame rates that do not divide a second stay exact.
+
+    Pairing is by identity, never by nearness alone: a flash's second ``S`` is its frame's
+    capture time in the code, and its tone is the identified audio marker with identity
+    ``S mod 16`` within 8 s of it (the one tone of second ``S`` for any offset under 8 s).
+    The median is reported within +-:data:`AV_RANGE_SECONDS`; outside it the figure is null
+    with ``reason``, as it is when nothing could be paired. Offsets beyond 13 s could alias
+    onto the range (see :data:`AV_RANGE_SECONDS`).
     """
     video_map, audio_map = timeline.sync.get("video", []), timeline.sync.get("audio", [])
     if not video_map or not audio_map:
-        return None
-    tones = []
-    for tone in timeline.tones:
-        if tone_hz is None or math.isclose(tone.tone_hz, tone_hz):
-            at = to_sender_time(audio_map, tone.stream_time)
+        return _not_measured("no sender clock for audio or video")
+    markers = audio_markers(timeline.tones, tone_hz)
+    if not markers:
+        return _not_measured("no audio markers")
+    tones: dict[int, list[float]] = {}  # identity -> the sender times of its markers
+    for marker in markers:
+        if marker.identity is not None:
+            at = to_sender_time(audio_map, marker.at)
             if at is not None:
-                tones.append(at)
-    tone_times = np.sort(np.asarray(tones, dtype=float))
+                tones.setdefault(marker.identity, []).append(at)
+    if not tones:
+        return _not_measured("no identified audio markers")
+    half = IDENTITY_MODULUS / 2
     offsets: list[float] = []
-    used: set[int] = set()
+    used: set[tuple[int, int]] = set()
+    flashes = 0
     for frame in flash_onsets(timeline.video):
         flash_at = to_sender_time(video_map, frame.stream_time)
-        if flash_at is None or tone_times.size == 0:
+        if flash_at is None or frame.capture_wall is None:
             continue
-        if frame.capture_wall is not None:
-            flash_at -= frame.capture_wall - round(frame.capture_wall)
-        i = int(np.argmin(np.abs(tone_times - flash_at)))
-        offset = flash_at - float(tone_times[i])
-        if abs(offset) <= AV_PAIR_WINDOW_SECONDS and i not in used:
-            used.add(i)
-            offsets.append(offset)
+        second = round(frame.capture_wall)
+        flash_at -= frame.capture_wall - second
+        flashes += 1
+        identity = second % IDENTITY_MODULUS
+        candidates = tones.get(identity, [])
+        near = [n for n, at in enumerate(candidates) if abs(flash_at - at) < half]
+        if len(near) == 1 and (identity, near[0]) not in used:
+            used.add((identity, near[0]))
+            offsets.append(flash_at - candidates[near[0]])
     if not offsets:
-        return None
+        return _not_measured("no video markers" if not flashes else "no flash and tone of the same second")
     a = np.asarray(offsets)
+    median = float(np.median(a))
+    if abs(median) > AV_RANGE_SECONDS:
+        return _not_measured(f"offset beyond the +-{AV_RANGE_SECONDS:g} s measurement range", offsets)
     return AvSync(
-        median=float(np.median(a)),
+        median=median,
         p95_abs=float(np.percentile(np.abs(a), 95)),
         samples=len(offsets),
         offsets=tuple(offsets),

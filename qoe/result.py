@@ -78,6 +78,7 @@ class AudioSection:
     frames: int | None = None
     seconds: float | None = None
     tone_onsets: int | None = None
+    """Audio markers found (one a second; their identity bursts are not counted)."""
 
 
 @dataclass
@@ -100,7 +101,10 @@ class LatencySection:
 @dataclass
 class AvSyncSection:
     offset_seconds: dict[str, float | None] = field(default_factory=lambda: {"median": None, "p95_abs": None})
+    """Flash minus tone of the same second (ITU-R BT.1359 sign), measured within +-3 s."""
     samples: int | None = None
+    reason: str | None = None
+    """Why ``offset_seconds`` is null, e.g. "offset beyond the +-3 s measurement range"."""
 
 
 @dataclass
@@ -235,14 +239,13 @@ class ProbeResult:
         self.audio = AudioSection(
             frames=timeline.audio_frames,
             seconds=timeline.audio_seconds,
-            tone_onsets=len(timeline.tones),
+            tone_onsets=len(metrics.audio_markers(timeline.tones)),
         )
         self.latency = LatencySection(_q(metrics.glass_to_glass(frames)))
         sync = metrics.av_sync(timeline)
-        if sync is not None:
-            self.av_sync = AvSyncSection({"median": sync.median, "p95_abs": sync.p95_abs}, sync.samples)
-        else:
-            self.av_sync = AvSyncSection(samples=0)
+        self.av_sync = AvSyncSection(
+            {"median": sync.median, "p95_abs": sync.p95_abs}, sync.samples, sync.reason
+        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

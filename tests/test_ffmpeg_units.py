@@ -19,7 +19,7 @@ from probes.ffmpeg.target import endpoint, kind_of, with_endpoint
 from probes.ffmpeg.tones import ToneScanner
 from qoe.errors import ConfigError, CorruptStreamError, ProbeError
 from qoe.media.encode import AudioEncoder
-from qoe.signal import SignalAudio
+from qoe.signal import SignalAudio, identify_markers
 
 RATE = 48000
 
@@ -97,7 +97,8 @@ def test_playout_restarts_on_a_timestamp_discontinuity() -> None:
 
 def tone_frames(seconds: float, offset: float = 0.0, size: int = 1024) -> list[tuple[float, np.ndarray]]:
     """Tone bursts at whole seconds - offset, cut into blocks stamped in whole milliseconds
-    (as FLV stamps them), starting at stream time 0 = Unix second 1_700_000_000."""
+    (as FLV stamps them), starting at stream time 0 = Unix second 1_700_000_000. That second
+    is a multiple of 16, so second S's identity burst is 0.2 + 0.016 * S after its marker."""
     audio = SignalAudio(offset_seconds=offset)
     first = 1_700_000_000 * RATE
     frames = []
@@ -112,8 +113,16 @@ def test_tone_scanner_numbers_samples_across_rounded_timestamps() -> None:
     for stream_time, pcm in tone_frames(4.0, offset=0.25):
         onsets += scanner.add(stream_time, pcm, RATE)
     onsets += scanner.flush()
-    # Onsets at 0.75, 1.75, 2.75, 3.75 s; the timestamps' rounding never breaks the run.
-    assert [o.stream_time for o in onsets] == pytest.approx([0.75, 1.75, 2.75, 3.75], abs=2e-4)
+    # Markers at 0.75, 1.75, 2.75, 3.75 s and the identity bursts of seconds 1..3 (that of 4
+    # is past the end); the timestamps' rounding never breaks the run.
+    times = [o.stream_time for o in onsets]
+    assert times == pytest.approx([0.75, 0.966, 1.75, 1.982, 2.75, 2.998, 3.75], abs=2e-4)
+    assert [(round(m.at, 3), m.identity) for m in identify_markers(times)] == [
+        (0.75, 1),
+        (1.75, 2),
+        (2.75, 3),
+        (3.75, None),
+    ]
 
 
 def test_tone_scanner_resyncs_on_a_gap() -> None:
@@ -123,8 +132,9 @@ def test_tone_scanner_resyncs_on_a_gap() -> None:
     for stream_time, pcm in frames[:50] + frames[100:]:  # about 1.07 s of audio missing
         onsets += scanner.add(stream_time, pcm, RATE)
     onsets += scanner.flush()
-    # 2.0 is lost in the gap; after it the count restarts from a rounded timestamp (<= 0.5 ms).
-    assert [o.stream_time for o in onsets] == pytest.approx([1.0, 3.0], abs=6e-4)
+    # The marker of 2.0 is lost in the gap (with the burst of 1.0 at 1.216); after it the
+    # count restarts from a rounded timestamp (<= 0.5 ms).
+    assert [o.stream_time for o in onsets] == pytest.approx([0.2, 1.0, 2.232, 3.0, 3.248], abs=6e-4)
 
 
 def test_aac_codec_delay_is_carried_by_the_timestamps() -> None:
@@ -159,8 +169,11 @@ def test_aac_codec_delay_is_carried_by_the_timestamps() -> None:
                 decoded_from = frame.time if decoded_from is None else decoded_from
                 onsets += scanner.add(frame.time, frame.to_ndarray()[0], frame.sample_rate)
     onsets += scanner.flush()
-    errors = np.array([o.stream_time for o in onsets]) - np.array([1.0, 2.0, 3.0])
+    times = [o.stream_time for o in onsets]
+    errors = np.array(times) - np.array([1.0, 1.216, 2.0, 2.232, 3.0, 3.248])
     assert np.abs(errors).max() < 0.001, errors
+    # Through AAC each marker still names its second (1_700_000_000 + S is S mod 16).
+    assert [m.identity for m in identify_markers(times)] == [1, 2, 3]
     # The decoder hands out the priming: its first frame starts 1024 samples before the input.
     assert decoded_from == pytest.approx((lead - 1024) / RATE, abs=0.001)
 

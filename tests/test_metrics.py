@@ -6,6 +6,8 @@ import numpy as np
 import pytest
 
 from qoe import metrics
+from qoe.result import ProbeResult
+from qoe.signal import identity_delay
 from qoe.timeline import ClockPoint, Timeline, ToneOnset, VideoFrameEvent
 
 FRAME = 1 / 30
@@ -147,14 +149,22 @@ def test_to_sender_time_takes_the_least_late_clock_point_nearby() -> None:
     assert metrics.to_sender_time([], 1.0) is None
 
 
-def _av_timeline(offset: float, seconds: int = 8, video_lag: float = 0.3) -> Timeline:
+SENDER0 = 5000  # the first sender second of the synthetic timelines (identity 8)
+
+
+def _av_timeline(
+    offset: float, seconds: int = 8, video_lag: float = 0.3, identities: bool = True, tone_hz: float = 1000.0
+) -> Timeline:
     """Frames at 30 fps flashing at whole sender seconds; tones ``offset`` s before each flash.
 
     Video and audio stream times start at different origins (as RTP timestamps do) and reach
-    the probe at different times; only the clock points relate them.
+    the probe at different times; only the clock points relate them. Both media cover the
+    same ``seconds`` of sender time, as a probe's window does: with a large offset, the tones
+    of the first seconds of video were sent before the window, and those of the last ones in
+    it belong to later video. Each marker has its identity burst unless ``identities`` is off.
     """
     t = Timeline(phases=("x",))
-    sender0, v_origin, a_origin = 5000.0, 7.25, 123.5
+    sender0, v_origin, a_origin = float(SENDER0), 7.25, 123.5
     for k in range(seconds * 30):
         sender = sender0 + k / 30
         flash = 224.0 if (k % 30) < 3 else 32.0
@@ -170,24 +180,91 @@ def _av_timeline(offset: float, seconds: int = 8, video_lag: float = 0.3) -> Tim
                 flash=flash,
             )
         )
-    for s in range(1, seconds):
-        t.tones.append(ToneOnset(a_origin + s - offset, 1000.0))
+    for s in range(-20, seconds + 20):
+        second = SENDER0 + s
+        for at in (s, s + identity_delay(second)) if identities else (s,):
+            if 0 <= at - offset < seconds:
+                t.tones.append(ToneOnset(a_origin + at - offset, tone_hz))
     t.sync = {"video": [ClockPoint(v_origin, sender0)], "audio": [ClockPoint(a_origin, sender0)]}
     return t
 
 
-@pytest.mark.parametrize("offset", [0.0, 0.08, -0.12])
+def _paired_seconds(offset: float, seconds: int = 8) -> int:
+    """Seconds whose flash (1..seconds-1: 0 has no dark frame before it) and identified tone
+    (marker and identity burst) are both in the window."""
+    return sum(
+        1 for s in range(1, seconds) if s - offset >= 0 and s - offset + identity_delay(SENDER0 + s) < seconds
+    )
+
+
+@pytest.mark.parametrize("offset", [0.0, 0.08, -0.12, 0.6, -0.8, 2.0, 2.9, -2.9])
 def test_av_sync_recovers_the_offset(offset: float) -> None:
+    """Each flash is paired with the tone of its own second: +0.6 s is not read as -0.4 s,
+    which the nearest tone would give."""
     sync = metrics.av_sync(_av_timeline(offset))
-    assert sync is not None
+    assert sync.reason is None
     assert sync.median == pytest.approx(offset, abs=1e-9)
-    assert sync.samples == 7  # the flash at second 0 has no dark frame before it
+    assert sync.offsets == pytest.approx([offset] * sync.samples, abs=1e-9)
+    assert sync.samples == _paired_seconds(offset) >= 3
+    if offset in (0.0, 0.08, -0.12):
+        assert sync.samples == 7
 
 
-def test_av_sync_is_absent_without_sender_clock() -> None:
+@pytest.mark.parametrize("offset", [3.5, -3.5, 7.5])
+def test_av_sync_beyond_the_range_is_null_with_a_reason(offset: float) -> None:
+    sync = metrics.av_sync(_av_timeline(offset, seconds=12))
+    assert (sync.median, sync.p95_abs) == (None, None)
+    assert sync.reason == "offset beyond the +-3 s measurement range"
+    assert sync.offsets == pytest.approx([offset] * sync.samples, abs=1e-9)  # measured, not wrapped
+    assert sync.samples > 0
+
+
+def test_av_sync_aliases_beyond_the_modulus_less_the_range() -> None:
+    """The known limit: identities repeat every 16 s, so 16.6 s reads as 0.6 s (and anything
+    beyond 13 s as something 16 s less). Documented, not hidden."""
+    sync = metrics.av_sync(_av_timeline(16.6, seconds=30))
+    assert sync.median == pytest.approx(0.6, abs=1e-9)
+
+
+def test_av_sync_says_why_it_is_null() -> None:
     t = _av_timeline(0.0)
     t.sync["audio"] = []
-    assert metrics.av_sync(t) is None
+    assert metrics.av_sync(t).reason == "no sender clock for audio or video"
+    assert metrics.av_sync(t).median is None
+    t = _av_timeline(0.0)
+    t.tones = []
+    assert metrics.av_sync(t).reason == "no audio markers"
+    # Markers without identity bursts (an older signal) are never paired by nearness.
+    sync = metrics.av_sync(_av_timeline(0.0, identities=False))
+    assert (sync.median, sync.samples, sync.reason) == (None, 0, "no identified audio markers")
+    t = _av_timeline(0.0)
+    for frame in t.video:
+        frame.capture_wall = None  # no code read: a flash's second is unknown
+    assert metrics.av_sync(t).reason == "no video markers"
+    # Audio and video of different seconds only: nothing to pair.
+    t = _av_timeline(6.5, seconds=6)
+    assert metrics.av_sync(t).reason == "no flash and tone of the same second"
+
+
+def test_av_sync_of_one_participant_by_its_tone() -> None:
+    t = _av_timeline(0.6)
+    t.tones += _av_timeline(-0.8, tone_hz=1500.0).tones
+    assert metrics.av_sync(t, 1000.0).median == pytest.approx(0.6, abs=1e-9)
+    assert metrics.av_sync(t, 1500.0).median == pytest.approx(-0.8, abs=1e-9)
+
+
+def test_result_counts_markers_and_carries_the_reason() -> None:
+    t = _av_timeline(0.6)
+    t.end = t.video[-1].at
+    assert len(t.tones) == 16  # 8 markers in the window and their identity bursts
+    result = ProbeResult(probe="p", kind="whep", target="t")
+    result.fill_from(t)
+    assert result.audio.tone_onsets == 8
+    assert result.av_sync.offset_seconds["median"] == pytest.approx(0.6, abs=1e-9)
+    assert result.av_sync.reason is None
+    result.fill_from(_av_timeline(3.5, seconds=12))
+    assert result.av_sync.offset_seconds == {"median": None, "p95_abs": None}
+    assert result.av_sync.reason == "offset beyond the +-3 s measurement range"
 
 
 def test_flash_onset_after_a_gap_is_not_used() -> None:

@@ -1,7 +1,8 @@
 """Known-answer tests for the tone generator and the tone onset detector.
 
-The generator puts the half-level point of every burst exactly at ``S - offset`` (sample
-``(S - offset) * rate``). On clean PCM the detector is exact up to float32 rounding of the PCM
+The generator puts the half-level point of every marker burst exactly at ``S - offset``
+(sample ``(S - offset) * rate``), and of every identity burst at ``S + identity_delay(S) -
+offset``. On clean PCM the detector is exact up to float32 rounding of the PCM
 (measured ~1e-6 samples), so tests hold it to 1 µs although the requirement is 50 µs: any
 larger error is a bug, not noise. Tests use small absolute indices so float64 positions keep
 their full sub-sample resolution (at Unix-time indices it is 1/64 sample).
@@ -15,21 +16,33 @@ import pytest
 from qoe.signal.audio import (
     COHOST_TONE_HZ,
     HOST_TONE_HZ,
+    IDENTITY_MODULUS,
+    IDENTITY_SECONDS,
     RAMP_SECONDS,
     SAMPLE_RATE,
     TONE_SECONDS,
     SignalAudio,
+    identity_delay,
 )
 from qoe.signal.detect import ToneOnsetDetector, null_window
+from qoe.signal.identity import identify_markers
 
 RATE = SAMPLE_RATE
 BASE = 7 * RATE  # stream starts at second 7
 CLEAN_TOLERANCE = 1e-6 * RATE  # 1 µs in samples
 
 
-def expected_onsets(offset_seconds: float, seconds: range) -> np.ndarray:
-    """Nominal onsets (sample indices) of the bursts of the whole seconds in ``seconds``."""
-    return np.array([(s - offset_seconds) * RATE for s in seconds])
+def expected_onsets(offset_seconds: float, seconds: float) -> np.ndarray:
+    """Nominal onsets (sample indices) of every burst, marker and identity, that a detector
+    fed ``seconds`` of audio from BASE can settle: 60 ms clear of either end of the audio."""
+    first, end = BASE / RATE, BASE / RATE + seconds
+    onsets = [
+        at - offset_seconds
+        for s in range(int(first) - 1, int(end) + 2)
+        for at in (s, s + identity_delay(s))
+        if first + 0.06 <= at - offset_seconds <= end - 0.06
+    ]
+    return np.array(sorted(onsets)) * RATE
 
 
 def detect_all(pcm: np.ndarray, tone_hz: float = HOST_TONE_HZ, **kwargs: object) -> np.ndarray:
@@ -40,10 +53,27 @@ def detect_all(pcm: np.ndarray, tone_hz: float = HOST_TONE_HZ, **kwargs: object)
 def test_generator_shape_and_silence() -> None:
     pcm = SignalAudio(amplitude=0.5).render(BASE, RATE)
     assert pcm.dtype == np.float32 and pcm.shape == (RATE,)
-    ramp_end = round((TONE_SECONDS + RAMP_SECONDS / 2) * RATE)
-    ramp_start = round(RAMP_SECONDS / 2 * RATE)
-    assert not pcm[ramp_end + 1 : RATE - ramp_start].any()  # silence between bursts
-    assert np.abs(pcm[:ramp_end]).max() == pytest.approx(0.5, abs=1e-6)
+    half_ramp = round(RAMP_SECONDS / 2 * RATE)
+    marker_end = round(TONE_SECONDS * RATE) + half_ramp
+    identity = round(identity_delay(7) * RATE)  # 0.312 s into second 7
+    identity_end = identity + round(IDENTITY_SECONDS * RATE) + half_ramp
+    assert np.abs(pcm[:marker_end]).max() == pytest.approx(0.5, abs=1e-6)
+    assert not pcm[marker_end + 1 : identity - half_ramp].any()  # silence between bursts
+    assert np.abs(pcm[identity - half_ramp : identity_end]).max() == pytest.approx(0.5, abs=1e-6)
+    assert not pcm[identity_end + 1 : RATE - half_ramp].any()
+
+
+def test_identity_delay_names_the_second_mod_16() -> None:
+    delays = [identity_delay(s) for s in range(1_700_000_000, 1_700_000_000 + 2 * IDENTITY_MODULUS)]
+    # 1_700_000_000 is a multiple of 16: identity 0 at 0.2 s, 15 at 0.44 s, then round again.
+    assert delays[0] == pytest.approx(0.2) and delays[15] == pytest.approx(0.44)
+    assert delays[16:] == delays[:16]
+    assert np.diff(delays[:16]) == pytest.approx([0.016] * 15)
+    # An identity burst ends well before the next marker needs its 50 ms of quiet.
+    assert max(delays) + IDENTITY_SECONDS + RAMP_SECONDS / 2 < 1 - 0.05 - RAMP_SECONDS
+    # The window of an identity burst (0.2..0.44 s after its marker) and the gap from a burst
+    # to the next marker (>= 0.56 s) cannot be confused.
+    assert max(delays) < 1 - max(delays)
 
 
 def test_generator_is_continuous_and_time_invariant() -> None:
@@ -51,8 +81,9 @@ def test_generator_is_continuous_and_time_invariant() -> None:
     whole = audio.render(BASE, 3 * RATE)
     parts = np.concatenate([audio.render(BASE, 1000), audio.render(BASE + 1000, 3 * RATE - 1000)])
     assert np.array_equal(whole, parts)
-    # Every burst is the same: a Unix-time index renders exactly what a small one does.
-    unix = 1_700_000_000 * RATE
+    # Every burst is the same: a Unix-time index renders exactly what a small one does, for
+    # seconds of the same identity (7 and 1_700_000_007 are both 7 mod 16).
+    unix = 1_700_000_007 * RATE
     assert np.array_equal(audio.render(unix, 3 * RATE), whole)
 
 
@@ -98,9 +129,7 @@ def test_clean_onsets_at_any_sub_sample_phase(amplitude: float) -> None:
         offset = rng.uniform(-0.5, 0.5) / RATE - rng.integers(0, 100) / RATE
         pcm = SignalAudio(amplitude=amplitude, offset_seconds=offset).render(BASE, 4 * RATE)
         onsets = detect_all(pcm)
-        np.testing.assert_allclose(
-            onsets, expected_onsets(offset, range(8, 11)), rtol=0, atol=CLEAN_TOLERANCE
-        )
+        np.testing.assert_allclose(onsets, expected_onsets(offset, 4), rtol=0, atol=CLEAN_TOLERANCE)
 
 
 def test_int16_input() -> None:
@@ -108,19 +137,28 @@ def test_int16_input() -> None:
     pcm = SignalAudio(amplitude=0.5, offset_seconds=offset).render(BASE, 3 * RATE)
     onsets = detect_all(np.round(pcm * 32767).astype(np.int16))
     # int16 quantisation noise is ~-100 dB: still far inside the 50 µs requirement.
-    np.testing.assert_allclose(onsets, expected_onsets(offset, range(8, 10)), rtol=0, atol=1e-3 * RATE / 1000)
+    np.testing.assert_allclose(onsets, expected_onsets(offset, 3), rtol=0, atol=1e-3 * RATE / 1000)
 
 
-@pytest.mark.parametrize("offset", [0.08, -0.12])
-def test_offset_moves_onsets_by_exactly_the_offset(offset: float) -> None:
-    plain = detect_all(SignalAudio().render(BASE, 4 * RATE))
-    moved = detect_all(SignalAudio(offset_seconds=offset).render(BASE, 4 * RATE))
-    # Pair each onset with its whole second; positive offset = audio earlier (BT.1359).
-    seconds = np.round(moved / RATE)
-    assert list(np.round(plain / RATE)) == [8, 9, 10]
-    # +0.08 s adds the burst at 10.92 s, -0.12 s the one at 7.12 s.
-    assert list(seconds) == ([8, 9, 10, 11] if offset > 0 else [7, 8, 9, 10])
-    np.testing.assert_allclose(seconds * RATE - moved, offset * RATE, rtol=0, atol=CLEAN_TOLERANCE)
+@pytest.mark.parametrize("offset", [0.08, -0.12, 0.6, -0.8, 2.0, -2.9])
+def test_offset_moves_markers_by_exactly_the_offset(offset: float) -> None:
+    """The detector's onsets, decoded into markers: each names its own second, wherever the
+    offset puts it (positive offset = audio earlier, BT.1359)."""
+    plain = identify_markers(detect_all(SignalAudio().render(BASE, 6 * RATE)) / RATE)
+    assert [m.identity for m in plain] == [8, 9, 10, 11, 12]
+    assert [m.at for m in plain] == pytest.approx([8, 9, 10, 11, 12], abs=1e-9)
+    moved = identify_markers(detect_all(SignalAudio(offset_seconds=offset).render(BASE, 6 * RATE)) / RATE)
+    # The stream holds seconds 7..12 of audio; every second here is below 16, so a marker's
+    # identity is its second. A marker is identified if its identity burst is in the stream.
+    first, end = 7.06, 12.94
+    seconds = [s for s in range(0, 20) if first <= s - offset and s - offset + identity_delay(s) <= end]
+    identified = [m for m in moved if m.identity is not None]
+    assert [m.identity for m in identified] == seconds
+    np.testing.assert_allclose(
+        [m.identity - m.at for m in identified], offset, rtol=0, atol=CLEAN_TOLERANCE / RATE
+    )
+    # The last marker of the stream may have lost its burst past the end: still a marker.
+    assert all(m.identity is None and m.at > seconds[-1] - offset for m in moved[len(identified) :])
 
 
 @pytest.mark.parametrize(("tone", "other"), [(HOST_TONE_HZ, COHOST_TONE_HZ), (COHOST_TONE_HZ, HOST_TONE_HZ)])
@@ -133,19 +171,18 @@ def test_two_tone_mix(tone: float, other: float) -> None:
             other, offset_seconds=offset - 0.15
         ).render(BASE, 4 * RATE)
         onsets = detect_all(mix, tone, other_hz=[other])
-        np.testing.assert_allclose(
-            onsets, expected_onsets(offset, range(8, 11)), rtol=0, atol=CLEAN_TOLERANCE
-        )
+        np.testing.assert_allclose(onsets, expected_onsets(offset, 4), rtol=0, atol=CLEAN_TOLERANCE)
         others = detect_all(mix, other, other_hz=[tone])  # 7.15 s is in the stream too
-        np.testing.assert_allclose(
-            others, expected_onsets(offset - 0.15, range(7, 11)), rtol=0, atol=CLEAN_TOLERANCE
-        )
+        np.testing.assert_allclose(others, expected_onsets(offset - 0.15, 4), rtol=0, atol=CLEAN_TOLERANCE)
+        # Each participant's markers name their own seconds, whatever the other one sends.
+        assert [m.identity for m in identify_markers(onsets / RATE)] == [8, 9, 10]
+        assert [m.identity for m in identify_markers(others / RATE)] == [7, 8, 9, 10]
 
 
 def test_chunked_input_gives_the_same_answer() -> None:
     pcm = SignalAudio(amplitude=0.2, offset_seconds=0.0123).render(BASE, 8 * RATE)
     whole = detect_all(pcm)
-    assert len(whole) == 7
+    assert len(whole) == 15  # markers 8..14, identity bursts 7..14
     rng = np.random.default_rng(11)
     for sizes in ([960], [1, 7, 100, 960, 2000, 4800, 30_000]):
         detector, found, i = ToneOnsetDetector(HOST_TONE_HZ), [], 0
@@ -164,11 +201,12 @@ def test_overlap_is_skipped_and_gap_resets() -> None:
     found += detector.add(pcm[RATE : 2 * RATE + 500], BASE + RATE)  # 500 samples seen twice
     found += detector.add(pcm[2 * RATE + 500 :], BASE + 2 * RATE + 500)
     np.testing.assert_allclose(found, whole, rtol=0, atol=1e-6)
-    # A gap that swallows the burst of second 8: the others are still found, nothing else.
+    # A gap that swallows the marker of second 8: the others are still found, nothing else.
+    assert whole[1] == pytest.approx(8 * RATE, abs=CLEAN_TOLERANCE)
     detector = ToneOnsetDetector(HOST_TONE_HZ)
     found = detector.add(pcm[: RATE + 100], BASE)
     found += detector.add(pcm[RATE + 5000 :], BASE + RATE + 5000)
-    np.testing.assert_allclose(found, whole[1:], rtol=0, atol=1e-6)
+    np.testing.assert_allclose(found, np.delete(whole, 1), rtol=0, atol=1e-6)
 
 
 def test_no_onsets_in_noise_or_silence() -> None:
@@ -184,7 +222,7 @@ def test_tone_in_noise() -> None:
     pcm = SignalAudio(amplitude=0.5).render(BASE, 6 * RATE)
     noisy = pcm + rng.normal(0, 0.5 / np.sqrt(2) / 10, pcm.shape)
     onsets = detect_all(noisy)
-    np.testing.assert_allclose(onsets, expected_onsets(0, range(8, 13)), rtol=0, atol=0.05e-3 * RATE)
+    np.testing.assert_allclose(onsets, expected_onsets(0, 6), rtol=0, atol=0.05e-3 * RATE)
 
 
 def test_bad_input() -> None:

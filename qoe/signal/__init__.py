@@ -2,9 +2,11 @@
 
 Video frames carry a :class:`FrameCode` (sequence number and capture wall-clock time) and a
 marker that flashes at every whole second of sender time; the audio carries a tone burst at
-the same instants, one frequency per participant. A viewer reads glass-to-glass latency from
-the code, frame drops and repeats from sequence gaps, and the A/V offset from tone onset
-(:class:`ToneOnsetDetector`) against flash onset (:class:`FlashDetector`).
+the same instants, one frequency per participant, each followed by an identity burst whose
+delay names the second (:func:`identify_markers` reads it back). A viewer reads
+glass-to-glass latency from the code, frame drops and repeats from sequence gaps, and the A/V
+offset from tone onset (:class:`ToneOnsetDetector`) against flash onset
+(:class:`FlashDetector`) of the same second.
 """
 
 from __future__ import annotations
@@ -12,10 +14,12 @@ from __future__ import annotations
 from qoe.signal.audio import (
     COHOST_TONE_HZ,
     HOST_TONE_HZ,
+    IDENTITY_MODULUS,
     RAMP_SECONDS,
     SAMPLE_RATE,
     TONE_SECONDS,
     SignalAudio,
+    identity_delay,
 )
 from qoe.signal.code import (
     BLACK,
@@ -27,6 +31,7 @@ from qoe.signal.code import (
     unwrap_ticks,
 )
 from qoe.signal.detect import FlashDetector, ToneOnsetDetector, null_window
+from qoe.signal.identity import AudioMarker, identify_markers
 from qoe.signal.video import (
     BACKGROUND,
     FLASH_SECONDS,
@@ -42,18 +47,22 @@ __all__ = [
     "COHOST_TONE_HZ",
     "FLASH_SECONDS",
     "HOST_TONE_HZ",
+    "IDENTITY_MODULUS",
     "MARKER_SLOTS",
     "RAMP_SECONDS",
     "SAMPLE_RATE",
     "TICKS_PER_SECOND",
     "TONE_SECONDS",
     "WHITE",
+    "AudioMarker",
     "FlashDetector",
     "FrameCode",
     "SignalAudio",
     "SignalVideo",
     "ToneOnsetDetector",
     "flash_level",
+    "identify_markers",
+    "identity_delay",
     "marker_rect",
     "null_window",
     "paint_code",
