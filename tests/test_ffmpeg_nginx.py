@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
@@ -216,15 +217,20 @@ async def http_flv_gateway(rtmp_url: str) -> AsyncIterator[str]:
         await runner.cleanup()
 
 
-async def test_http_flv(nginx: NginxRtmp) -> None:
-    """The ``flv`` kind, guessed from the URL, through an HTTP-FLV edge in front of nginx."""
-    stream, offset = "edge", -0.12
+@pytest.mark.parametrize("offset", [-0.12, 1.3])
+async def test_http_flv(nginx: NginxRtmp, offset: float) -> None:
+    """The ``flv`` kind, guessed from the URL, through an HTTP-FLV edge in front of nginx.
+
+    A marker is paired once its identity burst (up to 0.44 s after it) has arrived too, and
+    only seconds whose audio and video both arrive in the watch pair up: the watch is 5 s
+    and longer by the offset. 1.3 s reads right only if the identities survive AAC and FLV."""
+    stream = "edge"
     async with RtmpPublisher(nginx.rtmp_url(stream), knobs=Knobs(av_offset=offset)) as publisher:
         await asyncio.wait_for(publisher.publishing.wait(), 5)
         async with http_flv_gateway(nginx.rtmp_url(stream)) as url:
             from probes import guess_kind
 
-            result = await watch(url, guess_kind(url), 4)
+            result = await watch(url, guess_kind(url), 5 + math.ceil(abs(offset)))
     assert result.kind == "flv"
     assert_join(result, "flv")
     assert_smooth(result)

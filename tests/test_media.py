@@ -23,12 +23,19 @@ def test_freeze_schedule_is_anchored_to_wall_clock() -> None:
         ({"freeze_for": 0.5}, "--freeze-for needs --freeze-every"),
         ({"freeze_every": 1, "freeze_for": 1.0}, "shorter than --freeze-every"),
         ({"delay": -0.1}, "--delay must be between 0 and 30"),
-        ({"av_offset": 2.0}, "--av-offset must be between -1 and 1"),
+        ({"av_offset": 5.5}, "--av-offset must be between -5 and 5"),
+        ({"av_offset": -5.01}, "--av-offset must be between -5 and 5"),
     ],
 )
 def test_bad_knobs(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Knobs(**kwargs)
+
+
+def test_av_offset_knob_covers_the_measured_range_and_beyond() -> None:
+    # Probes measure +-3 s and report up to 5 s as out of range: both have a ground truth.
+    for offset in (-5.0, -3.0, 0.6, 3.0, 5.0):
+        assert Knobs(av_offset=offset).av_offset == offset
 
 
 async def test_fanout_starts_each_subscriber_at_a_keyframe() -> None:

@@ -74,7 +74,8 @@ def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
         type=seconds,
         default=0.0,
         metavar="S",
-        help="audio ahead of video by S seconds (negative: behind; ITU-R BT.1359 sign)",
+        help="audio ahead of video by S seconds, -5..5 (negative: behind; ITU-R BT.1359 sign);"
+        " probes measure +-3 s and report more as out of range",
     )
     if freeze:
         group.add_argument(

@@ -39,6 +39,9 @@ latency would."""
 AUDIO_BLOCK = 960
 KEYFRAME_MIN_INTERVAL = 0.25
 """Forced keyframes are at most this often, however many viewers join or ask."""
+AV_OFFSET_LIMIT = 5.0
+"""Largest ``--av-offset`` either way, seconds: probes measure +-3 s and must report anything
+up to here as out of range (pairing by a second's identity mod 16 tells them apart up to 8 s)."""
 
 
 @dataclass(frozen=True)
@@ -62,8 +65,11 @@ class Knobs:
     """Seconds the room delays a co-host's media behind the host's."""
 
     def __post_init__(self) -> None:
-        if not -1.0 < self.av_offset < 1.0:
-            raise ConfigError(f"--av-offset must be between -1 and 1 seconds, got {self.av_offset}")
+        if not -AV_OFFSET_LIMIT <= self.av_offset <= AV_OFFSET_LIMIT:
+            limit = f"{AV_OFFSET_LIMIT:g}"
+            raise ConfigError(
+                f"--av-offset must be between -{limit} and {limit} seconds, got {self.av_offset}"
+            )
         if self.delay < 0 or self.delay > 30:
             raise ConfigError(f"--delay must be between 0 and 30 seconds, got {self.delay}")
         if not 0 <= self.cohost_offset <= 5:
