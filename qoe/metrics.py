@@ -8,12 +8,20 @@ is ``None``, never zero.
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
 
+from qoe.freeze import (
+    FREEZE_MIN_EXTRA_MS,
+    FREEZE_WINDOW_FRAMES,
+    PAUSE_SECONDS,
+    FreezeStats,
+    StallStats,
+    freeze_stats,
+    stalls_over,
+)
 from qoe.signal import IDENTITY_MODULUS, AudioMarker, FlashDetector, identify_markers
 from qoe.timeline import ClockPoint, Timeline, ToneOnset, VideoFrameEvent
 
@@ -27,6 +35,7 @@ __all__ = [
     "FreezeStats",
     "Join",
     "Quantiles",
+    "StallStats",
     "audio_markers",
     "av_sync",
     "cohost_offset",
@@ -38,15 +47,13 @@ __all__ = [
     "join",
     "quantiles",
     "stall_ratio",
+    "stalls_over",
     "to_sender_time",
 ]
 
-FREEZE_WINDOW_FRAMES = 30
-"""W3C webrtc-stats freezeCount: the average frame duration is over the last 30 frames."""
-FREEZE_MIN_EXTRA_SECONDS = 0.150
-"""W3C webrtc-stats freezeCount: a freeze lasts at least the average frame duration + 150 ms."""
-PAUSE_SECONDS = 5.0
-"""W3C webrtc-stats pauseCount: more than 5 s since the last rendered frame."""
+FREEZE_MIN_EXTRA_SECONDS = FREEZE_MIN_EXTRA_MS / 1000
+"""W3C webrtc-stats freezeCount: a freeze lasts at least the average frame duration + 150 ms
+(the rule itself, and ``FREEZE_WINDOW_FRAMES`` and ``PAUSE_SECONDS``, are :mod:`qoe.freeze`'s)."""
 SEQ_MODULUS = 1 << 16
 
 
@@ -95,50 +102,24 @@ def join(milestones: dict[str, float], order: Sequence[str], start: float) -> Jo
     return Join(total, phases)
 
 
-@dataclass(frozen=True, slots=True)
-class FreezeStats:
-    freeze_count: int
-    freeze_seconds: float
-    pause_count: int
-    pause_seconds: float
-
-
 def freezes(times: Sequence[float] | np.ndarray, end: float | None = None) -> FreezeStats:
-    """Freezes and pauses between rendered frames, as W3C webrtc-stats defines them.
+    """Freezes and pauses between rendered frames, as Chrome's getStats() counts them.
 
-    A freeze is an interval between two consecutive rendered frames of at least
-    ``max(3 * avg, avg + 150 ms)``, where ``avg`` is the mean of the previous (up to) 30
-    intervals; its whole interval counts as frozen time (``totalFreezesDuration``). An interval
-    over 5 s is a pause instead (``pauseCount``). Times are seconds, non-decreasing.
-
-    If ``end`` is given, the interval from the last frame to ``end`` is judged by the same rule:
-    a stream that stops before the probe does is frozen for that time, even though no later
-    frame closes the interval.
+    The rule is libwebrtc's (W3C webrtc-stats ``freezeCount``, ``pauseCount``): see
+    :func:`qoe.freeze.freeze_stats`. Times are render times in seconds. The gap from the last
+    frame to ``end`` is never counted as a freeze or a pause, as no frame closes it; when a
+    frame at ``end`` would have closed one, it is ``trailing_seconds`` instead.
     """
-    t = np.asarray(times, dtype=float)
-    intervals = list(np.diff(t)) if t.size > 1 else []
-    if end is not None and t.size > 0:
-        intervals.append(max(0.0, end - float(t[-1])))
-    window: deque[float] = deque(maxlen=FREEZE_WINDOW_FRAMES)
-    count, frozen, pauses, paused = 0, 0.0, 0, 0.0
-    for interval in intervals:
-        if interval > PAUSE_SECONDS:
-            pauses += 1
-            paused += interval
-        elif window:
-            avg = sum(window) / len(window)
-            if interval >= max(3 * avg, avg + FREEZE_MIN_EXTRA_SECONDS):
-                count += 1
-                frozen += interval
-        window.append(interval)
-    return FreezeStats(count, frozen, pauses, paused)
+    return freeze_stats(times, end)
 
 
 def stall_ratio(stats: FreezeStats, watched_seconds: float | None) -> float | None:
-    """Frozen and paused time over watched time (first rendered frame to the end), 0..1."""
+    """Frozen, paused and trailing stalled time over watched time (first rendered frame to the
+    end), 0..1: a stream that stopped before the probe did stalls for the rest of the watch."""
     if watched_seconds is None or watched_seconds <= 0:
         return None
-    return min(1.0, (stats.freeze_seconds + stats.pause_seconds) / watched_seconds)
+    stalled = stats.freeze_seconds + stats.pause_seconds + stats.trailing_seconds
+    return min(1.0, stalled / watched_seconds)
 
 
 def fps(times: Sequence[float] | np.ndarray) -> float | None:
