@@ -60,7 +60,18 @@ class VideoSection:
     freeze_seconds: float | None = None
     pause_count: int | None = None
     pause_seconds: float | None = None
+    trailing_seconds: float | None = None
+    """The gap from the last frame to the end of the watch, when a frame there would have closed
+    a freeze or a pause (the stream stopped before the probe did), else 0. No frame closes it,
+    so like Chrome's getStats() the freeze and pause figures leave it out; ``stall_ratio``
+    counts it."""
     stall_ratio: float | None = None
+    """(freeze_seconds + pause_seconds + trailing_seconds) / watched_seconds."""
+    stalls_over_seconds: dict[str, float | int | None] = field(
+        default_factory=lambda: {"threshold": metrics.STALL_THRESHOLD_SECONDS, "count": None, "seconds": None}
+    )
+    """Render gaps of at least ``threshold`` seconds, a fixed rule as RTC vendors count freezes
+    (:func:`qoe.freeze.stalls_over`): how many, and their seconds added up."""
     watched_seconds: float | None = None
     dropped_frames: int | None = None
     repeated_frames: int | None = None
@@ -215,6 +226,7 @@ class ProbeResult:
         times = [f.at for f in frames]
         if frames:
             stats = metrics.freezes(times, end)
+            stalls = metrics.stalls_over(times)
             watched = (end if end is not None else times[-1]) - times[0]
             drops = metrics.dropped_frames([f.seq for f in frames])
             last = frames[-1]
@@ -225,7 +237,13 @@ class ProbeResult:
                 freeze_seconds=stats.freeze_seconds,
                 pause_count=stats.pause_count,
                 pause_seconds=stats.pause_seconds,
+                trailing_seconds=stats.trailing_seconds,
                 stall_ratio=metrics.stall_ratio(stats, watched),
+                stalls_over_seconds={
+                    "threshold": stalls.threshold,
+                    "count": stalls.count,
+                    "seconds": stalls.seconds,
+                },
                 watched_seconds=watched,
                 dropped_frames=drops[0] if drops else None,
                 repeated_frames=drops[1] if drops else None,
