@@ -8,6 +8,7 @@ import time
 
 import aiohttp
 import pytest
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 import probes
@@ -15,7 +16,7 @@ from probes.base import ProbeSpec, Watch
 from qoe.exporter.metrics import ResultCollector
 from qoe.exporter.server import Exporter
 from qoe.fleet import parse_fleet
-from qoe.result import ProbeResult
+from qoe.result import ProbeResult, VideoSection
 
 MEASURED_BY_WHEP = {
     "qoe_probe_success",
@@ -31,6 +32,7 @@ MEASURED_BY_WHEP = {
     "qoe_video_freezes",
     "qoe_video_frozen_seconds",
     "qoe_video_pauses",
+    "qoe_video_stalls_over_threshold",
     "qoe_video_watched_seconds",
     "qoe_video_dropped_frames",
     "qoe_video_decode_errors",
@@ -189,3 +191,27 @@ duration = 1
     assert seen["crashes"] == 0.0 and seen["hangs"] == 0.0
     assert failures[("hangs", "timeout")] >= 1
     assert failures[("crashes", "internal")] >= 2  # its schedule went on after the crash
+
+
+def test_stall_counters_add_up_every_run() -> None:
+    # A stream that stopped 2 s before the run ended: no freeze, but stalled time, so the
+    # frozen seconds' rate over watched seconds stays the stall ratio.
+    registry = CollectorRegistry()
+    collector = ResultCollector(registry)
+    result = ProbeResult(probe="p", kind="whep", target="t", success=True)
+    result.video = VideoSection(
+        freeze_count=1,
+        freeze_seconds=0.6,
+        pause_count=0,
+        pause_seconds=0.0,
+        trailing_seconds=2.0,
+        stalls_over_seconds={"threshold": 0.5, "count": 1, "seconds": 0.6},
+        watched_seconds=6.5,
+    )
+    collector.observe(result, finished_at=0.0)
+    collector.observe(result, finished_at=60.0)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+    value = {name: families[name].samples[0].value for name in families if families[name].samples}
+    assert value["qoe_video_frozen_seconds"] == pytest.approx(5.2)
+    assert value["qoe_video_stalls_over_threshold"] == 2
+    assert value["qoe_video_frozen_seconds"] / value["qoe_video_watched_seconds"] == pytest.approx(2.6 / 6.5)

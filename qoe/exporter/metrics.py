@@ -55,6 +55,7 @@ class _Totals:
     freezes: int = 0
     frozen_seconds: float = 0.0
     pauses: int = 0
+    stalls_over: int = 0
     watched_seconds: float = 0.0
     dropped_frames: int = 0
     decode_errors: int = 0
@@ -102,6 +103,8 @@ class ResultCollector(Collector):
         totals.frozen_seconds += video.freeze_seconds or 0.0
         totals.pauses += video.pause_count or 0
         totals.frozen_seconds += video.pause_seconds or 0.0
+        totals.frozen_seconds += video.trailing_seconds or 0.0
+        totals.stalls_over += int(video.stalls_over_seconds.get("count") or 0)
         totals.watched_seconds += video.watched_seconds or 0.0
         totals.dropped_frames += video.dropped_frames or 0
         totals.decode_errors += video.decode_errors or 0
@@ -161,6 +164,7 @@ class ResultCollector(Collector):
             add("qoe_video_freezes", key, t.freezes)
             add("qoe_video_frozen_seconds", key, t.frozen_seconds)
             add("qoe_video_pauses", key, t.pauses)
+            add("qoe_video_stalls_over_threshold", key, t.stalls_over)
             add("qoe_video_watched_seconds", key, t.watched_seconds)
             add("qoe_video_dropped_frames", key, t.dropped_frames)
             add("qoe_video_decode_errors", key, t.decode_errors)
@@ -256,10 +260,16 @@ class ResultCollector(Collector):
             c("qoe_video_freezes", "Video freezes seen (W3C webrtc-stats freezeCount).", labels=labels),
             c(
                 "qoe_video_frozen_seconds",
-                "Seconds of frozen or paused video seen; rate over watched seconds is the stall ratio.",
+                "Seconds of frozen or paused video seen, and of video stopped before a run ended; "
+                "rate over watched seconds is the stall ratio.",
                 labels=labels,
             ),
-            c("qoe_video_pauses", "Video pauses (gaps over 5 s) seen.", labels=labels),
+            c("qoe_video_pauses", "Video pauses (gaps over 6 s, as Chrome counts them) seen.", labels=labels),
+            c(
+                "qoe_video_stalls_over_threshold",
+                "Render gaps of 0.5 s or more seen: a fixed-threshold count, as RTC vendors count freezes.",
+                labels=labels,
+            ),
             c("qoe_video_watched_seconds", "Seconds of video watched, first frame to end.", labels=labels),
             c("qoe_video_dropped_frames", "Frames the sender numbered but no probe rendered.", labels=labels),
             c(
