@@ -65,7 +65,8 @@ async def test_a_failed_run_stops_watching_when_it_fails() -> None:
     result = await run(spec, frames_until_stopped(1.0, fail_at=0.5))
     assert not result.success and result.error is not None and result.error.kind == "disconnected"
     assert result.duration_seconds == pytest.approx(0.5, abs=0.05)
-    assert result.video.freeze_count == 0  # the teardown's second is no trailing freeze
+    # The teardown's second is no trailing stall (a freeze never is: no frame closes it).
+    assert result.video.freeze_count == 0 and result.video.trailing_seconds == 0
     assert result.teardown_seconds is not None and 1.0 <= result.teardown_seconds < 1.1
 
 
