@@ -73,6 +73,19 @@ CORS = {
 }
 
 
+def _first_kind(offer: str) -> str:
+    """The kind of the offer's first media section (``"video"`` when it has none).
+
+    The room must create that kind's transceiver first. Under max-bundle aiortc puts every
+    transceiver on the transport of the first one it created, and when the offer's first
+    m-line (the BUNDLE tag) goes to another transceiver, it stops that shared transport as
+    one bundled away: the answer has no candidates and never connects. Browsers offer audio
+    first whenever a page adds it first, as a WHIP page adding getUserMedia's tracks does.
+    """
+    match = re.search(r"^m=(\w+)", offer, re.M)
+    return match.group(1) if match else "video"
+
+
 def _error(status: int, reason: str) -> web.Response:
     return web.Response(status=status, text=reason + "\n", headers=CORS)
 
@@ -272,11 +285,12 @@ class LiveRoom:
         else:
             pairs = [(room.fanout, 0.0)]
         tracks: list[MediaStreamTrack] = []
+        first = _first_kind(offer)
         for index, (fanout, delay) in enumerate(pairs):
             codec = codecs[index] if index < len(codecs) else "vp8"
             audio, video = fanout.subscribe(delay, codec)
             tracks += [audio, video]
-            for track in (video, audio):
+            for track in sorted((video, audio), key=lambda t: t.kind != first):
                 transceiver = pc.addTransceiver(track, direction="sendonly")
                 if track.kind == "video":
                     restrict_video(transceiver, codec)
@@ -306,7 +320,9 @@ class LiveRoom:
             relay = RelaySource(room.fanout, delay=self.knobs.delay)
             relay.tap = room.host_tap
         observers: dict[str, RtpObserver] = {}
-        for kind, codecs, rate in (("video", ("VP8", "H264"), 90000), ("audio", ("opus",), 48000)):
+        kinds = (("video", ("VP8", "H264"), 90000), ("audio", ("opus",), 48000))
+        first = _first_kind(offer)
+        for kind, codecs, rate in sorted(kinds, key=lambda k: k[0] != first):
             transceiver = pc.addTransceiver(kind, direction="recvonly")
             prefer_codecs(transceiver, kind, codecs)
             observers[kind] = RtpObserver(transceiver.receiver, rate)
