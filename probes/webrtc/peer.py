@@ -16,6 +16,12 @@ Four things aiortc does not do for us, kept in one place:
   the test signal decodes in 0.16 ms and an Opus frame in less, so the hand-overs cost more
   than the decoding, and with a hundred receivers in one process the threads contend for the
   GIL besides. :func:`decode_on_loop` decodes a receiver's frames where they are assembled.
+- How each video frame arrived. aiortc's jitter buffer hands a frame over when the first
+  packet of the next one comes, and only one frame per packet; it says nothing of when the
+  frame's own packets came, whether one was retransmitted, or whether it skipped packets
+  it gave up waiting for. A player models its playout on exactly that
+  (:mod:`probes.webrtc.playout`), so :func:`decode_on_loop` also notes it, per frame, as a
+  :class:`FrameArrival`.
 """
 
 from __future__ import annotations
@@ -23,8 +29,10 @@ from __future__ import annotations
 import contextvars
 import ipaddress
 import logging
+from collections import deque
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import aioice.ice
@@ -32,20 +40,24 @@ import aiortc.rtcrtpreceiver
 import av
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import get_decoder
+from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
 from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, MediaStreamTrack
 from aiortc.rtcrtptransceiver import RTCRtpTransceiver
-from aiortc.rtp import RtcpSrPacket
+from aiortc.rtp import RtcpSrPacket, RtpPacket
+from aiortc.utils import uint16_add
 from av import AudioFrame, VideoFrame
 
 from qoe import clock
 from qoe.timeline import ClockPoint
 
 __all__ = [
+    "FrameArrival",
     "LoopDecoding",
     "RtpObserver",
     "addresses_for_host",
     "candidate_addresses",
     "decode_on_loop",
+    "is_keyframe",
     "next_audio_frame",
     "next_video_frame",
     "prefer_codecs",
@@ -146,6 +158,106 @@ def _decoder_for(codec: Any) -> Any:
     return _VideoDecoder(name) if name else get_decoder(codec)
 
 
+def is_keyframe(mime_type: str, data: bytes) -> bool:
+    """Whether ``data``, one depayloaded frame, is a whole keyframe from its first byte.
+
+    VP8: the frame tag's inverted key-frame bit is clear and the key frame's start code
+    follows it (RFC 6386 sections 9.1 and 19.1). H.264: the access unit starts with a start
+    code and holds an IDR slice, NAL unit type 5 (ITU-T H.264 section 7.4.1.2). A frame whose
+    first packet is missing starts mid-frame, so it is never taken for a keyframe.
+    """
+    kind = mime_type.lower()
+    if kind == "video/vp8":
+        return len(data) >= 6 and not data[0] & 1 and data[3:6] == b"\x9d\x01\x2a"
+    if kind == "video/h264":
+        if not data.startswith((b"\x00\x00\x01", b"\x00\x00\x00\x01")):
+            return False
+        at = data.find(b"\x00\x00\x01")
+        while at != -1 and at + 3 < len(data):
+            if data[at + 3] & 0x1F == 5:
+                return True
+            at = data.find(b"\x00\x00\x01", at + 3)
+    return False
+
+
+@dataclass(slots=True)
+class FrameArrival:
+    """How one encoded video frame reached the decoder: what a player's receiver knows of it."""
+
+    complete: float
+    """Monotonic seconds when the last of its packets arrived (a retransmission, if one was):
+    when libwebrtc's packet buffer would have completed it."""
+    released: float
+    """Monotonic seconds when aiortc's jitter buffer handed it to the decoder."""
+    continuous: bool
+    """Its first packet follows the previous frame's last: aiortc skipped no packets before it.
+    aiortc gives up on a missing packet only when its buffer overflows or the sequence jumps,
+    and then drops the frames it held, so the frame after them has broken references."""
+    retransmitted: bool
+    """A packet of it arrived after a later-numbered one: a retransmission (or reordering)."""
+    size: int
+    """Bytes of the encoded frame."""
+    timestamp: int = 0
+    """Its pts: the RTP timestamp as aiortc maps it (90 kHz ticks, 0 at the first frame)."""
+    keyframe: bool = False
+    decoded: bool = False
+    """The decoder took it without error (it may still be concealing broken references)."""
+    decode_seconds: float = 0.0
+
+
+class _ArrivalJitterBuffer(JitterBuffer):
+    """aiortc's video jitter buffer, noting a :class:`FrameArrival` on each frame it releases.
+
+    Frames are assembled exactly as aiortc assembles them; a released frame carries its
+    arrival as an ``arrival`` attribute. Packets aiortc ignores (older than the buffer's start)
+    are not noted, since their slot may hold a newer packet.
+    """
+
+    def __init__(self, capacity: int) -> None:
+        super().__init__(capacity=capacity, is_video=True)
+        self._arrived = [0.0] * capacity
+        self._late = [False] * capacity
+        self._highest: int | None = None
+        self._next_first: int | None = None
+        """The sequence number the next frame starts at if nothing is skipped."""
+
+    def add(self, packet: RtpPacket) -> tuple[bool, JitterFrame | None]:
+        seq = packet.sequence_number
+        if self._origin is not None:
+            delta = uint16_add(seq, -self._origin)
+            misorder = uint16_add(self._origin, -seq)
+            if misorder < delta and misorder < MAX_MISORDER:
+                return super().add(packet)  # before the buffer's start: aiortc ignores it
+        pos = seq % self.capacity
+        held = self._packets[pos]
+        if held is None or held.sequence_number != seq:  # a duplicate keeps the first arrival
+            self._arrived[pos] = clock.monotonic()
+            self._late[pos] = self._highest is not None and 0 < uint16_add(self._highest, -seq) < 0x8000
+        if self._highest is None or uint16_add(seq, -self._highest) < 0x8000:
+            self._highest = seq
+        return super().add(packet)
+
+    def _remove_frame(self, sequence_number: int) -> JitterFrame | None:
+        first = self._origin
+        frame = super()._remove_frame(sequence_number)
+        if frame is None or first is None or self._origin is None:
+            return frame
+        slots = [(first + i) % self.capacity for i in range(uint16_add(self._origin, -first))]
+        frame.arrival = FrameArrival(  # type: ignore[attr-defined]
+            complete=max(self._arrived[p] for p in slots),
+            released=clock.monotonic(),
+            continuous=self._next_first is None or first == self._next_first,
+            retransmitted=any(self._late[p] for p in slots),
+            size=len(frame.data),
+        )
+        self._next_first = self._origin
+        return frame
+
+
+ARRIVALS_KEPT = 512
+"""Frame arrivals a decoder holds for its track's reader (about 17 s of 30 fps video)."""
+
+
 class _LoopDecoder:
     """Takes the place of a receiver's decoder queue: decodes each frame as it is put.
 
@@ -154,6 +266,9 @@ class _LoopDecoder:
     track) go straight onto the track's queue. A frame that fails to decode raises the
     receiver's decode-error flag, on which aiortc asks the sender for a keyframe, as its own
     worker does; the decoder keeps its state, so the frames after it still decode.
+
+    Frames that come with a :class:`FrameArrival` have it completed (keyframe, decode outcome)
+    and queued in ``arrivals`` for the track's reader, decoded or not.
     """
 
     def __init__(self, receiver: RTCRtpReceiver) -> None:
@@ -163,6 +278,7 @@ class _LoopDecoder:
         self._decoder: Any = None
         self.errors = 0
         """Frames that failed to decode."""
+        self.arrivals: deque[FrameArrival] = deque(maxlen=ARRIVALS_KEPT)
 
     def put(self, task: Any) -> None:
         output = self._receiver._track._queue  # type: ignore[union-attr]
@@ -172,6 +288,12 @@ class _LoopDecoder:
         codec, encoded_frame = task
         if codec.name != self._codec_name:
             self._decoder, self._codec_name = _decoder_for(codec), codec.name
+        arrival: FrameArrival | None = getattr(encoded_frame, "arrival", None)
+        if arrival is not None:
+            arrival.timestamp = encoded_frame.timestamp
+            arrival.keyframe = is_keyframe(codec.mimeType, encoded_frame.data)
+            self.arrivals.append(arrival)
+        started = clock.monotonic()
         try:
             frames = self._decoder.decode(encoded_frame)
         except av.FFmpegError as exc:
@@ -179,8 +301,18 @@ class _LoopDecoder:
             self.errors += 1
             self._error.set()
             return
+        if arrival is not None:
+            arrival.decoded = True
+            arrival.decode_seconds = clock.monotonic() - started
         for frame in frames:
             output.put_nowait(frame)
+
+    def arrivals_through(self, pts: int) -> list[FrameArrival]:
+        """Take the arrivals of the frames up to the one with ``pts``, in decoding order."""
+        taken = []
+        while self.arrivals and self.arrivals[0].timestamp <= pts:
+            taken.append(self.arrivals.popleft())
+        return taken
 
 
 _original_decoder_worker = aiortc.rtcrtpreceiver.decoder_worker
@@ -199,13 +331,18 @@ class LoopDecoding(Protocol):
     errors: int
     """Frames that failed to decode."""
 
+    def arrivals_through(self, pts: int) -> list[FrameArrival]:
+        """Arrivals of the frames up to the one with ``pts`` (none if they are not noted)."""
+        ...
+
 
 def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding | None:
     """Have ``receiver`` decode on the event loop instead of in a thread of its own.
 
-    Call it before the receiver starts (before the remote description is set). Returns None,
-    and leaves aiortc's own decoding in place, should an aiortc release have moved the
-    internals this relies on (a test checks that the installed one has not).
+    Call it before the receiver starts (before the remote description is set). A video
+    receiver's frames also get their :class:`FrameArrival` noted. Returns None, and leaves
+    aiortc's own decoding in place, should an aiortc release have moved the internals this
+    relies on (a test checks that the installed one has not).
     """
     internals = ("_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__decoder_error", "_track")
     if not all(hasattr(receiver, name) for name in internals):
@@ -213,6 +350,12 @@ def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding | None:
         return None
     decoder = _LoopDecoder(receiver)
     receiver._RTCRtpReceiver__decoder_queue = decoder  # type: ignore[attr-defined]
+    buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
+    if getattr(receiver, "_RTCRtpReceiver__kind", None) == "video" and isinstance(buffer, JitterBuffer):
+        if all(hasattr(buffer, name) for name in ("_origin", "_packets", "_remove_frame")):
+            receiver._RTCRtpReceiver__jitter_buffer = _ArrivalJitterBuffer(buffer.capacity)  # type: ignore[attr-defined]
+        else:
+            log.warning("this aiortc's jitter buffer differs from 1.16's; frame arrivals are not noted")
     return decoder
 
 
