@@ -82,6 +82,10 @@ class VideoSection:
     decode_errors: int | None = None
     """Encoded frames (WebRTC) or packets (FFmpeg) of video the decoder rejected. A player
     conceals them, so they show nowhere else: not as freezes, and not as dropped frames."""
+    frames_dropped_undecodable: int | None = None
+    """Frames received that a libwebrtc player would never show (WebRTC): their references
+    were broken by a lost or rejected frame and no keyframe had come yet, or a keyframe that
+    completed first overtook them (docs/PLAYOUT.md). Null when no player model ran."""
 
 
 @dataclass
@@ -251,9 +255,14 @@ class ProbeResult:
                 height=last.height,
                 signal_frames=sum(1 for f in frames if f.seq is not None),
                 decode_errors=timeline.decode_errors,
+                frames_dropped_undecodable=timeline.frames_dropped_undecodable,
             )
         else:
-            self.video = VideoSection(frames=0, decode_errors=timeline.decode_errors)
+            self.video = VideoSection(
+                frames=0,
+                decode_errors=timeline.decode_errors,
+                frames_dropped_undecodable=timeline.frames_dropped_undecodable,
+            )
         self.audio = AudioSection(
             frames=timeline.audio_frames,
             seconds=timeline.audio_seconds,

@@ -25,9 +25,10 @@ class VideoFrameEvent:
     """One decoded video frame as the probe received it (a "rendered" frame)."""
 
     at: float
-    """Monotonic seconds when the frame was rendered: when the decoded frame reached the probe
-    (WebRTC), or when a player pacing frames by their timestamps would show it (FFmpeg-read
-    streams, which can hand over a whole HLS segment at once)."""
+    """Monotonic seconds when the frame was rendered: when a libwebrtc player would show it
+    (WebRTC, :mod:`probes.webrtc.playout`; with the ``arrival`` playout option, when the
+    decoded frame reached the probe), or when a player pacing frames by their timestamps would
+    show it (FFmpeg-read streams, which can hand over a whole HLS segment at once)."""
     wall: float
     """Wall-clock seconds at the same instant."""
     stream_time: float
@@ -42,6 +43,9 @@ class VideoFrameEvent:
     """The code's free field (a chat nonce the host shows), None without a readable code."""
     flash: float | None = None
     """Mean luma of the flash marker region, None when not measured."""
+    arrival: float | None = None
+    """Monotonic seconds when the decoded frame reached the probe, where that differs from
+    ``at`` (a modelled player shows frames later); None where it does not."""
 
 
 @dataclass(slots=True)
@@ -83,6 +87,9 @@ class Timeline:
     audio_seconds: float = 0.0
     decode_errors: int | None = None
     """Encoded video the decoder rejected (None: the probe's decoder does not say)."""
+    frames_dropped_undecodable: int | None = None
+    """Video frames received but never shown by the modelled player, their references broken
+    (None: no player model ran)."""
 
     def mark(self, milestone: str, at: float | None = None) -> None:
         """Record ``milestone`` now (or at ``at``), unless it was already recorded."""

@@ -1,10 +1,12 @@
 """WHEP viewer probe: join a room the way a viewer's player does and record what it sees.
 
 Join milestones, in order: ``signaling`` (WHEP POST answered), ``ice_connected``,
-``dtls_connected``, ``first_rtp_packet``, ``first_decoded_frame``. Every decoded frame is
-stamped on arrival and its test-signal code and flash marker read; the audio is scanned for
-tone onsets. RTCP sender reports give both streams' mapping to the sender's clock, which is
-how the A/V offset is judged as a lip-syncing player would present it.
+``dtls_connected``, ``first_rtp_packet``, ``first_decoded_frame``. Every decoded frame has its
+test-signal code and flash marker read and is stamped when a libwebrtc player would show it
+(:mod:`probes.webrtc.playout`, docs/PLAYOUT.md), or not at all if such a player would not;
+the audio is scanned for tone onsets. RTCP sender reports give both streams' mapping to the
+sender's clock, which is how the A/V offset is judged as a lip-syncing player would present
+it.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 from probes.base import ProbeSpec, Watch
 from probes.webrtc.interaction import InteractionLoop, chat_url_for
 from probes.webrtc.peer import (
+    FrameArrival,
     LoopDecoding,
     RtpObserver,
     decode_on_loop,
@@ -26,6 +29,7 @@ from probes.webrtc.peer import (
     prefer_codecs,
     stream_seconds,
 )
+from probes.webrtc.playout import EncodedFrame, Played, Playout
 from probes.webrtc.session import Session
 from qoe import clock, metrics
 from qoe.errors import ConfigError, DisconnectedError, NoMediaError
@@ -43,6 +47,7 @@ AUDIO_RATE = 48000
 AUDIO_BATCH = 4800
 """Samples (100 ms) fed to the tone detector at a time."""
 VIDEO_CODECS = ("VP8", "H264")
+PLAYOUTS = ("libwebrtc", "arrival")
 COHOST_GONE_SECONDS = 1.0
 """A co-host whose signal was last seen longer ago than this before the end has left."""
 
@@ -54,7 +59,10 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     questions, see :mod:`probes.webrtc.interaction`), ``chat_url``, ``cohost``:
     ``"mixed"`` reads host and co-host from the room's mix, ``"separate"`` asks for their
     tracks separately (two pairs of m-lines), and ``codecs``: the video codecs to offer,
-    ``"VP8,H264"`` by default (``"H264"`` watches as a viewer that takes H.264 only).
+    ``"VP8,H264"`` by default (``"H264"`` watches as a viewer that takes H.264 only), and
+    ``playout``: ``"libwebrtc"`` (default) stamps each frame when a libwebrtc player (Chrome)
+    would show it and leaves out the frames it would not show (see docs/PLAYOUT.md);
+    ``"arrival"`` stamps every decoded frame when it reaches the probe.
     """
     timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
     viewer = _Viewer(spec, timeline)
@@ -105,7 +113,8 @@ class _Participant:
         self._pending: list[tuple[int, np.ndarray]] = []
         self._pending_samples = 0
 
-    def frame(self, event: VideoFrameEvent, y: np.ndarray | None) -> None:
+    def read(self, event: VideoFrameEvent, y: np.ndarray | None) -> VideoFrameEvent:
+        """Fill in what the frame's picture says (its code and flash marker)."""
         if y is not None:
             rect = None if self.half is None else mix_regions(event.width, event.height)[self.half]
             code = read_code(y, rect)
@@ -114,6 +123,9 @@ class _Participant:
                 event.capture_wall = unwrap_ticks(code.ticks, event.wall)
                 event.tag = code.tag
             event.flash = flash_level(y, self.slot, region=rect)
+        return event
+
+    def shown(self, event: VideoFrameEvent) -> None:
         self.timeline.video.append(event)
         self.last_video_stream_time = event.stream_time
 
@@ -147,6 +159,9 @@ class _Viewer:
         """None where the receiver decodes in aiortc's own thread, which counts no errors."""
         self.consumers: list[asyncio.Task[None]] = []
         self.video_codecs = _video_codecs(spec.options.get("codecs", "VP8,H264"))
+        self.playout = spec.options.get("playout", "libwebrtc")
+        if self.playout not in PLAYOUTS:
+            raise ConfigError(f"playout option must be 'libwebrtc' or 'arrival', got {self.playout!r}")
         self.cohost_mode = spec.options.get("cohost")
         if self.cohost_mode not in (None, "mixed", "separate"):
             raise ConfigError(f"cohost option must be 'mixed' or 'separate', got {self.cohost_mode!r}")
@@ -219,26 +234,81 @@ class _Viewer:
         self.consumers.append(task)
 
     async def _consume_video(self, track: MediaStreamTrack, pair: int) -> None:
+        """Read each decoded frame; record it when (and if) the player would show it.
+
+        With the libwebrtc model, a frame's events wait in ``held`` (by pts) until the model
+        settles it, usually when the next frame comes; the rest are settled when the track
+        ends or the probe stops watching.
+        """
         participants = self.participants_of(pair)
-        with contextlib.suppress(MediaStreamError):
-            while True:
-                frame = await next_video_frame(track)
-                at, wall = clock.monotonic(), clock.wall()
-                y = luma(frame) if self.spec.decode else None
-                for participant in participants:
-                    event = VideoFrameEvent(
-                        at=at,
-                        wall=wall,
-                        stream_time=stream_seconds(frame),
-                        width=frame.width,
-                        height=frame.height,
-                    )
-                    participant.frame(event, y)
-                    if participant is self.host and self.interaction is not None:
-                        self.interaction.frame(event.tag, wall)
-                if pair == 0 and not self.first_frame.is_set():
-                    self.timeline.mark("first_decoded_frame", at)
-                    self.first_frame.set()
+        decoding = self.video_decoders[pair] if pair < len(self.video_decoders) else None
+        playout = Playout() if self.playout == "libwebrtc" and decoding is not None else None
+        if playout is not None:
+            for participant in participants:
+                participant.timeline.frames_dropped_undecodable = 0
+        held: dict[int, list[VideoFrameEvent]] = {}
+        try:
+            with contextlib.suppress(MediaStreamError):
+                while True:
+                    frame = await next_video_frame(track)
+                    at, wall = clock.monotonic(), clock.wall()
+                    y = luma(frame) if self.spec.decode else None
+                    events = [
+                        participant.read(
+                            VideoFrameEvent(
+                                at=at,
+                                wall=wall,
+                                stream_time=stream_seconds(frame),
+                                width=frame.width,
+                                height=frame.height,
+                            ),
+                            y,
+                        )
+                        for participant in participants
+                    ]
+                    arrivals = [] if decoding is None else decoding.arrivals_through(int(frame.pts or 0))
+                    if playout is None or not arrivals or arrivals[-1].timestamp != frame.pts:
+                        self._show(pair, participants, events)  # as it came: no arrival noted
+                        continue
+                    held[arrivals[-1].timestamp] = events
+                    for arrival in arrivals:
+                        for played in playout.add(_encoded(arrival)):
+                            self._settle(pair, participants, played, held)
+        finally:
+            if playout is not None:
+                for played in playout.flush():
+                    self._settle(pair, participants, played, held)
+
+    def _settle(
+        self,
+        pair: int,
+        participants: list[_Participant],
+        played: Played,
+        held: dict[int, list[VideoFrameEvent]],
+    ) -> None:
+        events = held.pop(played.frame.rtp, None)
+        if played.render_at is None:
+            for participant in participants:
+                dropped = participant.timeline.frames_dropped_undecodable or 0
+                participant.timeline.frames_dropped_undecodable = dropped + 1
+            return
+        if events is None:
+            return  # the decoder put out no picture for it
+        for event in events:
+            event.arrival = event.at
+            event.wall += played.render_at - event.at
+            event.at = played.render_at
+        self._show(pair, participants, events)
+
+    def _show(self, pair: int, participants: list[_Participant], events: list[VideoFrameEvent]) -> None:
+        for participant, event in zip(participants, events, strict=True):
+            participant.shown(event)
+            if participant is self.host and self.interaction is not None:
+                self.interaction.frame(event.tag, event.wall)
+        if pair == 0 and not self.first_frame.is_set():
+            first = events[0]
+            self.timeline.mark("first_decoded_frame", first.at if first.arrival is None else first.arrival)
+            self.first_frame.set()
 
     async def _consume_audio(self, track: MediaStreamTrack, pair: int) -> None:
         participants = self.participants_of(pair)
@@ -290,3 +360,17 @@ class _Viewer:
             frames=len(coded),
             left=None if not coded or end is None else coded[-1].at < end - COHOST_GONE_SECONDS,
         )
+
+
+def _encoded(arrival: FrameArrival) -> EncodedFrame:
+    """What the player model takes of a frame's arrival; a frame that came after skipped
+    packets, or that the decoder rejected, is not intact."""
+    return EncodedFrame(
+        rtp=arrival.timestamp,
+        complete=arrival.complete,
+        keyframe=arrival.keyframe,
+        intact=arrival.continuous and arrival.decoded,
+        retransmitted=arrival.retransmitted,
+        size=arrival.size,
+        decode_seconds=arrival.decode_seconds,
+    )
