@@ -1,6 +1,6 @@
 """ProbeResult: the one JSON document every probe returns, whatever its protocol.
 
-The field paths below are a contract (DESIGN.md): the fleet's SLOs, the exporter and the impact
+The field paths below are a contract: the fleet's SLOs, the exporter and the impact
 analytics address figures by them. Fields may be added; these are never renamed. Every section
 is always present and a figure that could not be measured is ``null``, so ``video.fps`` being
 ``null`` means "not measured", never "zero".
