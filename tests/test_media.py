@@ -72,6 +72,8 @@ def test_a_raw_tap_counts_media_that_reached_the_mix_after_its_slot() -> None:
     tap.frame_at(101.0)
     tap.video(100.9, image, 64, 36)  # its slot was read already: the mix showed 100.52
     assert tap.late_frames == 1
+    tap.video(101.005, image, 64, 36)  # nearer 101.0, read already, than the next mix frame
+    assert tap.late_frames == 2
     tap.samples_at(200.0, 960)  # read through 200.02
     tap.audio(200.01, np.ones(960, dtype=np.float32))  # its first half came after its slot
     assert tap.late_samples == 480

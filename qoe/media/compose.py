@@ -41,9 +41,11 @@ MIX_DELAY = 0.21
 """Seconds the mix runs behind the participants' send clocks: a WHIP co-host's frames reach
 the room about a jitter buffer (33 ms video, 80 ms audio) and a decode after they were sent.
 With the senders' 40 ms pipeline latency, 0.25 s: 15 frames of the mix."""
-SEND_TIME_SLACK = 0.002
-"""Frames are taken up to this much early: a relayed co-host's send times come from its
-RTCP reports and wobble by about a millisecond around the grid."""
+SEND_TIME_SLACK = 0.5 / MIX_FPS
+"""Frames are taken up to half a mix frame early, so each lands on the mix frame nearest its
+send time. A relayed co-host's send times come from its RTCP sender reports, which place
+them a few milliseconds off the grid (1-3 ms were seen on loopback): with less slack, a
+frame 3 ms late would show one mix frame (17 ms) later and bias the co-host offset."""
 VIDEO_KEEP = 2.0
 STALE = 0.5
 """A participant whose latest frame is older than this (seconds) is shown as a dark half."""
@@ -89,7 +91,7 @@ class RawTap:
         """A yuv420p planar frame (height*3/2, width) sent at ``send_time`` (Unix seconds)."""
         if self._times and send_time <= self._times[-1]:
             return
-        if send_time < self._video_read - SEND_TIME_SLACK:
+        if send_time <= self._video_read + SEND_TIME_SLACK:  # the mix read its slot already
             self.late_frames += 1
         self._times.append(send_time)
         self._frames.append((image, width, height))
