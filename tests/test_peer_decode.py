@@ -7,6 +7,7 @@ these check the stand-in queue on its own, with frames from the project's own en
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 from types import SimpleNamespace
 
@@ -95,3 +96,48 @@ async def test_the_installed_aiortc_has_what_loop_decoding_relies_on() -> None:
         assert receiver._RTCRtpReceiver__decoder_queue is decoding  # type: ignore[attr-defined]
     finally:
         await pc.close()
+
+
+async def test_a_packet_still_missing_is_asked_for_again_every_round_trip() -> None:
+    # aiortc NACKs a hole once, when it appears; libwebrtc asks again every RTT (100 ms
+    # while none is measured). A lost retransmission must not stall the video for seconds.
+    from aiortc.rtcrtpreceiver import NackGenerator
+    from aiortc.rtp import RtpPacket
+
+    from probes.webrtc.peer import NACK_INTERVAL, _NackRepeater
+    from qoe import clock
+
+    generator, sent = NackGenerator(), []
+    now = [10.0]
+
+    async def send_rtcp_nack(media_ssrc: int, lost: list[int]) -> None:
+        sent.append((now[0], media_ssrc, list(lost)))
+
+    async def handle_rtp_packet(packet: RtpPacket, arrival_time_ms: int) -> None:
+        if generator.add(packet):  # as aiortc does: all that is missing, on a new gap only
+            await receiver._send_rtcp_nack(packet.ssrc, sorted(generator.missing))
+
+    receiver = SimpleNamespace(
+        _send_rtcp_nack=send_rtcp_nack,
+        _handle_rtp_packet=handle_rtp_packet,
+        _RTCRtpReceiver__rtx_ssrc={},
+    )
+    repeater = _NackRepeater(receiver, generator)  # type: ignore[arg-type]
+    with clock.use_clock(lambda: now[0], lambda: now[0]):
+        for seq in (1, 2, 4, 5):  # 3 is lost
+            await receiver._handle_rtp_packet(RtpPacket(sequence_number=seq, ssrc=7), arrival_time_ms=0)
+            now[0] += 0.033
+        assert [(round(at, 3), ssrc, lost) for at, ssrc, lost in sent] == [(10.066, 7, [3])]  # once
+        for seq in range(6, 14):  # its retransmission is lost too
+            await receiver._handle_rtp_packet(RtpPacket(sequence_number=seq, ssrc=7), arrival_time_ms=0)
+            now[0] += 0.033
+        asked_at = [at for at, _, lost in sent if lost == [3]]
+        assert len(asked_at) == 3 and all(
+            later - earlier >= NACK_INTERVAL - 1e-9 for earlier, later in itertools.pairwise(asked_at)
+        )
+        await receiver._handle_rtp_packet(RtpPacket(sequence_number=3, ssrc=7), arrival_time_ms=0)
+        now[0] += 1.0
+        count = len(sent)
+        await receiver._handle_rtp_packet(RtpPacket(sequence_number=14, ssrc=7), arrival_time_ms=0)
+        assert len(sent) == count  # it arrived: never asked for again
+    assert repeater.repeats == 2

@@ -22,6 +22,10 @@ Four things aiortc does not do for us, kept in one place:
   it gave up waiting for. A player models its playout on exactly that
   (:mod:`probes.webrtc.playout`), so :func:`decode_on_loop` also notes it, per frame, as a
   :class:`FrameArrival`.
+- Repeated NACKs. aiortc asks for a missing packet again only when a new gap appears, so a
+  lost retransmission stalls its video until the next loss, or until its buffer overflows
+  seconds later. libwebrtc asks again every round trip; :func:`decode_on_loop` has a video
+  receiver do so too (:class:`_NackRepeater`).
 """
 
 from __future__ import annotations
@@ -254,6 +258,49 @@ class _ArrivalJitterBuffer(JitterBuffer):
         return frame
 
 
+NACK_INTERVAL = 0.1
+"""Seconds before a packet still missing is asked for again: libwebrtc's NACK module asks
+every round trip, and assumes 100 ms while it has measured none, as a receive-only viewer has
+not (``modules/video_coding/nack_requester.cc``)."""
+
+
+class _NackRepeater:
+    """Has an aiortc video receiver ask again, every NACK_INTERVAL, for packets still missing.
+
+    It wraps the receiver's NACK sender to note when each packet was last asked for, and its
+    packet handler to ask again, after each packet it handles, for those asked for at least
+    NACK_INTERVAL ago. aiortc's own list of missing packets decides what is missing (it
+    forgets packets 128 behind the newest, as the sender's history does).
+    """
+
+    def __init__(self, receiver: RTCRtpReceiver, generator: Any) -> None:
+        self.missing: set[int] = generator.missing
+        self.asked: dict[int, float] = {}
+        self.repeats = 0
+        """NACKs sent again."""
+        self._rtx = receiver._RTCRtpReceiver__rtx_ssrc  # type: ignore[attr-defined]
+        send, handle = receiver._send_rtcp_nack, receiver._handle_rtp_packet
+
+        async def send_nack(media_ssrc: int, lost: list[int]) -> None:
+            now = clock.monotonic()
+            for seq in lost:
+                self.asked[seq] = now
+            await send(media_ssrc, lost)
+
+        async def rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            await handle(packet, arrival_time_ms=arrival_time_ms)
+            now = clock.monotonic()
+            for seq in [seq for seq in self.asked if seq not in self.missing]:
+                del self.asked[seq]
+            due = sorted(seq for seq in self.missing if now - self.asked.get(seq, now) >= NACK_INTERVAL)
+            if due:
+                self.repeats += 1
+                await send_nack(self._rtx.get(packet.ssrc, packet.ssrc), due)
+
+        receiver._send_rtcp_nack = send_nack  # type: ignore[method-assign]
+        receiver._handle_rtp_packet = rtp  # type: ignore[method-assign]
+
+
 ARRIVALS_KEPT = 512
 """Frame arrivals a decoder holds for its track's reader (about 17 s of 30 fps video)."""
 
@@ -340,7 +387,8 @@ def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding | None:
     """Have ``receiver`` decode on the event loop instead of in a thread of its own.
 
     Call it before the receiver starts (before the remote description is set). A video
-    receiver's frames also get their :class:`FrameArrival` noted. Returns None, and leaves
+    receiver's frames also get their :class:`FrameArrival` noted, and it asks again for
+    missing packets as libwebrtc does (:class:`_NackRepeater`). Returns None, and leaves
     aiortc's own decoding in place, should an aiortc release have moved the internals this
     relies on (a test checks that the installed one has not).
     """
@@ -356,6 +404,9 @@ def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding | None:
             receiver._RTCRtpReceiver__jitter_buffer = _ArrivalJitterBuffer(buffer.capacity)  # type: ignore[attr-defined]
         else:
             log.warning("this aiortc's jitter buffer differs from 1.16's; frame arrivals are not noted")
+        generator = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)
+        if hasattr(generator, "missing") and hasattr(receiver, "_RTCRtpReceiver__rtx_ssrc"):
+            _NackRepeater(receiver, generator)
     return decoder
 
 
