@@ -184,6 +184,11 @@ async def cohost_scenario(live, publish_for: float, watch_for: float) -> list[Pr
     return viewers
 
 
+ROOM_LATE_TOLERANCE = 0.015
+"""Mix output ready this late (s) can move a median offset by as much, the scenario's own
+tolerance; a quiet host has been seen to encode the mix's first frames up to 9 ms late."""
+
+
 def cohost_figures_off(result: ProbeResult, fps: float) -> list[str]:
     """What differs from the co-host scenario's ground truth, beyond the stated tolerances."""
     off = []
@@ -206,16 +211,21 @@ def cohost_figures_off(result: ProbeResult, fps: float) -> list[str]:
 
 async def test_cohost_offset_and_each_participants_av_offset(room) -> None:
     # Room, co-host and both viewers share this process. When the machine cannot carry them
-    # (other work on its cores), media reaches the room's mix after its slot and the mix is
-    # truly late: the viewers measure what the room sent. Then every result must say that
-    # its host was overloaded; on a host that kept up, the figures must match the knobs.
+    # (other work on its cores), media reaches the room's mix after its slot or the mix is
+    # encoded after its release time: the mix is truly late, the viewers measure what the
+    # room sent, and the room says so. Otherwise the probe's host must say it was
+    # overloaded; on a room and a host that kept up, the figures must match the knobs.
     async with room(cohost_offset=0.15) as live:
         mixed, separate = await cohost_scenario(live, publish_for=12, watch_for=8)
+        late = live.rooms["demo"].info()["mix_late"]
+    room_kept_up = late["output_seconds_max"] < ROOM_LATE_TOLERANCE and not any(
+        late[k] for k in ("host_frames", "cohost_frames", "host_samples", "cohost_samples")
+    )
     for result, fps in ((mixed, 60), (separate, 30)):  # the mix runs at 60 fps
         assert result.success, result.error
         off = cohost_figures_off(result, fps)
-        assert not off or result.probe_host.overloaded, (
-            f"{', '.join(off)} on a host that kept up: {result.probe_host}"
+        assert not off or not room_kept_up or result.probe_host.overloaded, (
+            f"{', '.join(off)} from a room that kept up ({late}), on a host that kept up: {result.probe_host}"
         )
 
 

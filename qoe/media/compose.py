@@ -156,6 +156,11 @@ class Compositor:
         blank[:MIX_HEIGHT] = 16
         self._canvas = blank
 
+    @property
+    def late_output(self) -> tuple[int, float]:
+        """Mix packets ready after their release time, and the latest one's lateness (s)."""
+        return self._pacer.late, self._pacer.late_max
+
     def request_keyframe(self, codec: str | None = None) -> None:
         self._video.request_keyframe(codec)
 

@@ -29,6 +29,8 @@ class Pacer:
         self.delay = delay
         self.late = 0
         """Packets whose release time had already passed when they were ready."""
+        self.late_max = 0.0
+        """How far past its release time the latest of those was ready (seconds)."""
         self._pending: deque[asyncio.TimerHandle] = deque()
 
     def release(self, kind: str, packets: list[av.Packet], codec: str | None = None) -> None:
@@ -42,6 +44,7 @@ class Pacer:
                 wait = self.epoch + offset + self.latency + self.delay - clock.wall()
             if wait <= 0:
                 self.late += 1
+                self.late_max = max(self.late_max, -wait)
                 self.fanout.push(kind, [packet], codec)
             else:
                 self._pending.append(loop.call_later(wait, self.fanout.push, kind, [packet], codec))

@@ -99,6 +99,7 @@ class Room:
 
     def info(self) -> dict[str, Any]:
         """The room's state and, for the built-in host, its ground truth (for tests)."""
+        late_packets, late_seconds = self.compositor.late_output if self.compositor else (0, 0.0)
         data: dict[str, Any] = {
             "name": self.name,
             "live": self.live,
@@ -106,13 +107,16 @@ class Room:
             "viewers": len(self.viewers),
             "cohost": self.cohost is not None,
             "mix_frames": self.compositor.frames_sent if self.compositor else 0,
-            # Media that reached the mix after its slot (a room too busy to keep up): the
-            # mix then differs from what the knobs say, and so do its viewers' figures.
+            # Media that reached the mix after its slot, and mix output encoded after its
+            # release time (a room too busy to keep up): the mix then differs from what the
+            # knobs say, and so do its viewers' figures.
             "mix_late": {
                 "host_frames": self.host_tap.late_frames,
                 "cohost_frames": self.cohost_tap.late_frames,
                 "host_samples": self.host_tap.late_samples,
                 "cohost_samples": self.cohost_tap.late_samples,
+                "output_packets": late_packets,
+                "output_seconds_max": late_seconds,
             },
             "chat": {
                 "clients": len(self.chat.clients),
