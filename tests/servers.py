@@ -200,6 +200,13 @@ class NginxRtmp:
     def hls_url(self, stream: str) -> str:
         return f"http://127.0.0.1:{self.http_port}/hls/{stream}.m3u8"
 
+    def log_tail(self, lines: int = 30) -> str:
+        """The end of nginx's error log (``info`` level): what it did with each client."""
+        try:
+            return "\n".join((self.root / "error.log").read_text(errors="replace").splitlines()[-lines:])
+        except OSError as exc:
+            return f"(no nginx log: {exc})"
+
     def publishing(self) -> set[str]:
         """Names of the streams being published now (from ``/stat``)."""
         with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/stat", timeout=5) as r:

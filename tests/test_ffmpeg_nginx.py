@@ -30,6 +30,7 @@ from aiohttp import web
 
 from probes import PHASES, ProbeSpec, run_probe
 from probes.ffmpeg import RtmpPublisher
+from qoe import looplag
 from qoe.media import Knobs
 from qoe.result import ProbeResult
 from tests.servers import NginxRtmp, ffmpeg_publisher, nginx_rtmp
@@ -260,6 +261,8 @@ async def test_shares_one_event_loop_with_webrtc_probes(nginx: NginxRtmp, room) 
         )
         tick.cancel()
     for result in results:
-        assert result.success, (result.probe, result.error)
+        assert result.success, (result.probe, result.error, nginx.log_tail())
         assert result.video.freeze_count == 0, result.probe
-    assert max(lateness) < 0.1, max(lateness)
+    # A machine busy with other work stalls any loop; then only the CPU reading explains it.
+    busy = max(r.probe_host.cpu_busy_ratio or 0.0 for r in results)
+    assert max(lateness) < 0.1 or busy >= looplag.CPU_BUSY_OVERLOAD, (max(lateness), busy)
