@@ -42,6 +42,8 @@ async def test_a_given_clock_offset_corrects_glass_to_glass() -> None:
     assert result.latency.clock_domain == SYNCHRONISED
     assert result.latency.clock_offset_seconds == 0.03
     assert result.latency.glass_to_glass_seconds == pytest.approx({"p50": 0.13, "p95": 0.18, "max": 0.23})
-    plain = await run(ProbeSpec(url="https://live.example.com/whep/shop", kind="test", duration=0.1), measured)
+    plain = await run(
+        ProbeSpec(url="https://live.example.com/whep/shop", kind="test", duration=0.1), measured
+    )
     assert plain.latency.clock_domain == UNKNOWN and plain.latency.clock_offset_seconds is None
     assert plain.latency.glass_to_glass_seconds["p50"] == 0.100
