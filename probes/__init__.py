@@ -6,6 +6,7 @@ adding a protocol is adding a module and an entry here.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from probes import ffmpeg
@@ -16,6 +17,7 @@ from probes.ffmpeg import viewer as ffmpeg_viewer
 from probes.webrtc import whep, whip
 from qoe.errors import ConfigError
 from qoe.result import ProbeResult
+from qoe.timeline import Timeline
 
 __all__ = ["PHASES", "PROBES", "ProbeSpec", "guess_kind", "phases_of", "run_probe"]
 
@@ -64,9 +66,12 @@ def guess_kind(url: str) -> str:
     return "whep"
 
 
-async def run_probe(spec: ProbeSpec) -> ProbeResult:
-    """Run the probe registered for ``spec.kind``; never raises for a failed probe."""
+async def run_probe(spec: ProbeSpec, *, on_log: Callable[[Timeline], None] | None = None) -> ProbeResult:
+    """Run the probe registered for ``spec.kind``; never raises for a failed probe.
+
+    ``on_log`` is handed the run's event log once the result is computed (see
+    :mod:`qoe.eventlog` to save it)."""
     probe = PROBES.get(spec.kind)
     if probe is None:
         raise ConfigError(f"unknown probe kind {spec.kind!r}; known: {', '.join(sorted(PROBES))}")
-    return await run(spec, probe)
+    return await run(spec, probe, on_log=on_log)

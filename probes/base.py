@@ -1,8 +1,10 @@
 """What every probe shares: its spec, its signature, and the runner that enforces both.
 
 A probe is ``async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None``.
-It records what it sees, hands its figures to :meth:`Watch.on_close` and its clean-up to
-:meth:`Watch.defer`, and raises a :class:`~qoe.errors.ProbeError` when it cannot go on. The
+It records what it sees in the run's event log (:meth:`Watch.open_log`), finishes the log in
+the reports it hands to :meth:`Watch.on_close`, hands its clean-up to :meth:`Watch.defer`, and
+raises a :class:`~qoe.errors.ProbeError` when it cannot go on. It fills no figure itself:
+the runner computes every one from the log (:func:`qoe.metrics.fill_result`). The
 runner owns the watch window: it closes it the moment the probe's body returns or fails (or
 at the planned end, whichever is first), has the figures computed over that window, and only
 then tears down, timing the teardown on its own. No probe stamps its own end, so no probe can
@@ -22,11 +24,12 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qoe import clock, looplag
+from qoe import clock, looplag, metrics
 from qoe.clockdomain import clock_domain
 from qoe.errors import ConfigError, DeadlineError, ProbeError
 from qoe.redact import redact_url
-from qoe.result import ProbeResult, iso_time
+from qoe.result import ProbeResult
+from qoe.timeline import Failure, RunInfo, Timeline
 
 __all__ = ["TEARDOWN_SECONDS", "ProbeFn", "ProbeSpec", "Watch", "run"]
 
@@ -63,8 +66,16 @@ class Watch:
         """Monotonic seconds when the run stops watching unless it stops earlier."""
         self.stopped: float | None = None
         """Monotonic seconds when the run stopped watching (None while it watches)."""
+        self.log = Timeline((), start=start, started_at=started_at)
+        """The run's event log: the probe's own, once it opened one with :meth:`open_log`."""
         self._reports: list[Report] = []
         self._cleanups: list[Cleanup] = []
+
+    def open_log(self, phases: tuple[str, ...], role: str) -> Timeline:
+        """The probe's event log, with its join phases and its role (see
+        :attr:`~qoe.timeline.Timeline.role`); the run's figures are computed from it."""
+        self.log = Timeline(phases, start=self.start, started_at=self.started_at, role=role, run=self.log.run)
+        return self.log
 
     def left(self) -> float:
         """Seconds left until the planned end (0 once it has passed)."""
@@ -170,18 +181,29 @@ class ProbeSpec:
         return self.duration + TEARDOWN_SECONDS
 
 
-async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
-    """Run ``probe`` under its deadline and return its result, whatever happens."""
+async def run(
+    spec: ProbeSpec, probe: ProbeFn, *, on_log: Callable[[Timeline], None] | None = None
+) -> ProbeResult:
+    """Run ``probe`` under its deadline and return its result, whatever happens.
+
+    The result is computed from the run's event log (:func:`qoe.metrics.fill_result`);
+    ``on_log`` is handed the finished log, to save it or replay it.
+    """
+    target = redact_url(spec.url)
     result = ProbeResult(
-        probe=spec.name or spec.kind,
-        kind=spec.kind,
-        target=redact_url(spec.url),
-        url=redact_url(spec.url),
-        profile=spec.profile,
+        probe=spec.name or spec.kind, kind=spec.kind, target=target, url=target, profile=spec.profile
     )
     looplag.settle_heap()
     watch = Watch(clock.monotonic(), spec.duration, clock.wall())
-    result.started_at = iso_time(watch.started_at)
+    log = watch.log
+    log.run = RunInfo(
+        probe=result.probe,
+        kind=spec.kind,
+        target=target,
+        profile=spec.profile,
+        clock_domain=clock_domain(spec.url, spec.clock_offset),
+        clock_offset=spec.clock_offset,
+    )
     lag = looplag.open_window()
     try:
         async with asyncio.timeout_at(_loop_time(watch.start + spec.deadline)):
@@ -190,13 +212,13 @@ async def run(spec: ProbeSpec, probe: ProbeFn) -> ProbeResult:
         body_ended = clock.monotonic()
         watch.close(body_ended)
         if isinstance(exc, asyncio.CancelledError | KeyboardInterrupt | SystemExit):
-            await _finish(spec, watch, result, lag, body_ended)
+            await _finish(spec, watch, result, lag, body_ended, on_log)
             raise
-        _fail(result, spec, exc)
+        _fail(watch, spec, exc)
     else:
         body_ended = clock.monotonic()
         watch.close(body_ended)
-    await _finish(spec, watch, result, lag, body_ended)
+    await _finish(spec, watch, result, lag, body_ended, on_log)
     return result
 
 
@@ -205,41 +227,46 @@ def _loop_time(monotonic: float) -> float:
     return asyncio.get_running_loop().time() + (monotonic - clock.monotonic())
 
 
-def _fail(result: ProbeResult, spec: ProbeSpec, exc: BaseException) -> None:
-    if isinstance(exc, ProbeError):
-        result.fail(exc)
-    elif isinstance(exc, ConfigError):
-        result.fail(exc)
-        if result.error is not None:
-            result.error.kind = "config"
-    elif isinstance(exc, TimeoutError):
-        result.fail(DeadlineError(f"probe did not finish within its deadline of {spec.deadline:g} s"))
-    else:  # a bug in a probe must not take the fleet or exporter down
-        log.error("probe %s against %s crashed", spec.kind, result.target, exc_info=exc)
-        result.fail(exc)
+def failure(exc: BaseException) -> Failure:
+    """What a run's log records of the error that ended it."""
+    kind = (
+        exc.kind if isinstance(exc, ProbeError) else "config" if isinstance(exc, ConfigError) else "internal"
+    )
+    message = str(exc) or type(exc).__name__
+    return Failure(kind, message.splitlines()[0])
+
+
+def _fail(watch: Watch, spec: ProbeSpec, exc: BaseException) -> None:
+    if isinstance(exc, TimeoutError) and not isinstance(exc, ProbeError):
+        exc = DeadlineError(f"probe did not finish within its deadline of {spec.deadline:g} s")
+    elif not isinstance(exc, ProbeError | ConfigError):  # a bug in a probe must not take the fleet down
+        log.error("probe %s against %s crashed", spec.kind, redact_url(spec.url), exc_info=exc)
+    watch.log.failure = failure(exc)
 
 
 async def _finish(
-    spec: ProbeSpec, watch: Watch, result: ProbeResult, lag: looplag.LagWindow, body_ended: float
+    spec: ProbeSpec,
+    watch: Watch,
+    result: ProbeResult,
+    lag: looplag.LagWindow,
+    body_ended: float,
+    on_log: Callable[[Timeline], None] | None,
 ) -> None:
-    """Figures over the closed window, then the teardown, timed on its own."""
+    """Close the window, finish the log, tear down (timed on its own), then the figures."""
     stopped = watch.stopped if watch.stopped is not None else watch.close(body_ended)
-    host = result.probe_host
-    # The window's last CPU reading is taken as it closes, a moment after the body ended.
-    host.loop_lag_seconds = lag.close(stopped)
-    host.cpu_busy_ratio = lag.cpu_busy(stopped + looplag.TICK_SECONDS)
-    host.overloaded = looplag.overloaded(host.loop_lag_seconds["max"], host.cpu_busy_ratio)
+    lag.close(stopped)
+    run_log = watch.log
     try:
         await watch.report()
     except Exception as exc:
-        if result.error is None:
+        if run_log.failure is None:
             log.error("probe %s against %s: report failed", spec.kind, result.target, exc_info=exc)
-            result.fail(exc)
-    result.duration_seconds = stopped - watch.start
-    result.latency.clock_domain = clock_domain(spec.url, spec.clock_offset)
-    if spec.clock_offset is not None:
-        result.latency.correct_for(spec.clock_offset)
-    result.success = result.error is None
+            run_log.failure = failure(exc)
+    # A probe's own log may have been opened after the window: the run's facts go into it.
+    run_log = watch.log
+    run_log.finish(stopped)
+    run_log.loop_ticks = lag.loop_ticks()
+    run_log.cpu = lag.cpu_readings()
     left = watch.start + spec.deadline - clock.monotonic()
     budget = max(TEARDOWN_FLOOR_SECONDS, min(TEARDOWN_SECONDS, left))
     try:
@@ -247,4 +274,7 @@ async def _finish(
             await watch.teardown()
     except TimeoutError:
         log.warning("probe %s against %s: teardown took over %.1f s", spec.kind, result.target, budget)
-    result.teardown_seconds = clock.monotonic() - body_ended
+    run_log.body_end, run_log.teardown_end = body_ended, clock.monotonic()
+    metrics.fill_result(result, run_log)
+    if on_log is not None:
+        on_log(run_log)

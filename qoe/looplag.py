@@ -30,6 +30,8 @@ from collections import deque
 from collections.abc import Callable
 
 from qoe import clock, metrics
+from qoe.metrics import CPU_BUSY_OVERLOAD, OVERLOAD_SECONDS, overloaded
+from qoe.timeline import CpuReading, LoopTick
 
 __all__ = [
     "CPU_BUSY_OVERLOAD",
@@ -45,26 +47,8 @@ __all__ = [
 TICK_SECONDS = 0.05
 """How often the ticker wakes: 20 readings a second, each a cheap timer."""
 
-OVERLOAD_SECONDS = 0.1
-"""A loop this late has spent most of the 150 ms margin of the W3C freeze rule: the run's
-stutter figures may be its host's own, not the stream's. A hold-up of 150 ms reads as
-100-150 ms, so this catches every hold-up that can make a freeze by itself."""
-
-
-CPU_BUSY_OVERLOAD = 0.85
-"""Share of the machine's CPU time busy at which a run counts as overloaded (see above)."""
-
 CPU_READ_TICKS = 20
 """Ticks between readings of the machine's CPU times (one a second)."""
-
-
-def overloaded(worst_lag: float | None, cpu_busy: float | None) -> bool | None:
-    """Whether a run's host was overloaded (None: nothing was read to say)."""
-    if worst_lag is None and cpu_busy is None:
-        return None
-    return (worst_lag is not None and worst_lag > OVERLOAD_SECONDS) or (
-        cpu_busy is not None and cpu_busy >= CPU_BUSY_OVERLOAD
-    )
 
 
 def cpu_times() -> tuple[int, int] | None:
@@ -134,11 +118,15 @@ class LagWindow:
     def cpu_busy(self, until: float | None = None) -> float | None:
         """Share of the machine's CPU time that was busy from the window's start to ``until``
         (the last reading before it); None without two readings a tick apart."""
-        readings = [r for r in self.cpu if until is None or r[0] <= until]
-        if len(readings) < 2:
-            return None
-        (_, busy0, total0), (_, busy1, total1) = readings[0], readings[-1]
-        return (busy1 - busy0) / (total1 - total0) if total1 > total0 else None
+        return metrics.cpu_busy(self.cpu_readings(), until)
+
+    def loop_ticks(self) -> list[LoopTick]:
+        """The ticks as events of a run's log."""
+        return [LoopTick(at, late) for at, late in self.samples]
+
+    def cpu_readings(self) -> list[CpuReading]:
+        """The CPU readings as events of a run's log."""
+        return [CpuReading(at, busy, total) for at, busy, total in self.cpu]
 
 
 class _Ticker:

@@ -7,6 +7,7 @@ is ``None``, never zero.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -23,13 +24,40 @@ from qoe.freeze import (
     freeze_stats,
     stalls_over,
 )
+from qoe.result import (
+    AudioSection,
+    AvSyncSection,
+    ChatSection,
+    CohostSection,
+    ErrorInfo,
+    JoinSection,
+    LatencySection,
+    ProbeHostSection,
+    ProbeResult,
+    PublishSection,
+    VideoSection,
+    iso_time,
+    quantile_fields,
+)
 from qoe.signal import IDENTITY_MODULUS, AudioMarker, FlashDetector, identify_markers
-from qoe.timeline import ClockPoint, Timeline, ToneOnset, VideoFrameEvent
+from qoe.timeline import (
+    ChatReceived,
+    ChatSent,
+    ClockPoint,
+    CpuReading,
+    InteractionAsked,
+    Timeline,
+    ToneOnset,
+    VideoFrameEvent,
+)
 
 __all__ = [
     "AV_RANGE_SECONDS",
+    "COHOST_GONE_SECONDS",
+    "CPU_BUSY_OVERLOAD",
     "FREEZE_MIN_EXTRA_SECONDS",
     "FREEZE_WINDOW_FRAMES",
+    "OVERLOAD_SECONDS",
     "PAUSE_SECONDS",
     "STALL_THRESHOLD_SECONDS",
     "AvSync",
@@ -40,14 +68,22 @@ __all__ = [
     "StallStats",
     "audio_markers",
     "av_sync",
+    "chat",
     "cohost_offset",
+    "cohost_section",
+    "cpu_busy",
     "dropped_frames",
+    "fill_result",
     "flash_onsets",
     "fps",
     "freezes",
     "glass_to_glass",
+    "interaction_latencies",
     "join",
+    "overloaded",
+    "probe_host",
     "quantiles",
+    "result_of",
     "stall_ratio",
     "stalls_over",
     "to_sender_time",
@@ -340,3 +376,219 @@ def cohost_offset(host: Sequence[VideoFrameEvent], cohost: Sequence[VideoFrameEv
     if not offsets:
         return None
     return CohostOffset(float(np.median(offsets)), len(offsets), tuple(offsets))
+
+
+# -- a probe host's own figures ----------------------------------------------------------
+
+OVERLOAD_SECONDS = 0.1
+"""A loop this late has spent most of the 150 ms margin of the W3C freeze rule: the run's
+stutter figures may be its host's own, not the stream's. A hold-up of 150 ms reads as
+100-150 ms on a 50 ms ticker, so this catches every hold-up that can make a freeze by itself."""
+
+CPU_BUSY_OVERLOAD = 0.85
+"""Share of the machine's CPU time busy at which a run counts as overloaded: 50 viewers beside
+the room on 2 cores held at 72 % busy, and froze at 87 % and 92 % (see :mod:`qoe.looplag`)."""
+
+
+def overloaded(worst_lag: float | None, cpu_busy: float | None) -> bool | None:
+    """Whether a run's host was overloaded (None: nothing was read to say)."""
+    if worst_lag is None and cpu_busy is None:
+        return None
+    return (worst_lag is not None and worst_lag > OVERLOAD_SECONDS) or (
+        cpu_busy is not None and cpu_busy >= CPU_BUSY_OVERLOAD
+    )
+
+
+def cpu_busy(readings: Sequence[CpuReading], until: float | None = None) -> float | None:
+    """Share of the machine's CPU time busy from the first reading to the last at or before
+    ``until`` (monotonic seconds); None without two readings that differ."""
+    kept = [r for r in readings if until is None or r.at <= until]
+    if len(kept) < 2:
+        return None
+    first, last = kept[0], kept[-1]
+    return (last.busy - first.busy) / (last.total - first.total) if last.total > first.total else None
+
+
+def probe_host(log: Timeline) -> ProbeHostSection:
+    """How late the loop ran and how busy the machine was while the run watched."""
+    until = log.end
+    lag = quantiles([t.late for t in log.loop_ticks if until is None or t.at <= until])
+    # The window's last CPU reading is taken as it closes, a moment after the body ended.
+    busy = cpu_busy(log.cpu, None if until is None else until + TICK_READING_SLACK)
+    return ProbeHostSection(
+        loop_lag_seconds=quantile_fields(lag),
+        cpu_busy_ratio=busy,
+        overloaded=overloaded(lag.max if lag else None, busy),
+    )
+
+
+TICK_READING_SLACK = 0.05
+"""Seconds after the window's end within which its closing CPU reading still counts."""
+
+
+# -- a run's result from its event log ---------------------------------------------------
+
+
+def result_of(log: Timeline) -> ProbeResult:
+    """The result of the run ``log`` records: what :func:`probes.run_probe` returns."""
+    result = ProbeResult(
+        probe=log.run.probe,
+        kind=log.run.kind,
+        target=log.run.target,
+        url=log.run.target,
+        profile=log.run.profile,
+    )
+    fill_result(result, log)
+    return result
+
+
+def fill_result(result: ProbeResult, log: Timeline) -> None:
+    """Every figure of ``result`` that ``log`` supports: the sections of its role (see
+    :attr:`~qoe.timeline.Timeline.role`), the join, the probe host's figures, the failure."""
+    result.started_at = iso_time(log.started_at)
+    if log.end is not None:
+        result.duration_seconds = log.end - log.start
+    j = join(log.milestones, log.phases, log.start)
+    result.join = JoinSection(j.total_seconds, j.phases)
+    if log.role == "viewer":
+        _fill_viewer(result, log)
+    elif log.role == "publisher" and log.published is not None:
+        result.publish = PublishSection(*log.published)
+    elif log.role == "chat":
+        result.chat = chat(log.chat_sent, log.chat_received)
+    if log.role:
+        result.network = log.network
+    if log.loop_ticks or log.cpu:
+        result.probe_host = probe_host(log)
+    if log.run.clock_domain:
+        result.latency.clock_domain = log.run.clock_domain
+    if log.run.clock_offset is not None:
+        result.latency.correct_for(log.run.clock_offset)
+    if log.failure is not None:
+        result.error = ErrorInfo(log.failure.kind, log.failure.message)
+    result.success = result.error is None
+    if log.body_end is not None and log.teardown_end is not None:
+        result.teardown_seconds = log.teardown_end - log.body_end
+
+
+def _fill_viewer(result: ProbeResult, log: Timeline) -> None:
+    end = log.end
+    # Only what was seen while the run watched: a frame that landed after the window
+    # closed (while consumers were being stopped) is not part of any figure.
+    frames = [f for f in log.video if end is None or f.at <= end]
+    times = [f.at for f in frames]
+    if frames:
+        stats = freezes(times, end)
+        stalls = stalls_over(times)
+        watched = (end if end is not None else times[-1]) - times[0]
+        drops = dropped_frames([f.seq for f in frames])
+        last = frames[-1]
+        result.video = VideoSection(
+            frames=len(frames),
+            fps=fps(times),
+            freeze_count=stats.freeze_count,
+            freeze_seconds=stats.freeze_seconds,
+            pause_count=stats.pause_count,
+            pause_seconds=stats.pause_seconds,
+            trailing_seconds=stats.trailing_seconds,
+            stall_ratio=stall_ratio(stats, watched),
+            stalls_over_seconds={
+                "threshold": stalls.threshold,
+                "count": stalls.count,
+                "seconds": stalls.seconds,
+            },
+            watched_seconds=watched,
+            dropped_frames=drops[0] if drops else None,
+            repeated_frames=drops[1] if drops else None,
+            width=last.width,
+            height=last.height,
+            signal_frames=sum(1 for f in frames if f.seq is not None),
+            decode_errors=log.decode_errors,
+            frames_dropped_undecodable=log.frames_dropped_undecodable,
+        )
+    else:
+        result.video = VideoSection(
+            frames=0,
+            decode_errors=log.decode_errors,
+            frames_dropped_undecodable=log.frames_dropped_undecodable,
+        )
+    result.audio = AudioSection(
+        frames=log.audio_frames,
+        seconds=log.audio_seconds,
+        tone_onsets=len(audio_markers(log.tones)),
+    )
+    result.latency = LatencySection(quantile_fields(glass_to_glass(frames)))
+    sync = av_sync(log, log.tone_hz)
+    result.av_sync = AvSyncSection(
+        {"median": sync.median, "p95_abs": sync.p95_abs}, sync.samples, sync.reason
+    )
+    cohost = log.participants.get("cohost")
+    if cohost is not None:
+        result.cohost = cohost_section(log, cohost)
+    if log.asked:
+        q = quantiles(interaction_latencies(log.asked, frames))
+        if q is not None:
+            result.chat.interaction_seconds = quantile_fields(q)
+
+
+COHOST_GONE_SECONDS = 1.0
+"""A co-host whose signal was last read this long (seconds) before the window's end has left."""
+
+
+def cohost_section(host: Timeline, cohost: Timeline) -> CohostSection:
+    """The co-host's figures: its offset from the host, its own A/V offset, whether it left."""
+    end = host.end
+    within = dataclasses.replace(cohost, end=end)
+    sync = av_sync(within, cohost.tone_hz)
+    offset = cohost_offset(host.video, cohost.video)
+    coded = [f for f in cohost.video if f.capture_wall is not None]
+    return CohostSection(
+        offset_seconds={"median": offset.median if offset else None},
+        av_offset_seconds={"median": sync.median if sync else None},
+        samples=offset.samples if offset else 0,
+        frames=len(coded),
+        left=None if not coded or end is None else coded[-1].at < end - COHOST_GONE_SECONDS,
+    )
+
+
+def interaction_latencies(
+    asked: Sequence[InteractionAsked], frames: Sequence[VideoFrameEvent]
+) -> list[float]:
+    """For each question asked, from posting it to the first frame whose code shows its nonce."""
+    seen: dict[int, float] = {}
+    posted = {a.nonce: a.wall for a in asked}
+    for frame in frames:
+        if frame.tag and frame.tag in posted and frame.tag not in seen:
+            seen[frame.tag] = frame.wall
+    return [seen[n] - wall for n, wall in posted.items() if n in seen]
+
+
+def chat(sent: Sequence[ChatSent], received: Sequence[ChatReceived]) -> ChatSection:
+    """Echo latency, losses, duplicates and reordering of the probe's own chat messages.
+
+    A message seen again is duplicated; one arriving after a message sent later than it is
+    reordered; one never seen is lost.
+    """
+    sent_by_key = {m.key: m for m in sent}
+    first: dict[str, float] = {}
+    duplicated = reordered = 0
+    latest = -1
+    for echo in received:
+        message = sent_by_key.get(echo.key)
+        if message is None:
+            continue
+        if echo.key in first:
+            duplicated += 1
+            continue
+        first[echo.key] = echo.wall
+        if message.index < latest:
+            reordered += 1
+        latest = max(latest, message.index)
+    q = quantiles([first[m.key] - m.wall for m in sent if m.key in first])
+    return ChatSection(
+        echo_seconds=quantile_fields(q),
+        sent=len(sent_by_key),
+        lost=len(sent_by_key) - len(first),
+        duplicated=duplicated,
+        reordered=reordered,
+    )

@@ -1,5 +1,7 @@
 """ProbeResult: the one JSON document every probe returns, whatever its protocol.
 
+:func:`qoe.metrics.result_of` computes one from a run's event log (:mod:`qoe.timeline`).
+
 The field paths below are a contract: the fleet's SLOs, the exporter and the impact
 analytics address figures by them. Fields may be added; these are never renamed. Every section
 is always present and a figure that could not be measured is ``null``, so ``video.fps`` being
@@ -11,11 +13,13 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from qoe import metrics
 from qoe.errors import ProbeError
-from qoe.timeline import Timeline
+from qoe.freeze import STALL_THRESHOLD_SECONDS
+
+if TYPE_CHECKING:
+    from qoe.metrics import Quantiles
 
 __all__ = [
     "AudioSection",
@@ -31,10 +35,12 @@ __all__ = [
     "field_paths",
     "get_path",
     "iso_time",
+    "quantile_fields",
 ]
 
 
-def _q(q: metrics.Quantiles | None) -> dict[str, float | None]:
+def quantile_fields(q: Quantiles | None) -> dict[str, float | None]:
+    """A result's p50/p95/max fields (all null when nothing was measured)."""
     if q is None:
         return {"p50": None, "p95": None, "max": None}
     return {"p50": q.p50, "p95": q.p95, "max": q.max}
@@ -68,7 +74,7 @@ class VideoSection:
     stall_ratio: float | None = None
     """(freeze_seconds + pause_seconds + trailing_seconds) / watched_seconds."""
     stalls_over_seconds: dict[str, float | int | None] = field(
-        default_factory=lambda: {"threshold": metrics.STALL_THRESHOLD_SECONDS, "count": None, "seconds": None}
+        default_factory=lambda: {"threshold": STALL_THRESHOLD_SECONDS, "count": None, "seconds": None}
     )
     """Render gaps of at least ``threshold`` seconds, a fixed rule as RTC vendors count freezes
     (:func:`qoe.freeze.stalls_over`): how many, and their seconds added up."""
@@ -98,7 +104,7 @@ class AudioSection:
 
 @dataclass
 class LatencySection:
-    glass_to_glass_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
+    glass_to_glass_seconds: dict[str, float | None] = field(default_factory=lambda: quantile_fields(None))
     clock_domain: str | None = None
     """Which clocks glass-to-glass subtracts: ``same_host``, ``synchronised`` (corrected by
     ``clock_offset_seconds``) or ``unknown`` (see :mod:`qoe.clockdomain`)."""
@@ -124,12 +130,12 @@ class AvSyncSection:
 
 @dataclass
 class ChatSection:
-    echo_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
+    echo_seconds: dict[str, float | None] = field(default_factory=lambda: quantile_fields(None))
     sent: int | None = None
     lost: int | None = None
     duplicated: int | None = None
     reordered: int | None = None
-    interaction_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
+    interaction_seconds: dict[str, float | None] = field(default_factory=lambda: quantile_fields(None))
     """Chat sent until the host shows it on screen, as the viewer sees it."""
 
 
@@ -158,7 +164,7 @@ class PublishSection:
 class ProbeHostSection:
     """The probe's own machine while the run watched (see :mod:`qoe.looplag`)."""
 
-    loop_lag_seconds: dict[str, float | None] = field(default_factory=lambda: _q(None))
+    loop_lag_seconds: dict[str, float | None] = field(default_factory=lambda: quantile_fields(None))
     """How late the probe's event loop woke for a 50 ms timer: p50, p95 and max."""
     cpu_busy_ratio: float | None = None
     """Share of the machine's CPU time (all cores) that was busy while the run watched."""
@@ -211,68 +217,6 @@ class ProbeResult:
         kind = error.kind if isinstance(error, ProbeError) else "internal"
         message = str(error) or type(error).__name__
         self.error = ErrorInfo(kind, message.splitlines()[0])
-
-    def fill_join(self, timeline: Timeline) -> None:
-        """Start time, duration and join phases: every probe kind has these."""
-        self.started_at = iso_time(timeline.started_at)
-        if timeline.end is not None:
-            self.duration_seconds = timeline.end - timeline.start
-        j = metrics.join(timeline.milestones, timeline.phases, timeline.start)
-        self.join = JoinSection(j.total_seconds, j.phases)
-
-    def fill_from(self, timeline: Timeline) -> None:
-        """Compute every viewer figure the timeline supports (see :mod:`qoe.metrics`)."""
-        self.fill_join(timeline)
-        end = timeline.end
-        # Only what was seen while the run watched: a frame that landed after the window
-        # closed (while consumers were being stopped) is not part of any figure.
-        frames = [f for f in timeline.video if end is None or f.at <= end]
-        times = [f.at for f in frames]
-        if frames:
-            stats = metrics.freezes(times, end)
-            stalls = metrics.stalls_over(times)
-            watched = (end if end is not None else times[-1]) - times[0]
-            drops = metrics.dropped_frames([f.seq for f in frames])
-            last = frames[-1]
-            self.video = VideoSection(
-                frames=len(frames),
-                fps=metrics.fps(times),
-                freeze_count=stats.freeze_count,
-                freeze_seconds=stats.freeze_seconds,
-                pause_count=stats.pause_count,
-                pause_seconds=stats.pause_seconds,
-                trailing_seconds=stats.trailing_seconds,
-                stall_ratio=metrics.stall_ratio(stats, watched),
-                stalls_over_seconds={
-                    "threshold": stalls.threshold,
-                    "count": stalls.count,
-                    "seconds": stalls.seconds,
-                },
-                watched_seconds=watched,
-                dropped_frames=drops[0] if drops else None,
-                repeated_frames=drops[1] if drops else None,
-                width=last.width,
-                height=last.height,
-                signal_frames=sum(1 for f in frames if f.seq is not None),
-                decode_errors=timeline.decode_errors,
-                frames_dropped_undecodable=timeline.frames_dropped_undecodable,
-            )
-        else:
-            self.video = VideoSection(
-                frames=0,
-                decode_errors=timeline.decode_errors,
-                frames_dropped_undecodable=timeline.frames_dropped_undecodable,
-            )
-        self.audio = AudioSection(
-            frames=timeline.audio_frames,
-            seconds=timeline.audio_seconds,
-            tone_onsets=len(metrics.audio_markers(timeline.tones)),
-        )
-        self.latency = LatencySection(_q(metrics.glass_to_glass(frames)))
-        sync = metrics.av_sync(timeline)
-        self.av_sync = AvSyncSection(
-            {"median": sync.median, "p95_abs": sync.p95_abs}, sync.samples, sync.reason
-        )
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,6 +1,11 @@
-"""What a probe records while it watches: phase instants and per-frame and per-tone events.
+"""What a probe run records: its event log.
 
-A probe only records; :mod:`qoe.metrics` turns a finished :class:`Timeline` into figures. Times
+A :class:`Timeline` is the one record of a run: phase instants, decoded frames and tone onsets
+(each participant's in its own timeline), chat messages sent and echoed, interaction questions
+asked, the loop's lateness ticks and CPU readings, the watch window and the teardown, what the
+network emulation did, and the failure if there was one. Probes only record; every figure of a
+:class:`~qoe.result.ProbeResult` is computed from the log by :func:`qoe.metrics.result_of`,
+so a log saved with :mod:`qoe.eventlog` gives the same result without a probe running. Times
 come in three kinds, and every field says which:
 
 - *monotonic* seconds (:func:`qoe.clock.monotonic`), for intervals on the probe's side;
@@ -14,10 +19,23 @@ come in three kinds, and every field says which:
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from qoe import clock
 
-__all__ = ["ClockPoint", "Timeline", "ToneOnset", "VideoFrameEvent"]
+__all__ = [
+    "ChatReceived",
+    "ChatSent",
+    "ClockPoint",
+    "CpuReading",
+    "Failure",
+    "InteractionAsked",
+    "LoopTick",
+    "RunInfo",
+    "Timeline",
+    "ToneOnset",
+    "VideoFrameEvent",
+]
 
 
 @dataclass(slots=True)
@@ -67,6 +85,78 @@ class ClockPoint:
     """The same instant on the sender's clock, Unix seconds."""
 
 
+@dataclass(slots=True)
+class ChatSent:
+    """A chat message the probe sent, as the n-th of its run."""
+
+    key: str
+    """The message's nonce, which the echo carries back."""
+    index: int
+    wall: float
+    """Unix seconds when it was sent."""
+
+
+@dataclass(slots=True)
+class ChatReceived:
+    """One of the probe's own messages seen by its receiving client (again, if duplicated)."""
+
+    key: str
+    wall: float
+    """Unix seconds when it arrived."""
+
+
+@dataclass(slots=True)
+class InteractionAsked:
+    """A question posted to the room's chat, for the host to show as the code's tag."""
+
+    nonce: int
+    wall: float
+    """Unix seconds when it was posted."""
+
+
+@dataclass(slots=True)
+class LoopTick:
+    """One wake-up of the loop-lag ticker (see :mod:`qoe.looplag`)."""
+
+    at: float
+    """Monotonic seconds of the wake-up."""
+    late: float
+    """Seconds later than it was due."""
+
+
+@dataclass(slots=True)
+class CpuReading:
+    """The machine's cumulative CPU times (clock ticks), read from ``/proc/stat``."""
+
+    at: float
+    """Monotonic seconds of the reading."""
+    busy: int
+    total: int
+
+
+@dataclass(slots=True)
+class Failure:
+    """Why the run failed: an error kind of :mod:`qoe.errors` and a one-line message."""
+
+    kind: str
+    message: str
+
+
+@dataclass(slots=True)
+class RunInfo:
+    """Who ran, against what: the fields of a result that no event measures."""
+
+    probe: str = ""
+    kind: str = ""
+    target: str = ""
+    """The probed URL with its secrets masked."""
+    profile: str = "none"
+    clock_domain: str = ""
+    """Whose clocks glass-to-glass compares (see :mod:`qoe.clockdomain`)."""
+    clock_offset: float | None = None
+    """The publisher's clock minus the probe host's, seconds, when the user gave it."""
+
+
 @dataclass
 class Timeline:
     """Everything one probe run observed, in the order it happened.
@@ -90,6 +180,30 @@ class Timeline:
     frames_dropped_undecodable: int | None = None
     """Video frames received but never shown by the modelled player, their references broken
     (None: no player model ran)."""
+    role: str = ""
+    """What the run did, and so which sections its figures fill: ``viewer`` (video, audio,
+    latency, A/V sync, co-host, interaction), ``publisher`` (publish), ``chat`` (chat), or
+    empty (join and the run's own figures only)."""
+    tone_hz: float | None = None
+    """The tone this timeline's audio markers use (None: any test-signal tone)."""
+    participants: dict[str, Timeline] = field(default_factory=dict)
+    """Other participants seen in the same stream, each in its own timeline, by id
+    (``cohost``): their frames, tones and clock points."""
+    chat_sent: list[ChatSent] = field(default_factory=list)
+    chat_received: list[ChatReceived] = field(default_factory=list)
+    asked: list[InteractionAsked] = field(default_factory=list)
+    loop_ticks: list[LoopTick] = field(default_factory=list)
+    cpu: list[CpuReading] = field(default_factory=list)
+    published: tuple[int, int] | None = None
+    """(video frames, audio frames) a publishing probe sent; None for a viewer."""
+    network: dict[str, Any] = field(default_factory=dict)
+    """What the network emulation did to the run's packets, per direction (empty: none)."""
+    run: RunInfo = field(default_factory=RunInfo)
+    failure: Failure | None = None
+    body_end: float | None = None
+    """Monotonic seconds when the probe's body returned or failed: the teardown starts."""
+    teardown_end: float | None = None
+    """Monotonic seconds when the run had closed its peers and sessions."""
 
     def mark(self, milestone: str, at: float | None = None) -> None:
         """Record ``milestone`` now (or at ``at``), unless it was already recorded."""

@@ -258,17 +258,15 @@ class TestStallsOver:
 
 
 class TestProbeResult:
-    """What ``ProbeResult.fill_from`` makes of a watch whose stream stopped early."""
+    """What a viewer's result says of a watch whose stream stopped early."""
 
     @staticmethod
     def watched(intervals_ms: list[int], end_after: float) -> ProbeResult:
         times = trace(*intervals_ms)
-        timeline = Timeline(("first_frame",), start=0.0, started_at=1e9)
+        timeline = Timeline(("first_frame",), start=0.0, started_at=1e9, role="viewer")
         timeline.video = [VideoFrameEvent(t, 1e9 + t, t, 64, 36) for t in times]
         timeline.end = times[-1] + end_after
-        result = ProbeResult(probe="p", kind="whep", target="t")
-        result.fill_from(timeline)
-        return result
+        return metrics.result_of(timeline)
 
     def test_stream_stopping_early_stalls_but_is_no_freeze(self) -> None:
         video = self.watched([33] * 60 + [600] + [33] * 60, end_after=2.0).video
@@ -279,7 +277,8 @@ class TestProbeResult:
         assert video.stalls_over_seconds == {"threshold": 0.5, "count": 1, "seconds": 0.6}
 
     def test_no_frames_no_stall_figures(self) -> None:
-        result = ProbeResult(probe="p", kind="whep", target="t")
-        result.fill_from(Timeline(("first_frame",), start=0.0, started_at=1e9, end=3.0))
+        result = metrics.result_of(
+            Timeline(("first_frame",), start=0.0, started_at=1e9, end=3.0, role="viewer")
+        )
         assert result.video.stalls_over_seconds == {"threshold": 0.5, "count": None, "seconds": None}
         assert result.video.trailing_seconds is None

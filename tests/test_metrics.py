@@ -6,7 +6,6 @@ import numpy as np
 import pytest
 
 from qoe import metrics
-from qoe.result import ProbeResult
 from qoe.signal import identity_delay
 from qoe.timeline import ClockPoint, Timeline, ToneOnset, VideoFrameEvent
 
@@ -265,12 +264,14 @@ def test_result_counts_markers_and_carries_the_reason() -> None:
     t = _av_timeline(0.6)
     t.end = t.video[-1].at
     assert len(t.tones) == 16  # 8 markers in the window and their identity bursts
-    result = ProbeResult(probe="p", kind="whep", target="t")
-    result.fill_from(t)
+    t.role = "viewer"
+    result = metrics.result_of(t)
     assert result.audio.tone_onsets == 8
     assert result.av_sync.offset_seconds["median"] == pytest.approx(0.6, abs=1e-9)
     assert result.av_sync.reason is None
-    result.fill_from(_av_timeline(3.5, seconds=12))
+    far = _av_timeline(3.5, seconds=12)
+    far.role = "viewer"
+    result = metrics.result_of(far)
     assert result.av_sync.offset_seconds == {"median": None, "p95_abs": None}
     assert result.av_sync.reason == "offset beyond the +-3 s measurement range"
 

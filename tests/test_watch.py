@@ -21,20 +21,14 @@ from probes.base import Watch, run
 from qoe import clock
 from qoe.errors import DisconnectedError
 from qoe.result import ProbeResult
-from qoe.timeline import Timeline, VideoFrameEvent
+from qoe.timeline import VideoFrameEvent
 
 
 def frames_until_stopped(teardown: float, fail_at: float | None = None):  # type: ignore[no-untyped-def]
     """A probe that renders 30 fps until the window's end (or fails) and tears down slowly."""
 
     async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
-        timeline = Timeline(("first",), start=watch.start, started_at=watch.started_at)
-
-        def report(stopped: float) -> None:
-            timeline.finish(stopped)
-            result.fill_from(timeline)
-
-        watch.on_close(report)
+        timeline = watch.open_log(("first",), "viewer")
         watch.defer(lambda: asyncio.sleep(teardown))
         while watch.left() > 0:
             now = clock.monotonic()

@@ -29,11 +29,11 @@ from typing import Any
 import aiohttp
 
 from probes.base import ProbeSpec, Watch
-from qoe import clock, metrics
+from qoe import clock
 from qoe.errors import ConfigError, ConnectError, DisconnectedError, NoEchoError, NotFoundError, ProtocolError
 from qoe.redact import redact_url
-from qoe.result import ChatSection, ProbeResult
-from qoe.timeline import Timeline
+from qoe.result import ProbeResult
+from qoe.timeline import ChatReceived, ChatSent, Timeline
 
 __all__ = ["DEFAULT_TEMPLATE", "PHASES", "probe"]
 
@@ -45,26 +45,22 @@ DEFAULT_TEMPLATE = (
 
 @dataclass
 class _Ledger:
-    """What was sent and what came back, keyed by nonce."""
+    """What was sent and what came back, recorded in the run's log; keyed by nonce here so
+    the probe knows when every message is back."""
 
-    sent: dict[str, tuple[int, float]] = field(default_factory=dict)
-    """nonce -> (send index, send wall time)."""
-    received: dict[str, float] = field(default_factory=dict)
-    duplicated: int = 0
-    reordered: int = 0
-    latest_index: int = -1
+    log: Timeline
+    sent: set[str] = field(default_factory=set)
+    received: set[str] = field(default_factory=set)
+
+    def send(self, nonce: str, index: int, at: float) -> None:
+        self.sent.add(nonce)
+        self.log.chat_sent.append(ChatSent(nonce, index, at))
 
     def arrive(self, nonce: str, at: float) -> None:
         if nonce not in self.sent:
             return  # someone else's message, or an old one
-        if nonce in self.received:
-            self.duplicated += 1
-            return
-        self.received[nonce] = at
-        index = self.sent[nonce][0]
-        if index < self.latest_index:
-            self.reordered += 1
-        self.latest_index = max(self.latest_index, index)
+        self.received.add(nonce)
+        self.log.chat_received.append(ChatReceived(nonce, at))
 
 
 def _find_nonce(text: str, path: str | None, pattern: re.Pattern[str] | None) -> str | None:
@@ -97,7 +93,7 @@ async def _connect(http: aiohttp.ClientSession, url: str, timeout: float) -> aio
 
 
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
-    """Measure chat echo latency on ``spec.url`` (ws:// or wss://); fill ``result.chat``."""
+    """Measure chat echo latency on ``spec.url`` (ws:// or wss://); record each message sent and echoed."""
     options = spec.options
     rate = float(options.get("rate", 5.0))
     timeout = float(options.get("timeout", 3.0))
@@ -111,14 +107,12 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     regex = options.get("nonce_regex")
     pattern = re.compile(str(regex)) if regex else None
     path = options.get("nonce_path")
-    timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
-    ledger = _Ledger()
+    timeline = watch.open_log(PHASES, "chat")
+    ledger = _Ledger(timeline)
     prefix = secrets.token_hex(4)
 
     def report(stopped: float) -> None:
         timeline.finish(stopped)
-        result.fill_join(timeline)
-        _fill(result, ledger)
 
     watch.on_close(report)
     # Closing handshakes are teardown: they run once the window has closed.
@@ -178,7 +172,7 @@ async def _exchange(
         nonce = f"{prefix}-{i}"
         sent_at = clock.wall()
         text = template.replace("{nonce}", nonce).replace("{sent_at}", f"{sent_at:.6f}")
-        ledger.sent[nonce] = (i, sent_at)
+        ledger.send(nonce, i, sent_at)
         try:
             await sender.send_str(text)
         except (ConnectionError, RuntimeError) as exc:
@@ -192,17 +186,3 @@ async def _exchange(
             raise DisconnectedError("chat server closed the connection before every message came back")
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(closed), 0.05)
-
-
-def _fill(result: ProbeResult, ledger: _Ledger) -> None:
-    echoes = [ledger.received[n] - sent for n, (_, sent) in ledger.sent.items() if n in ledger.received]
-    q = metrics.quantiles(echoes)
-    result.chat = ChatSection(
-        echo_seconds={"p50": q.p50, "p95": q.p95, "max": q.max}
-        if q
-        else {"p50": None, "p95": None, "max": None},
-        sent=len(ledger.sent),
-        lost=len(ledger.sent) - len(ledger.received),
-        duplicated=ledger.duplicated,
-        reordered=ledger.reordered,
-    )

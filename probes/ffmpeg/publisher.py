@@ -40,9 +40,8 @@ from qoe import clock
 from qoe.errors import ConnectError, ProbeError
 from qoe.media import Fanout, Knobs, SignalSource
 from qoe.media.fanout import PacketTrack
-from qoe.result import ProbeResult, PublishSection
+from qoe.result import ProbeResult
 from qoe.signal import HOST_TONE_HZ
-from qoe.timeline import Timeline
 
 __all__ = ["AUDIO_BITRATE", "GOP_SECONDS", "PHASES", "RtmpPublisher", "probe"]
 
@@ -236,19 +235,18 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
 
     Options: ``knobs`` (a :class:`~qoe.media.Knobs`), ``tone_hz``, ``slot`` (flash marker
     position: 0 host, 1 co-host), ``width``, ``height``, ``fps``, ``gop_seconds``,
-    ``video_bitrate``. Fills ``join`` (``connect``, ``publishing``) and ``publish``.
+    ``video_bitrate``. Records the join (``connect``, ``publishing``) and the frames sent.
     """
-    timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
+    timeline = watch.open_log(PHASES, "publisher")
     options = spec.options
     route = Route(spec)
     publisher: RtmpPublisher | None = None
 
     def report(stopped: float) -> None:
         timeline.finish(stopped)
-        result.fill_join(timeline)
         if publisher is not None:
-            result.publish = PublishSection(publisher.frames_sent, publisher.audio_frames_sent)
-        result.network = route.stats
+            timeline.published = (publisher.frames_sent, publisher.audio_frames_sent)
+        timeline.network = route.stats
 
     async def close() -> None:
         if publisher is not None:

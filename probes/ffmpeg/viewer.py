@@ -49,11 +49,11 @@ def phases(kind: str) -> tuple[str, ...]:
 
 
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
-    """Watch ``spec.url`` as ``spec.kind`` until the run stops watching; fill ``result``.
+    """Watch ``spec.url`` as ``spec.kind`` until the run stops watching; record what it sees.
 
     Options: ``tone_hz`` (default the host's), ``slot`` (flash marker, 0 host, 1 co-host).
     """
-    timeline = Timeline(phases(spec.kind), start=watch.start, started_at=watch.started_at)
+    timeline = watch.open_log(phases(spec.kind), "viewer")
     route = Route(spec)
     reader: Reader | None = None
 
@@ -69,8 +69,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         timeline.finish(stopped)
         identity = [ClockPoint(0.0, 0.0)]
         timeline.sync = {"audio": identity, "video": list(identity)}
-        result.fill_from(timeline)
-        result.network = route.stats
+        timeline.network = route.stats
 
     watch.on_close(report)
     await route.__aenter__()

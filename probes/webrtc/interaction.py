@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from qoe import clock
+from qoe.timeline import InteractionAsked, Timeline
 
 __all__ = ["InteractionLoop", "chat_url_for"]
 
@@ -31,21 +32,13 @@ def chat_url_for(whep_url: str) -> str:
 class InteractionLoop:
     """Sends a nonce every ``every`` seconds and times when the video shows it."""
 
-    def __init__(self, chat_url: str, every: float = 1.0) -> None:
+    def __init__(self, chat_url: str, log: Timeline, every: float = 1.0) -> None:
         self.chat_url = chat_url
         self.every = every
-        self.sent: dict[int, float] = {}
-        """nonce -> chat send time (Unix seconds)."""
-        self.seen: dict[int, float] = {}
-        """nonce -> wall time of the first decoded frame showing it."""
-
-    def frame(self, tag: int | None, wall: float) -> None:
-        """Feed every decoded frame's code tag."""
-        if tag and tag in self.sent and tag not in self.seen:
-            self.seen[tag] = wall
-
-    def latencies(self) -> list[float]:
-        return [self.seen[n] - sent for n, sent in self.sent.items() if n in self.seen]
+        self.log = log
+        """Where each question goes (:class:`~qoe.timeline.InteractionAsked`); the frames
+        that show its nonce are in the same log (:func:`qoe.metrics.interaction_latencies`)."""
+        self._sent: set[int] = set()
 
     async def run(self, until: float) -> None:
         """Post nonces until monotonic time ``until``; errors end the loop, not the probe."""
@@ -55,7 +48,8 @@ class InteractionLoop:
                 try:
                     while clock.monotonic() + self.every < until:
                         nonce = self._nonce()
-                        self.sent[nonce] = clock.wall()
+                        self._sent.add(nonce)
+                        self.log.asked.append(InteractionAsked(nonce, clock.wall()))
                         await ws.send_str(
                             json.dumps({"type": "chat", "text": "qoe probe asks", "nonce": nonce})
                         )
@@ -73,5 +67,5 @@ class InteractionLoop:
     def _nonce(self) -> int:
         while True:
             nonce = secrets.randbelow(0xFFFF) + 1
-            if nonce not in self.sent:
+            if nonce not in self._sent:
                 return nonce

@@ -31,11 +31,11 @@ from probes.webrtc.peer import (
 )
 from probes.webrtc.playout import EncodedFrame, Played, Playout
 from probes.webrtc.session import Session
-from qoe import clock, metrics
+from qoe import clock
 from qoe.errors import ConfigError, DisconnectedError, NoMediaError
 from qoe.media.compose import mix_regions
 from qoe.media.frames import luma
-from qoe.result import CohostSection, ProbeResult
+from qoe.result import ProbeResult
 from qoe.signal import COHOST_TONE_HZ, HOST_TONE_HZ, ToneOnsetDetector, flash_level, read_code, unwrap_ticks
 from qoe.timeline import Timeline, ToneOnset, VideoFrameEvent
 
@@ -48,8 +48,6 @@ AUDIO_BATCH = 4800
 """Samples (100 ms) fed to the tone detector at a time."""
 VIDEO_CODECS = ("VP8", "H264")
 PLAYOUTS = ("libwebrtc", "arrival")
-COHOST_GONE_SECONDS = 1.0
-"""A co-host whose signal was last seen longer ago than this before the end has left."""
 
 
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
@@ -64,7 +62,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     would show it and leaves out the frames it would not show (see docs/PLAYOUT.md);
     ``"arrival"`` stamps every decoded frame when it reaches the probe.
     """
-    timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
+    timeline = watch.open_log(PHASES, "viewer")
     viewer = _Viewer(spec, timeline)
     session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)
     watch.defer(session.close)
@@ -75,13 +73,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         if viewer.video_decoders and None not in viewer.video_decoders:
             timeline.decode_errors = sum(d.errors for d in viewer.video_decoders if d is not None)
         viewer.collect_sync()
-        result.fill_from(timeline)
-        viewer.fill_cohost(result)
-        if viewer.interaction is not None:
-            q = metrics.quantiles(viewer.interaction.latencies())
-            if q is not None:
-                result.chat.interaction_seconds = {"p50": q.p50, "p95": q.p95, "max": q.max}
-        result.network = session.network_snapshot()
+        timeline.network = session.network_snapshot()
 
     watch.on_close(report)
     await viewer.watch(session, watch)
@@ -170,14 +162,15 @@ class _Viewer:
         mixed = self.cohost_mode == "mixed"
         others = (cohost_hz,) if self.cohost_mode else ()
         self.host = _Participant(timeline, host_hz, others, 0, half=0 if mixed else None)
-        self.cohost = (
-            _Participant(Timeline(PHASES), cohost_hz, (host_hz,), 1, half=1 if mixed else None)
-            if self.cohost_mode
-            else None
-        )
+        self.cohost = None
+        if self.cohost_mode:
+            cohost = timeline.participants["cohost"] = Timeline(PHASES, tone_hz=cohost_hz)
+            self.cohost = _Participant(cohost, cohost_hz, (host_hz,), 1, half=1 if mixed else None)
         every = spec.options.get("interact_every")
         self.interaction = (
-            InteractionLoop(str(spec.options.get("chat_url") or chat_url_for(spec.url)), float(every))
+            InteractionLoop(
+                str(spec.options.get("chat_url") or chat_url_for(spec.url)), timeline, float(every)
+            )
             if every
             else None
         )
@@ -303,8 +296,6 @@ class _Viewer:
     def _show(self, pair: int, participants: list[_Participant], events: list[VideoFrameEvent]) -> None:
         for participant, event in zip(participants, events, strict=True):
             participant.shown(event)
-            if participant is self.host and self.interaction is not None:
-                self.interaction.frame(event.tag, event.wall)
         if pair == 0 and not self.first_frame.is_set():
             first = events[0]
             self.timeline.mark("first_decoded_frame", first.at if first.arrival is None else first.arrival)
@@ -343,23 +334,6 @@ class _Viewer:
             if audio is not None:
                 near = timeline.tones[-1].stream_time if timeline.tones else 0.0
                 timeline.sync["audio"] = audio.clock_points(near)
-
-    def fill_cohost(self, result: ProbeResult) -> None:
-        if self.cohost is None:
-            return
-        timeline = self.cohost.timeline
-        timeline.end = self.timeline.end
-        sync = metrics.av_sync(timeline, self.cohost.tone_hz)
-        offset = metrics.cohost_offset(self.timeline.video, timeline.video)
-        coded = [f for f in timeline.video if f.capture_wall is not None]
-        end = self.timeline.end
-        result.cohost = CohostSection(
-            offset_seconds={"median": offset.median if offset else None},
-            av_offset_seconds={"median": sync.median if sync else None},
-            samples=offset.samples if offset else 0,
-            frames=len(coded),
-            left=None if not coded or end is None else coded[-1].at < end - COHOST_GONE_SECONDS,
-        )
 
 
 def _encoded(arrival: FrameArrival) -> EncodedFrame:

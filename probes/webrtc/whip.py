@@ -13,9 +13,8 @@ from probes.webrtc.session import Session
 from qoe import clock
 from qoe.errors import IceError
 from qoe.media import Fanout, Knobs, SignalSource
-from qoe.result import ProbeResult, PublishSection
+from qoe.result import ProbeResult
 from qoe.signal import HOST_TONE_HZ
-from qoe.timeline import Timeline
 
 __all__ = ["PHASES", "probe"]
 
@@ -23,12 +22,12 @@ PHASES = ("signaling", "ice_connected", "dtls_connected")
 
 
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
-    """Publish to ``spec.url`` over WHIP until the run stops watching; fill ``result``.
+    """Publish to ``spec.url`` over WHIP until the run stops watching; record what it sends.
 
     Options: ``knobs`` (a :class:`~qoe.media.Knobs`), ``tone_hz``, ``slot`` (flash marker
     position: 0 host, 1 co-host), ``width``, ``height``.
     """
-    timeline = Timeline(PHASES, start=watch.start, started_at=watch.started_at)
+    timeline = watch.open_log(PHASES, "publisher")
     fanout = Fanout()
     options = spec.options
     source = SignalSource(
@@ -48,9 +47,8 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         audio.stop()
         video.stop()
         timeline.finish(stopped)
-        result.fill_join(timeline)
-        result.publish = PublishSection(source.frames_sent, source.audio_frames_sent)
-        result.network = session.network_snapshot()
+        timeline.published = (source.frames_sent, source.audio_frames_sent)
+        timeline.network = session.network_snapshot()
 
     watch.on_close(report)
     for track, codecs in ((video, ("VP8",)), (audio, ("opus",))):
