@@ -5,8 +5,10 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 from typing import Any
 
+from qoe import eventlog, metrics
 from qoe.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
@@ -19,6 +21,7 @@ from qoe.cli.common import (
     size,
 )
 from qoe.errors import ConfigError
+from qoe.timeline import Timeline
 
 __all__ = ["add_commands"]
 
@@ -141,7 +144,25 @@ def add_commands(sub: Any) -> None:
         "--push-gateway", metavar="URL", help="also push the result to this Prometheus Pushgateway"
     )
     probe.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
+    probe.add_argument(
+        "--events",
+        type=Path,
+        metavar="FILE",
+        help="also save the run's event log (every frame, tone, message and tick it recorded) as "
+        "JSON; 'qoe replay FILE' computes the same result from it",
+    )
     probe.set_defaults(handler=_cmd_probe)
+
+    replay = sub.add_parser(
+        "replay",
+        help="compute a probe's result again from its saved event log",
+        description="Read an event log saved with 'qoe probe --events FILE' and print the result "
+        "it gives: the same figures the probe reported, computed with no probe running. Exit 1 "
+        "if the run had failed.",
+    )
+    replay.add_argument("file", type=Path, metavar="FILE", help="an event log (JSON)")
+    replay.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
+    replay.set_defaults(handler=_cmd_replay)
 
     publish = sub.add_parser(
         "publish",
@@ -200,9 +221,23 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         options=options,
     )
     spec.network()  # an unknown profile is a usage error, before anything starts
-    result = await run_probe(spec)
+    logs: list[Timeline] = []
+    result = await run_probe(spec, on_log=logs.append)
     code = print_result(result, args.json)
+    if args.events is not None:
+        try:
+            eventlog.save(logs[0], args.events)
+        except OSError as exc:
+            raise ConfigError(f"--events {args.events}: {exc.strerror or exc}") from exc
     return max(code, await push(args.push_gateway, [result]))
+
+
+async def _cmd_replay(args: argparse.Namespace) -> int:
+    try:
+        log = eventlog.load(args.file)
+    except eventlog.EventLogError as exc:
+        raise ConfigError(str(exc)) from exc
+    return print_result(metrics.result_of(log), args.json)
 
 
 async def _cmd_publish(args: argparse.Namespace) -> int:
