@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import importlib
 import json
 import signal
 from typing import Any
@@ -235,13 +236,34 @@ async def _cmd_netem_proxy(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+IMPACT_MODULES = ("duckdb", "pyarrow", "scipy", "matplotlib")
+"""What ``qoe impact`` and ``qoe audience simulate`` need beyond a probe install."""
+
+
+def require_impact_extra(command: str) -> None:
+    """Fail with the command that installs the analytics stack when part of it is missing."""
+    missing = []
+    for module in IMPACT_MODULES:
+        try:
+            importlib.import_module(module)
+        except ImportError:
+            missing.append(module)
+    if missing:
+        raise ConfigError(
+            f"{command} needs the analytics extra ({', '.join(missing)} not installed): "
+            "pip install 'qoe-probe[impact]'"
+        )
+
+
 async def _cmd_audience_simulate(args: argparse.Namespace) -> int:
+    require_impact_extra("qoe audience simulate")
     from sim.audience import simulate_command
 
     return await asyncio.to_thread(simulate_command, args)
 
 
 async def _cmd_impact(args: argparse.Namespace) -> int:
+    require_impact_extra("qoe impact")
     from qoe.impact.command import impact_command
 
     return await asyncio.to_thread(impact_command, args)
