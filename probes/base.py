@@ -30,6 +30,7 @@ from qoe.errors import ConfigError, DeadlineError, ProbeError
 from qoe.redact import redact_url
 from qoe.result import ProbeResult
 from qoe.timeline import Failure, RunInfo, Timeline
+from sim.profiles import load_profile
 
 __all__ = ["TEARDOWN_SECONDS", "ProbeFn", "ProbeSpec", "Watch", "run"]
 
@@ -169,8 +170,6 @@ class ProbeSpec:
         """
         if self.profile in ("", "none"):
             return None
-        from sim.profiles import load_profile
-
         return load_profile(self.profile)
 
     @property

@@ -24,6 +24,7 @@ import numpy as np
 from probes.base import ProbeSpec
 from probes.ffmpeg.failures import connect_error
 from probes.ffmpeg.target import endpoint, with_endpoint
+from sim.proxy import TcpProxy
 
 __all__ = ["Route", "tcp_connect"]
 
@@ -44,8 +45,6 @@ class Route:
         profile = self.spec.network()
         if profile is None:
             return self
-        from sim.proxy import TcpProxy
-
         host, port = endpoint(self.spec.url)
         proxy = TcpProxy(("127.0.0.1", 0), (host, port), profile, np.random.default_rng(self.spec.seed))
         await proxy.start()

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
+import numpy as np
 from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from probes.webrtc.peer import addresses_for_host, candidate_addresses, rtc_configuration
@@ -21,6 +22,7 @@ from probes.webrtc.signaling import delete_session, post_offer
 from qoe import clock
 from qoe.errors import DisconnectedError, DtlsError, IceError, SdpError
 from qoe.timeline import Timeline
+from sim.shaper import shaping
 
 __all__ = ["DELETE_BUDGET_SECONDS", "Session"]
 
@@ -89,10 +91,6 @@ class Session:
         """Emulate ``self.network`` on the sockets gathered inside (they stay shaped)."""
         if self.network is None:
             return contextlib.nullcontext()
-        import numpy as np
-
-        from sim.shaper import shaping
-
         return shaping(self.network, np.random.default_rng(self._seed))
 
     def _dtls_watcher(self, transport: object) -> Callable[[], None]:

@@ -38,9 +38,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from probes import PROBES, guess_kind, phases_of
 from qoe.errors import ConfigError
 from qoe.fleet.locate import Locator
 from qoe.fleet.slo import SLO, check_parts, numeric_fields, parse_slo
+from sim.profiles import list_profiles
 
 __all__ = ["DEFAULTS", "Fleet", "Target", "load_fleet", "parse_fleet"]
 
@@ -164,8 +166,6 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     settings.update(_settings(c, fleet_table, ("fleet",)))
     allow = tuple(c.strings(fleet_table["allow"], ("fleet", "allow"))) if "allow" in fleet_table else ()
 
-    from probes import PROBES, guess_kind, phases_of  # the registry knows the kinds and phases
-
     phases = sorted({p for kind in PROBES for p in phases_of(kind)})
     fields = numeric_fields(phases)
     raw_targets = data.get("targets")
@@ -250,23 +250,15 @@ def _settings(c: _Checker, table: dict[str, Any], where: tuple[str | int, ...]) 
             out[key] = c.integer(table[key], (*where, key))
     if "profiles" in table:
         profiles = c.strings(table["profiles"], (*where, "profiles"))
-        known = _known_profiles()
+        known = list_profiles()
         for k, name in enumerate(profiles):
-            if known is not None and name not in known and not name.endswith(".toml"):
+            if name not in known and not name.endswith(".toml"):
                 raise c.fail(
                     (*where, "profiles", k),
                     f"unknown network profile {name!r}; known: {', '.join(known)}",
                 )
         out["profiles"] = profiles
     return out
-
-
-def _known_profiles() -> list[str] | None:
-    try:
-        from sim.profiles import list_profiles
-    except ImportError:
-        return None
-    return list_profiles()
 
 
 def _parse(c: _Checker, text: str, where: tuple[str | int, ...], fields: list[str]) -> SLO:

@@ -19,7 +19,8 @@ from typing import IO
 from probes import ProbeSpec, run_probe
 from qoe import clock
 from qoe.errors import ProbeError
-from qoe.fleet.plan import Run
+from qoe.fleet.config import load_fleet
+from qoe.fleet.plan import Run, expand
 from qoe.result import ProbeResult
 
 __all__ = ["PROBES_PER_WORKER", "Progress", "default_workers", "run_fleet", "run_worker", "spec_for"]
@@ -160,9 +161,6 @@ def _orphan(run: Run, message: str) -> ProbeResult:
 
 async def run_worker(fleet_path: str) -> int:
     """The ``qoe fleet worker`` side: read a job from stdin, stream results to stdout."""
-    from qoe.fleet.config import load_fleet
-    from qoe.fleet.plan import expand
-
     job = json.loads(sys.stdin.readline())
     fleet = load_fleet(fleet_path)
     wanted = set(job["runs"])
