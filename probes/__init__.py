@@ -6,7 +6,9 @@ adding a protocol is adding a module and an entry here.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
 from urllib.parse import urlsplit
 
 from probes import ffmpeg
@@ -14,12 +16,22 @@ from probes.base import ProbeFn, ProbeSpec, run
 from probes.chat import echo
 from probes.ffmpeg import publisher as rtmp_publish
 from probes.ffmpeg import viewer as ffmpeg_viewer
+from probes.options import Option, validate
 from probes.webrtc import whep, whip
 from qoe.errors import ConfigError
 from qoe.result import ProbeResult
 from qoe.timeline import Timeline
 
-__all__ = ["PHASES", "PROBES", "ProbeSpec", "guess_kind", "phases_of", "run_probe"]
+__all__ = [
+    "OPTIONS",
+    "PHASES",
+    "PROBES",
+    "ProbeSpec",
+    "checked_options",
+    "guess_kind",
+    "phases_of",
+    "run_probe",
+]
 
 PROBES: dict[str, ProbeFn] = {
     "whep": whep.probe,
@@ -29,6 +41,23 @@ PROBES: dict[str, ProbeFn] = {
     ffmpeg.PUBLISH_KIND: rtmp_publish.probe,
 }
 """Probe kind -> probe function."""
+
+OPTIONS: dict[str, tuple[Option, ...]] = {
+    "whep": whep.OPTIONS,
+    "whip": whip.OPTIONS,
+    "chat": echo.OPTIONS,
+    **{kind: ffmpeg_viewer.OPTIONS for kind in ffmpeg.KINDS},
+    ffmpeg.PUBLISH_KIND: rtmp_publish.OPTIONS,
+}
+"""Probe kind -> the options it takes (see :mod:`probes.options`)."""
+
+
+def checked_options(kind: str, options: Mapping[str, Any]) -> dict[str, Any]:
+    """``options`` validated for ``kind``, defaults filled in; OptionError names a bad key."""
+    if kind not in OPTIONS:
+        raise ConfigError(f"unknown probe kind {kind!r}; known: {', '.join(sorted(PROBES))}")
+    return validate(kind, options, OPTIONS[kind])
+
 
 PHASES: dict[str, tuple[str, ...]] = {
     "whep": whep.PHASES,
@@ -74,4 +103,5 @@ async def run_probe(spec: ProbeSpec, *, on_log: Callable[[Timeline], None] | Non
     probe = PROBES.get(spec.kind)
     if probe is None:
         raise ConfigError(f"unknown probe kind {spec.kind!r}; known: {', '.join(sorted(PROBES))}")
+    spec = dataclasses.replace(spec, options=checked_options(spec.kind, spec.options))
     return await run(spec, probe, on_log=on_log)

@@ -149,3 +149,67 @@ def test_fleet_check_exits_2_with_one_line(cli, tmp_path, error: str, line: str)
     path.write_text(GOOD)
     ok = cli("fleet", "check", str(path))
     assert ok.returncode == 0 and "6 probe runs, 4 SLOs" in ok.stdout
+
+
+# One misspelled key and one value of the wrong type for every probe kind.
+OPTION_CASES = [
+    ("whep", "http://h/whep/shop", "playot = 'arrival'", "playout", "tone_hz = 'high'", "number"),
+    ("whip", "http://h/whip/shop", "widht = 640", "width", "slot = 0.5", "whole number"),
+    ("chat", "ws://h/chat/shop", "rates = 5", "rate", "count = true", "whole number"),
+    ("rtmp", "rtmp://h/live/shop", "tone = 1000", "tone_hz", "slot = '1'", "whole number"),
+    ("flv", "http://h/live/shop.flv", "slots = 1", "slot", "tone_hz = [1000]", "number"),
+    ("hls", "http://h/hls/shop.m3u8", "tone_hzz = 1000", "tone_hz", "tone_hz = true", "number"),
+    ("rtsp", "rtsp://h/shop", "slot_ = 1", "slot", "slot = 'host'", "whole number"),
+    ("rtmp-publish", "rtmp://h/live/shop", "gop_second = 2", "gop_seconds", "fps = 29.97", "whole number"),
+]
+
+
+def option_fleet(kind: str, url: str, option: str) -> str:
+    return textwrap.dedent(
+        f"""\
+        [[targets]]
+        name = "t"
+        url = "{url}"
+        kind = "{kind}"
+        options = {{ {option} }}
+        """
+    )
+
+
+@pytest.mark.parametrize(("kind", "url", "typo", "meant", "wrong", "expected"), OPTION_CASES)
+def test_every_kinds_options_are_checked_with_file_line_and_a_suggestion(
+    kind: str, url: str, typo: str, meant: str, wrong: str, expected: str
+) -> None:
+    key = typo.split(" = ")[0]
+    with pytest.raises(ConfigError) as misspelled:
+        parse_fleet(option_fleet(kind, url, typo), "fleet.toml")
+    assert str(misspelled.value).startswith(f"fleet.toml:5: targets[0].options.{key}: unknown option {key!r}")
+    assert f"did you mean {meant!r}?" in str(misspelled.value)
+    bad = wrong.split(" = ")[0]
+    with pytest.raises(ConfigError) as mistyped:
+        parse_fleet(option_fleet(kind, url, wrong), "fleet.toml")
+    assert str(mistyped.value).startswith(f"fleet.toml:5: targets[0].options.{bad}: option {bad!r} of {kind}")
+    assert f"expects {expected}, got" in str(mistyped.value)
+
+
+def test_fleet_check_names_a_misspelled_option(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "fleet.toml"
+    path.write_text(option_fleet("whep", "http://h/whep/shop", 'cohst = "mixed"'))
+    done = cli("fleet", "check", str(path))
+    assert done.returncode == 2
+    assert done.stderr.strip().splitlines() == [
+        f"qoe fleet check: error: {path}:5: targets[0].options.cohst: unknown option 'cohst' for whep "
+        "probes; did you mean 'cohost'? (known: chat_url, codecs, cohost, cohost_tone_hz, "
+        "interact_every, playout, tone_hz)"
+    ]
+
+
+def test_qoe_probe_lists_a_kinds_options_and_checks_them(cli) -> None:  # type: ignore[no-untyped-def]
+    listed = cli("probe", "--options", "rtmp-publish")
+    assert listed.returncode == 0
+    assert "video_bitrate: whole number (bit/s) [default 800000]: H.264 target bitrate" in listed.stdout
+    done = cli("probe", "ws://127.0.0.1:9/chat/x", "--option", "rate=fast")
+    assert (done.returncode, done.stderr.strip()) == (
+        2,
+        "qoe probe: error: option 'rate' of chat probes expects number, got str 'fast'",
+    )

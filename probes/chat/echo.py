@@ -29,6 +29,7 @@ from typing import Any
 import aiohttp
 
 from probes.base import ProbeSpec, Watch
+from probes.options import Option
 from qoe import clock
 from qoe.errors import ConfigError, ConnectError, DisconnectedError, NoEchoError, NotFoundError, ProtocolError
 from qoe.redact import redact_url
@@ -41,6 +42,18 @@ PHASES = ("receiver_connected", "sender_connected")
 DEFAULT_TEMPLATE = (
     '{"type": "chat", "text": "qoe chat probe {nonce}", "nonce": "{nonce}", "sent_at": {sent_at}}'
 )
+
+
+OPTIONS = (
+    Option("rate", float, 5.0, "messages sent per second", "1/s", positive=True),
+    Option("timeout", float, 3.0, "a message not echoed within this is lost", "s", positive=True),
+    Option("count", int, None, "messages to send (default: as many as fit in the duration)", positive=True),
+    Option("template", str, DEFAULT_TEMPLATE, "the message sent; {nonce} and {sent_at} are filled in"),
+    Option("nonce_path", str, None, "dotted JSON path of the nonce in an echo (default: nonce)"),
+    Option("nonce_regex", str, None, "for text chats: a regular expression whose group 1 is the nonce"),
+    Option("receiver_url", str, None, "where the receiving client connects (default: the probe's URL)"),
+)
+"""What ``options`` a chat echo probe takes (see :mod:`probes.options`)."""
 
 
 @dataclass
@@ -95,18 +108,16 @@ async def _connect(http: aiohttp.ClientSession, url: str, timeout: float) -> aio
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     """Measure chat echo latency on ``spec.url`` (ws:// or wss://); record each message sent and echoed."""
     options = spec.options
-    rate = float(options.get("rate", 5.0))
-    timeout = float(options.get("timeout", 3.0))
+    rate, timeout = options["rate"], options["timeout"]
     # By default send for as long as the probe lasts, less the time the last one may take.
-    count = int(options.get("count", max(1, int((spec.duration - timeout) * rate))))
-    if count < 1 or rate <= 0 or timeout <= 0:
-        raise ConfigError(
-            f"chat probe: count, rate and timeout must be positive, got {count}, {rate}, {timeout}"
-        )
-    template = str(options.get("template", DEFAULT_TEMPLATE))
-    regex = options.get("nonce_regex")
-    pattern = re.compile(str(regex)) if regex else None
-    path = options.get("nonce_path")
+    count = options["count"] or max(1, int((spec.duration - timeout) * rate))
+    template = options["template"]
+    regex = options["nonce_regex"]
+    try:
+        pattern = re.compile(regex) if regex else None
+    except re.error as exc:
+        raise ConfigError(f"option 'nonce_regex' of chat probes is not a regular expression: {exc}") from exc
+    path = options["nonce_path"]
     timeline = watch.open_log(PHASES, "chat")
     ledger = _Ledger(timeline)
     prefix = secrets.token_hex(4)
@@ -118,7 +129,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     # Closing handshakes are teardown: they run once the window has closed.
     http = aiohttp.ClientSession()
     watch.defer(http.close)
-    receiver = await _connect(http, str(options.get("receiver_url", spec.url)), spec.join_timeout)
+    receiver = await _connect(http, options["receiver_url"] or spec.url, spec.join_timeout)
     watch.defer(receiver.close)
     timeline.mark("receiver_connected")
     sender = await _connect(http, spec.url, spec.join_timeout)

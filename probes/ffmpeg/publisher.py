@@ -36,6 +36,7 @@ from probes.base import ProbeSpec, Watch
 from probes.ffmpeg.failures import classify
 from probes.ffmpeg.route import Route, tcp_connect
 from probes.ffmpeg.target import endpoint
+from probes.options import Option
 from qoe import clock
 from qoe.errors import ConnectError, ProbeError
 from qoe.media import Fanout, Knobs, SignalSource
@@ -230,6 +231,19 @@ def _fail(future: asyncio.Future[None], error: BaseException) -> None:
         future.set_exception(error)
 
 
+OPTIONS = (
+    Option("knobs", Knobs, None, "what the test signal injects (A/V offset, freezes); from Python only"),
+    Option("tone_hz", float, HOST_TONE_HZ, "frequency of the tone markers sent", "Hz", positive=True),
+    Option("slot", int, 0, "where the flash marker is: 0 the host's, 1 a co-host's"),
+    Option("width", int, 640, "picture width", "px", positive=True),
+    Option("height", int, 360, "picture height", "px", positive=True),
+    Option("fps", int, 30, "frame rate", "frames/s", positive=True),
+    Option("gop_seconds", float, GOP_SECONDS, "keyframe interval", "s", positive=True),
+    Option("video_bitrate", int, 800_000, "H.264 target bitrate", "bit/s", positive=True),
+)
+"""What ``options`` an RTMP publisher takes (see :mod:`probes.options`)."""
+
+
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     """Publish the test signal to ``spec.url`` over RTMP until the run stops watching.
 
@@ -262,14 +276,14 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     timeline.mark("connect")
     publisher = RtmpPublisher(
         route.url,
-        knobs=options.get("knobs") or Knobs(),
-        tone_hz=float(options.get("tone_hz", HOST_TONE_HZ)),
-        slot=int(options.get("slot", 0)),
-        width=int(options.get("width", 640)),
-        height=int(options.get("height", 360)),
-        fps=int(options.get("fps", 30)),
-        gop_seconds=float(options.get("gop_seconds", GOP_SECONDS)),
-        video_bitrate=int(options.get("video_bitrate", 800_000)),
+        knobs=options["knobs"] or Knobs(),
+        tone_hz=options["tone_hz"],
+        slot=options["slot"],
+        width=options["width"],
+        height=options["height"],
+        fps=options["fps"],
+        gop_seconds=options["gop_seconds"],
+        video_bitrate=options["video_bitrate"],
     )
     await publisher.start()
     deadline = watch.until

@@ -23,6 +23,7 @@ from probes.ffmpeg.inputs import Limits
 from probes.ffmpeg.reader import Reader, ReaderConfig
 from probes.ffmpeg.route import Route, tcp_connect
 from probes.ffmpeg.target import endpoint
+from probes.options import Option
 from qoe import clock
 from qoe.errors import DisconnectedError, NoMediaError, StreamEndedError
 from qoe.result import ProbeResult
@@ -42,6 +43,15 @@ JOIN_GRACE = 0.5
 SILENCE_GRACE = 1.0
 """The reader's own read timeout fires after the media timeout; this watchdog, a little
 later, is the backstop should FFmpeg not return."""
+
+
+OPTIONS = (
+    Option(
+        "tone_hz", float, HOST_TONE_HZ, "frequency of the tone markers to listen for", "Hz", positive=True
+    ),
+    Option("slot", int, 0, "which flash marker to read: 0 the host's, 1 a co-host's"),
+)
+"""What ``options`` an RTMP, HTTP-FLV, HLS or RTSP viewer takes (see :mod:`probes.options`)."""
 
 
 def phases(kind: str) -> tuple[str, ...]:
@@ -88,8 +98,8 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         url=route.url,
         limits=limits,
         decode=spec.decode,
-        tone_hz=float(spec.options.get("tone_hz", HOST_TONE_HZ)),
-        slot=int(spec.options.get("slot", 0)),
+        tone_hz=spec.options["tone_hz"],
+        slot=spec.options["slot"],
         host_header=route.host_header,
     )
     reader = Reader(config, asyncio.get_running_loop())

@@ -18,6 +18,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from probes.base import ProbeSpec, Watch
+from probes.options import Option
 from probes.webrtc.interaction import InteractionLoop, chat_url_for
 from probes.webrtc.peer import (
     FrameArrival,
@@ -48,6 +49,36 @@ AUDIO_BATCH = 4800
 """Samples (100 ms) fed to the tone detector at a time."""
 VIDEO_CODECS = ("VP8", "H264")
 PLAYOUTS = ("libwebrtc", "arrival")
+
+OPTIONS = (
+    Option(
+        "codecs", str, "VP8,H264", "video codecs to offer, comma-separated (H264 alone: an H.264-only viewer)"
+    ),
+    Option(
+        "playout", str, "libwebrtc", "when a frame counts as shown (see docs/PLAYOUT.md)", choices=PLAYOUTS
+    ),
+    Option(
+        "cohost",
+        str,
+        None,
+        "watch a co-host too: in the room's mix or as its own tracks",
+        choices=("mixed", "separate"),
+    ),
+    Option("tone_hz", float, HOST_TONE_HZ, "the host's tone marker frequency", "Hz", positive=True),
+    Option(
+        "cohost_tone_hz", float, COHOST_TONE_HZ, "the co-host's tone marker frequency", "Hz", positive=True
+    ),
+    Option(
+        "interact_every",
+        float,
+        None,
+        "post a chat question this often; time it to the screen",
+        "s",
+        positive=True,
+    ),
+    Option("chat_url", str, None, "the room's chat WebSocket (default: the WHEP URL with /whep/ as /chat/)"),
+)
+"""What ``options`` a WHEP viewer takes (see :mod:`probes.options`)."""
 
 
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
@@ -150,15 +181,11 @@ class _Viewer:
         self.video_decoders: list[LoopDecoding | None] = []
         """None where the receiver decodes in aiortc's own thread, which counts no errors."""
         self.consumers: list[asyncio.Task[None]] = []
-        self.video_codecs = _video_codecs(spec.options.get("codecs", "VP8,H264"))
-        self.playout = spec.options.get("playout", "libwebrtc")
-        if self.playout not in PLAYOUTS:
-            raise ConfigError(f"playout option must be 'libwebrtc' or 'arrival', got {self.playout!r}")
-        self.cohost_mode = spec.options.get("cohost")
-        if self.cohost_mode not in (None, "mixed", "separate"):
-            raise ConfigError(f"cohost option must be 'mixed' or 'separate', got {self.cohost_mode!r}")
-        host_hz = float(spec.options.get("tone_hz", HOST_TONE_HZ))
-        cohost_hz = float(spec.options.get("cohost_tone_hz", COHOST_TONE_HZ))
+        options = spec.options
+        self.video_codecs = _video_codecs(options["codecs"])
+        self.playout = options["playout"]
+        self.cohost_mode = options["cohost"]
+        host_hz, cohost_hz = options["tone_hz"], options["cohost_tone_hz"]
         mixed = self.cohost_mode == "mixed"
         others = (cohost_hz,) if self.cohost_mode else ()
         self.host = _Participant(timeline, host_hz, others, 0, half=0 if mixed else None)
@@ -166,13 +193,9 @@ class _Viewer:
         if self.cohost_mode:
             cohost = timeline.participants["cohost"] = Timeline(PHASES, tone_hz=cohost_hz)
             self.cohost = _Participant(cohost, cohost_hz, (host_hz,), 1, half=1 if mixed else None)
-        every = spec.options.get("interact_every")
+        every = options["interact_every"]
         self.interaction = (
-            InteractionLoop(
-                str(spec.options.get("chat_url") or chat_url_for(spec.url)), timeline, float(every)
-            )
-            if every
-            else None
+            InteractionLoop(options["chat_url"] or chat_url_for(spec.url), timeline, every) if every else None
         )
 
     def participants_of(self, pair: int) -> list[_Participant]:

@@ -8,6 +8,7 @@ frames it sent. The signal it sends is what viewer probes read back.
 from __future__ import annotations
 
 from probes.base import ProbeSpec, Watch
+from probes.options import Option
 from probes.webrtc.peer import prefer_codecs
 from probes.webrtc.session import Session
 from qoe import clock
@@ -21,6 +22,16 @@ __all__ = ["PHASES", "probe"]
 PHASES = ("signaling", "ice_connected", "dtls_connected")
 
 
+OPTIONS = (
+    Option("knobs", Knobs, None, "what the test signal injects (A/V offset, freezes); from Python only"),
+    Option("tone_hz", float, HOST_TONE_HZ, "frequency of the tone markers sent", "Hz", positive=True),
+    Option("slot", int, 0, "where the flash marker is: 0 the host's, 1 a co-host's"),
+    Option("width", int, 640, "picture width", "px", positive=True),
+    Option("height", int, 360, "picture height", "px", positive=True),
+)
+"""What ``options`` a WHIP publisher takes (see :mod:`probes.options`)."""
+
+
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     """Publish to ``spec.url`` over WHIP until the run stops watching; record what it sends.
 
@@ -32,11 +43,11 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     options = spec.options
     source = SignalSource(
         fanout,
-        knobs=options.get("knobs") or Knobs(),
-        tone_hz=float(options.get("tone_hz", HOST_TONE_HZ)),
-        slot=int(options.get("slot", 0)),
-        width=int(options.get("width", 640)),
-        height=int(options.get("height", 360)),
+        knobs=options["knobs"] or Knobs(),
+        tone_hz=options["tone_hz"],
+        slot=options["slot"],
+        width=options["width"],
+        height=options["height"],
     )
     audio, video = fanout.subscribe()
     session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+import tomllib
 from pathlib import Path
 from typing import Any
 
@@ -57,7 +58,7 @@ def add_commands(sub: Any) -> None:
         help="watch under this emulated network; repeat to compare profiles side by side (default none)",
     )
     add_knobs(demo)
-    demo.set_defaults(handler=_cmd_demo)
+    demo.set_defaults(handler=_cmd_demo, media=True)
 
     room = sub.add_parser(
         "room",
@@ -78,7 +79,7 @@ def add_commands(sub: Any) -> None:
         help="the built-in host's video size (default 640x360; even, at least 320x180)",
     )
     add_knobs(room)
-    room.set_defaults(handler=_cmd_room)
+    room.set_defaults(handler=_cmd_room, media=True)
 
     probe = sub.add_parser(
         "probe",
@@ -86,7 +87,7 @@ def add_commands(sub: Any) -> None:
         description="Join URL as a viewer, watch for --duration seconds, report join time "
         "and phases, freezes, glass-to-glass latency and A/V offset. Exit 1 if the probe failed.",
     )
-    probe.add_argument("url", metavar="URL", help="e.g. http://127.0.0.1:8080/whep/demo")
+    probe.add_argument("url", metavar="URL", nargs="?", help="e.g. http://127.0.0.1:8080/whep/demo")
     probe.add_argument(
         "--kind",
         choices=["whep", "chat", "rtmp", "flv", "hls", "rtsp"],
@@ -143,6 +144,21 @@ def add_commands(sub: Any) -> None:
     probe.add_argument(
         "--push-gateway", metavar="URL", help="also push the result to this Prometheus Pushgateway"
     )
+    probe.add_argument(
+        "--option",
+        "-o",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a probe option, repeatable; VALUE is read as TOML (5, 0.5, true) or else as text. "
+        "'qoe probe --options KIND' lists a kind's options",
+    )
+    probe.add_argument(
+        "--options",
+        metavar="KIND",
+        dest="list_options",
+        help="list the options of probe kind KIND (whep, chat, rtmp, ...) and exit",
+    )
     probe.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
     probe.add_argument(
         "--events",
@@ -151,7 +167,7 @@ def add_commands(sub: Any) -> None:
         help="also save the run's event log (every frame, tone, message and tick it recorded) as "
         "JSON; 'qoe replay FILE' computes the same result from it",
     )
-    probe.set_defaults(handler=_cmd_probe)
+    probe.set_defaults(handler=_cmd_probe, media=True)
 
     replay = sub.add_parser(
         "replay",
@@ -194,16 +210,48 @@ def add_commands(sub: Any) -> None:
         help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
     )
     add_knobs(publish, freeze=False)
-    publish.set_defaults(handler=_cmd_publish)
+    publish.set_defaults(handler=_cmd_publish, media=True)
+
+
+def option_values(pairs: list[str]) -> dict[str, Any]:
+    """``KEY=VALUE`` pairs as options; a VALUE that reads as a TOML value is that value."""
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, text = pair.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--option {pair!r}: expected KEY=VALUE")
+        try:
+            value: Any = tomllib.loads(f"v = {text}")["v"]
+        except tomllib.TOMLDecodeError:
+            value = text
+        options[key.strip()] = value
+    return options
+
+
+def _print_options(kind: str) -> int:
+    from probes import OPTIONS
+    from probes.options import describe
+
+    if kind not in OPTIONS:
+        raise ConfigError(f"unknown probe kind {kind!r}; known: {', '.join(sorted(OPTIONS))}")
+    print(f"options of {kind} probes (qoe probe --option KEY=VALUE; a fleet target's options table):")
+    for line in describe(OPTIONS[kind]):
+        print(f"  {line}")
+    return EXIT_OK
 
 
 async def _cmd_probe(args: argparse.Namespace) -> int:
-    from probes import ProbeSpec, guess_kind, run_probe
+    from probes import ProbeSpec, checked_options, guess_kind, run_probe
+
+    if args.list_options:
+        return _print_options(args.list_options)
+    if not args.url:
+        raise ConfigError("the URL to probe is missing (or --options KIND to list a kind's options)")
 
     kind = args.kind or guess_kind(args.url)
     if kind in ("whip", "rtmp-publish"):
         raise ConfigError(f"{args.url} is a {kind} URL; use 'qoe publish' to publish")
-    options: dict[str, Any] = {}
+    options: dict[str, Any] = option_values(args.option)
     for key in ("rate", "count", "template", "nonce_path", "nonce_regex"):
         value = getattr(args, f"chat_{key}")
         if value is not None:
@@ -218,7 +266,7 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         profile=args.profile,
         seed=args.seed,
         clock_offset=args.clock_offset,
-        options=options,
+        options=checked_options(kind, options),  # a bad option is a usage error, before the run
     )
     spec.network()  # an unknown profile is a usage error, before anything starts
     logs: list[Timeline] = []

@@ -18,6 +18,7 @@ stops the exporter from serving, and it never stops its own schedule.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import fnmatch
 import logging
 import math
@@ -176,16 +177,9 @@ class Exporter:
             spec = ProbeSpec(url=allowed, kind=kind)
             name, labels = redact_url(allowed), {}
         duration = max(1.0, min(spec.duration, budget - TEARDOWN_BUDGET))
-        spec = ProbeSpec(
-            url=spec.url,
-            kind=spec.kind,
-            duration=duration,
-            name=spec.name,
-            profile=spec.profile,
-            join_timeout=min(spec.join_timeout, duration),
-            options=spec.options,
-            clock_offset=spec.clock_offset,
-            deadline_seconds=budget,
+        # The target's own spec (every field it sets), cut to the scrape's budget.
+        spec = dataclasses.replace(
+            spec, duration=duration, join_timeout=min(spec.join_timeout, duration), deadline_seconds=budget
         )
         result: ProbeResult = await run_probe(spec)
         result.target, result.labels = name, dict(labels)

@@ -38,7 +38,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from probes import PROBES, guess_kind, phases_of
+from probes import PROBES, checked_options, guess_kind, phases_of
+from probes.options import OptionError
 from qoe.errors import ConfigError
 from qoe.fleet.locate import Locator
 from qoe.fleet.slo import SLO, check_parts, numeric_fields, parse_slo
@@ -53,6 +54,9 @@ DEFAULTS: dict[str, Any] = {
     "interval": 60.0,
     "concurrency": 8,
     "join_timeout": 10.0,
+    "media_timeout": 5.0,
+    "decode": True,
+    "seed": None,
 }
 """Fleet-wide defaults, in one place; ``[fleet]`` overrides them, a target overrides that."""
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
@@ -83,6 +87,9 @@ class Target:
     interval: float
     join_timeout: float
     options: dict[str, Any] = field(default_factory=dict)
+    media_timeout: float = DEFAULTS["media_timeout"]
+    decode: bool = True
+    seed: int | None = None
     clock_offset: float | None = None
     """The publisher's clock minus the probe host's, seconds (see :mod:`qoe.clockdomain`)."""
 
@@ -207,6 +214,10 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
         options = raw.get("options", {})
         if not isinstance(options, dict):
             raise c.fail((*where, "options"), "expected a table")
+        try:
+            checked_options(kind, options)
+        except OptionError as exc:
+            raise c.fail((*where, "options", exc.key), str(exc)) from None
         targets.append(
             Target(
                 name=name,
@@ -220,6 +231,9 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
                 interval=own["interval"],
                 join_timeout=own["join_timeout"],
                 options=dict(options),
+                media_timeout=own["media_timeout"],
+                decode=own["decode"],
+                seed=own["seed"],
                 clock_offset=(
                     c.number(raw["clock_offset"], (*where, "clock_offset"), positive=False)
                     if "clock_offset" in raw
@@ -242,12 +256,20 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
 
 def _settings(c: _Checker, table: dict[str, Any], where: tuple[str | int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("duration", "interval", "join_timeout"):
+    for key in ("duration", "interval", "join_timeout", "media_timeout"):
         if key in table:
             out[key] = c.number(table[key], (*where, key))
     for key in ("count", "concurrency"):
         if key in table:
             out[key] = c.integer(table[key], (*where, key))
+    if "decode" in table:
+        if not isinstance(table["decode"], bool):
+            raise c.fail((*where, "decode"), f"expected true or false, got {table['decode']!r}")
+        out["decode"] = table["decode"]
+    if "seed" in table:
+        if isinstance(table["seed"], bool) or not isinstance(table["seed"], int):
+            raise c.fail((*where, "seed"), f"expected a whole number, got {table['seed']!r}")
+        out["seed"] = table["seed"]
     if "profiles" in table:
         profiles = c.strings(table["profiles"], (*where, "profiles"))
         known = list_profiles()

@@ -49,6 +49,9 @@ def spec_for(run: Run) -> ProbeSpec:
         name=target.probe,
         profile=run.profile,
         join_timeout=target.join_timeout,
+        media_timeout=target.media_timeout,
+        decode=target.decode,
+        seed=target.seed,
         clock_offset=target.clock_offset,
         options=target.options,
     )

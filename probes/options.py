@@ -1,0 +1,107 @@
+"""Each probe kind's options: name, type, unit, default and help, declared beside the probe.
+
+A probe module lists its options as :class:`Option` records (``OPTIONS``); :data:`probes.OPTIONS`
+collects them by kind. :func:`validate` is the one check every way in goes through: the
+runner, before a probe starts (so a probe reads typed values and never converts), ``qoe
+fleet check`` (which reports the file and line), ``qoe probe --option`` and ``/probe``. An
+unknown key is an error with the nearest known key suggested, never silently ignored; a value
+of the wrong type is an error naming the key, the type expected and the value given.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from qoe.errors import ConfigError
+
+__all__ = ["Option", "OptionError", "describe", "validate"]
+
+
+@dataclass(frozen=True)
+class Option:
+    name: str
+    type: type
+    """``float``, ``int``, ``str``, ``bool``, or another class a Python caller passes (``Knobs``)."""
+    default: Any
+    help: str
+    unit: str = ""
+    choices: tuple[str, ...] = ()
+    positive: bool = False
+    """A number that must be > 0."""
+
+    def kind_name(self) -> str:
+        if self.choices:
+            return " | ".join(repr(c) for c in self.choices)
+        return {float: "number", int: "whole number", str: "string", bool: "true or false"}.get(
+            self.type, self.type.__name__
+        )
+
+
+class OptionError(ConfigError):
+    """A bad option; ``key`` names it, so a fleet file can point at its line."""
+
+    def __init__(self, key: str, message: str) -> None:
+        super().__init__(message)
+        self.key = key
+
+
+def validate(kind: str, options: Mapping[str, Any], declared: tuple[Option, ...]) -> dict[str, Any]:
+    """``options`` checked against ``declared``, with every default filled in."""
+    by_name = {o.name: o for o in declared}
+    values: dict[str, Any] = {}
+    for key, value in options.items():
+        option = by_name.get(key)
+        if option is None:
+            known = sorted(by_name)
+            near = difflib.get_close_matches(key, known, n=1)
+            hint = f"; did you mean {near[0]!r}?" if near else ""
+            listing = ", ".join(known) if known else "none"
+            raise OptionError(key, f"unknown option {key!r} for {kind} probes{hint} (known: {listing})")
+        values[key] = _check(kind, option, value)
+    for option in declared:
+        values.setdefault(option.name, option.default)
+    return values
+
+
+def _check(kind: str, option: Option, value: Any) -> Any:
+    def wrong() -> OptionError:
+        return OptionError(
+            option.name,
+            f"option {option.name!r} of {kind} probes expects {option.kind_name()}, "
+            f"got {type(value).__name__} {value!r}",
+        )
+
+    if value is None and option.default is None:
+        return None
+    if option.type is float:
+        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+            raise wrong()
+        value = float(value)
+    elif option.type is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise wrong()
+    elif option.type is bool:
+        if not isinstance(value, bool):
+            raise wrong()
+    elif not isinstance(value, option.type):
+        raise wrong()
+    if option.choices and value not in option.choices:
+        raise wrong()
+    if option.positive and value <= 0:
+        message = f"option {option.name!r} of {kind} probes must be positive, got {value!r}"
+        raise OptionError(option.name, message)
+    return value
+
+
+def describe(declared: tuple[Option, ...]) -> list[str]:
+    """One line per option: name, type, unit, default and help (for --help and the docs)."""
+    lines = []
+    for o in declared:
+        unit = f" ({o.unit})" if o.unit else ""
+        default = "" if o.default is None else f" [default {o.default!r}]"
+        lines.append(f"{o.name}: {o.kind_name()}{unit}{default}: {o.help}")
+    return lines
