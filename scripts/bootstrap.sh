@@ -22,7 +22,8 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
   exit 2
 fi
 [ -x .venv/bin/python ] || "$python" -m venv .venv
-.venv/bin/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+# constraints.txt: the exact versions the suite last passed on, so every clone installs them.
+.venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 
 if [ "$servers" = 1 ]; then
   # Real servers for the integration tests, from Debian's packages. None is started here:

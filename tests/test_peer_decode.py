@@ -7,6 +7,7 @@ these check the stand-in queue on its own, with frames from the project's own en
 from __future__ import annotations
 
 import asyncio
+import importlib.metadata
 import itertools
 import threading
 from types import SimpleNamespace
@@ -17,6 +18,7 @@ from aiortc.jitterbuffer import JitterFrame
 from aiortc.rtcrtpparameters import RTCRtpCodecParameters
 
 from probes.webrtc.peer import _LoopDecoder, decode_on_loop
+from qoe import rtcpatch
 from qoe.media.encode import VideoEncoder
 from qoe.media.frames import luma
 from qoe.signal import read_code
@@ -76,7 +78,8 @@ async def test_stopping_ends_the_track() -> None:
 
 
 def test_the_thread_aiortc_starts_for_a_loop_decoded_receiver_ends_at_once() -> None:
-    from aiortc.rtcrtpreceiver import decoder_worker  # patched on importing the peer module
+    rtcpatch.install()
+    from aiortc.rtcrtpreceiver import decoder_worker  # patched by install()
 
     queue = _LoopDecoder(fake_receiver())  # type: ignore[arg-type]
     worker = threading.Thread(target=decoder_worker, args=(None, queue, None, None))
@@ -86,13 +89,12 @@ def test_the_thread_aiortc_starts_for_a_loop_decoded_receiver_ends_at_once() -> 
 
 
 async def test_the_installed_aiortc_has_what_loop_decoding_relies_on() -> None:
-    # decode_on_loop falls back to aiortc's threads (and counts no decode errors) when a
-    # release moves the receiver's internals; this fails instead, so an upgrade is noticed.
+    rtcpatch.install()  # checks every private attribute first
     pc = RTCPeerConnection()
     try:
         receiver = pc.addTransceiver("video", direction="recvonly").receiver
         decoding = decode_on_loop(receiver)
-        assert decoding is not None and decoding.errors == 0
+        assert decoding.errors == 0
         assert receiver._RTCRtpReceiver__decoder_queue is decoding  # type: ignore[attr-defined]
     finally:
         await pc.close()
@@ -141,3 +143,28 @@ async def test_a_packet_still_missing_is_asked_for_again_every_round_trip() -> N
         await receiver._handle_rtp_packet(RtpPacket(sequence_number=14, ssrc=7), arrival_time_ms=0)
         assert len(sent) == count  # it arrived: never asked for again
     assert repeater.repeats == 2
+
+
+def test_an_aiortc_without_an_attribute_relied_on_is_refused_with_its_version(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import aiortc.jitterbuffer
+
+    monkeypatch.delattr(aiortc.jitterbuffer.JitterBuffer, "_remove_frame")
+    with pytest.raises(rtcpatch.IncompatibleAiortc) as raised:
+        rtcpatch.check()
+    message = str(raised.value)
+    assert "aiortc.jitterbuffer.JitterBuffer._remove_frame" in message
+    assert f"aiortc {importlib.metadata.version('aiortc')}" in message
+
+
+def test_a_private_instance_attribute_is_read_from_the_constructor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(
+        rtcpatch,
+        "PRIVATE",
+        (("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__no_such_thing"),),
+    )
+    with pytest.raises(rtcpatch.IncompatibleAiortc, match=r"RTCRtpReceiver\._RTCRtpReceiver__no_such_thing"):
+        rtcpatch.check()
+    monkeypatch.setattr(rtcpatch, "PRIVATE", (("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_track"),))
+    rtcpatch.check()

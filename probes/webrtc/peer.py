@@ -30,7 +30,6 @@ Four things aiortc does not do for us, kept in one place:
 
 from __future__ import annotations
 
-import contextvars
 import ipaddress
 import logging
 from collections import deque
@@ -39,8 +38,6 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
-import aioice.ice
-import aiortc.rtcrtpreceiver
 import av
 from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCRtpReceiver, RTCRtpSender
 from aiortc.codecs import get_decoder
@@ -51,7 +48,7 @@ from aiortc.rtp import RtcpSrPacket, RtpPacket
 from aiortc.utils import uint16_add
 from av import AudioFrame, VideoFrame
 
-from qoe import clock
+from qoe import clock, rtcpatch
 from qoe.timeline import ClockPoint
 
 __all__ = [
@@ -74,26 +71,6 @@ NTP_UNIX_OFFSET = 2_208_988_800
 
 log = logging.getLogger(__name__)
 
-_addresses: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
-    "qoe_ice_addresses", default=None
-)
-_original_get_host_addresses = aioice.ice.get_host_addresses
-
-
-def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
-    chosen = _addresses.get()
-    if chosen is None:
-        return list(_original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
-    return [
-        a
-        for a in chosen
-        if (use_ipv4 and ipaddress.ip_address(a).version == 4)
-        or (use_ipv6 and ipaddress.ip_address(a).version == 6)
-    ]
-
-
-aioice.ice.get_host_addresses = _get_host_addresses
-
 
 def addresses_for_host(host: str) -> tuple[str, ...] | None:
     """Host candidates for talking to (or serving on) ``host``: loopback only for loopback."""
@@ -111,11 +88,11 @@ def addresses_for_host(host: str) -> tuple[str, ...] | None:
 @contextmanager
 def candidate_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]:
     """Gather ICE host candidates from ``addresses`` only (None: every interface)."""
-    token = _addresses.set(addresses)
+    token = rtcpatch.ICE_ADDRESSES.set(addresses)
     try:
         yield
     finally:
-        _addresses.reset(token)
+        rtcpatch.ICE_ADDRESSES.reset(token)
 
 
 def rtc_configuration(stun: list[str] | None = None) -> RTCConfiguration:
@@ -305,7 +282,7 @@ ARRIVALS_KEPT = 512
 """Frame arrivals a decoder holds for its track's reader (about 17 s of 30 fps video)."""
 
 
-class _LoopDecoder:
+class _LoopDecoder(rtcpatch.LoopDecodeQueue):
     """Takes the place of a receiver's decoder queue: decodes each frame as it is put.
 
     aiortc puts ``(codec, encoded frame)`` on the queue once the jitter buffer completes a
@@ -362,18 +339,6 @@ class _LoopDecoder:
         return taken
 
 
-_original_decoder_worker = aiortc.rtcrtpreceiver.decoder_worker
-
-
-def _decoder_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -> None:
-    if isinstance(input_q, _LoopDecoder):
-        return  # the loop decodes; the thread aiortc starts for it has nothing to do
-    _original_decoder_worker(loop, input_q, output_q, decode_error)
-
-
-aiortc.rtcrtpreceiver.decoder_worker = _decoder_worker
-
-
 class LoopDecoding(Protocol):
     errors: int
     """Frames that failed to decode."""
@@ -383,30 +348,22 @@ class LoopDecoding(Protocol):
         ...
 
 
-def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding | None:
+def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding:
     """Have ``receiver`` decode on the event loop instead of in a thread of its own.
 
     Call it before the receiver starts (before the remote description is set). A video
     receiver's frames also get their :class:`FrameArrival` noted, and it asks again for
-    missing packets as libwebrtc does (:class:`_NackRepeater`). Returns None, and leaves
-    aiortc's own decoding in place, should an aiortc release have moved the internals this
-    relies on (a test checks that the installed one has not).
+    missing packets as libwebrtc does (:class:`_NackRepeater`). Needs :func:`qoe.rtcpatch.install`
+    (which checks that this aiortc has the internals relied on here).
     """
-    internals = ("_RTCRtpReceiver__decoder_queue", "_RTCRtpReceiver__decoder_error", "_track")
-    if not all(hasattr(receiver, name) for name in internals):
-        log.warning("this aiortc's receiver differs from 1.16's; decoding stays in its threads")
-        return None
+    if not rtcpatch.installed():
+        raise RuntimeError("decode_on_loop needs qoe.rtcpatch.install() first")
     decoder = _LoopDecoder(receiver)
     receiver._RTCRtpReceiver__decoder_queue = decoder  # type: ignore[attr-defined]
     buffer = getattr(receiver, "_RTCRtpReceiver__jitter_buffer", None)
     if getattr(receiver, "_RTCRtpReceiver__kind", None) == "video" and isinstance(buffer, JitterBuffer):
-        if all(hasattr(buffer, name) for name in ("_origin", "_packets", "_remove_frame")):
-            receiver._RTCRtpReceiver__jitter_buffer = _ArrivalJitterBuffer(buffer.capacity)  # type: ignore[attr-defined]
-        else:
-            log.warning("this aiortc's jitter buffer differs from 1.16's; frame arrivals are not noted")
-        generator = getattr(receiver, "_RTCRtpReceiver__nack_generator", None)
-        if hasattr(generator, "missing") and hasattr(receiver, "_RTCRtpReceiver__rtx_ssrc"):
-            _NackRepeater(receiver, generator)
+        receiver._RTCRtpReceiver__jitter_buffer = _ArrivalJitterBuffer(buffer.capacity)  # type: ignore[attr-defined]
+        _NackRepeater(receiver, receiver._RTCRtpReceiver__nack_generator)  # type: ignore[attr-defined]
     return decoder
 
 

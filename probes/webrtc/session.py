@@ -19,7 +19,7 @@ from aiortc import RTCPeerConnection, RTCSessionDescription
 
 from probes.webrtc.peer import addresses_for_host, candidate_addresses, rtc_configuration
 from probes.webrtc.signaling import delete_session, post_offer
-from qoe import clock
+from qoe import clock, rtcpatch
 from qoe.errors import DisconnectedError, DtlsError, IceError, SdpError
 from qoe.timeline import Timeline
 from sim.shaper import shaping
@@ -51,6 +51,7 @@ class Session:
         """The emulation's counters per direction, once the session is closed."""
         self._seed = seed
         self.timeline = timeline
+        rtcpatch.install()  # before the first peer connection: checks aiortc, then patches it
         self.pc = RTCPeerConnection(rtc_configuration(stun))
         self.location: str | None = None
         self._http = aiohttp.ClientSession()

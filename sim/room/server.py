@@ -52,7 +52,7 @@ from probes.webrtc.peer import (
     prefer_codecs,
     rtc_configuration,
 )
-from qoe import looplag
+from qoe import looplag, rtcpatch
 from qoe.media import Knobs
 from sim.room.codecs import SENDS, UnusableOffer, restrict_video, video_codecs_for
 from sim.room.relay import RELAY_LATENCY, RelaySource
@@ -129,7 +129,7 @@ class LiveRoom:
         await self.stop()
 
     async def start(self) -> None:
-        looplag.settle_heap()
+        rtcpatch.install()  # before the first peer connection: checks aiortc, then patches it
         self._lag = looplag.open_window(keep_samples=False, on_stall=self._on_stall)
         if self.demo:
             room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM, self.knobs)

@@ -1,33 +1,26 @@
-"""Shape an aiortc peer's UDP traffic in-process: the one place aioice is patched.
+"""Shape an aiortc peer's UDP traffic in-process.
 
 Every datagram an aiortc peer sends or receives (STUN connectivity checks, DTLS, SRTP,
-SCTP) passes through an ``aioice.ice.StunProtocol`` and its datagram transport: aioice's
-``Connection.get_component_candidates`` builds one per host candidate with
-``loop.create_datagram_endpoint(lambda: StunProtocol(self), ...)`` (and hands the same
-factory to TURN). Those lambdas look the name ``StunProtocol`` up in ``aioice.ice`` each
-time they run, so replacing that module attribute with a subclass is enough to see every
-protocol aioice creates, without touching its code or the event loop.
+SCTP) passes through an ``aioice.ice.StunProtocol`` and its datagram transport, one per host
+candidate. :mod:`qoe.rtcpatch` (the one module that patches aioice) hands each protocol
+created inside a :func:`shaping` context to this module, which then:
 
-The subclass differs from the original only when it is created inside a :func:`shaping`
-context (a context variable, like :func:`probes.webrtc.peer.candidate_addresses`); then:
+- wraps its transport: ``sendto`` offers the datagram to the shaper's uplink and the real
+  ``sendto`` runs at each departure (none if dropped, two if duplicated);
+- routes its ``datagram_received`` through the downlink: the real ``datagram_received`` runs
+  at each departure.
 
-- its transport is wrapped: ``sendto`` offers the datagram to the shaper's uplink and the
-  real ``sendto`` runs at each departure (none if dropped, two if duplicated);
-- its ``datagram_received`` offers the datagram to the downlink and the real
-  ``datagram_received`` runs at each departure.
-
-Outside a context the subclass adds nothing: no wrapper, no extra call per datagram. The
-patch is installed at the first :func:`shaping` and never removed (sockets created later
-outside any context are unaffected, and a removal could not reach sockets that exist).
+Outside a context nothing is added: no wrapper, no extra call per datagram. Sockets stay
+shaped for their whole life, after the block too.
 
 What would break if aioice changed: the hook relies on (1) ``aioice.ice.StunProtocol``
-being the class its candidate gathering instantiates through a module-level name lookup,
-(2) the protocol sending only through ``self.transport.sendto`` and receiving only through
-``datagram_received``, and (3) ``connection_made`` receiving the transport. If aioice
-imported the class under another name or created sockets another way, gathering would
-silently produce unshaped sockets: :attr:`Shaper.sockets` then stays 0, which the tests
-check. With TURN, the relayed datagrams are shaped (they pass through the StunProtocol);
-TURN's own allocation and refresh messages to the server are not.
+being the class its candidate gathering instantiates through a module-level name lookup
+(:func:`qoe.rtcpatch.check` checks the name exists), (2) the protocol sending only through
+``self.transport.sendto`` and receiving only through ``datagram_received``, and (3)
+``connection_made`` receiving the transport. If aioice created sockets another way,
+gathering would silently produce unshaped sockets: :attr:`Shaper.sockets` then stays 0,
+which the tests check. With TURN, the relayed datagrams are shaped (they pass through the
+StunProtocol); TURN's own allocation and refresh messages to the server are not.
 """
 
 from __future__ import annotations
@@ -37,9 +30,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
-import aioice.ice
 import numpy as np
 
+from qoe import rtcpatch
 from sim.profiles import Profile
 
 from .direction import Direction
@@ -48,7 +41,6 @@ from .shaper import Shaper
 __all__ = ["current_shaper", "shaping"]
 
 _active: contextvars.ContextVar[Shaper | None] = contextvars.ContextVar("qoe_shaper", default=None)
-_OriginalStunProtocol = aioice.ice.StunProtocol
 
 
 def current_shaper() -> Shaper | None:
@@ -70,28 +62,15 @@ def shaping(profile: Profile, rng: np.random.Generator, **options: Any) -> Itera
 
     ``options`` go to :class:`~sim.shaper.shaper.Shaper` (``start``, ``batch``, ``clock``).
     """
-    _install()
+    rtcpatch.install()
     shaper = Shaper(profile, rng, **options)
     token = _active.set(shaper)
+    hook = rtcpatch.DATAGRAM_HOOK.set(lambda protocol: _ShapedEndpoint(protocol, shaper))
     try:
         yield shaper
     finally:
+        rtcpatch.DATAGRAM_HOOK.reset(hook)
         _active.reset(token)
-
-
-def _install() -> None:
-    if aioice.ice.StunProtocol is not _ShapeableStunProtocol:
-        aioice.ice.StunProtocol = _ShapeableStunProtocol  # type: ignore[misc]
-
-
-class _ShapeableStunProtocol(_OriginalStunProtocol):
-    """aioice's StunProtocol; shaped when created inside a :func:`shaping` context."""
-
-    def __init__(self, receiver: Any) -> None:
-        super().__init__(receiver)
-        shaper = _active.get()
-        if shaper is not None:
-            _ShapedEndpoint(self, shaper)
 
 
 class _ShapedEndpoint:

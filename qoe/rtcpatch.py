@@ -1,0 +1,184 @@
+"""Every change this project makes to aiortc and aioice, in one module, installed explicitly.
+
+Three module attributes are replaced, by :func:`install` and nowhere else:
+
+- ``aioice.ice.get_host_addresses``: inside :data:`ICE_ADDRESSES` (set by
+  :func:`probes.webrtc.peer.candidate_addresses`) the host candidates are exactly the given
+  addresses, so two peers on loopback find a pair and nothing leaves the machine.
+- ``aioice.ice.StunProtocol``: a subclass that hands each protocol created inside
+  :data:`DATAGRAM_HOOK` (set by :func:`sim.shaper.shaping`) to that hook, which routes its
+  datagrams through the weak-network shaper. Outside a hook it is aioice's own.
+- ``aiortc.rtcrtpreceiver.decoder_worker``: does nothing for a receiver whose decoder queue is
+  a :class:`LoopDecodeQueue` (the probe decodes those frames on the event loop).
+
+The probes and the room also read private attributes of aiortc's receivers, jitter buffer
+and senders (:data:`PRIVATE`). An aiortc release may move any of them, and a probe would then
+lose its frame arrivals and A/V sync without a word. So :func:`install` first checks that every
+one exists in the installed aiortc and aioice, and raises :class:`IncompatibleAiortc` naming
+what is missing and the installed versions. ``pyproject.toml`` pins the ranges that pass.
+
+The entry points call :func:`install` before they create a peer connection: a probe's WebRTC
+session, the embedded room, the shaper. Importing this module changes nothing.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import importlib
+import importlib.metadata
+import ipaddress
+from collections.abc import Callable
+from typing import Any
+
+import aioice.ice
+import aiortc.rtcrtpreceiver
+
+__all__ = [
+    "DATAGRAM_HOOK",
+    "ICE_ADDRESSES",
+    "PRIVATE",
+    "IncompatibleAiortc",
+    "LoopDecodeQueue",
+    "check",
+    "install",
+    "installed",
+]
+
+ICE_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
+    "qoe_ice_addresses", default=None
+)
+"""Host candidate addresses for the peers gathering in this context (None: every interface)."""
+
+DATAGRAM_HOOK: contextvars.ContextVar[Callable[[Any], object] | None] = contextvars.ContextVar(
+    "qoe_datagram_hook", default=None
+)
+"""Called with each aioice ``StunProtocol`` (one per UDP socket) created in this context."""
+
+
+class LoopDecodeQueue:
+    """Base of a receiver's decoder queue that decodes on the event loop: aiortc's decoder
+    thread for that receiver returns at once."""
+
+
+class IncompatibleAiortc(RuntimeError):
+    """The installed aiortc or aioice lacks an attribute the project relies on."""
+
+
+PRIVATE: tuple[tuple[str, str, str], ...] = (
+    # (module, object in it ("" for the module itself), attribute); "init:" means an instance
+    # attribute that the class's __init__ assigns.
+    ("aioice.ice", "", "get_host_addresses"),
+    ("aioice.ice", "", "StunProtocol"),
+    ("aiortc.rtcrtpreceiver", "", "decoder_worker"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "_handle_rtp_packet"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "_handle_rtcp_packet"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "_send_rtcp_nack"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__decoder_queue"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__decoder_error"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__jitter_buffer"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__kind"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__nack_generator"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__rtx_ssrc"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__timestamp_mapper"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_track"),
+    ("aiortc.rtcrtpreceiver", "NackGenerator", "init:missing"),
+    ("aiortc.rtcrtpreceiver", "TimestampMapper", "init:_origin"),
+    ("aiortc.jitterbuffer", "JitterBuffer", "init:_origin"),
+    ("aiortc.jitterbuffer", "JitterBuffer", "init:_packets"),
+    ("aiortc.jitterbuffer", "JitterBuffer", "_remove_frame"),
+    ("aiortc.mediastreams", "MediaStreamTrack", ""),
+    ("aiortc.rtcrtpreceiver", "RemoteStreamTrack", "init:_queue"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "_send_keyframe"),
+)
+"""What the patches, :mod:`probes.webrtc.peer` and the room rely on in aiortc and aioice."""
+
+_original_get_host_addresses = aioice.ice.get_host_addresses
+_original_stun_protocol = aioice.ice.StunProtocol
+_original_decoder_worker = aiortc.rtcrtpreceiver.decoder_worker
+
+
+def _has(module_name: str, owner: str, attribute: str) -> bool:
+    try:
+        target: Any = importlib.import_module(module_name)
+    except ImportError:
+        return False
+    if owner:
+        target = getattr(target, owner, None)
+        if target is None:
+            return False
+    if not attribute:
+        return True
+    if attribute.startswith("init:"):
+        init = getattr(target, "__init__", None)
+        code = getattr(init, "__code__", None)
+        return code is not None and attribute[len("init:") :] in code.co_names
+    return hasattr(target, attribute)
+
+
+def check() -> None:
+    """Raise :class:`IncompatibleAiortc` if anything in :data:`PRIVATE` is missing."""
+    missing = [
+        ".".join(part for part in (module, owner, attribute.removeprefix("init:")) if part)
+        for module, owner, attribute in PRIVATE
+        if not _has(module, owner, attribute)
+    ]
+    if missing:
+        versions = ", ".join(f"{name} {_version(name)}" for name in ("aiortc", "aioice"))
+        raise IncompatibleAiortc(
+            f"{versions} lack{'s' if len(missing) == 1 else ''} what the probes rely on "
+            f"({', '.join(missing)}); install the versions pyproject.toml allows"
+        )
+
+
+def _version(name: str) -> str:
+    try:
+        return importlib.metadata.version(name)
+    except importlib.metadata.PackageNotFoundError:
+        return "(not installed)"
+
+
+_installed = False
+
+
+def installed() -> bool:
+    return _installed
+
+
+def install() -> None:
+    """Check aiortc and aioice, then replace the three attributes (once per process)."""
+    global _installed
+    if _installed:
+        return
+    check()
+    aioice.ice.get_host_addresses = _get_host_addresses
+    aioice.ice.StunProtocol = _HookedStunProtocol  # type: ignore[misc]
+    aiortc.rtcrtpreceiver.decoder_worker = _decoder_worker
+    _installed = True
+
+
+def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
+    chosen = ICE_ADDRESSES.get()
+    if chosen is None:
+        return list(_original_get_host_addresses(use_ipv4=use_ipv4, use_ipv6=use_ipv6))
+    return [
+        a
+        for a in chosen
+        if (use_ipv4 and ipaddress.ip_address(a).version == 4)
+        or (use_ipv6 and ipaddress.ip_address(a).version == 6)
+    ]
+
+
+class _HookedStunProtocol(_original_stun_protocol):
+    """aioice's StunProtocol, handed to :data:`DATAGRAM_HOOK` when created inside one."""
+
+    def __init__(self, receiver: Any) -> None:
+        super().__init__(receiver)
+        hook = DATAGRAM_HOOK.get()
+        if hook is not None:
+            hook(self)
+
+
+def _decoder_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -> None:
+    if isinstance(input_q, LoopDecodeQueue):
+        return  # the loop decodes; the thread aiortc starts for it has nothing to do
+    _original_decoder_worker(loop, input_q, output_q, decode_error)
