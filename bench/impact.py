@@ -43,7 +43,7 @@ CHILD = textwrap.dedent(
     marks = {}
     if step == "simulate":
         import argparse
-        from sim.audience import simulate_command
+        from qoe.cli.analytics import simulate_command
         simulate_command(argparse.Namespace(**options))
     else:
         import numpy as np

@@ -23,6 +23,7 @@ import time
 from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, own_cpu_seconds, row, viewer_figures
 
 from probes import ProbeSpec, run_probe
+from qoe import looplag
 
 ROOM_CORE, PROBE_CORE = 1, 0
 
@@ -97,4 +98,5 @@ async def main() -> int:
 
 
 if __name__ == "__main__":
+    looplag.settle_heap()  # as the qoe commands do before timing media
     sys.exit(asyncio.run(main()))

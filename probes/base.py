@@ -192,7 +192,6 @@ async def run(
     result = ProbeResult(
         probe=spec.name or spec.kind, kind=spec.kind, target=target, url=target, profile=spec.profile
     )
-    looplag.settle_heap()
     watch = Watch(clock.monotonic(), spec.duration, clock.wall())
     log = watch.log
     log.run = RunInfo(

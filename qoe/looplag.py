@@ -195,7 +195,9 @@ def settle_heap() -> None:
     suite's process, crowded by earlier tests, up to 198 ms, a freeze in itself. Modules,
     codec tables and configuration made before the first probe or room starts live as long as
     the process, so they are frozen out of the scans (``gc.freeze``); with 25 viewers the
-    worst pass fell to 18 ms and the worst loop lag from 57 to 33 ms. Called once per process.
+    worst pass fell to 18 ms and the worst loop lag from 57 to 33 ms. A program calls it once,
+    after loading what it runs and before timing media (the ``qoe`` commands that run
+    probes or rooms, the benchmarks); the library never does it behind a caller's back.
     """
     global _settled
     if _settled:

@@ -12,9 +12,10 @@ import numpy as np
 import pyarrow.parquet as pq
 import pytest
 
+from qoe.cli.analytics import simulate_command
 from qoe.errors import ConfigError
 from qoe.impact.schema import COLUMNS
-from sim.audience import NETWORKS, load_model, simulate, simulate_command, truth_path
+from sim.audience import NETWORKS, load_model, simulate, truth_path
 from sim.profiles import list_profiles
 
 

@@ -21,8 +21,9 @@ import numpy as np
 import pytest
 import yaml
 
+from qoe.cli.analytics import impact_command
 from qoe.exporter.metrics import family_names
-from qoe.impact import Options, analyse, impact_command, write_report
+from qoe.impact import Options, analyse, write_report
 from qoe.impact.analysis import Impact
 from sim.audience import simulate
 from tests.servers import require

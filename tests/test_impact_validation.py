@@ -12,8 +12,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from qoe.cli.analytics import impact_command
 from qoe.errors import ConfigError
-from qoe.impact import impact_command
 from qoe.impact.link import link_sessions, load_probes
 from qoe.impact.load import connect, load_sessions
 from sim.audience import simulate

@@ -50,6 +50,10 @@ def assert_on_time(report: CheckReport, p99: float) -> None:
         assert any("busy" in note for note in report.notes)
 
 
+# The timing tests run as slow tests do: with the suite's heap frozen out of the collector's
+# passes, which in a process crowded by earlier tests hold the loop for milliseconds, more
+# than the promise (a qoe netem check process never carries that heap; see conftest).
+@pytest.mark.slow
 async def test_delay_loss_and_bursts_over_20000_packets() -> None:
     # reorder=True: without it, jitter wider than the 0.2 ms packet spacing would raise the
     # mean delay (the no-overtaking clamp); that is the model's doing, tested in test_netem_*.
@@ -69,6 +73,7 @@ async def test_delay_loss_and_bursts_over_20000_packets() -> None:
     assert std.measured == pytest.approx(0.005, rel=0.1)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("rate", [2_000_000, 20_000_000])
 async def test_capacity_within_3_percent(rate: float) -> None:
     config = LinkConfig(delay=0.02, rate=rate, queue_seconds=0.2)

@@ -8,12 +8,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
 import logging
 import os
 import sys
 from collections.abc import Sequence
 
-from qoe import __version__
+from qoe import __version__, looplag
 from qoe.cli import fleet, probing, tools
 from qoe.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
 from qoe.errors import ConfigError
@@ -60,10 +61,22 @@ def _configure_logging(verbose: int) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
+def _settle_heap() -> None:
+    """The process's garbage-collector policy, for commands that time real media: what the
+    probes and the room load lives as long as the process, so it is loaded now and frozen
+    out of the collector's full passes, which would otherwise hold the event loop long
+    enough to make a freeze (see :func:`qoe.looplag.settle_heap`)."""
+    importlib.import_module("probes")
+    importlib.import_module("sim.room.server")
+    looplag.settle_heap()
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
+    if getattr(args, "media", False):
+        _settle_heap()
     try:
         return int(asyncio.run(args.handler(args)))
     except ConfigError as exc:

@@ -44,7 +44,7 @@ def add_commands(sub: Any) -> None:
     nc.add_argument("--rate", type=float, metavar="PPS", help="packets per second for the delay/loss phase")
     nc.add_argument("--seed", type=int, help="seed for the emulation's random draws")
     nc.add_argument("--json", action="store_true", help="print the report as JSON")
-    nc.set_defaults(handler=_cmd_netem_check)
+    nc.set_defaults(handler=_cmd_netem_check, media=True)
     proxy = netem_sub.add_parser(
         "proxy",
         help="relay UDP or TCP through a profile, for clients that cannot be shaped in-process",
@@ -59,7 +59,7 @@ def add_commands(sub: Any) -> None:
     transport.add_argument("--udp", action="store_true", help="relay UDP datagrams (default)")
     transport.add_argument("--tcp", action="store_true", help="relay TCP connections")
     proxy.add_argument("--seed", type=int, help="seed for the emulation's random draws")
-    proxy.set_defaults(handler=_cmd_netem_proxy)
+    proxy.set_defaults(handler=_cmd_netem_proxy, media=True)
 
     audience = sub.add_parser(
         "audience",
@@ -257,13 +257,13 @@ def require_impact_extra(command: str) -> None:
 
 async def _cmd_audience_simulate(args: argparse.Namespace) -> int:
     require_impact_extra("qoe audience simulate")
-    from sim.audience import simulate_command
+    from qoe.cli.analytics import simulate_command
 
     return await asyncio.to_thread(simulate_command, args)
 
 
 async def _cmd_impact(args: argparse.Namespace) -> int:
     require_impact_extra("qoe impact")
-    from qoe.impact.command import impact_command
+    from qoe.cli.analytics import impact_command
 
     return await asyncio.to_thread(impact_command, args)

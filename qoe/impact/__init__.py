@@ -17,7 +17,6 @@ from __future__ import annotations
 
 from .analysis import Impact, Options, analyse
 from .causal import Estimate, fe_regression, make_cells, match_pairs, naive, paired
-from .command import impact_command
 from .dropoff import AbandonCurve, abandonment, early_exit_curve
 from .report import write_report
 from .schema import COLUMNS, CONTROLS, REASONS, REQUIRED
@@ -39,7 +38,6 @@ __all__ = [
     "early_exit_curve",
     "fe_regression",
     "hinge_fit",
-    "impact_command",
     "km_from_counts",
     "make_cells",
     "match_pairs",

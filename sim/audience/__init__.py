@@ -45,7 +45,6 @@ __all__ = [
     "AudienceModel",
     "load_model",
     "simulate",
-    "simulate_command",
     "truth_path",
 ]
 
@@ -169,56 +168,3 @@ def _truth_document(
         },
         "model": model.to_dict(),
     }
-
-
-def simulate_command(args: Any) -> int:
-    """``qoe audience simulate``: the work behind the command; ``args`` holds the parsed options
-    ``viewers, days, seed, out, rooms, model, probes, probe_interval, start, chunk, quiet``."""
-    import sys
-
-    start = DEFAULT_START
-    if getattr(args, "start", None):
-        try:
-            start = dt.datetime.fromisoformat(str(args.start).replace("Z", "+00:00"))
-        except ValueError:
-            raise ConfigError(f"--start: expected an ISO 8601 date or time, got {args.start!r}") from None
-        if start.tzinfo is None:
-            start = start.replace(tzinfo=dt.UTC)
-    if args.chunk is not None and args.chunk < 1000:
-        raise ConfigError(f"--chunk must be at least 1000 viewers, got {args.chunk}")
-    if args.probe_interval is not None and args.probe_interval < 60:
-        raise ConfigError(f"--probe-interval must be at least 60 seconds, got {args.probe_interval}")
-    out = str(args.out)
-    if not out.lower().endswith((".parquet", ".csv")):
-        raise ConfigError(f"--out must end in .parquet or .csv, got {out}")
-    model = load_model(args.model)
-    quiet = getattr(args, "quiet", False)
-    # No seed given: draw one, so the truth file still says how to repeat the run.
-    seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(1 << 62))
-
-    def progress(done: int, total: int) -> None:
-        if not quiet:
-            print(f"\rqoe audience simulate: {done}/{total} viewers", end="", file=sys.stderr, flush=True)
-
-    truth = simulate(
-        out,
-        viewers=args.viewers,
-        days=args.days,
-        rng=np.random.default_rng(seed),
-        model=model,
-        rooms=args.rooms,
-        start=start,
-        chunk_viewers=args.chunk or 50_000,
-        probes=args.probes,
-        probe_interval=args.probe_interval or 900.0,
-        progress=progress,
-        seed=seed,
-    )
-    if not quiet:
-        print(file=sys.stderr)
-    c = truth["counts"]
-    print(
-        f"{out}: {c['sessions']} sessions of {truth['viewers']} viewers in {truth['rooms']} rooms over "
-        f"{truth['days']} days ({truth['seconds']:.1f} s); ground truth in {truth_path(out)}"
-    )
-    return 0

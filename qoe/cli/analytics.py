@@ -1,4 +1,8 @@
-"""``qoe impact``: the work behind the command (the CLI only parses options into ``args``)."""
+"""``qoe impact`` and ``qoe audience simulate``: options in, the analytics run, output out.
+
+The analytics (:mod:`qoe.impact`, :mod:`sim.audience`) take typed options and return their
+figures; printing, progress lines and exit codes are the program's, and live here.
+"""
 
 from __future__ import annotations
 
@@ -11,12 +15,12 @@ from typing import Any
 import numpy as np
 
 from qoe.errors import ConfigError
+from qoe.impact.analysis import Options, analyse
+from qoe.impact.report import RULES_NAME, clean, write_report
+from qoe.impact.schema import CONTROLS
+from sim.audience import DEFAULT_START, load_model, simulate, truth_path
 
-from .analysis import Options, analyse
-from .report import RULES_NAME, clean, write_report
-from .schema import CONTROLS
-
-__all__ = ["impact_command", "parse_time"]
+__all__ = ["impact_command", "parse_time", "simulate_command"]
 
 
 def parse_time(text: str) -> float:
@@ -75,4 +79,55 @@ def impact_command(args: Any) -> int:
         problems = "; ".join(f"{p.count} {p.reason.replace('_', ' ')}" for p in imp.validation.problems)
         raise ConfigError(f"{args.sessions}: no usable sessions ({problems}); see {paths['report.html']}")
     print(f"done in {imp.timings.get('total', 0.0):.1f} s", file=sys.stderr)
+    return 0
+
+
+def simulate_command(args: Any) -> int:
+    """``qoe audience simulate``: the work behind the command; ``args`` holds the parsed options
+    ``viewers, days, seed, out, rooms, model, probes, probe_interval, start, chunk, quiet``."""
+    start = DEFAULT_START
+    if getattr(args, "start", None):
+        try:
+            start = dt.datetime.fromisoformat(str(args.start).replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(f"--start: expected an ISO 8601 date or time, got {args.start!r}") from None
+        if start.tzinfo is None:
+            start = start.replace(tzinfo=dt.UTC)
+    if args.chunk is not None and args.chunk < 1000:
+        raise ConfigError(f"--chunk must be at least 1000 viewers, got {args.chunk}")
+    if args.probe_interval is not None and args.probe_interval < 60:
+        raise ConfigError(f"--probe-interval must be at least 60 seconds, got {args.probe_interval}")
+    out = str(args.out)
+    if not out.lower().endswith((".parquet", ".csv")):
+        raise ConfigError(f"--out must end in .parquet or .csv, got {out}")
+    model = load_model(args.model)
+    quiet = getattr(args, "quiet", False)
+    # No seed given: draw one, so the truth file still says how to repeat the run.
+    seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(1 << 62))
+
+    def progress(done: int, total: int) -> None:
+        if not quiet:
+            print(f"\rqoe audience simulate: {done}/{total} viewers", end="", file=sys.stderr, flush=True)
+
+    truth = simulate(
+        out,
+        viewers=args.viewers,
+        days=args.days,
+        rng=np.random.default_rng(seed),
+        model=model,
+        rooms=args.rooms,
+        start=start,
+        chunk_viewers=args.chunk or 50_000,
+        probes=args.probes,
+        probe_interval=args.probe_interval or 900.0,
+        progress=progress,
+        seed=seed,
+    )
+    if not quiet:
+        print(file=sys.stderr)
+    c = truth["counts"]
+    print(
+        f"{out}: {c['sessions']} sessions of {truth['viewers']} viewers in {truth['rooms']} rooms over "
+        f"{truth['days']} days ({truth['seconds']:.1f} s); ground truth in {truth_path(out)}"
+    )
     return 0
