@@ -54,9 +54,9 @@ OPTIONS: dict[str, tuple[Option, ...]] = {
 
 def checked_options(kind: str, options: Mapping[str, Any]) -> dict[str, Any]:
     """``options`` validated for ``kind``, defaults filled in; OptionError names a bad key."""
-    if kind not in OPTIONS:
+    if kind not in PROBES:
         raise ConfigError(f"unknown probe kind {kind!r}; known: {', '.join(sorted(PROBES))}")
-    return validate(kind, options, OPTIONS[kind])
+    return validate(kind, options, OPTIONS.get(kind, ()))  # a kind registered without options takes none
 
 
 PHASES: dict[str, tuple[str, ...]] = {
