@@ -17,8 +17,10 @@ from dataclasses import dataclass
 from typing import Any
 
 from qoe.errors import ConfigError
+from qoe.media import Knobs
+from qoe.signal import HOST_TONE_HZ
 
-__all__ = ["Option", "OptionError", "describe", "validate"]
+__all__ = ["SENDER_OPTIONS", "Option", "OptionError", "describe", "validate"]
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,16 @@ class Option:
         return {float: "number", int: "whole number", str: "string", bool: "true or false"}.get(
             self.type, self.type.__name__
         )
+
+
+SENDER_OPTIONS: tuple[Option, ...] = (
+    Option("knobs", Knobs, None, "what the test signal injects (A/V offset, freezes); from Python only"),
+    Option("tone_hz", float, HOST_TONE_HZ, "frequency of the tone markers sent", "Hz", positive=True),
+    Option("slot", int, 0, "where the flash marker is: 0 the host's, 1 a co-host's"),
+    Option("width", int, 640, "picture width", "px", positive=True),
+    Option("height", int, 360, "picture height", "px", positive=True),
+)
+"""What every publisher of the test signal takes (WHIP, RTMP publish)."""
 
 
 class OptionError(ConfigError):

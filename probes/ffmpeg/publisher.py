@@ -36,7 +36,7 @@ from probes.base import ProbeSpec, Watch
 from probes.ffmpeg.failures import classify
 from probes.ffmpeg.route import Route, tcp_connect
 from probes.ffmpeg.target import endpoint
-from probes.options import Option
+from probes.options import SENDER_OPTIONS, Option
 from qoe import clock
 from qoe.errors import ConnectError, ProbeError
 from qoe.media import Fanout, Knobs, SignalSource
@@ -232,11 +232,7 @@ def _fail(future: asyncio.Future[None], error: BaseException) -> None:
 
 
 OPTIONS = (
-    Option("knobs", Knobs, None, "what the test signal injects (A/V offset, freezes); from Python only"),
-    Option("tone_hz", float, HOST_TONE_HZ, "frequency of the tone markers sent", "Hz", positive=True),
-    Option("slot", int, 0, "where the flash marker is: 0 the host's, 1 a co-host's"),
-    Option("width", int, 640, "picture width", "px", positive=True),
-    Option("height", int, 360, "picture height", "px", positive=True),
+    *SENDER_OPTIONS,
     Option("fps", int, 30, "frame rate", "frames/s", positive=True),
     Option("gop_seconds", float, GOP_SECONDS, "keyframe interval", "s", positive=True),
     Option("video_bitrate", int, 800_000, "H.264 target bitrate", "bit/s", positive=True),

@@ -8,27 +8,20 @@ frames it sent. The signal it sends is what viewer probes read back.
 from __future__ import annotations
 
 from probes.base import ProbeSpec, Watch
-from probes.options import Option
+from probes.options import SENDER_OPTIONS
 from probes.webrtc.peer import prefer_codecs
 from probes.webrtc.session import Session
 from qoe import clock
 from qoe.errors import IceError
 from qoe.media import Fanout, Knobs, SignalSource
 from qoe.result import ProbeResult
-from qoe.signal import HOST_TONE_HZ
 
 __all__ = ["PHASES", "probe"]
 
 PHASES = ("signaling", "ice_connected", "dtls_connected")
 
 
-OPTIONS = (
-    Option("knobs", Knobs, None, "what the test signal injects (A/V offset, freezes); from Python only"),
-    Option("tone_hz", float, HOST_TONE_HZ, "frequency of the tone markers sent", "Hz", positive=True),
-    Option("slot", int, 0, "where the flash marker is: 0 the host's, 1 a co-host's"),
-    Option("width", int, 640, "picture width", "px", positive=True),
-    Option("height", int, 360, "picture height", "px", positive=True),
-)
+OPTIONS = SENDER_OPTIONS
 """What ``options`` a WHIP publisher takes (see :mod:`probes.options`)."""
 
 
