@@ -232,7 +232,14 @@ async def test_cohost_offset_and_each_participants_av_offset(room) -> None:
 async def test_a_cohost_leaving_is_reported_and_the_host_stays_valid(room) -> None:
     async with room() as live:
         mixed, separate = await cohost_scenario(live, publish_for=6, watch_for=9)
+        late = live.rooms["demo"].info()["mix_late"]
+    room_kept_up = late["output_seconds_max"] < ROOM_LATE_TOLERANCE and not any(
+        late[k] for k in ("host_frames", "cohost_frames", "host_samples", "cohost_samples")
+    )
     for result in (mixed, separate):
         assert result.success, result.error
         assert result.cohost.left is True and result.cohost.frames > 30
-        assert result.video.freeze_count == 0 and abs(result.av_sync.offset_seconds["median"]) < 0.015
+        # As in the test above: the stream's figures hold on a room and a host that kept up.
+        if room_kept_up and not result.probe_host.overloaded:
+            assert result.video.freeze_count == 0, result.probe_host
+            assert abs(result.av_sync.offset_seconds["median"]) < 0.015, result.probe_host
