@@ -35,6 +35,7 @@ from qoe.result import (
     ProbeHostSection,
     ProbeResult,
     PublishSection,
+    Quantiles,
     VideoSection,
     iso_time,
     quantile_fields,
@@ -93,13 +94,6 @@ FREEZE_MIN_EXTRA_SECONDS = FREEZE_MIN_EXTRA_MS / 1000
 """W3C webrtc-stats freezeCount: a freeze lasts at least the average frame duration + 150 ms
 (the rule itself, and ``FREEZE_WINDOW_FRAMES`` and ``PAUSE_SECONDS``, are :mod:`qoe.freeze`'s)."""
 SEQ_MODULUS = 1 << 16
-
-
-@dataclass(frozen=True, slots=True)
-class Quantiles:
-    p50: float
-    p95: float
-    max: float
 
 
 def quantiles(values: Sequence[float] | np.ndarray) -> Quantiles | None:

@@ -13,13 +13,10 @@ from __future__ import annotations
 import datetime as _dt
 import json
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from qoe.errors import ProbeError
 from qoe.freeze import STALL_THRESHOLD_SECONDS
-
-if TYPE_CHECKING:
-    from qoe.metrics import Quantiles
 
 __all__ = [
     "AudioSection",
@@ -31,12 +28,22 @@ __all__ = [
     "LatencySection",
     "ProbeResult",
     "PublishSection",
+    "Quantiles",
     "VideoSection",
     "field_paths",
     "get_path",
     "iso_time",
     "quantile_fields",
 ]
+
+
+@dataclass(frozen=True, slots=True)
+class Quantiles:
+    """p50, p95 and max of a set of values (:func:`qoe.metrics.quantiles` computes them)."""
+
+    p50: float
+    p95: float
+    max: float
 
 
 def quantile_fields(q: Quantiles | None) -> dict[str, float | None]:

@@ -1,8 +1,8 @@
 """The layers hold: core <- network emulation <- probes <- room <- app, analytics beside.
 
 The contracts live in pyproject.toml (``[tool.importlinter]``) and docs/ARCHITECTURE.md
-explains them. The second test proves the check can fail: a copy of the packages with one
-upward import added is refused, naming the contract it broke.
+explains them. The other tests prove the check can fail: a copy of the packages with one
+forbidden import added is refused, naming the contract it broke.
 """
 
 from __future__ import annotations
@@ -12,6 +12,8 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
+
+import pytest
 
 from tests.conftest import ROOT
 
@@ -33,17 +35,48 @@ def lint(root: Path) -> subprocess.CompletedProcess[str]:
 def test_the_import_contracts_hold() -> None:
     done = lint(Path(ROOT))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "2 kept, 0 broken" in done.stdout
+    assert "4 kept, 0 broken" in done.stdout
 
 
-def test_an_upward_import_breaks_them(tmp_path: Path) -> None:
+@pytest.mark.parametrize(
+    ("module", "line", "contract", "reason"),
+    [
+        (  # a core module reaching up into the probes
+            "qoe/metrics.py",
+            "from probes import run_probe",
+            "app -> room -> probes -> network emulation -> core",
+            "qoe.metrics is not allowed to import probes",
+        ),
+        (  # the link model reaching up into the proxy
+            "sim/netem/link.py",
+            "from sim.proxy import UdpProxy",
+            "network emulation: proxy -> shaper -> profiles -> link model",
+            "sim.netem.link -> sim.proxy",
+        ),
+        (  # two core modules importing each other
+            "qoe/result.py",
+            "import qoe.metrics",
+            "no import cycle between siblings",
+            "- .result -> .metrics",
+        ),
+        (  # the analytics running a probe
+            "qoe/impact/analysis.py",
+            "import probes",
+            "the analytics read results, never run probes or rooms",
+            "qoe.impact.analysis -> probes",
+        ),
+    ],
+)
+def test_a_forbidden_import_breaks_its_contract(
+    tmp_path: Path, module: str, line: str, contract: str, reason: str
+) -> None:
     skip = shutil.ignore_patterns("__pycache__")
     for package in ("qoe", "probes", "sim"):
         shutil.copytree(Path(ROOT) / package, tmp_path / package, ignore=skip)
     shutil.copy(Path(ROOT) / "pyproject.toml", tmp_path)
-    with (tmp_path / "qoe" / "metrics.py").open("a") as core:
-        core.write("\nfrom probes import run_probe  # a core module reaching up into the probes\n")
+    with (tmp_path / module).open("a") as source:
+        source.write(f"\n{line}\n")
     done = lint(tmp_path)
     assert done.returncode == 1, done.stdout + done.stderr
-    assert "app -> room -> probes -> network emulation -> core BROKEN" in done.stdout
-    assert "qoe.metrics is not allowed to import probes" in done.stdout
+    assert f"{contract} BROKEN" in done.stdout
+    assert reason in done.stdout, done.stdout

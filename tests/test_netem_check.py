@@ -21,8 +21,8 @@ import pytest
 
 from qoe.errors import ConfigError
 from sim.netem import LinkConfig
-from sim.netem.check import CAPACITY_SECONDS, CheckReport, Metric, check_profile
 from sim.profiles import Profile
+from sim.proxy.check import CAPACITY_SECONDS, CheckReport, Metric, check_profile
 
 
 def _profile(config: LinkConfig, direction: str = "downlink") -> Profile:

@@ -202,7 +202,7 @@ async def _cmd_netem_profiles(args: argparse.Namespace) -> int:
 async def _cmd_netem_check(args: argparse.Namespace) -> int:
     import numpy as np
 
-    from sim.netem.check import check_profile
+    from sim.proxy.check import check_profile
 
     if args.packets < 100:
         raise ConfigError(f"--packets must be at least 100, got {args.packets}")

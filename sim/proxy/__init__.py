@@ -3,6 +3,10 @@
 :class:`UdpProxy` relays datagrams per client flow through a profile's uplink and downlink
 :class:`~sim.netem.Link`; :class:`TcpProxy` relays byte streams, turning loss into the
 stalls a retransmission causes. :func:`run_proxy` is what ``qoe netem proxy`` runs.
+
+:mod:`sim.proxy.check` (``qoe netem check``) measures a profile through a :class:`UdpProxy` on
+loopback against what the link model predicts; it sits here, at the top of the emulation,
+because it drives the proxy and the shaper's scheduler.
 """
 
 from __future__ import annotations

@@ -44,14 +44,12 @@ import numpy as np
 
 from qoe import looplag
 from qoe.errors import ConfigError
+from sim.netem import DropReason, Fates, LinkConfig, simulate
+from sim.netem.segments import segments
 from sim.profiles import DIRECTIONS, Profile, load_profile
-from sim.proxy import UdpProxy
 from sim.shaper import Scheduler
 
-from .batch import Fates, simulate
-from .config import LinkConfig
-from .link import DropReason
-from .segments import segments
+from .udp import UdpProxy
 
 __all__ = [
     "CAPACITY_BYTES",
