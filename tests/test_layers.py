@@ -80,3 +80,11 @@ def test_a_forbidden_import_breaks_its_contract(
     assert done.returncode == 1, done.stdout + done.stderr
     assert f"{contract} BROKEN" in done.stdout
     assert reason in done.stdout, done.stdout
+
+
+def test_the_command_line_loads_the_heavy_modules_only_where_a_command_uses_them() -> None:
+    heavy = ("aiortc", "av", "aiohttp", "probes", "sim.room", "qoe.fleet", "qoe.exporter", "qoe.media")
+    code = f"import sys, qoe.cli; print(sorted(m for m in {heavy!r} if m in sys.modules))"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60, cwd=ROOT)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]"

@@ -2,6 +2,12 @@
 
 Exit codes: 0 all went well, 1 a probe failed (or, later, an SLO was breached), 2 a usage or
 configuration error. Expected failures print one line on stderr and no traceback.
+
+Only what every command needs is imported at the top. Probes, the room, the fleet, the
+exporter, :mod:`qoe.media` and the proxy are imported inside the handlers that use them:
+they load aiortc, PyAV or aiohttp, about half a second that ``qoe --help``, ``qoe replay``
+or ``qoe netem profiles`` would otherwise pay; the analytics also need the ``[impact]``
+extra. tests/test_layers.py checks that ``import qoe.cli`` loads none of them.
 """
 
 from __future__ import annotations

@@ -11,6 +11,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from qoe.errors import ConfigError
+from qoe.report import results_table
 
 __all__ = [
     "EXIT_FAILED",
@@ -28,6 +29,8 @@ __all__ = [
     "size",
     "write",
 ]
+
+# Heavy modules are imported in the handlers that use them (see qoe.cli).
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
 PROFILE_HELP = "emulated network (default none): a built-in name (see qoe netem profiles) or a profile file"
@@ -148,8 +151,6 @@ def print_result(result: Any, as_json: bool) -> int:
     if as_json:
         print(result.to_json(indent=2))
     else:
-        from qoe.report import results_table
-
         print(results_table([result]))
     if not result.success:
         error = result.error

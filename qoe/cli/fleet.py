@@ -19,6 +19,8 @@ from qoe.errors import ConfigError
 
 __all__ = ["add_commands"]
 
+# Heavy modules are imported in the handlers that use them (see qoe.cli).
+
 
 def add_commands(sub: Any) -> None:
     """Add this family's commands to the ``qoe`` subparsers ``sub``."""

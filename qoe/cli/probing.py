@@ -22,9 +22,13 @@ from qoe.cli.common import (
     size,
 )
 from qoe.errors import ConfigError
+from qoe.report import results_table
+from qoe.signal import COHOST_TONE_HZ
 from qoe.timeline import Timeline
 
 __all__ = ["add_commands"]
+
+# Heavy modules are imported in the handlers that use them (see qoe.cli).
 
 
 def add_commands(sub: Any) -> None:
@@ -290,7 +294,6 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
 
 async def _cmd_publish(args: argparse.Namespace) -> int:
     from probes import ProbeSpec, run_probe
-    from qoe.signal import COHOST_TONE_HZ
 
     kind = args.kind or ("rtmp" if args.url.startswith(("rtmp://", "rtmps://")) else "whip")
     cohost_options: dict[str, Any] = {"slot": 1, "tone_hz": COHOST_TONE_HZ} if args.cohost else {}
@@ -320,7 +323,6 @@ async def _cmd_publish(args: argparse.Namespace) -> int:
 async def _cmd_demo(args: argparse.Namespace) -> int:
     from probes import ProbeSpec
     from qoe.demo import run_demo
-    from qoe.report import results_table
 
     if not 1 <= args.viewers <= 200:
         raise ConfigError(f"--viewers must be between 1 and 200, got {args.viewers}")

@@ -10,13 +10,18 @@ import json
 import signal
 from typing import Any
 
+import numpy as np
+
 from qoe.cli.common import (
     EXIT_OK,
     Parser,
 )
 from qoe.errors import ConfigError
+from sim.profiles import list_profiles, load_profile
 
 __all__ = ["add_commands"]
+
+# Heavy modules are imported in the handlers that use them (see qoe.cli).
 
 
 def add_commands(sub: Any) -> None:
@@ -191,8 +196,6 @@ def add_commands(sub: Any) -> None:
 
 
 async def _cmd_netem_profiles(args: argparse.Namespace) -> int:
-    from sim.profiles import list_profiles, load_profile
-
     for name in list_profiles():
         profile = load_profile(name)
         print(f"{name:22} {profile.description}")
@@ -200,8 +203,6 @@ async def _cmd_netem_profiles(args: argparse.Namespace) -> int:
 
 
 async def _cmd_netem_check(args: argparse.Namespace) -> int:
-    import numpy as np
-
     from sim.proxy.check import check_profile
 
     if args.packets < 100:
