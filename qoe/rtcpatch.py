@@ -14,11 +14,15 @@ Three module attributes are replaced, by :func:`install` and nowhere else:
 The probes and the room also read private attributes of aiortc's receivers, jitter buffer
 and senders (:data:`PRIVATE`). An aiortc release may move any of them, and a probe would then
 lose its frame arrivals and A/V sync without a word. So :func:`install` first checks that every
-one exists in the installed aiortc and aioice, and raises :class:`IncompatibleAiortc` naming
-what is missing and the installed versions. ``pyproject.toml`` pins the ranges that pass.
+one exists in the installed aiortc and aioice, and that the code calling the three replaced
+functions still looks them up by their module-level name (else replacing them would change
+nothing); it raises :class:`IncompatibleAiortc` naming what is missing and the installed
+versions. ``pyproject.toml`` pins the ranges that pass.
 
-The entry points call :func:`install` before they create a peer connection: a probe's WebRTC
-session, the embedded room, the shaper. Importing this module changes nothing.
+The entry points call :func:`install` before they create a peer connection or gather
+candidates: a probe's WebRTC session, the embedded room, the shaper's :func:`sim.shaper.shaping`
+and :func:`probes.webrtc.peer.candidate_addresses`. A second call does nothing. Importing this
+module changes nothing.
 """
 
 from __future__ import annotations
@@ -27,7 +31,8 @@ import contextvars
 import importlib
 import importlib.metadata
 import ipaddress
-from collections.abc import Callable
+import types
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import aioice.ice
@@ -66,10 +71,17 @@ class IncompatibleAiortc(RuntimeError):
 
 PRIVATE: tuple[tuple[str, str, str], ...] = (
     # (module, object in it ("" for the module itself), attribute); "init:" means an instance
-    # attribute that the class's __init__ assigns.
+    # attribute that the class's __init__ assigns, "uses:" a module-level name that the
+    # class's code looks up when it runs (so that replacing it in the module takes effect).
     ("aioice.ice", "", "get_host_addresses"),
     ("aioice.ice", "", "StunProtocol"),
     ("aiortc.rtcrtpreceiver", "", "decoder_worker"),
+    ("aioice.ice", "Connection", "uses:get_host_addresses"),
+    ("aioice.ice", "Connection", "uses:StunProtocol"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "uses:decoder_worker"),
+    ("aioice.ice", "StunProtocol", "connection_made"),
+    ("aioice.ice", "StunProtocol", "connection_lost"),
+    ("aioice.ice", "StunProtocol", "datagram_received"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "_handle_rtp_packet"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "_handle_rtcp_packet"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "_send_rtcp_nack"),
@@ -112,13 +124,29 @@ def _has(module_name: str, owner: str, attribute: str) -> bool:
         init = getattr(target, "__init__", None)
         code = getattr(init, "__code__", None)
         return code is not None and attribute[len("init:") :] in code.co_names
+    if attribute.startswith("uses:"):
+        return any(attribute[len("uses:") :] in code.co_names for code in _code_of(target))
     return hasattr(target, attribute)
+
+
+def _code_of(cls: Any) -> Iterator[types.CodeType]:
+    """The code of every function defined in ``cls``, with the lambdas and inner functions in it."""
+    pending = []
+    for member in vars(cls).values():
+        function = getattr(member, "__func__", member)  # staticmethod, classmethod
+        code = getattr(function, "__code__", None)
+        if isinstance(code, types.CodeType):
+            pending.append(code)
+    while pending:
+        code = pending.pop()
+        yield code
+        pending.extend(const for const in code.co_consts if isinstance(const, types.CodeType))
 
 
 def check() -> None:
     """Raise :class:`IncompatibleAiortc` if anything in :data:`PRIVATE` is missing."""
     missing = [
-        ".".join(part for part in (module, owner, attribute.removeprefix("init:")) if part)
+        _describe(module, owner, attribute)
         for module, owner, attribute in PRIVATE
         if not _has(module, owner, attribute)
     ]
@@ -128,6 +156,13 @@ def check() -> None:
             f"{versions} lack{'s' if len(missing) == 1 else ''} what the probes rely on "
             f"({', '.join(missing)}); install the versions pyproject.toml allows"
         )
+
+
+def _describe(module: str, owner: str, attribute: str) -> str:
+    if attribute.startswith("uses:"):
+        name = attribute[len("uses:") :]
+        return f"{module}.{owner} calling {module}.{name} by name"
+    return ".".join(part for part in (module, owner, attribute.removeprefix("init:")) if part)
 
 
 def _version(name: str) -> str:

@@ -168,3 +168,20 @@ def test_a_private_instance_attribute_is_read_from_the_constructor(monkeypatch: 
         rtcpatch.check()
     monkeypatch.setattr(rtcpatch, "PRIVATE", (("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_track"),))
     rtcpatch.check()
+
+
+def test_a_patched_function_aiortc_no_longer_calls_by_name_is_refused(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Replacing a module attribute only works while aiortc's code looks it up by that name."""
+    rtcpatch.check()  # the installed aiortc and aioice call all three by name
+    monkeypatch.setattr(
+        rtcpatch, "PRIVATE", (("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "uses:decoder_thread"),)
+    )
+    with pytest.raises(rtcpatch.IncompatibleAiortc) as raised:
+        rtcpatch.check()
+    message = str(raised.value)
+    assert (
+        "aiortc.rtcrtpreceiver.RTCRtpReceiver calling aiortc.rtcrtpreceiver.decoder_thread by name" in message
+    )
+    assert f"aiortc {importlib.metadata.version('aiortc')}" in message

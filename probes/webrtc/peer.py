@@ -88,6 +88,7 @@ def addresses_for_host(host: str) -> tuple[str, ...] | None:
 @contextmanager
 def candidate_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]:
     """Gather ICE host candidates from ``addresses`` only (None: every interface)."""
+    rtcpatch.install()  # without the patch, aioice would ignore the addresses
     token = rtcpatch.ICE_ADDRESSES.set(addresses)
     try:
         yield
