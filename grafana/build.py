@@ -5,7 +5,7 @@
 
 The dashboards are built with grafana-foundation-sdk (Grafana 11.6 schema) over the metric
 families of qoe/exporter/metrics.py. Threshold lines and bands are the alert thresholds, with
-the same sources (docs/REFERENCES.md): join 2 s and stall ratio 1 % (Krishnan & Sitaraman,
+the same sources (docs/SOURCES.md): join 2 s and stall ratio 1 % (Krishnan & Sitaraman,
 IMC 2012), A/V offset acceptable within +90/-185 ms and detectable beyond +45/-125 ms
 (ITU-R BT.1359-1), chat echo 1 s (a project choice, see there).
 

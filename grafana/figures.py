@@ -1,7 +1,7 @@
 """The figures the dashboards show, as PromQL, and the thresholds they are judged by.
 
 Thresholds are the alert rules' (alerts/qoe.rules.yml), with the same sources
-(docs/REFERENCES.md): join 2 s and stall ratio 1 % (Krishnan & Sitaraman, IMC 2012), A/V
+(docs/SOURCES.md): join 2 s and stall ratio 1 % (Krishnan & Sitaraman, IMC 2012), A/V
 offset acceptable within +90/-185 ms and detectable beyond +45/-125 ms (ITU-R BT.1359-1),
 chat echo 1 s (a project choice), result age 600 s (QoEProbeStale), probe loop lag 100 ms
 (QoEProbeHostOverloaded).

@@ -37,7 +37,7 @@ def test_same_seed_same_sessions_and_truth_beside_them(tmp_path: Path) -> None:
     assert effects["abandon_knee_seconds"] == 2.0
     assert effects["abandon_per_second"] == pytest.approx(0.058, rel=0.05)  # session mix, calibrated to 5.8 %
     assert effects["watch_change_per_stall_percent"] == -0.05
-    assert effects["return7_failed"] == pytest.approx(-0.023)  # exact by construction (docs/REFERENCES.md)
+    assert effects["return7_failed"] == pytest.approx(-0.023)  # exact by construction (docs/SOURCES.md)
     assert truth["counts"]["sessions"] == pq.read_metadata(a).num_rows
 
 

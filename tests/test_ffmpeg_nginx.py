@@ -7,7 +7,7 @@ Tolerances and why:
 - Glass-to-glass: RTMP under 0.5 s on loopback (measured about 0.09 s: 40 ms of source
   pipeline, the rest encode, nginx and demux). HLS between 2 and 10 s: FFmpeg starts three
   1-s segments back from the live edge, so about 3-4 s here (6-30 s with the usual 6-s
-  segments, docs/REFERENCES.md); and at least 1.5 s above RTMP's.
+  segments, docs/SOURCES.md); and at least 1.5 s above RTMP's.
 - Freeze count exact; freeze time within 10 % of 1 s + one frame: a 1 s pause of the
   publisher's video is a 1.033 s gap between rendered frames (W3C rule).
 - Frame rate 30 +- 1.5: the publisher renders on a 30 fps wall-clock grid.

@@ -131,7 +131,7 @@ def test_every_experience_threshold_cites_its_source() -> None:
         "QoEJoinSlow": "Krishnan & Sitaraman",
         "QoEStallRatioHigh": "Dobrian",
         "QoEAVOffsetOutsideAcceptable": "ITU-R BT.1359",
-        "QoEGlassToGlassHighWebRTC": "docs/REFERENCES.md",
+        "QoEGlassToGlassHighWebRTC": "docs/SOURCES.md",
         "QoEChatEchoSlow": "Chat and interaction",
         "QoEProbeStale": "DEFAULTS",
         "QoEProbeFailing": "Krishnan & Sitaraman",

@@ -34,7 +34,7 @@ def test_every_builtin_profile_loads_and_says_where_its_numbers_come_from(name: 
 
 
 def test_devtools_latency_is_converted_to_one_way_packet_delay() -> None:
-    # docs/REFERENCES.md: Chrome "Fast 3G" 562.5 ms per request -> 150 ms RTT -> 75 ms one way.
+    # docs/SOURCES.md: Chrome "Fast 3G" 562.5 ms per request -> 150 ms RTT -> 75 ms one way.
     fast3g = load_profile("3g")
     assert fast3g.downlink.delay == pytest.approx(0.075)
     assert (fast3g.downlink.rate, fast3g.uplink.rate) == (1_440_000, 675_000)

@@ -56,5 +56,5 @@ def test_every_cited_doc_exists() -> None:
 def test_the_scan_catches_what_it_is_for() -> None:
     for line in ("see ../shared/DESIGN.md", "as STYLE.md says", "(issue 5)", "Issue #12", "per the brief"):
         assert OUTSIDE.search(line), line
-    for line in ("docs/REFERENCES.md, 'Burst loss'", "see docs/METRICS.md", "a known issue with x"):
+    for line in ("docs/SOURCES.md, 'Burst loss'", "see docs/METRICS.md", "a known issue with x"):
         assert not OUTSIDE.search(line), line

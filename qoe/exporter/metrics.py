@@ -14,7 +14,7 @@ Three kinds of family, as blackbox_exporter and client_python conventions sugges
 - counters that add up every run (freezes, frozen and watched seconds, dropped frames), so
   ``rate()`` gives stall ratios over any window;
 - a histogram of join time, one observation per run, with buckets at the thresholds in
-  docs/REFERENCES.md (viewers start leaving past 2 s: Krishnan & Sitaraman, IMC 2012).
+  docs/SOURCES.md (viewers start leaving past 2 s: Krishnan & Sitaraman, IMC 2012).
 
 A figure that was not measured is left out of the scrape, never exported as zero.
 """

@@ -6,7 +6,7 @@ arrays of shape (n,) and returns an :class:`Estimate` with a 95 % confidence int
 - :func:`naive`: difference of group means (per unit of dose when a dose is given). It ignores
   who had the treatment, so confounders (network, device, room, hour) leak into it.
 - :func:`match_pairs` + :func:`paired`: the quasi-experimental matched-pair design of Krishnan
-  & Sitaraman (IMC 2012), reconstructed (docs/REFERENCES.md): each treated unit is paired at random
+  & Sitaraman (IMC 2012), reconstructed (docs/SOURCES.md): each treated unit is paired at random
   with an untreated unit *identical in the confounders* (same cell), without replacement.
   Per pair the outcome is +1 when the treated unit did worse, -1 when it did better, 0 on a tie;
   the *net outcome* is (pairs +1 - pairs -1) / pairs, with a two-sided sign test. The effect

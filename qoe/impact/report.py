@@ -52,11 +52,11 @@ METHOD = [
     "censors it (the join time of a viewer who left is unknown, so sessions cannot be paired on "
     "it). The knee and the slope come from a hinge fit to the curve.",
     "Matched pairs: the quasi-experimental design of Krishnan & Sitaraman (IMC 2012), reconstructed "
-    "from docs/REFERENCES.md; pairs are exact matches on the controls, drawn at random without "
+    "from docs/SOURCES.md; pairs are exact matches on the controls, drawn at random without "
     "replacement.",
     "Regression: least squares with additive fixed effects for each control; standard errors "
     "clustered by viewer. Both designs assume no confounder outside the controls.",
-    "Thresholds are this platform's measurement; the published figures (docs/REFERENCES.md) are "
+    "Thresholds are this platform's measurement; the published figures (docs/SOURCES.md) are "
     "defaults, not truths.",
 ]
 

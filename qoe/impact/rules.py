@@ -7,7 +7,7 @@ format of ``grafana/alerts/qoe.rules.yml`` (same metric names, labels and annota
 - Stall: the stall ratio at which the measured watch-time loss reaches the budget (default
   5 %): ``ratio = ln(1 - budget) / b`` with ``b`` the log watch-time change per percentage
   point (matched-pair estimate). With Krishnan & Sitaraman's 5 % per 1 % this is 1 %. When the
-  data show no significant loss the published default of 1 % (docs/REFERENCES.md) is kept and
+  data show no significant loss the published default of 1 % (docs/SOURCES.md) is kept and
   the rule says so.
 - A/V offset: ITU-R BT.1359-1 acceptability (+90/-185 ms); the data decide only whether the
   rule is a warning (a significant watch-time loss outside the band) or info.
@@ -31,7 +31,7 @@ __all__ = ["DEFAULT_STALL", "Thresholds", "alert_rules", "recommend"]
 
 WHERE = "{{ $labels.target }} ({{ $labels.profile }})"
 DEFAULT_STALL = 0.01
-"""Stall ratio threshold when the data cannot set one (docs/REFERENCES.md; the alert's)."""
+"""Stall ratio threshold when the data cannot set one (docs/SOURCES.md; the alert's)."""
 
 
 @dataclass

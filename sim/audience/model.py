@@ -3,7 +3,7 @@
 Three tables, each a frozen dataclass with documented defaults:
 
 - :class:`Behaviour`: how viewers react to QoE. These are the *true effects* that
-  ``qoe impact`` should recover; defaults are calibrated to docs/REFERENCES.md
+  ``qoe impact`` should recover; defaults are calibrated to docs/SOURCES.md
   (Krishnan & Sitaraman, IMC 2012), the rest are project choices and say so.
 - :class:`Population`: who the viewers are, and the confounding: viewers on weak networks
   differ in baseline return rate, watch time, patience and purchasing, so a naive comparison

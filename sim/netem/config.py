@@ -54,7 +54,7 @@ class LinkConfig:
         loss: random loss probability per packet, ``0..1``.
         burst_length: mean loss-burst length L >= 1 in packets. When set, ``loss`` is the
             stationary loss rate of a two-state Gilbert-Elliott chain parameterised as
-            libwebrtc's SimulatedNetwork (docs/REFERENCES.md, "Burst loss"): P(stay in loss) =
+            libwebrtc's SimulatedNetwork (docs/SOURCES.md, "Burst loss"): P(stay in loss) =
             1 - 1/L, P(start a burst) = p / (1 - p) / L, which needs p <= L / (L + 1).
         rate: bottleneck capacity in bits per second; None is infinite.
         queue_packets: drop-tail bound on packets held by the bottleneck (waiting or being

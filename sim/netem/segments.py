@@ -44,7 +44,7 @@ class Segment:
         elif burst is None:
             self.loss_mode = 1
         else:
-            # libwebrtc SimulatedNetwork's Gilbert-Elliott parameters (docs/REFERENCES.md).
+            # libwebrtc SimulatedNetwork's Gilbert-Elliott parameters (docs/SOURCES.md).
             self.loss_mode = 2
             self.ge_stay = 1.0 - 1.0 / burst
             self.ge_start = self.loss / (1.0 - self.loss) / burst

@@ -4,7 +4,7 @@ A trace file has one line per opportunity to deliver one 1500-byte packet, as an
 number of milliseconds since the start of the trace; a timestamp repeats when several
 packets may pass in the same millisecond, and the trace loops when it ends (format as
 published with the Mahimahi emulator; see ``sim/profiles/traces/README.md`` and
-docs/REFERENCES.md, "Mahimahi's traces").
+docs/SOURCES.md, "Mahimahi's traces").
 
 Looping follows Mahimahi: the schedule repeats with a period equal to the *last* timestamp,
 so the opportunity at index ``i`` of loop ``j`` happens at ``j * period + times[i]``. A trace
