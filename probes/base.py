@@ -253,14 +253,12 @@ async def _finish(
     """Close the window, finish the log, tear down (timed on its own), then the figures."""
     stopped = watch.stopped if watch.stopped is not None else watch.close(body_ended)
     lag.close(stopped)
-    run_log = watch.log
     try:
         await watch.report()
     except Exception as exc:
-        if run_log.failure is None:
+        if watch.log.failure is None:
             log.error("probe %s against %s: report failed", spec.kind, result.target, exc_info=exc)
-            run_log.failure = failure(exc)
-    # A probe's own log may have been opened after the window: the run's facts go into it.
+            watch.log.failure = failure(exc)
     run_log = watch.log
     run_log.finish(stopped)
     run_log.loop_ticks = lag.loop_ticks()

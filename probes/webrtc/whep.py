@@ -101,8 +101,8 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     async def report(stopped: float) -> None:
         await viewer.stop_consumers()
         timeline.finish(stopped)
-        if viewer.video_decoders and None not in viewer.video_decoders:
-            timeline.decode_errors = sum(d.errors for d in viewer.video_decoders if d is not None)
+        if viewer.video_decoders:
+            timeline.decode_errors = sum(d.errors for d in viewer.video_decoders)
         viewer.collect_sync()
         timeline.network = session.network_snapshot()
 
@@ -178,8 +178,7 @@ class _Viewer:
         self.timeline = timeline
         self.first_frame = asyncio.Event()
         self.observers: dict[tuple[str, int], RtpObserver] = {}
-        self.video_decoders: list[LoopDecoding | None] = []
-        """None where the receiver decodes in aiortc's own thread, which counts no errors."""
+        self.video_decoders: list[LoopDecoding] = []
         self.consumers: list[asyncio.Task[None]] = []
         options = spec.options
         self.video_codecs = _video_codecs(options["codecs"])

@@ -67,13 +67,14 @@ def _configure_logging(verbose: int) -> None:
             logging.getLogger(name).setLevel(logging.ERROR)
 
 
-def _settle_heap() -> None:
-    """The process's garbage-collector policy, for commands that time real media: what the
-    probes and the room load lives as long as the process, so it is loaded now and frozen
-    out of the collector's full passes, which would otherwise hold the event loop long
-    enough to make a freeze (see :func:`qoe.looplag.settle_heap`)."""
-    importlib.import_module("probes")
-    importlib.import_module("sim.room.server")
+def _settle_heap(modules: Sequence[str]) -> None:
+    """The process's garbage-collector policy, for commands that time real media (their
+    parser's ``media``: the modules the command runs). What those load lives as long as the
+    process, so it is loaded now and frozen out of the collector's full passes, which would
+    otherwise hold the event loop long enough to make a freeze (see
+    :func:`qoe.looplag.settle_heap`)."""
+    for module in modules:
+        importlib.import_module(module)
     looplag.settle_heap()
 
 
@@ -81,8 +82,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     _configure_logging(args.verbose)
-    if getattr(args, "media", False):
-        _settle_heap()
+    if getattr(args, "media", None):
+        _settle_heap(args.media)
     try:
         return int(asyncio.run(args.handler(args)))
     except ConfigError as exc:

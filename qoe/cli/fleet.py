@@ -36,7 +36,7 @@ def add_commands(sub: Any) -> None:
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     serve.add_argument("--port", type=int, default=9464, help="port to bind (default 9464)")
-    serve.set_defaults(handler=_cmd_serve, media=True)
+    serve.set_defaults(handler=_cmd_serve, media=("qoe.exporter.server",))
 
     fleet = sub.add_parser(
         "fleet",
@@ -75,7 +75,7 @@ def add_commands(sub: Any) -> None:
         metavar="K",
         help="probe runs at once (default: the file's, or 8)",
     )
-    run.set_defaults(handler=_cmd_fleet_run, media=True)
+    run.set_defaults(handler=_cmd_fleet_run, media=("qoe.fleet.runner",))
     run.add_argument(
         "--workers",
         type=int,
@@ -85,7 +85,7 @@ def add_commands(sub: Any) -> None:
     )
     worker = fleet_sub.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("file", metavar="FILE")
-    worker.set_defaults(handler=_cmd_fleet_worker, media=True)
+    worker.set_defaults(handler=_cmd_fleet_worker, media=("qoe.fleet.runner",))
     report = fleet_sub.add_parser(
         "report",
         help="judge SLOs over results files (e.g. from all shards)",

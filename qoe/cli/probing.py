@@ -62,7 +62,7 @@ def add_commands(sub: Any) -> None:
         help="watch under this emulated network; repeat to compare profiles side by side (default none)",
     )
     add_knobs(demo)
-    demo.set_defaults(handler=_cmd_demo, media=True)
+    demo.set_defaults(handler=_cmd_demo, media=("qoe.demo",))
 
     room = sub.add_parser(
         "room",
@@ -83,7 +83,7 @@ def add_commands(sub: Any) -> None:
         help="the built-in host's video size (default 640x360; even, at least 320x180)",
     )
     add_knobs(room)
-    room.set_defaults(handler=_cmd_room, media=True)
+    room.set_defaults(handler=_cmd_room, media=("sim.room.server",))
 
     probe = sub.add_parser(
         "probe",
@@ -171,7 +171,7 @@ def add_commands(sub: Any) -> None:
         help="also save the run's event log (every frame, tone, message and tick it recorded) as "
         "JSON; 'qoe replay FILE' computes the same result from it",
     )
-    probe.set_defaults(handler=_cmd_probe, media=True)
+    probe.set_defaults(handler=_cmd_probe, media=("probes",))
 
     replay = sub.add_parser(
         "replay",
@@ -214,7 +214,7 @@ def add_commands(sub: Any) -> None:
         help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
     )
     add_knobs(publish, freeze=False)
-    publish.set_defaults(handler=_cmd_publish, media=True)
+    publish.set_defaults(handler=_cmd_publish, media=("probes",))
 
 
 def option_values(pairs: list[str]) -> dict[str, Any]:

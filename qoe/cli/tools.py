@@ -49,7 +49,7 @@ def add_commands(sub: Any) -> None:
     nc.add_argument("--rate", type=float, metavar="PPS", help="packets per second for the delay/loss phase")
     nc.add_argument("--seed", type=int, help="seed for the emulation's random draws")
     nc.add_argument("--json", action="store_true", help="print the report as JSON")
-    nc.set_defaults(handler=_cmd_netem_check, media=True)
+    nc.set_defaults(handler=_cmd_netem_check, media=("sim.proxy.check",))
     proxy = netem_sub.add_parser(
         "proxy",
         help="relay UDP or TCP through a profile, for clients that cannot be shaped in-process",
@@ -64,7 +64,7 @@ def add_commands(sub: Any) -> None:
     transport.add_argument("--udp", action="store_true", help="relay UDP datagrams (default)")
     transport.add_argument("--tcp", action="store_true", help="relay TCP connections")
     proxy.add_argument("--seed", type=int, help="seed for the emulation's random draws")
-    proxy.set_defaults(handler=_cmd_netem_proxy, media=True)
+    proxy.set_defaults(handler=_cmd_netem_proxy, media=("sim.proxy",))
 
     audience = sub.add_parser(
         "audience",
