@@ -244,16 +244,21 @@ def probe_detail() -> Dashboard:
             ids(),
             "Probe host loop lag and CPU",
             "How late the probe's own event loop woke in the latest run: median, p95 and max (quantile 1); "
-            "and how busy the probe machine's CPUs were (right axis). Past the dashed 100 ms line, or "
+            "and how busy the probe machine's CPUs were, and how much of their time a hypervisor gave "
+            "to other guests (right axis). Past the dashed 100 ms line, or "
             "at 85 % busy, the probe's host is too busy for its stutter and latency figures to be "
             "believed (QoEProbeHostOverloaded).",
             [
                 prom(f"qoe_probe_loop_lag_seconds{{{ONE}}}", "quantile {{quantile}}", ref="A"),
                 prom(f"qoe_probe_host_cpu_busy_ratio{{{ONE}}}", "CPU busy", ref="B"),
+                prom(f"qoe_probe_host_cpu_stolen_ratio{{{ONE}}}", "CPU stolen", ref="C"),
             ],
             steps=LOOP_LAG,
             min_value=0,
-            overrides=[("CPU busy", [("unit", "percentunit"), ("custom.axisPlacement", "right")])],
+            overrides=[
+                (name, [("unit", "percentunit"), ("custom.axisPlacement", "right")])
+                for name in ("CPU busy", "CPU stolen")
+            ],
         ),
     ]
     for panel in panels:

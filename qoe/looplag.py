@@ -51,12 +51,14 @@ CPU_READ_TICKS = 20
 """Ticks between readings of the machine's CPU times (one a second)."""
 
 
-def cpu_times() -> tuple[int, int] | None:
-    """(busy, total) CPU time of the whole machine in clock ticks; None off Linux.
+def cpu_times() -> tuple[int, int, int] | None:
+    """(busy, total, stolen) CPU time of the whole machine in clock ticks; None off Linux.
 
     Busy is everything but idle and I/O wait; time stolen by a hypervisor counts as busy,
-    since it was not ours to use. In a container, ``/proc/stat`` is the node's: the ratio
-    then says how busy the node was, not how close the container is to its CPU limit.
+    since it was not ours to use, and is also given on its own: a virtual machine whose
+    host runs other guests loses its CPUs for milliseconds at a time while it looks idle
+    inside. In a container, ``/proc/stat`` is the node's: the ratio then says how busy the
+    node was, not how close the container is to its CPU limit.
     """
     try:
         with open("/proc/stat", "rb") as stat:
@@ -66,7 +68,8 @@ def cpu_times() -> tuple[int, int] | None:
     if len(fields) < 5:
         return None
     total = sum(fields)
-    return total - fields[3] - fields[4], total
+    stolen = fields[7] if len(fields) > 7 else 0
+    return total - fields[3] - fields[4], total, stolen
 
 
 class LagWindow:
@@ -88,8 +91,9 @@ class LagWindow:
         self.stalls: deque[tuple[float, float]] = deque(maxlen=1000)
         """(Unix time, lateness) of the ticks more than OVERLOAD_SECONDS late, the latest 1000."""
         first = cpu_times()
-        self.cpu: list[tuple[float, int, int]] = [] if first is None else [(clock.monotonic(), *first)]
-        """(clock.monotonic() time, busy, total): the machine's CPU times, read once a second."""
+        self.cpu: list[tuple[float, int, int, int]] = [] if first is None else [(clock.monotonic(), *first)]
+        """(clock.monotonic() time, busy, total, stolen): the machine's CPU times, read once a
+        second."""
         self._open = True
 
     def add(self, now: float, lag: float) -> None:
@@ -120,13 +124,17 @@ class LagWindow:
         (the last reading before it); None without two readings a tick apart."""
         return metrics.cpu_busy(self.cpu_readings(), until)
 
+    def cpu_stolen(self, until: float | None = None) -> float | None:
+        """Share of the machine's CPU time a hypervisor took for other guests, as :meth:`cpu_busy`."""
+        return metrics.cpu_stolen(self.cpu_readings(), until)
+
     def loop_ticks(self) -> list[LoopTick]:
         """The ticks as events of a run's log."""
         return [LoopTick(at, late) for at, late in self.samples]
 
     def cpu_readings(self) -> list[CpuReading]:
         """The CPU readings as events of a run's log."""
-        return [CpuReading(at, busy, total) for at, busy, total in self.cpu]
+        return [CpuReading(at, busy, total, stolen) for at, busy, total, stolen in self.cpu]
 
 
 class _Ticker:

@@ -73,6 +73,7 @@ __all__ = [
     "cohost_offset",
     "cohost_section",
     "cpu_busy",
+    "cpu_stolen",
     "dropped_frames",
     "fill_result",
     "flash_onsets",
@@ -403,15 +404,27 @@ def cpu_busy(readings: Sequence[CpuReading], until: float | None = None) -> floa
     return (last.busy - first.busy) / (last.total - first.total) if last.total > first.total else None
 
 
+def cpu_stolen(readings: Sequence[CpuReading], until: float | None = None) -> float | None:
+    """Share of the machine's CPU time that a hypervisor gave to other guests, over the same
+    span as :func:`cpu_busy`; None without two readings that differ."""
+    kept = [r for r in readings if until is None or r.at <= until]
+    if len(kept) < 2:
+        return None
+    first, last = kept[0], kept[-1]
+    return (last.stolen - first.stolen) / (last.total - first.total) if last.total > first.total else None
+
+
 def probe_host(log: Timeline) -> ProbeHostSection:
     """How late the loop ran and how busy the machine was while the run watched."""
     until = log.end
     lag = quantiles([t.late for t in log.loop_ticks if until is None or t.at <= until])
     # The window's last CPU reading is taken as it closes, a moment after the body ended.
-    busy = cpu_busy(log.cpu, None if until is None else until + TICK_READING_SLACK)
+    last_reading = None if until is None else until + TICK_READING_SLACK
+    busy = cpu_busy(log.cpu, last_reading)
     return ProbeHostSection(
         loop_lag_seconds=quantile_fields(lag),
         cpu_busy_ratio=busy,
+        cpu_stolen_ratio=cpu_stolen(log.cpu, last_reading),
         overloaded=overloaded(lag.max if lag else None, busy),
     )
 

@@ -175,6 +175,9 @@ class ProbeHostSection:
     """How late the probe's event loop woke for a 50 ms timer: p50, p95 and max."""
     cpu_busy_ratio: float | None = None
     """Share of the machine's CPU time (all cores) that was busy while the run watched."""
+    cpu_stolen_ratio: float | None = None
+    """Of that time, the share a hypervisor gave to other guests (counted in busy too): a
+    virtual machine's CPUs vanish for milliseconds at a time while it looks idle inside."""
     overloaded: bool | None = None
     """The loop ran more than 100 ms late, or the CPUs were 85 % busy or more: the run's
     stutter and latency figures may be its host's own."""

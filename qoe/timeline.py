@@ -132,6 +132,8 @@ class CpuReading:
     """Monotonic seconds of the reading."""
     busy: int
     total: int
+    stolen: int = 0
+    """Of ``busy``, the time a hypervisor gave to other guests (0 where none is read)."""
 
 
 @dataclass(slots=True)

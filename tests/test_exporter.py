@@ -38,6 +38,7 @@ MEASURED_BY_WHEP = {
     "qoe_video_decode_errors",
     "qoe_probe_loop_lag_seconds",
     "qoe_probe_host_cpu_busy_ratio",
+    "qoe_probe_host_cpu_stolen_ratio",
     "qoe_join_duration_seconds",
 }
 

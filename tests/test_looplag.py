@@ -14,10 +14,13 @@ import subprocess
 import sys
 import time
 
+import pytest
+
 from probes import ProbeSpec
 from probes.base import Watch, run
-from qoe import clock, looplag
+from qoe import clock, looplag, metrics
 from qoe.result import ProbeResult
+from qoe.timeline import CpuReading
 
 
 async def test_an_idle_loop_is_on_time() -> None:
@@ -67,8 +70,20 @@ async def test_windows_overlap_and_the_ticker_stops_with_the_last() -> None:
 def test_cpu_times_read_the_whole_machine() -> None:
     times = looplag.cpu_times()
     assert times is not None  # Linux: /proc/stat
-    busy, total = times
-    assert 0 <= busy <= total and total > 0
+    busy, total, stolen = times
+    assert 0 <= stolen <= busy <= total and total > 0
+
+
+def test_stolen_time_is_a_share_of_all_cpu_time() -> None:
+    readings = [
+        CpuReading(0.0, 100, 1000, 10),
+        CpuReading(1.0, 400, 2000, 60),
+        CpuReading(2.0, 900, 3000, 260),
+    ]
+    assert metrics.cpu_stolen(readings) == pytest.approx(250 / 2000)
+    assert metrics.cpu_stolen(readings, until=1.5) == pytest.approx(50 / 1000)
+    assert metrics.cpu_stolen(readings[:1]) is None
+    assert metrics.cpu_busy(readings) == pytest.approx(800 / 2000)
 
 
 async def test_every_core_busy_reads_as_an_overloaded_machine() -> None:

@@ -22,7 +22,7 @@ import pytest
 from qoe.errors import ConfigError
 from sim.netem import LinkConfig
 from sim.profiles import Profile
-from sim.proxy.check import CAPACITY_SECONDS, CheckReport, Metric, check_profile
+from sim.proxy.check import CAPACITY_SECONDS, CheckReport, Metric, check_profile, host_too_busy
 
 
 def _profile(config: LinkConfig, direction: str = "downlink") -> Profile:
@@ -48,6 +48,15 @@ def assert_on_time(report: CheckReport, p99: float) -> None:
     if error["p99"] >= p99:
         assert report.host_overloaded, f"late on a host that kept up: {error}, host {report.host}"
         assert any("busy" in note for note in report.notes)
+
+
+def test_a_host_whose_cpus_a_hypervisor_takes_is_too_busy_to_judge() -> None:
+    """A guest's CPUs taken away for milliseconds make late deliveries while it looks idle."""
+    assert not host_too_busy(0.001, 0.25, 0.02)
+    assert host_too_busy(0.001, 0.25, 0.06)
+    assert host_too_busy(0.15, 0.25, 0.0)  # a loop held past the freeze margin
+    assert host_too_busy(0.001, 0.9, None)  # every core busy, no steal read
+    assert not host_too_busy(None, None, None)
 
 
 # The timing tests run as slow tests do: with the suite's heap frozen out of the collector's

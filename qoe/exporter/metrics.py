@@ -154,6 +154,7 @@ class ResultCollector(Collector):
                 add("qoe_chat_echo_seconds", key, r.chat.echo_seconds.get(stat), quantile)
                 add("qoe_probe_loop_lag_seconds", key, r.probe_host.loop_lag_seconds.get(stat), quantile)
             add("qoe_probe_host_cpu_busy_ratio", key, r.probe_host.cpu_busy_ratio)
+            add("qoe_probe_host_cpu_stolen_ratio", key, r.probe_host.cpu_stolen_ratio)
             add("qoe_av_offset_seconds", key, r.av_sync.offset_seconds.get("median"), "0.5")
             add("qoe_av_offset_abs_seconds", key, r.av_sync.offset_seconds.get("p95_abs"), "0.95")
             add("qoe_cohost_offset_seconds", key, r.cohost.offset_seconds.get("median"), "0.5")
@@ -233,6 +234,12 @@ class ResultCollector(Collector):
                 "qoe_probe_host_cpu_busy_ratio",
                 "Share of the probe machine's CPU time (all cores) busy during the latest run; "
                 "0.85 or more and the run's stutter figures may be the probe host's own.",
+                labels=labels,
+            ),
+            g(
+                "qoe_probe_host_cpu_stolen_ratio",
+                "Share of the probe machine's CPU time a hypervisor gave to other guests during "
+                "the latest run (counted in busy too): a noisy neighbour delays stamps by milliseconds.",
                 labels=labels,
             ),
             g(
