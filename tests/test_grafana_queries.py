@@ -185,7 +185,9 @@ def _result(kind: str, profile: str, minute: int) -> ProbeResult:
     result.chat = ChatSection({"p50": 0.1, "p95": 0.2, "max": 0.3}, sent=10, lost=minute % 2)
     result.cohost = CohostSection({"median": 0.03}, {"median": 0.01})
     lag = {"p50": 0.001, "p95": 0.004, "max": 0.01 + wobble}
-    result.probe_host = ProbeHostSection(lag, cpu_busy_ratio=0.4 + wobble, overloaded=lag["max"] > 0.1)
+    result.probe_host = ProbeHostSection(
+        lag, cpu_busy_ratio=0.4 + wobble, cpu_stolen_ratio=0.01, overloaded=lag["max"] > 0.1
+    )
     return result
 
 
