@@ -10,12 +10,11 @@ of the wrong type is an error naming the key, the type expected and the value gi
 
 from __future__ import annotations
 
-import difflib
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from qoe import checks
 from qoe.errors import ConfigError
 from qoe.media import Knobs
 from qoe.signal import HOST_TONE_HZ
@@ -68,44 +67,31 @@ def validate(kind: str, options: Mapping[str, Any], declared: tuple[Option, ...]
     for key, value in options.items():
         option = by_name.get(key)
         if option is None:
-            known = sorted(by_name)
-            near = difflib.get_close_matches(key, known, n=1)
-            hint = f"; did you mean {near[0]!r}?" if near else ""
-            listing = ", ".join(known) if known else "none"
-            raise OptionError(key, f"unknown option {key!r} for {kind} probes{hint} (known: {listing})")
-        values[key] = _check(kind, option, value)
+            raise OptionError(key, checks.unknown(key, by_name, what=f"option for {kind} probes").problem)
+        try:
+            values[key] = _check(option, value)
+        except checks.BadValue as exc:
+            raise OptionError(key, f"option {key!r} of {kind} probes: {exc.problem}") from None
     for option in declared:
         values.setdefault(option.name, option.default)
     return values
 
 
-def _check(kind: str, option: Option, value: Any) -> Any:
-    def wrong() -> OptionError:
-        return OptionError(
-            option.name,
-            f"option {option.name!r} of {kind} probes expects {option.kind_name()}, "
-            f"got {type(value).__name__} {value!r}",
-        )
-
+def _check(option: Option, value: Any) -> Any:
     if value is None and option.default is None:
         return None
+    if option.choices:
+        return checks.one_of(value, option.choices)
     if option.type is float:
-        if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-            raise wrong()
-        value = float(value)
-    elif option.type is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise wrong()
-    elif option.type is bool:
-        if not isinstance(value, bool):
-            raise wrong()
-    elif not isinstance(value, option.type):
-        raise wrong()
-    if option.choices and value not in option.choices:
-        raise wrong()
-    if option.positive and value <= 0:
-        message = f"option {option.name!r} of {kind} probes must be positive, got {value!r}"
-        raise OptionError(option.name, message)
+        return checks.number(value, above=0.0 if option.positive else None)
+    if option.type is int:
+        return checks.whole(value, minimum=1 if option.positive else None)
+    if option.type is bool:
+        return checks.boolean(value)
+    if option.type is str:
+        return checks.text(value, empty=True)
+    if not isinstance(value, option.type):
+        raise checks.BadValue((), f"must be a {option.type.__name__}, got {value!r}")
     return value
 
 

@@ -83,13 +83,19 @@ def test_model_file_overrides_and_rejects_unknown_keys(tmp_path: Path) -> None:
     assert model.behaviour.abandon_per_second == 0.03 and model.qoe.failure == (0.0, 0.0, 0.0, 0.0)
     bad = tmp_path / "bad.toml"
     bad.write_text("[behaviour]\nabandon_slope = 0.03\n")
-    with pytest.raises(ConfigError, match=r"unknown key behaviour\.abandon_slope"):
+    with pytest.raises(ConfigError) as unknown:
         load_model(bad)
+    assert str(unknown.value).startswith(
+        f"{bad}: behaviour.abandon_slope: unknown key 'abandon_slope'; did you mean 'abandon_per_second'?"
+    )
     bad.write_text("[population]\nnetwork_share = [0.5, 0.5]\n")
     with pytest.raises(ConfigError, match="network_share must be 4 non-negative shares summing to 1"):
         load_model(bad)
     bad.write_text("[behaviour]\nmax_retries = 1.5\n")
-    with pytest.raises(ConfigError, match="whole number"):
+    with pytest.raises(ConfigError, match=r"behaviour\.max_retries: must be a whole number, got 1\.5$"):
+        load_model(bad)
+    bad.write_text('[qoe]\nfailure = [0.0, "x", 0.0, 0.0]\n')
+    with pytest.raises(ConfigError, match=r"qoe\.failure\[1\]: must be a number, got 'x'$"):
         load_model(bad)
 
 

@@ -147,7 +147,7 @@ def test_malformed_fleet_stops_serve_at_start(cli, tmp_path) -> None:
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and "Traceback" not in done.stderr
-    assert f"{path}:2: fleet.duration: expected a number, got str '3'" in lines[0]
+    assert f"{path}:2: fleet.duration: must be a number, got '3'" in lines[0]
 
 
 async def test_probes_that_crash_or_hang_never_stop_the_exporter(monkeypatch) -> None:

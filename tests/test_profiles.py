@@ -4,13 +4,14 @@ Each bad file is paired with its exact message: configuration is strict."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
 import pytest
 
 from qoe.errors import ConfigError
-from sim.netem import simulate
+from sim.netem import LinkConfig, simulate
 from sim.profiles import Profile, list_profiles, load_profile
 
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "sim" / "profiles"
@@ -154,19 +155,20 @@ SCHEDULABLE = "delay, jitter, loss, burst_length, rate, duplicate"
 @pytest.mark.parametrize(
     ("body", "message"),
     [
-        ('colour = "red"', "colour: unknown key"),
-        ("description = 3", "description: must be a string, got an integer"),
-        ("downlink = 5", "downlink: must be a table, got an integer"),
-        ("[x.downlink]\nlossy = 0.1", "downlink.lossy: unknown key"),
+        ('colour = "red"', "colour: unknown key 'colour' (known: description, downlink, source, uplink)"),
+        ("description = 3", "description: must be a string, got 3"),
+        ("downlink = 5", "downlink: must be a table, got 5"),
+        ("[x.downlink]\nlossy = 0.1", "downlink.lossy: unknown key 'lossy'; did you mean 'loss'? (known: "
+         f"{', '.join(sorted(f.name for f in dataclasses.fields(LinkConfig)))})"),
         ('[x.downlink]\ndelay = "50ms"', "downlink.delay: must be a number, got '50ms'"),
         ('[x.downlink]\nreorder = "yes"', "downlink.reorder: must be true or false, got 'yes'"),
         ("[x.downlink]\nrate = 1e6\nqueue_packets = 1.5",
-         "downlink.queue_packets: must be an integer, got 1.5"),
+         "downlink.queue_packets: must be a whole number, got 1.5"),
         ("[x.downlink]\ndelay = -0.01", "downlink.delay: must be >= 0, got -0.01"),
         ("[x.uplink]\njitter = -1", "uplink.jitter: must be >= 0, got -1"),
         ("[x.downlink]\nloss = 1.5", "downlink.loss: must be between 0 and 1, got 1.5"),
         ("[x.downlink]\nloss = -0.1", "downlink.loss: must be between 0 and 1, got -0.1"),
-        ("[x.uplink]\nburst_length = 0.5", "uplink.burst_length: must be at least 1, got 0.5"),
+        ("[x.uplink]\nburst_length = 0.5", "uplink.burst_length: must be >= 1, got 0.5"),
         ("[x.downlink]\nrate = 0", "downlink.rate: must be > 0, got 0"),
         ("[x.downlink]\nrate = -1_000", "downlink.rate: must be > 0, got -1000"),
         ("[x.downlink]\nduplicate = 2", "downlink.duplicate: must be between 0 and 1, got 2"),
@@ -179,7 +181,7 @@ SCHEDULABLE = "delay, jitter, loss, burst_length, rate, duplicate"
          f"downlink.schedule[0].colour: cannot be scheduled (schedulable: {SCHEDULABLE})"),
         ("[x.downlink]\nschedule = [{at = 1, loss = 3}]",
          "downlink.schedule[0].loss: must be between 0 and 1, got 3"),
-        ("[x.downlink]\ntrace = 5", "downlink.trace: must be a file path string, got an integer"),
+        ("[x.downlink]\ntrace = 5", "downlink.trace: must be a non-empty string, got 5"),
         ('[x.downlink]\ntrace = "t.down"\nrate = 1e6',
          "downlink.rate: cannot be combined with trace (the trace sets the capacity)"),
     ],

@@ -31,21 +31,24 @@ passes silently. (TOML puts keys after a ``[table]`` header into that table, so 
 
 from __future__ import annotations
 
-import math
 import re
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from probes import PROBES, checked_options, guess_kind, phases_of
 from probes.options import OptionError
+from qoe import checks
 from qoe.errors import ConfigError
 from qoe.fleet.locate import Locator
 from qoe.fleet.slo import SLO, check_parts, numeric_fields, parse_slo
 from sim.profiles import list_profiles
 
 __all__ = ["DEFAULTS", "Fleet", "Target", "load_fleet", "parse_fleet"]
+
+T = TypeVar("T")
 
 DEFAULTS: dict[str, Any] = {
     "duration": 10.0,
@@ -109,7 +112,7 @@ class Fleet:
 
 
 class _Checker:
-    """Type and key checks that raise ConfigError with file:line: key: message."""
+    """The checks of :mod:`qoe.checks`, their errors located: ``file:line: key: problem``."""
 
     def __init__(self, path: str, text: str) -> None:
         self.path = path
@@ -117,36 +120,31 @@ class _Checker:
 
     def fail(self, where: tuple[str | int, ...], message: str) -> ConfigError:
         line = self.locator.line(where)
-        key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in where).replace(".[", "[")
+        key = checks.dotted(where)
         location = f"{self.path}:{line}" if line else self.path
         return ConfigError(f"{location}: {key}: {message}" if key else f"{location}: {message}")
 
+    def checked(self, where: tuple[str | int, ...], check: Callable[..., T], *args: Any, **kwargs: Any) -> T:
+        """``check(*args, **kwargs)`` from :mod:`qoe.checks`, its error reported at ``where``."""
+        try:
+            return check(*args, **kwargs)
+        except checks.BadValue as exc:
+            raise self.fail((*where, *exc.where), exc.problem) from None
+
     def keys(self, table: dict[str, Any], allowed: set[str], where: tuple[str | int, ...]) -> None:
-        for key in table:
-            if key not in allowed:
-                raise self.fail((*where, key), f"unknown key (allowed: {', '.join(sorted(allowed))})")
+        self.checked(where, checks.known_keys, table, allowed)
 
     def number(self, value: Any, where: tuple[str | int, ...], *, positive: bool = True) -> float:
-        if isinstance(value, bool) or not isinstance(value, int | float):
-            raise self.fail(where, f"expected a number, got {type(value).__name__} {value!r}")
-        if not math.isfinite(value) or (positive and value <= 0):
-            raise self.fail(where, f"must be a positive number, got {value!r}")
-        return float(value)
+        return self.checked(where, checks.number, value, above=0.0 if positive else None)
 
     def integer(self, value: Any, where: tuple[str | int, ...]) -> int:
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise self.fail(where, f"expected a whole number >= 1, got {value!r}")
-        return value
+        return self.checked(where, checks.whole, value, minimum=1)
 
     def string(self, value: Any, where: tuple[str | int, ...]) -> str:
-        if not isinstance(value, str) or not value:
-            raise self.fail(where, f"expected a non-empty string, got {value!r}")
-        return value
+        return self.checked(where, checks.text, value)
 
     def strings(self, value: Any, where: tuple[str | int, ...]) -> list[str]:
-        if not isinstance(value, list) or not value:
-            raise self.fail(where, f"expected a non-empty list of strings, got {value!r}")
-        return [self.string(v, (*where, i)) for i, v in enumerate(value)]
+        return self.checked(where, checks.texts, value)
 
 
 def load_fleet(path: str | Path) -> Fleet:
@@ -168,7 +166,7 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     settings = dict(DEFAULTS)
     fleet_table = data.get("fleet", {})
     if not isinstance(fleet_table, dict):
-        raise c.fail(("fleet",), "expected a [fleet] table")
+        raise c.fail(("fleet",), "must be a [fleet] table")
     c.keys(fleet_table, {*DEFAULTS, "allow"}, ("fleet",))
     settings.update(_settings(c, fleet_table, ("fleet",)))
     allow = tuple(c.strings(fleet_table["allow"], ("fleet", "allow"))) if "allow" in fleet_table else ()
@@ -205,7 +203,7 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
             raise c.fail((*where, "kind"), f"unknown probe kind {kind!r}; known: {', '.join(sorted(PROBES))}")
         labels = raw.get("labels", {})
         if not isinstance(labels, dict):
-            raise c.fail((*where, "labels"), 'expected a table of label = "value"')
+            raise c.fail((*where, "labels"), 'must be a table of label = "value"')
         for key, value in labels.items():
             if not LABEL.match(key) or key in RESERVED_LABELS:
                 raise c.fail((*where, "labels", key), f"invalid or reserved label name {key!r}")
@@ -213,7 +211,7 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
         own = {**settings, **_settings(c, raw, where)}
         options = raw.get("options", {})
         if not isinstance(options, dict):
-            raise c.fail((*where, "options"), "expected a table")
+            raise c.fail((*where, "options"), f"must be a table, got {options!r}")
         try:
             checked_options(kind, options)
         except OptionError as exc:
@@ -263,13 +261,9 @@ def _settings(c: _Checker, table: dict[str, Any], where: tuple[str | int, ...]) 
         if key in table:
             out[key] = c.integer(table[key], (*where, key))
     if "decode" in table:
-        if not isinstance(table["decode"], bool):
-            raise c.fail((*where, "decode"), f"expected true or false, got {table['decode']!r}")
-        out["decode"] = table["decode"]
+        out["decode"] = c.checked((*where, "decode"), checks.boolean, table["decode"])
     if "seed" in table:
-        if isinstance(table["seed"], bool) or not isinstance(table["seed"], int):
-            raise c.fail((*where, "seed"), f"expected a whole number, got {table['seed']!r}")
-        out["seed"] = table["seed"]
+        out["seed"] = c.checked((*where, "seed"), checks.whole, table["seed"])
     if "profiles" in table:
         profiles = c.strings(table["profiles"], (*where, "profiles"))
         known = list_profiles()
@@ -294,7 +288,7 @@ def _slo_table(
     c: _Checker, table: Any, where: tuple[str | int, ...], fields: list[str], names: set[str]
 ) -> SLO:
     if not isinstance(table, dict):
-        raise c.fail(where, "expected an [[slo]] table")
+        raise c.fail(where, "must be an [[slo]] table")
     c.keys(table, {"field", "aggregate", "op", "bound", "targets", "profiles"}, where)
     field_path = c.string(table.get("field"), (*where, "field"))
     aggregate = c.string(table.get("aggregate", "every"), (*where, "aggregate"))

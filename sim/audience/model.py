@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qoe import checks
 from qoe.errors import ConfigError
 
 __all__ = [
@@ -247,26 +248,27 @@ def load_model(path: str | Path | None) -> AudienceModel:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: {exc}") from exc
     parts: dict[str, Any] = {}
-    for table, values in data.items():
-        if table not in _TABLES:
-            raise ConfigError(f"{path}: unknown table [{table}] (known: {', '.join(_TABLES)})")
-        if not isinstance(values, dict):
-            raise ConfigError(f"{path}: [{table}] must be a table")
-        cls = _TABLES[table]
-        known = {f.name: f for f in dataclasses.fields(cls)}
-        kwargs: dict[str, Any] = {}
-        for key, value in values.items():
-            if key not in known:
-                raise ConfigError(f"{path}: unknown key {table}.{key}")
-            default = getattr(cls(), key)
-            if isinstance(default, tuple):
-                if not isinstance(value, list):
-                    raise ConfigError(f"{path}: {table}.{key} must be a list, got {value!r}")
-                value = tuple(value)
-            elif isinstance(default, bool) or not isinstance(value, int | float) or isinstance(value, bool):
-                raise ConfigError(f"{path}: {table}.{key} must be a number, got {value!r}")
-            elif isinstance(default, int) and not isinstance(value, int):
-                raise ConfigError(f"{path}: {table}.{key} must be a whole number, got {value!r}")
-            kwargs[key] = type(default)(value) if isinstance(default, int | float) else value
-        parts[table] = cls(**kwargs)
+    try:
+        for table, values in data.items():
+            if table not in _TABLES:
+                raise checks.unknown(table, _TABLES, what="table")
+            cls = _TABLES[table]
+            defaults = cls()
+            checks.known_keys(checks.table(values, table), {f.name for f in dataclasses.fields(cls)}, table)
+            parts[table] = cls(
+                **{key: _typed(getattr(defaults, key), value, (table, key)) for key, value in values.items()}
+            )
+    except checks.BadValue as exc:
+        raise ConfigError(f"{path}: {exc}") from None
     return AudienceModel(**parts).check()
+
+
+def _typed(default: Any, value: Any, where: tuple[str, str]) -> Any:
+    """``value`` checked to be of the kind ``default`` is: a list of numbers, a whole number, a number."""
+    if isinstance(default, tuple):
+        if not isinstance(value, list):
+            raise checks.BadValue(where, f"must be a list, got {checks.shown(value)}")
+        return tuple(checks.number(v, (*where, i)) for i, v in enumerate(value))
+    if isinstance(default, int):
+        return checks.whole(value, where)
+    return checks.number(value, where)

@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 from typing import Any, Literal, get_args
 
+from qoe import checks
 from qoe.errors import ConfigError
 
 from .trace import Trace
@@ -87,22 +88,14 @@ class LinkConfig:
 
     def __post_init__(self) -> None:
         _check_impairments(self.__dict__, "")
-        if self.jitter_distribution not in JITTER_DISTRIBUTIONS:
-            raise ConfigError(
-                f"jitter_distribution: must be one of {', '.join(JITTER_DISTRIBUTIONS)}, "
-                f"got {self.jitter_distribution!r}"
-            )
-        if not isinstance(self.reorder, bool):
-            raise ConfigError(f"reorder: must be true or false, got {self.reorder!r}")
+        checks.one_of(self.jitter_distribution, JITTER_DISTRIBUTIONS, "jitter_distribution")
+        checks.boolean(self.reorder, "reorder")
         if self.trace is not None and not isinstance(self.trace, Trace):
             raise ConfigError(f"trace: must be a Trace, got {self.trace!r}")
         if self.trace is not None and self.rate is not None:
             raise ConfigError("rate: cannot be combined with trace (the trace sets the capacity)")
         if self.queue_packets is not None:
-            if isinstance(self.queue_packets, bool) or not isinstance(self.queue_packets, int):
-                raise ConfigError(f"queue_packets: must be an integer, got {self.queue_packets!r}")
-            if self.queue_packets < 1:
-                raise ConfigError(f"queue_packets: must be at least 1, got {self.queue_packets}")
+            checks.whole(self.queue_packets, "queue_packets", minimum=1)
         if self.queue_seconds is not None:
             _positive(self.queue_seconds, "queue_seconds")
         outages = tuple(_outage(item, f"outages[{i}]") for i, item in enumerate(self.outages))
@@ -150,15 +143,13 @@ def _check_impairments(values: Mapping[str, Any], prefix: str) -> None:
     """Validate the schedulable fields of ``values`` (a config's or a schedule state)."""
     _non_negative(values["delay"], f"{prefix}delay")
     _non_negative(values["jitter"], f"{prefix}jitter")
-    _probability(values["loss"], f"{prefix}loss")
-    _probability(values["duplicate"], f"{prefix}duplicate")
+    checks.probability(values["loss"], f"{prefix}loss")
+    checks.probability(values["duplicate"], f"{prefix}duplicate")
     if values["rate"] is not None:
         _positive(values["rate"], f"{prefix}rate")
     burst = values["burst_length"]
     if burst is not None:
-        burst = _number(burst, f"{prefix}burst_length")
-        if burst < 1:
-            raise ConfigError(f"{prefix}burst_length: must be at least 1, got {values['burst_length']}")
+        checks.number(burst, f"{prefix}burst_length", minimum=1.0)
         # P(start a burst) = p / (1 - p) / L must stay a probability.
         most = burst / (burst + 1)
         if values["loss"] > most:
@@ -168,33 +159,12 @@ def _check_impairments(values: Mapping[str, Any], prefix: str) -> None:
             )
 
 
-def _number(value: object, name: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float):
-        raise ConfigError(f"{name}: must be a number, got {value!r}")
-    if not math.isfinite(value):
-        raise ConfigError(f"{name}: must be a finite number, got {value!r}")
-    return float(value)
-
-
 def _non_negative(value: object, name: str) -> float:
-    number = _number(value, name)
-    if number < 0:
-        raise ConfigError(f"{name}: must be >= 0, got {value}")
-    return number
+    return checks.number(value, name, minimum=0.0)
 
 
 def _positive(value: object, name: str) -> float:
-    number = _number(value, name)
-    if number <= 0:
-        raise ConfigError(f"{name}: must be > 0, got {value}")
-    return number
-
-
-def _probability(value: object, name: str) -> float:
-    number = _number(value, name)
-    if not 0 <= number <= 1:
-        raise ConfigError(f"{name}: must be between 0 and 1, got {value}")
-    return number
+    return checks.number(value, name, above=0.0)
 
 
 def _outage(item: object, name: str) -> tuple[float, float]:

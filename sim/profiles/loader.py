@@ -39,6 +39,7 @@ from importlib.resources.abc import Traversable
 from pathlib import Path
 from typing import Any
 
+from qoe import checks
 from qoe.errors import ConfigError
 from sim.netem import LinkConfig, Trace, parse_trace
 
@@ -132,31 +133,23 @@ def _builtin_table() -> dict[str, Any]:
 
 
 def _profile(name: str, raw: object, base: Traversable | Path, *, builtin: bool) -> Profile:
-    where = f"profile {name!r}"
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a table, got {_kind(raw)}")
-    for key in raw:
-        if key not in _PROFILE_KEYS:
-            raise ConfigError(f"{where}: {key}: unknown key")
-    for key in ("description", "source"):
-        if not isinstance(raw.get(key, ""), str):
-            raise ConfigError(f"{where}: {key}: must be a string, got {_kind(raw[key])}")
-    return Profile(
-        name=name,
-        description=raw.get("description", ""),
-        source=raw.get("source", ""),
-        downlink=_link(raw.get("downlink", {}), f"{where}: downlink", base, builtin),
-        uplink=_link(raw.get("uplink", {}), f"{where}: uplink", base, builtin),
-    )
+    try:
+        fields = checks.table(raw)
+        checks.known_keys(fields, _PROFILE_KEYS)
+        return Profile(
+            name=name,
+            description=checks.text(fields.get("description", ""), "description", empty=True),
+            source=checks.text(fields.get("source", ""), "source", empty=True),
+            downlink=_link(fields.get("downlink", {}), "downlink", base, builtin),
+            uplink=_link(fields.get("uplink", {}), "uplink", base, builtin),
+        )
+    except ConfigError as exc:
+        raise ConfigError(f"profile {name!r}: {exc}") from None
 
 
 def _link(raw: object, where: str, base: Traversable | Path, builtin: bool) -> LinkConfig:
-    if not isinstance(raw, dict):
-        raise ConfigError(f"{where}: must be a table, got {_kind(raw)}")
-    for key in raw:
-        if key not in _LINK_KEYS:
-            raise ConfigError(f"{where}.{key}: unknown key")
-    fields = dict(raw)
+    fields = dict(checks.table(raw, where))
+    checks.known_keys(fields, _LINK_KEYS, where)
     if "schedule" in fields:
         fields["schedule"] = _schedule(fields["schedule"], f"{where}.schedule")
     if "outages" in fields and not isinstance(fields["outages"], list):
@@ -182,11 +175,10 @@ def _schedule(raw: object, where: str) -> list[tuple[object, dict[str, Any]]]:
 
 
 def _trace(raw: object, where: str, base: Traversable | Path, builtin: bool) -> Trace:
-    if not isinstance(raw, str):
-        raise ConfigError(f"{where}: must be a file path string, got {_kind(raw)}")
-    if builtin and raw in _builtin_traces:
-        return _builtin_traces[raw]
-    resource = base.joinpath(raw)
+    file = checks.text(raw, where)
+    if builtin and file in _builtin_traces:
+        return _builtin_traces[file]
+    resource = base.joinpath(file)
     name = str(resource)
     try:
         text = resource.read_text(encoding="ascii")
@@ -198,18 +190,5 @@ def _trace(raw: object, where: str, base: Traversable | Path, builtin: bool) -> 
     except ConfigError as exc:
         raise ConfigError(f"{where}: {exc}") from None
     if builtin:
-        _builtin_traces[raw] = trace
+        _builtin_traces[file] = trace
     return trace
-
-
-def _kind(value: object) -> str:
-    """A TOML-flavoured name for a value's type, for messages."""
-    names = {
-        str: "a string",
-        bool: "a boolean",
-        int: "an integer",
-        float: "a float",
-        list: "an array",
-        dict: "a table",
-    }
-    return names.get(type(value), type(value).__name__)
