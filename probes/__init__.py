@@ -30,6 +30,7 @@ __all__ = [
     "checked_options",
     "guess_kind",
     "phases_of",
+    "probe_spec",
     "run_probe",
 ]
 
@@ -93,6 +94,24 @@ def guess_kind(url: str) -> str:
     if "/whip/" in parts.path or parts.path.endswith("/whip"):
         return "whip"
     return "whep"
+
+
+def probe_spec(url: str, *, kind: str | None = None, **fields: Any) -> ProbeSpec:
+    """The :class:`ProbeSpec` for ``url``: the one way the CLI, a fleet run and ``/probe``
+    make one, so each field means the same from all three.
+
+    ``kind`` defaults to what the URL implies (:func:`guess_kind`); ``fields`` are the
+    spec's other fields, None meaning the default. Everything a run would refuse is refused
+    here, before anything starts, as a :class:`~qoe.errors.ConfigError`: an unknown kind, a
+    bad option (named, with the nearest known one), a bad duration or timeout, an unknown
+    network profile.
+    """
+    kind = kind or guess_kind(url)
+    given = {name: value for name, value in fields.items() if value is not None}
+    given["options"] = checked_options(kind, given.get("options", {}))
+    spec = ProbeSpec(url=url, kind=kind, **given)
+    spec.network()
+    return spec
 
 
 async def run_probe(spec: ProbeSpec, *, on_log: Callable[[Timeline], None] | None = None) -> ProbeResult:

@@ -24,7 +24,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from qoe import clock, looplag, metrics
+from qoe import checks, clock, looplag, metrics
 from qoe.clockdomain import clock_domain
 from qoe.errors import ConfigError, DeadlineError, ProbeError
 from qoe.redact import redact_url
@@ -158,10 +158,10 @@ class ProbeSpec:
     from its timeout so the answer comes back in time."""
 
     def __post_init__(self) -> None:
-        if not self.duration > 0:
-            raise ConfigError(f"--duration must be positive, got {self.duration}")
-        if not self.join_timeout > 0 or not self.media_timeout > 0:
-            raise ConfigError("timeouts must be positive")
+        for name in ("duration", "join_timeout", "media_timeout"):
+            checks.number(getattr(self, name), name, above=0.0)
+        if self.deadline_seconds is not None:
+            checks.number(self.deadline_seconds, "deadline_seconds", above=0.0)
 
     def network(self) -> Any:
         """The emulated network profile (``sim.profiles.Profile``), or None for ``none``.

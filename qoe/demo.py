@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 
-from probes import ProbeSpec, run_probe
+from probes import probe_spec, run_probe
 from qoe.media import Knobs
 from qoe.result import ProbeResult
 from qoe.signal import COHOST_TONE_HZ
@@ -35,8 +35,8 @@ async def run_demo(
     async with LiveRoom("127.0.0.1", 0, knobs=knobs) as room:
         publisher = None
         if cohost:
-            spec = ProbeSpec(
-                url=f"{room.url}/whip/demo",
+            spec = probe_spec(
+                f"{room.url}/whip/demo",
                 kind="whip",
                 duration=duration + COHOST_WARMUP + 1,
                 name="cohost",
@@ -51,8 +51,8 @@ async def run_demo(
             return {"cohost": "separate" if viewers > 1 and i == viewers - 1 else "mixed"}
 
         specs = [
-            ProbeSpec(
-                url=f"{room.url}/whep/demo",
+            probe_spec(
+                f"{room.url}/whep/demo",
                 kind="whep",
                 duration=duration,
                 name=f"viewer-{i + 1}",

@@ -6,8 +6,11 @@ import textwrap
 
 import pytest
 
+from probes import probe_spec
 from qoe.errors import ConfigError
 from qoe.fleet import expand, parse_fleet
+from qoe.fleet.runner import spec_for
+from qoe.signal import HOST_TONE_HZ
 
 GOOD = textwrap.dedent(
     """\
@@ -214,3 +217,58 @@ def test_qoe_probe_lists_a_kinds_options_and_checks_them(cli) -> None:  # type: 
         2,
         "qoe probe: error: option 'rate' of chat probes: must be a number, got 'fast'",
     )
+
+
+def test_a_fleet_run_and_the_command_line_make_the_same_spec() -> None:
+    """Every field a target sets reaches its runs, through the builder the CLI uses too."""
+    fleet = parse_fleet(
+        textwrap.dedent(
+            """\
+            [[targets]]
+            name = "t"
+            url = "http://h/whep/shop"
+            duration = 4
+            join_timeout = 3
+            media_timeout = 2
+            decode = false
+            seed = 7
+            clock_offset = -0.004
+            options = { playout = "arrival" }
+            """
+        ),
+        "fleet.toml",
+    )
+    [run] = expand(fleet)
+    spec = spec_for(run)
+    assert spec == probe_spec(
+        "http://h/whep/shop",
+        duration=4,
+        name="whep",
+        join_timeout=3,
+        media_timeout=2,
+        decode=False,
+        seed=7,
+        clock_offset=-0.004,
+        options={"playout": "arrival"},
+    )
+    assert (spec.kind, spec.media_timeout, spec.decode, spec.seed) == ("whep", 2.0, False, 7)
+    assert spec.options["playout"] == "arrival" and spec.options["tone_hz"] == HOST_TONE_HZ  # defaults filled
+
+
+@pytest.mark.parametrize(
+    ("url", "fields", "message"),
+    [
+        ("http://h/whep/x", {"duration": 0}, "duration: must be > 0, got 0"),
+        ("http://h/whep/x", {"media_timeout": -1.0}, "media_timeout: must be > 0, got -1.0"),
+        ("http://h/whep/x", {"profile": "5g"}, "unknown profile '5g'"),
+        ("http://h/whep/x", {"kind": "webrtc"}, "unknown probe kind 'webrtc'"),
+        ("ftp://h/x", {}, "cannot tell the probe kind of 'ftp://h/x'"),
+        ("http://h/whep/x", {"options": {"playot": "arrival"}}, "unknown option 'playot' for whep probes"),
+    ],
+)
+def test_a_spec_that_could_not_run_is_refused_before_anything_starts(
+    url: str, fields: dict[str, object], message: str
+) -> None:
+    with pytest.raises(ConfigError) as refused:
+        probe_spec(url, **fields)  # type: ignore[arg-type]
+    assert str(refused.value).startswith(message), str(refused.value)

@@ -245,7 +245,7 @@ def _print_options(kind: str) -> int:
 
 
 async def _cmd_probe(args: argparse.Namespace) -> int:
-    from probes import ProbeSpec, checked_options, guess_kind, run_probe
+    from probes import guess_kind, probe_spec, run_probe
 
     if args.list_options:
         return _print_options(args.list_options)
@@ -260,8 +260,8 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         value = getattr(args, f"chat_{key}")
         if value is not None:
             options[key] = value
-    spec = ProbeSpec(
-        url=args.url,
+    spec = probe_spec(  # a bad option or profile is a usage error, before anything starts
+        args.url,
         kind=kind,
         duration=args.duration,
         name=args.name,
@@ -270,9 +270,8 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         profile=args.profile,
         seed=args.seed,
         clock_offset=args.clock_offset,
-        options=checked_options(kind, options),  # a bad option is a usage error, before the run
+        options=options,
     )
-    spec.network()  # an unknown profile is a usage error, before anything starts
     logs: list[Timeline] = []
     result = await run_probe(spec, on_log=logs.append)
     code = print_result(result, args.json)
@@ -293,18 +292,17 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
 
 
 async def _cmd_publish(args: argparse.Namespace) -> int:
-    from probes import ProbeSpec, run_probe
+    from probes import probe_spec, run_probe
 
     kind = args.kind or ("rtmp" if args.url.startswith(("rtmp://", "rtmps://")) else "whip")
     cohost_options: dict[str, Any] = {"slot": 1, "tone_hz": COHOST_TONE_HZ} if args.cohost else {}
-    spec = ProbeSpec(
-        url=args.url,
+    spec = probe_spec(
+        args.url,
         kind="rtmp-publish" if kind == "rtmp" else "whip",
         duration=args.duration,
         profile=args.profile,
         options={"knobs": knobs_from(args), **cohost_options},
     )
-    spec.network()  # an unknown profile is a usage error, before anything starts
     result = await run_probe(spec)
     if args.json:
         print(result.to_json(indent=2))
@@ -321,7 +319,7 @@ async def _cmd_publish(args: argparse.Namespace) -> int:
 
 
 async def _cmd_demo(args: argparse.Namespace) -> int:
-    from probes import ProbeSpec
+    from probes import probe_spec
     from qoe.demo import run_demo
 
     if not 1 <= args.viewers <= 200:
@@ -334,7 +332,7 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
         )
     profiles = tuple(args.profile or ["none"])
     for name in profiles:
-        ProbeSpec(url="http://127.0.0.1/", kind="whep", profile=name).network()
+        probe_spec("http://127.0.0.1/", kind="whep", profile=name)  # an unknown profile: a usage error
     results = await run_demo(
         duration=args.duration, viewers=args.viewers, knobs=knobs, profiles=profiles, cohost=args.cohost
     )

@@ -26,8 +26,9 @@ import math
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from probes import PROBES, ProbeSpec, guess_kind, run_probe
+from probes import probe_spec, run_probe
 from qoe import clock
+from qoe.errors import ConfigError
 from qoe.exporter.metrics import ResultCollector
 from qoe.fleet.config import Fleet, Target
 from qoe.fleet.plan import Run
@@ -171,10 +172,10 @@ class Exporter:
             spec = spec_for(Run(allowed, allowed.profiles[0], 0))
             name, labels = allowed.name, allowed.labels
         else:
-            kind = request.query.get("kind") or guess_kind(allowed)
-            if kind not in PROBES:
-                return web.Response(status=400, text=f"unknown probe kind {kind!r}\n")
-            spec = ProbeSpec(url=allowed, kind=kind)
+            try:
+                spec = probe_spec(allowed, kind=request.query.get("kind"))
+            except ConfigError as exc:
+                return web.Response(status=400, text=f"{exc}\n")
             name, labels = redact_url(allowed), {}
         duration = max(1.0, min(spec.duration, budget - TEARDOWN_BUDGET))
         # The target's own spec (every field it sets), cut to the scrape's budget.

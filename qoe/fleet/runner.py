@@ -16,7 +16,7 @@ import sys
 from collections.abc import Callable, Sequence
 from typing import IO
 
-from probes import ProbeSpec, run_probe
+from probes import ProbeSpec, probe_spec, run_probe
 from qoe import clock
 from qoe.errors import ProbeError
 from qoe.fleet.config import load_fleet
@@ -42,8 +42,8 @@ def default_workers(concurrency: int, runs: int) -> int:
 
 def spec_for(run: Run) -> ProbeSpec:
     target = run.target
-    return ProbeSpec(
-        url=target.url,
+    return probe_spec(
+        target.url,
         kind=target.kind,
         duration=target.duration,
         name=target.probe,
