@@ -17,6 +17,7 @@ from qoe import clock
 from qoe.media import Fanout, Knobs, SignalSource
 from qoe.media.compose import Compositor, RawTap
 from sim.room.chat import ChatKnobs, ChatRoom
+from sim.room.containers import ContainerOutput
 from sim.room.relay import RelaySource
 
 __all__ = ["DEMO_ROOM", "Peer", "Room"]
@@ -54,6 +55,8 @@ class Room:
         self.cohost_fanout = Fanout()
         self.mix_fanout = Fanout()
         self.compositor: Compositor | None = None
+        self.containers: ContainerOutput | None = None
+        """The room as HTTP-FLV and HLS, while someone watches it so."""
 
     @property
     def builtin(self) -> bool:
@@ -79,7 +82,22 @@ class Room:
             )
             await self.compositor.start()
 
+    async def container_output(self) -> ContainerOutput:
+        """The room's HTTP-FLV and HLS output, started on first use; a new one once the last
+        has ended (its source started over) or gone idle."""
+        output = self.containers
+        if output is not None and (output.ended.is_set() or output.idle()):
+            await output.stop()
+            output = self.containers = None
+        if output is None:
+            output = self.containers = ContainerOutput(self.fanout, self.name)
+            await output.start()
+        return output
+
     async def close(self) -> None:
+        if self.containers is not None:
+            await self.containers.stop()
+            self.containers = None
         peers = [*self.viewers.values(), *(p for p in (self.publisher, self.cohost) if p is not None)]
         for peer in peers:
             await peer.pc.close()
@@ -118,6 +136,7 @@ class Room:
                 "output_packets": late_packets,
                 "output_seconds_max": late_seconds,
             },
+            "containers": None if self.containers is None else self.containers.info(),
             "chat": {
                 "clients": len(self.chat.clients),
                 "received": self.chat.received,

@@ -7,6 +7,8 @@ Endpoints (``ROOM`` is any name; ``demo`` has the built-in host):
 - ``DELETE`` on that location ends the session (200); ``PATCH`` with
   ``application/trickle-ice-sdpfrag`` adds the client's trickled candidates (204).
 - ``OPTIONS`` on any of them answers CORS pre-flights, so a browser page can use the room.
+- ``GET /flv/ROOM.flv`` and ``GET /hls/ROOM/index.m3u8``: the room as HTTP-FLV and HLS
+  players take it, H.264 and AAC muxed once per room (:mod:`sim.room.containers`).
 - ``GET /rooms``, ``GET /rooms/ROOM``: state and ground truth as JSON; ``GET /healthz``;
   ``GET /`` a page with a WHEP player.
 
@@ -142,6 +144,8 @@ class LiveRoom:
                 web.get("/rooms", self._list_rooms),
                 web.get("/rooms/{room}", self._room_info),
                 web.get("/chat/{room}", self._chat),
+                web.get("/flv/{room}.flv", self._flv),
+                web.get("/hls/{room}/{file}", self._hls),
                 web.post("/{role:whip|whep}/{room}", self._post),
                 web.options("/{role:whip|whep}/{room}", self._options),
                 web.options("/{role:whip|whep}/{room}/{session}", self._options),
@@ -208,6 +212,26 @@ class LiveRoom:
             return _error(400, f"invalid room name {name!r}")
         room = self.rooms.setdefault(name, Room(name, self.knobs))
         return await room.chat.serve(request, name)
+
+    async def _live_room(self, request: web.Request) -> Room | web.Response:
+        room = self.rooms.get(request.match_info["room"])
+        if room is None or not room.live:
+            return _error(404, f"room {request.match_info['room']!r} has no publisher")
+        return room
+
+    async def _flv(self, request: web.Request) -> web.StreamResponse:
+        room = await self._live_room(request)
+        if isinstance(room, web.Response):
+            return room
+        output = await room.container_output()
+        return await output.serve_flv(request)
+
+    async def _hls(self, request: web.Request) -> web.StreamResponse:
+        room = await self._live_room(request)
+        if isinstance(room, web.Response):
+            return room
+        output = await room.container_output()
+        return await output.serve_hls(request, request.match_info["file"])
 
     async def _options(self, request: web.Request) -> web.Response:
         return web.Response(
