@@ -66,9 +66,10 @@ def add_commands(sub: Any) -> None:
 
     room = sub.add_parser(
         "room",
-        help="serve the embedded live room (WHIP ingest, WHEP playback)",
+        help="serve the embedded live room (WHIP ingest; WHEP, HTTP-FLV and HLS playback)",
         description="Serve the embedded live room until interrupted. POST an SDP offer to "
-        "/whip/ROOM to publish or /whep/ROOM to watch (RFC 9725 semantics); room 'demo' has "
+        "/whip/ROOM to publish or /whep/ROOM to watch (RFC 9725 semantics); GET /flv/ROOM.flv "
+        "or /hls/ROOM/index.m3u8 to watch as HTTP-FLV or HLS players do. Room 'demo' has "
         "a built-in host sending the test signal. Open http://HOST:PORT/ in a browser to watch.",
     )
     room.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
@@ -358,5 +359,8 @@ async def _cmd_room(args: argparse.Namespace) -> int:
         room,
         args.host,
         args.port,
-        lambda: f"qoe room: serving {room.url} (watch: {room.url}/whep/demo, publish: {room.url}/whip/ROOM)",
+        lambda: f"qoe room: serving {room.url}\n"
+        f"  watch room demo: {room.url}/whep/demo (WebRTC), {room.url}/flv/demo.flv (HTTP-FLV), "
+        f"{room.url}/hls/demo/index.m3u8 (HLS)\n"
+        f"  publish a room: {room.url}/whip/ROOM (WHIP); its viewers take the same three forms",
     )
