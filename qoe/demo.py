@@ -39,25 +39,31 @@ async def run_demo(
                 f"{room.url}/whip/demo",
                 kind="whip",
                 duration=duration + COHOST_WARMUP + 1,
-                name="cohost",
+                name="cohost-publisher",
                 options={"slot": 1, "tone_hz": COHOST_TONE_HZ},
             )
             publisher = asyncio.create_task(run_probe(spec))
             await asyncio.sleep(COHOST_WARMUP)
 
-        def options(i: int) -> dict[str, str]:
+        def watches(i: int) -> str | None:
+            """What viewer ``i`` takes with a co-host on: the room's mix, or the last of two
+            or more the participants' separate tracks."""
             if not cohost:
-                return {}
-            return {"cohost": "separate" if viewers > 1 and i == viewers - 1 else "mixed"}
+                return None
+            return "separate" if viewers > 1 and i == viewers - 1 else "mixed"
+
+        def name(i: int) -> str:
+            label = {"mixed": "-mix", "separate": "-tracks", None: ""}[watches(i)]
+            return f"viewer-{i + 1}{label}"
 
         specs = [
             probe_spec(
                 f"{room.url}/whep/demo",
                 kind="whep",
                 duration=duration,
-                name=f"viewer-{i + 1}",
+                name=name(i),
                 profile=profile,
-                options=options(i),
+                options={"cohost": mode} if (mode := watches(i)) else {},
             )
             for profile in profiles
             for i in range(viewers)

@@ -6,7 +6,7 @@ from collections.abc import Callable, Sequence
 
 from qoe.result import ProbeResult
 
-__all__ = ["results_table"]
+__all__ = ["host_note", "results_table"]
 
 
 def _ms(value: float | None) -> str:
@@ -80,3 +80,17 @@ def results_table(results: Sequence[ProbeResult]) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths))
     return "\n".join(lines)
+
+
+def host_note(results: Sequence[ProbeResult]) -> str | None:
+    """A line saying which runs' host was overloaded (their figures may be its own), or None."""
+    busy = [r for r in results if r.probe_host.overloaded]
+    if not busy:
+        return None
+    lag = max((r.probe_host.loop_lag_seconds.get("max") or 0.0) for r in busy)
+    cpu = max((r.probe_host.cpu_busy_ratio or 0.0) for r in busy)
+    return (
+        f"note: this machine was overloaded during {len(busy)} of {len(results)} runs (event loop up to "
+        f"{lag * 1000:.0f} ms late, CPUs up to {cpu:.0%} busy): their freezes and latency may be "
+        "the machine's own, not the stream's"
+    )

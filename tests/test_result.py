@@ -8,6 +8,7 @@ import pytest
 
 from qoe.errors import ConnectError
 from qoe.redact import redact_url
+from qoe.report import host_note, results_table
 from qoe.result import ProbeResult, field_paths, get_path
 
 CONTRACT = [
@@ -92,3 +93,19 @@ def test_failure_keeps_one_line_and_the_kind() -> None:
 )
 def test_secrets_are_masked(url: str, shown: str) -> None:
     assert redact_url(url) == shown
+
+
+def test_the_table_says_when_its_host_was_overloaded() -> None:
+    calm, busy = (ProbeResult(probe=name, kind="whep", target="t") for name in "ab")
+    busy.probe_host.overloaded = True
+    busy.probe_host.loop_lag_seconds["max"] = 0.180
+    busy.probe_host.cpu_busy_ratio = 0.93
+    assert host_note([calm]) is None
+    note = host_note([calm, busy])
+    assert note is not None and note.startswith("note: this machine was overloaded during 1 of 2 runs")
+    assert "180 ms late" in note and "93% busy" in note
+    table = results_table([calm, busy]).splitlines()
+    assert table[0].split()[:2] == ["probe", "profile"] and [row.split()[0] for row in table[2:]] == [
+        "a",
+        "b",
+    ]

@@ -11,7 +11,7 @@ from collections.abc import Callable
 from typing import Any, NoReturn
 
 from qoe.errors import ConfigError
-from qoe.report import results_table
+from qoe.report import host_note, results_table
 
 __all__ = [
     "EXIT_FAILED",
@@ -152,6 +152,8 @@ def print_result(result: Any, as_json: bool) -> int:
         print(result.to_json(indent=2))
     else:
         print(results_table([result]))
+        if (note := host_note([result])) is not None:
+            print(note)
     if not result.success:
         error = result.error
         print(f"qoe: probe failed: {error.kind}: {error.message}", file=sys.stderr)

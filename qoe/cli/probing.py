@@ -22,7 +22,7 @@ from qoe.cli.common import (
     size,
 )
 from qoe.errors import ConfigError
-from qoe.report import results_table
+from qoe.report import host_note, results_table
 from qoe.signal import COHOST_TONE_HZ
 from qoe.timeline import Timeline
 
@@ -341,6 +341,8 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
         print(json.dumps([r.to_dict() for r in results], indent=2))
     else:
         print(results_table(results))
+        if (note := host_note(results)) is not None:
+            print(note)
     failed = [r for r in results if not r.success]
     for r in failed:
         assert r.error is not None
