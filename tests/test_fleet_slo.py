@@ -160,3 +160,32 @@ def test_an_overloaded_probe_host_is_a_warning_not_a_verdict() -> None:
     ]
     assert all(v.passed for v in judgement.verdicts)
     assert summary_table(judgement).endswith("warning: " + judgement.warnings[0])
+
+
+def test_an_slo_broken_only_on_an_overloaded_host_is_flagged_not_failed() -> None:
+    slo = parse_slo("video.freeze_count max <= 0", numeric_fields(()))
+
+    def run(freezes: int, overloaded: bool) -> dict:
+        return result(
+            video={"stall_ratio": 0.0, "freeze_count": freezes}, probe_host={"overloaded": overloaded}
+        )
+
+    # The one freeze came on a host too busy to trust: not judged.
+    flagged = evaluate(slo, "t", "none", [run(0, False), run(1, True), run(0, False)], planned=3)
+    assert (flagged.passed, flagged.flagged, flagged.status) == (False, True, "flagged")
+    assert flagged.message.endswith(
+        "holds over the 2 runs whose host kept up, so not judged: the probe host was overloaded in 1"
+    )
+    # A freeze on a host that kept up fails, whatever the others did.
+    failed = evaluate(slo, "t", "none", [run(1, False), run(1, True), run(0, False)], planned=3)
+    assert (failed.passed, failed.flagged, failed.status) == (False, False, "FAIL")
+    # With no run on a host that kept up there is nothing to judge by: it fails.
+    assert evaluate(slo, "t", "none", [run(1, True)], planned=1).status == "FAIL"
+    # A flagged SLO does not fail the fleet; the reports say what was not judged.
+    fleet = parse_fleet(FLEET.replace("count = 7", "count = 1").replace("count = 11", "count = 1"))
+    runs = expand(fleet)
+    judgement = judge(fleet, runs, [])
+    judgement.verdicts[:] = [flagged]
+    assert judgement.passed
+    assert "1 not judged, broken only by runs on an overloaded probe host" in summary_table(judgement)
+    assert "<skipped " in junit_xml(judgement) and 'skipped="1"' in junit_xml(judgement)

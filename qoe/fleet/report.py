@@ -33,7 +33,7 @@ class Judgement:
 
     @property
     def passed(self) -> bool:
-        return not self.problems and all(v.passed for v in self.verdicts)
+        return not self.problems and all(v.passed or v.flagged for v in self.verdicts)
 
 
 def read_results(paths: Sequence[str | Path]) -> tuple[list[dict[str, Any]], list[str]]:
@@ -111,7 +111,7 @@ def junit_xml(judgement: Judgement, *, name: str = "qoe fleet") -> str:
     for verdict in judgement.verdicts:
         by_group[(verdict.target, verdict.profile)].append(verdict)
     for (target, profile), verdicts in by_group.items():
-        failures = sum(not v.passed for v in verdicts)
+        failures = sum(v.status == "FAIL" for v in verdicts)
         suite = ET.SubElement(
             suites,
             "testsuite",
@@ -119,10 +119,13 @@ def junit_xml(judgement: Judgement, *, name: str = "qoe fleet") -> str:
             tests=str(len(verdicts)),
             failures=str(failures),
             errors="0",
+            skipped=str(sum(v.flagged for v in verdicts)),
         )
         for verdict in verdicts:
             case = ET.SubElement(suite, "testcase", classname=_case_class(verdict), name=str(verdict.slo))
-            if not verdict.passed:
+            if verdict.flagged:
+                ET.SubElement(case, "skipped", message=verdict.message)
+            elif not verdict.passed:
                 failure = ET.SubElement(case, "failure", message=verdict.message, type="SLO")
                 failure.text = f"{target} [{profile}] {verdict.slo}: {verdict.message}"
             else:
@@ -141,7 +144,9 @@ def junit_xml(judgement: Judgement, *, name: str = "qoe fleet") -> str:
         failure.text = "\n".join(judgement.problems)
     total = len(judgement.verdicts) + bool(judgement.problems)
     suites.set("tests", str(total))
-    suites.set("failures", str(sum(not v.passed for v in judgement.verdicts) + bool(judgement.problems)))
+    failed = sum(v.status == "FAIL" for v in judgement.verdicts)
+    suites.set("failures", str(failed + bool(judgement.problems)))
+    suites.set("skipped", str(sum(v.flagged for v in judgement.verdicts)))
     ET.indent(suites)
     return ET.tostring(suites, encoding="unicode", xml_declaration=True) + "\n"
 
@@ -149,8 +154,9 @@ def junit_xml(judgement: Judgement, *, name: str = "qoe fleet") -> str:
 def summary_table(judgement: Judgement) -> str:
     """One row per SLO per target and profile, failing rows first."""
     rows = [("target", "profile", "slo", "verdict", "detail")]
-    for v in sorted(judgement.verdicts, key=lambda v: (v.passed, v.target, v.profile)):
-        rows.append((v.target, v.profile, str(v.slo), "pass" if v.passed else "FAIL", v.message))
+    order = {"FAIL": 0, "flagged": 1, "pass": 2}
+    for v in sorted(judgement.verdicts, key=lambda v: (order[v.status], v.target, v.profile)):
+        rows.append((v.target, v.profile, str(v.slo), v.status, v.message))
     widths = [max(len(r[i]) for r in rows) for i in range(4)]
     lines = []
     for n, row in enumerate(rows):
@@ -160,7 +166,11 @@ def summary_table(judgement: Judgement) -> str:
         if n == 0:
             lines.append("  ".join("-" * w for w in widths) + "  ------")
     held = sum(v.passed for v in judgement.verdicts)
-    lines.append(f"\n{held} of {len(judgement.verdicts)} SLOs hold")
+    flagged = sum(v.flagged for v in judgement.verdicts)
+    lines.append(
+        f"\n{held} of {len(judgement.verdicts)} SLOs hold"
+        + (f"; {flagged} not judged, broken only by runs on an overloaded probe host" if flagged else "")
+    )
     lines += [f"problem: {p}" for p in judgement.problems]
     lines += [f"warning: {w}" for w in judgement.warnings]
     return "\n".join(lines)

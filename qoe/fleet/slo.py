@@ -10,6 +10,12 @@ It never passes by default:
 - a figure that a successful run did not measure (``null``) fails the SLO: an objective on a
   figure nobody measured is a broken check, not a met one;
 - a group with no runs at all (a shard's results missing from a report) fails.
+
+One exception: a probe run whose own host was overloaded (``probe_host.overloaded``) may
+show freezes and latency that are the machine's, not the stream's. An SLO that its group
+breaks only because of such runs, and holds over the runs whose host kept up, is *flagged*:
+neither passed nor failed, reported as not judged. Every run on a busy host, and an SLO that
+the runs whose host kept up also break, still fails.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import math
 import operator
 import re
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -149,12 +155,36 @@ class Verdict:
     measured: float | None
     runs: int
     message: str
+    flagged: bool = False
+    """Broken only by runs whose probe host was overloaded: not judged (see the module doc)."""
+
+    @property
+    def status(self) -> str:
+        return "pass" if self.passed else "flagged" if self.flagged else "FAIL"
 
 
 def evaluate(
     slo: SLO, target: str, profile: str, results: Sequence[dict], planned: int | None = None
 ) -> Verdict:
     """Judge ``slo`` over one group's results (ProbeResult dicts); see the module docstring."""
+    verdict = _evaluate(slo, target, profile, results, planned)
+    if verdict.passed or (planned or 0) > len(results):
+        return verdict
+    kept_up = [r for r in results if get_path(r, "probe_host.overloaded") is not True]
+    busy = len(results) - len(kept_up)
+    if not busy or not kept_up or not _evaluate(slo, target, profile, kept_up, None).passed:
+        return verdict
+    return replace(
+        verdict,
+        flagged=True,
+        message=f"{verdict.message}; holds over the {len(kept_up)} runs whose host kept up, so "
+        f"not judged: the probe host was overloaded in {busy}",
+    )
+
+
+def _evaluate(
+    slo: SLO, target: str, profile: str, results: Sequence[dict], planned: int | None
+) -> Verdict:
 
     def verdict(passed: bool, measured: float | None, message: str) -> Verdict:
         return Verdict(slo, target, profile, passed, measured, len(results), message)
