@@ -6,12 +6,14 @@ import asyncio
 import json
 import subprocess
 import sys
+import time
 import xml.etree.ElementTree as ET
 from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT
+from tests.conftest import ROOT, room_process
+from tests.servers import free_port, stop_process
 
 pytestmark = pytest.mark.slow
 
@@ -141,3 +143,30 @@ async def test_shards_merge_to_the_unsharded_verdict(room_proc, tmp_path) -> Non
     verdict = {key: message is None for key, message in cases(tmp_path / "all.xml").items()}
     assert verdict == {key: message is None for key, message in cases(tmp_path / "merged.xml").items()}
     assert sum(not passed for passed in verdict.values()) == 2
+
+
+def test_the_fleet_waits_for_a_room_started_after_it_and_warms_up_unscored(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A CI job that starts the room and the fleet together gets a verdict on the room, not
+    connection errors for the runs that came first, nor the start-up of either side."""
+    port = free_port()
+    fleet = tmp_path / "fleet.toml"
+    text = FLEET.format(url=f"http://127.0.0.1:{port}", av_slo=AV_SLO)
+    fleet.write_text(text.replace("count = 3", "count = 1\nwait = 20\nwarmup = 1"))
+    runner = subprocess.Popen(
+        [sys.executable, "-m", "qoe", "fleet", "run", str(fleet)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=ROOT,
+        stdin=subprocess.DEVNULL,
+    )
+    try:
+        time.sleep(2.0)  # the fleet is waiting before the room exists
+        with room_process("--port", str(port)):
+            out, err = runner.communicate(timeout=90)
+    finally:
+        stop_process(runner)
+    assert runner.returncode == 0, out + err
+    assert "qoe fleet: waiting up to 20 s for 1 target server(s) to answer" in err
+    assert "qoe fleet: warming up: watching 2 target(s) for 1 s, unscored" in err
+    assert "[2/2]" in err and "8 of 8 SLOs hold" in out

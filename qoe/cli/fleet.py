@@ -130,7 +130,7 @@ def _finish_judgement(judgement: Any, junit: str | None) -> int:
 
 
 async def _cmd_fleet_run(args: argparse.Namespace) -> int:
-    from qoe.fleet import Progress, expand, judge, load_fleet, parse_shard, run_fleet
+    from qoe.fleet import Progress, expand, get_ready, judge, load_fleet, parse_shard, run_fleet
     from qoe.fleet.runner import default_workers
 
     fleet = load_fleet(args.file)
@@ -149,11 +149,17 @@ async def _cmd_fleet_run(args: argparse.Namespace) -> int:
     if workers < 1:
         raise ConfigError(f"--workers must be at least 1, got {workers}")
     progress = Progress(len(runs))
+
+    def note(line: str) -> None:
+        print(f"qoe fleet: {line}", file=sys.stderr, flush=True)
+
     where = f" (shard {shard})" if shard else ""
     print(
         f"qoe fleet: {len(runs)} probe runs{where}, {concurrency} at once in {workers} process(es)",
         file=sys.stderr,
     )
+
+    await get_ready(fleet, list({run.target.name: run.target for run in runs}.values()), note)
 
     def on_result(result: Any) -> None:
         if out is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from qoe.fleet.config import Fleet, Target, load_fleet, parse_fleet
 from qoe.fleet.plan import Run, Shard, expand, parse_shard
 from qoe.fleet.report import Judgement, judge, junit_xml, read_results, summary_table
-from qoe.fleet.runner import Progress, run_fleet
+from qoe.fleet.runner import Progress, get_ready, run_fleet
 from qoe.fleet.slo import SLO, Verdict, parse_slo
 
 __all__ = [
@@ -23,6 +23,7 @@ __all__ = [
     "Target",
     "Verdict",
     "expand",
+    "get_ready",
     "judge",
     "junit_xml",
     "load_fleet",

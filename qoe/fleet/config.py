@@ -46,7 +46,7 @@ from qoe.fleet.locate import Locator
 from qoe.fleet.slo import SLO, check_parts, numeric_fields, parse_slo
 from sim.profiles import list_profiles
 
-__all__ = ["DEFAULTS", "Fleet", "Target", "load_fleet", "parse_fleet"]
+__all__ = ["DEFAULTS", "FLEET_ONLY", "Fleet", "Target", "load_fleet", "parse_fleet"]
 
 T = TypeVar("T")
 
@@ -55,13 +55,17 @@ DEFAULTS: dict[str, Any] = {
     "count": 1,
     "profiles": ["none"],
     "interval": 60.0,
-    "concurrency": 8,
     "join_timeout": 10.0,
     "media_timeout": 5.0,
     "decode": True,
     "seed": None,
 }
 """Fleet-wide defaults, in one place; ``[fleet]`` overrides them, a target overrides that."""
+FLEET_ONLY: dict[str, Any] = {"concurrency": 8, "wait": 30.0, "warmup": 2.0}
+"""``[fleet]`` settings a target cannot override: how many probes at once; how long ``qoe
+fleet run`` waits for each target's server to take a connection; and how long it watches
+each target, unscored, before the measured runs (0: not at all), so that start-up costs on
+either side (a room's first encoders, the runner's first decoders) are not judged."""
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
 RESERVED_LABELS = {
@@ -106,6 +110,8 @@ class Fleet:
     concurrency: int
     allow: tuple[str, ...] = ()
     """Extra URL patterns ``qoe serve``'s /probe may reach besides the targets (fnmatch)."""
+    wait: float = FLEET_ONLY["wait"]
+    warmup: float = FLEET_ONLY["warmup"]
 
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
@@ -167,8 +173,14 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     fleet_table = data.get("fleet", {})
     if not isinstance(fleet_table, dict):
         raise c.fail(("fleet",), "must be a [fleet] table")
-    c.keys(fleet_table, {*DEFAULTS, "allow"}, ("fleet",))
+    c.keys(fleet_table, {*DEFAULTS, *FLEET_ONLY, "allow"}, ("fleet",))
     settings.update(_settings(c, fleet_table, ("fleet",)))
+    fleet_only = dict(FLEET_ONLY)
+    if "concurrency" in fleet_table:
+        fleet_only["concurrency"] = c.integer(fleet_table["concurrency"], ("fleet", "concurrency"))
+    for key in ("wait", "warmup"):
+        if key in fleet_table:
+            fleet_only[key] = c.checked(("fleet", key), checks.number, fleet_table[key], minimum=0.0)
     allow = tuple(c.strings(fleet_table["allow"], ("fleet", "allow"))) if "allow" in fleet_table else ()
 
     phases = sorted({p for kind in PROBES for p in phases_of(kind)})
@@ -182,8 +194,7 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
         where: tuple[str | int, ...] = ("targets", i)
         c.keys(
             raw,
-            {"name", "url", "kind", "probe", "labels", "slos", "options", "clock_offset", *DEFAULTS}
-            - {"concurrency"},
+            {"name", "url", "kind", "probe", "labels", "slos", "options", "clock_offset", *DEFAULTS},
             where,
         )
         name = c.string(raw.get("name"), (*where, "name"))
@@ -249,7 +260,15 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
             slos.append(_parse(c, text_slo, ("slos", j), fields))
     for j, table in enumerate(data.get("slo", [])):
         slos.append(_slo_table(c, table, ("slo", j), fields, names))
-    return Fleet(path, tuple(targets), tuple(slos), settings["concurrency"], allow)
+    return Fleet(
+        path,
+        tuple(targets),
+        tuple(slos),
+        fleet_only["concurrency"],
+        allow,
+        wait=fleet_only["wait"],
+        warmup=fleet_only["warmup"],
+    )
 
 
 def _settings(c: _Checker, table: dict[str, Any], where: tuple[str | int, ...]) -> dict[str, Any]:
@@ -257,9 +276,8 @@ def _settings(c: _Checker, table: dict[str, Any], where: tuple[str | int, ...]) 
     for key in ("duration", "interval", "join_timeout", "media_timeout"):
         if key in table:
             out[key] = c.number(table[key], (*where, key))
-    for key in ("count", "concurrency"):
-        if key in table:
-            out[key] = c.integer(table[key], (*where, key))
+    if "count" in table:
+        out["count"] = c.integer(table["count"], (*where, "count"))
     if "decode" in table:
         out["decode"] = c.checked((*where, "decode"), checks.boolean, table["decode"])
     if "seed" in table:

@@ -9,21 +9,32 @@ result with it silently: each of its unfinished runs becomes a failed result.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import dataclasses
 import json
 import math
 import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import IO
+from urllib.parse import urlsplit
 
 from probes import ProbeSpec, probe_spec, run_probe
 from qoe import clock
 from qoe.errors import ProbeError
-from qoe.fleet.config import load_fleet
+from qoe.fleet.config import Fleet, Target, load_fleet
 from qoe.fleet.plan import Run, expand
 from qoe.result import ProbeResult
 
-__all__ = ["PROBES_PER_WORKER", "Progress", "default_workers", "run_fleet", "run_worker", "spec_for"]
+__all__ = [
+    "PROBES_PER_WORKER",
+    "Progress",
+    "default_workers",
+    "get_ready",
+    "run_fleet",
+    "run_worker",
+    "spec_for",
+]
 
 START_INTERVAL = 0.05
 """Seconds between probe starts within one process. Joining costs a burst of CPU (ICE, a
@@ -55,6 +66,63 @@ def spec_for(run: Run) -> ProbeSpec:
         clock_offset=target.clock_offset,
         options=target.options,
     )
+
+
+DEFAULT_PORTS = {"http": 80, "https": 443, "ws": 80, "wss": 443, "rtmp": 1935, "rtmps": 443, "rtsp": 554}
+
+
+def _address(url: str) -> tuple[str, int] | None:
+    parts = urlsplit(url)
+    try:
+        port = parts.port or DEFAULT_PORTS.get(parts.scheme)
+    except ValueError:
+        return None
+    return (parts.hostname, port) if parts.hostname and port else None
+
+
+async def _answers(host: str, port: int, deadline: float) -> bool:
+    """Whether ``host:port`` takes a TCP connection before ``deadline`` (monotonic), retried."""
+    while True:
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_connection(host, port), 1.0)
+        except (OSError, TimeoutError):
+            if clock.monotonic() >= deadline:
+                return False
+            await asyncio.sleep(0.25)
+            continue
+        writer.close()
+        with contextlib.suppress(OSError):
+            await writer.wait_closed()
+        return True
+
+
+async def get_ready(fleet: Fleet, targets: Sequence[Target], note: Callable[[str], None]) -> None:
+    """Before the measured runs: wait up to ``fleet.wait`` seconds for each target's server to
+    take a connection (a room started just before the fleet may not listen yet), then watch
+    each target for ``fleet.warmup`` seconds, unscored. ``note`` is told what is waited for
+    and what went wrong; nothing here fails the fleet, since the measured runs will say it."""
+    deadline = clock.monotonic() + fleet.wait
+    addresses = sorted({a for t in targets if (a := _address(t.url)) is not None})
+    waits = [asyncio.create_task(_answers(host, port, deadline)) for host, port in addresses]
+    done, _ = await asyncio.wait(waits, timeout=1.0) if waits else (set(), set())
+    if len(done) < len(waits):
+        note(f"waiting up to {fleet.wait:g} s for {len(waits) - len(done)} target server(s) to answer")
+    for (host, port), answered in zip(addresses, await asyncio.gather(*waits), strict=True):
+        if not answered:
+            note(f"{host}:{port} did not answer within {fleet.wait:g} s; its runs will say why")
+    if fleet.warmup <= 0:
+        return
+    note(f"warming up: watching {len(targets)} target(s) for {fleet.warmup:g} s, unscored")
+    gate = asyncio.Semaphore(fleet.concurrency)
+
+    async def warm(target: Target) -> None:
+        async with gate:
+            spec = dataclasses.replace(spec_for(Run(target, target.profiles[0], 0)), duration=fleet.warmup)
+            result = await run_probe(spec)
+        if not result.success and result.error is not None:
+            note(f"warm-up of {target.name} failed ({result.error.kind}: {result.error.message})")
+
+    await asyncio.gather(*(warm(t) for t in targets))
 
 
 async def run_fleet(
