@@ -19,13 +19,14 @@ import time
 import urllib.error
 import urllib.parse
 import urllib.request
-import xml.etree.ElementTree as ET
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any, NoReturn
 
 import pytest
 from aiohttp import web
+
+from sim.room.nginx import NGINX_RTMP_MODULE, NginxRtmp
 
 __all__ = [
     "NginxRtmp",
@@ -180,93 +181,20 @@ def pushgateway(tmp: Path) -> Iterator[str]:
         yield f"http://127.0.0.1:{port}"
 
 
-NGINX_RTMP_MODULE = Path("/usr/lib/nginx/modules/ngx_rtmp_module.so")
-"""Where Debian's libnginx-mod-rtmp puts the module."""
-
-
-class NginxRtmp:
-    """A running nginx with the RTMP module: RTMP ingest and play on ``rtmp_port``, and the
-    HLS it cuts (1 s fragments, 6 s playlists) and ``/stat`` over HTTP on ``http_port``. The
-    module serves no HTTP-FLV."""
-
-    def __init__(self, rtmp_port: int, http_port: int, root: Path) -> None:
-        self.rtmp_port = rtmp_port
-        self.http_port = http_port
-        self.root = root
-
-    def rtmp_url(self, stream: str, app: str = "live") -> str:
-        return f"rtmp://127.0.0.1:{self.rtmp_port}/{app}/{stream}"
-
-    def hls_url(self, stream: str) -> str:
-        return f"http://127.0.0.1:{self.http_port}/hls/{stream}.m3u8"
-
-    def log_tail(self, lines: int = 30) -> str:
-        """The end of nginx's error log (``info`` level): what it did with each client."""
-        try:
-            return "\n".join((self.root / "error.log").read_text(errors="replace").splitlines()[-lines:])
-        except OSError as exc:
-            return f"(no nginx log: {exc})"
-
-    def publishing(self) -> set[str]:
-        """Names of the streams being published now (from ``/stat``)."""
-        with urllib.request.urlopen(f"http://127.0.0.1:{self.http_port}/stat", timeout=5) as r:
-            root = ET.fromstring(r.read())
-        return {
-            name
-            for stream in root.iter("stream")
-            if (name := stream.findtext("name")) and stream.find("./client/publishing") is not None
-        }
-
-    def wait_publishing(self, stream: str, timeout: float = 15.0) -> None:
-        deadline = time.monotonic() + timeout
-        while stream not in self.publishing():
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"nobody published {stream!r} within {timeout:g} s")
-            time.sleep(0.05)
-
-    def wait_segments(self, stream: str, count: int, timeout: float = 20.0) -> None:
-        """Wait until the HLS playlist of ``stream`` lists at least ``count`` segments."""
-        playlist = self.root / "hls" / f"{stream}.m3u8"
-        deadline = time.monotonic() + timeout
-        while not playlist.exists() or playlist.read_text().count("#EXTINF") < count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"{playlist} did not list {count} segments within {timeout:g} s")
-            time.sleep(0.05)
-
-
 @contextlib.contextmanager
 def nginx_rtmp(tmp: Path, *, play_restart: bool = True) -> Iterator[NginxRtmp]:
-    """nginx with libnginx-mod-rtmp on loopback, configured as Debian's package needs it here, under ``tmp``.
-
-    ``play_restart`` (on here, off in nginx-rtmp's defaults) makes nginx tell its players
-    ``NetStream.Play.Stop`` when the publisher leaves; without it they hear nothing and only
-    see the media stop.
-    """
-    binary = require("nginx")
-    module = require_file(NGINX_RTMP_MODULE, "libnginx-mod-rtmp")
-    rtmp_port, http_port = free_port(), free_port()
-    (tmp / "hls").mkdir(parents=True, exist_ok=True)
-    (tmp / "tmp").mkdir(exist_ok=True)
-    config = tmp / "nginx.conf"
-    # As root, nginx's workers would run as "nobody", who cannot write the HLS fragments into
-    # a private temporary directory.
-    user = "user root;\n" if os.geteuid() == 0 else ""
-    config.write_text(
-        f"load_module {module};\n{user}"
-        f"daemon off; pid {tmp}/nginx.pid; error_log {tmp}/error.log info;\n"
-        "events {}\n"
-        f"rtmp {{ server {{ listen 127.0.0.1:{rtmp_port}; application live {{ live on; record off;\n"
-        f"  play_restart {'on' if play_restart else 'off'};\n"
-        f"  hls on; hls_path {tmp}/hls; hls_fragment 1s; hls_playlist_length 6s; }} }} }}\n"
-        f"http {{ client_body_temp_path {tmp}/tmp; proxy_temp_path {tmp}/tmp;\n"
-        f"  fastcgi_temp_path {tmp}/tmp; uwsgi_temp_path {tmp}/tmp; scgi_temp_path {tmp}/tmp;\n"
-        "  access_log off;\n"
-        f"  server {{ listen 127.0.0.1:{http_port}; location /hls {{ alias {tmp}/hls; }}\n"
-        "    location /stat { rtmp_stat all; } } }\n"
-    )
-    args = [binary, "-e", str(tmp / "err0.log"), "-p", str(tmp), "-c", str(config)]
-    with _process(args, f"http://127.0.0.1:{http_port}/stat", tmp / "nginx.log"):
-        yield NginxRtmp(rtmp_port, http_port, tmp)
+    """nginx with libnginx-mod-rtmp on free loopback ports, under ``tmp``: the server
+    ``qoe rtmp-server`` runs (:mod:`sim.room.nginx`), with a missing install a test failure
+    under CI and a skip elsewhere."""
+    require("nginx")
+    require_file(NGINX_RTMP_MODULE, "libnginx-mod-rtmp")
+    server = NginxRtmp(tmp, rtmp_port=free_port(), http_port=free_port(), play_restart=play_restart)
+    with server:
+        try:
+            yield server
+        except Exception:
+            print(server.log_tail())
+            raise
 
 
 FFMPEG_TESTSRC = [
