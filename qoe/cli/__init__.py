@@ -21,7 +21,7 @@ import sys
 from collections.abc import Sequence
 
 from qoe import __version__, looplag
-from qoe.cli import fleet, probing, tools
+from qoe.cli import fleet, probing, servers, tools
 from qoe.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
 from qoe.errors import ConfigError
 
@@ -55,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
     probing.add_commands(sub)
     tools.add_commands(sub)
     fleet.add_commands(sub)
+    servers.add_commands(sub)
     return parser
 
 
