@@ -361,8 +361,10 @@ async def _cmd_room(args: argparse.Namespace) -> int:
         room,
         args.host,
         args.port,
-        lambda: f"qoe room: serving {room.url}\n"
-        f"  watch room demo: {room.url}/whep/demo (WebRTC), {room.url}/flv/demo.flv (HTTP-FLV), "
-        f"{room.url}/hls/demo/index.m3u8 (HLS)\n"
-        f"  publish a room: {room.url}/whip/ROOM (WHIP); its viewers take the same three forms",
+        lambda: (
+            f"qoe room: serving {room.url}\n"
+            f"  watch room demo: {room.url}/whep/demo (WebRTC), {room.url}/flv/demo.flv (HTTP-FLV), "
+            f"{room.url}/hls/demo/index.m3u8 (HLS)\n"
+            f"  publish a room: {room.url}/whip/ROOM (WHIP); its viewers take the same three forms"
+        ),
     )

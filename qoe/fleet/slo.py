@@ -182,9 +182,7 @@ def evaluate(
     )
 
 
-def _evaluate(
-    slo: SLO, target: str, profile: str, results: Sequence[dict], planned: int | None
-) -> Verdict:
+def _evaluate(slo: SLO, target: str, profile: str, results: Sequence[dict], planned: int | None) -> Verdict:
 
     def verdict(passed: bool, measured: float | None, message: str) -> Verdict:
         return Verdict(slo, target, profile, passed, measured, len(results), message)
