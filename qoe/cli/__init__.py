@@ -33,7 +33,9 @@ join time, freezes, glass-to-glass latency and A/V sync, and report them.
 
 Start here:
   qoe demo                         room + host + 3 viewers in one process, prints a table
-  qoe room --port 8080             the embedded live room (WHIP in, WHEP out) until Ctrl-C
+  qoe room --port 8080             the embedded live room (WHIP in; WHEP, FLV, HLS out) until Ctrl-C
+  qoe probe http://127.0.0.1:8080/flv/demo.flv   the room as an HTTP-FLV player gets it
+  qoe rtmp-server                  nginx-rtmp on loopback, for qoe publish/probe rtmp://...
   qoe probe http://127.0.0.1:8080/whep/demo --duration 10
   qoe publish http://127.0.0.1:8080/whip/myroom --duration 30
   qoe probe ws://127.0.0.1:8080/chat/demo   chat echo latency
