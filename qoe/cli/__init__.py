@@ -18,6 +18,8 @@ import importlib
 import logging
 import os
 import sys
+import threading
+import time
 from collections.abc import Sequence
 
 from qoe import __version__, looplag
@@ -81,6 +83,32 @@ def _settle_heap(modules: Sequence[str]) -> None:
     looplag.settle_heap()
 
 
+MEDIA_THREADS_GRACE = 6.0
+"""Seconds the process waits at exit for media threads still inside FFmpeg (a reader blocked
+in a read ends within the media timeout, 5 s by default)."""
+
+
+def _exit_when_media_threads_end(code: int) -> int:
+    """Return ``code`` once no media thread of ours (``qoe-*``: FFmpeg readers and writers) is
+    left, or end the process at once if one is still inside FFmpeg after the grace period.
+
+    Such threads are daemons, so a probe never waits on a server that stopped answering; but
+    Python's shutdown frees what a thread still running C code may touch, and a thread that
+    comes back from FFmpeg into a finalising interpreter can crash the process (seen: an HLS
+    viewer's reader, slowed by a busy machine, killed ``qoe probe`` with SIGSEGV after its
+    table was printed). Everything the command had to say is flushed first.
+    """
+    deadline = time.monotonic() + MEDIA_THREADS_GRACE
+    for thread in threading.enumerate():
+        if thread is not threading.current_thread() and thread.name.startswith("qoe-"):
+            thread.join(max(0.0, deadline - time.monotonic()))
+    if any(t.is_alive() and t.name.startswith("qoe-") for t in threading.enumerate()):
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+    return code
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -88,7 +116,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, "media", None):
         _settle_heap(args.media)
     try:
-        return int(asyncio.run(args.handler(args)))
+        return _exit_when_media_threads_end(int(asyncio.run(args.handler(args))))
     except ConfigError as exc:
         sub_command = (
             getattr(args, "fleet_command", None)
