@@ -105,7 +105,8 @@ async def test_a_cohost_run_and_its_interactions_replay(room) -> None:  # type: 
         assert result.success, result.error
         # Something measured (a busy host may see fewer seconds); the point is the replay.
         assert (result.cohost.samples or 0) >= 1 and result.cohost.offset_seconds["median"] is not None
-        assert result.chat.interaction_seconds["p50"] is not None
+        # The host answers on camera each second; a host too busy to keep up may not within 6 s.
+        assert result.chat.interaction_seconds["p50"] is not None or result.probe_host.overloaded
         assert "cohost" in log.participants and log.asked
         assert_replays(result, log)
 

@@ -19,10 +19,13 @@ from sim.room.containers import _FlvTags
 
 
 def assert_watched(result: ProbeResult, av_offset: float) -> None:
+    """Smooth at 30 fps unless the machine (room and probe share it) says it was overloaded;
+    the A/V offset, read from the container's timestamps, holds either way."""
     assert result.success, result.error
     video = result.video
-    assert video.freeze_count == 0 and video.pause_count == 0, video
-    assert video.fps == pytest.approx(30, abs=1.5)
+    if not result.probe_host.overloaded:
+        assert video.freeze_count == 0 and video.pause_count == 0, video
+        assert video.fps == pytest.approx(30, abs=1.5)
     assert video.signal_frames == video.frames and video.dropped_frames == 0
     assert result.av_sync.samples is not None and result.av_sync.samples >= 2
     assert result.av_sync.offset_seconds["median"] == pytest.approx(av_offset, abs=0.010)
