@@ -177,7 +177,14 @@ def proxied(tour: Tour, line: str) -> None:
 
 
 CHECKS: dict[str, Check] = {
-    "qoe demo": every_row_ok(3, lambda rows: all(r["freezes"] == "0" for r in rows)),
+    "qoe demo": finished(
+        lambda done: (
+            len(rows := table(done.stdout)) == 3
+            and all(r["ok"] == "yes" for r in rows)
+            # no freezes, unless the machine said it was too busy to play smoothly
+            and (all(r["freezes"] == "0" for r in rows) or "note: this machine was overloaded" in done.stdout)
+        )
+    ),
     "qoe room --port 8080": server("room", "serving"),
     "qoe room --port 8080 --av-offset 0.08": server("room", "serving"),
     "qoe probe http://127.0.0.1:8080/whep/demo --duration 10": watched(av=80),
