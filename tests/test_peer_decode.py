@@ -36,11 +36,11 @@ def fake_receiver() -> SimpleNamespace:
     )
 
 
-def encoded_frames(count: int, codec: str = "vp8") -> list[bytes]:
+def encoded_frames(count: int, codec: str = "vp8", keyframes: tuple[int, ...] = (0,)) -> list[bytes]:
     video, encoder = SignalVideo(320, 180), VideoEncoder(320, 180, codec=codec)
     frames = []
     for seq in range(count):
-        packets = encoder.encode(video.render(1000 + seq / 30, seq), seq * 3000, keyframe=seq == 0)
+        packets = encoder.encode(video.render(1000 + seq / 30, seq), seq * 3000, keyframe=seq in keyframes)
         frames.append(b"".join(bytes(p) for p in packets))
     return frames
 
@@ -61,14 +61,38 @@ async def test_frames_decode_in_order_onto_the_track_queue(codec: RTCRtpCodecPar
 async def test_a_frame_that_fails_to_decode_raises_the_keyframe_flag() -> None:
     receiver = fake_receiver()
     decoder = _LoopDecoder(receiver)  # type: ignore[arg-type]
-    decoder.put((VP8, JitterFrame(data=b"\x00" * 7, timestamp=0)))
+    keyframe = encoded_frames(1)[0]
+    decoder.put((VP8, JitterFrame(data=keyframe, timestamp=0)))
+    decoder.put((VP8, JitterFrame(data=b"\x00" * 7, timestamp=3000)))
     assert receiver._RTCRtpReceiver__decoder_error.is_set()
-    assert receiver._track._queue.qsize() == 0
+    assert receiver._track._queue.qsize() == 1  # the first keyframe's picture
     assert decoder.errors == 1
     # The decoder keeps going: a keyframe after the bad frame decodes.
-    decoder.put((VP8, JitterFrame(data=encoded_frames(1)[0], timestamp=3000)))
-    assert receiver._track._queue.qsize() == 1
+    decoder.put((VP8, JitterFrame(data=keyframe, timestamp=6000)))
+    assert receiver._track._queue.qsize() == 2
     assert decoder.errors == 1
+
+
+@pytest.mark.parametrize("codec", [VP8, H264], ids=["vp8", "h264"])
+async def test_frames_before_the_first_keyframe_ask_for_one_and_are_not_errors(
+    codec: RTCRtpCodecParameters,
+) -> None:
+    """A viewer that joins a forwarded stream between keyframes gets delta frames first."""
+    receiver = fake_receiver()
+    decoder = _LoopDecoder(receiver)  # type: ignore[arg-type]
+    flag = receiver._RTCRtpReceiver__decoder_error
+    frames = encoded_frames(6, codec.name.lower(), keyframes=(0, 3))
+    for seq in (1, 2):
+        decoder.put((codec, JitterFrame(data=frames[seq], timestamp=seq * 3000)))
+        assert flag.is_set()  # a keyframe is asked for
+        flag.clear()
+    for seq in (3, 4, 5):
+        decoder.put((codec, JitterFrame(data=frames[seq], timestamp=seq * 3000)))
+    queue = receiver._track._queue
+    decoded = [queue.get_nowait() for _ in range(queue.qsize())]
+    assert [read_code(luma(f)).seq for f in decoded] == [3, 4, 5]  # type: ignore[union-attr]
+    assert decoder.errors == 0
+    assert not flag.is_set()
 
 
 async def test_stopping_ends_the_track() -> None:

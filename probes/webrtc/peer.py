@@ -292,6 +292,11 @@ class _LoopDecoder(rtcpatch.LoopDecodeQueue):
     receiver's decode-error flag, on which aiortc asks the sender for a keyframe, as its own
     worker does; the decoder keeps its state, so the frames after it still decode.
 
+    A VP8 or H.264 decoder is given nothing before its first keyframe. A viewer that joins a
+    forwarded stream between keyframes gets delta frames first, which reference pictures it
+    never had: a libwebrtc player decodes none of them and asks for a keyframe. So does this
+    one, and such a frame is not a decode error.
+
     Frames that come with a :class:`FrameArrival` have it completed (keyframe, decode outcome)
     and queued in ``arrivals`` for the track's reader, decoded or not.
     """
@@ -301,6 +306,7 @@ class _LoopDecoder(rtcpatch.LoopDecodeQueue):
         self._error = receiver._RTCRtpReceiver__decoder_error  # type: ignore[attr-defined]
         self._codec_name: str | None = None
         self._decoder: Any = None
+        self._keyframe_needed = False
         self.errors = 0
         """Frames that failed to decode."""
         self.arrivals: deque[FrameArrival] = deque(maxlen=ARRIVALS_KEPT)
@@ -313,11 +319,16 @@ class _LoopDecoder(rtcpatch.LoopDecodeQueue):
         codec, encoded_frame = task
         if codec.name != self._codec_name:
             self._decoder, self._codec_name = _decoder_for(codec), codec.name
+            self._keyframe_needed = codec.mimeType.lower() in VIDEO_DECODERS
         arrival: FrameArrival | None = getattr(encoded_frame, "arrival", None)
         if arrival is not None:
             arrival.timestamp = encoded_frame.timestamp
             arrival.keyframe = is_keyframe(codec.mimeType, encoded_frame.data)
             self.arrivals.append(arrival)
+        if self._keyframe_needed and not is_keyframe(codec.mimeType, encoded_frame.data):
+            self._error.set()  # on which aiortc asks the sender for a keyframe (PLI)
+            return
+        self._keyframe_needed = False
         started = clock.monotonic()
         try:
             frames = self._decoder.decode(encoded_frame)
