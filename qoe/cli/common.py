@@ -22,7 +22,12 @@ __all__ = [
     "add_knobs",
     "knobs_from",
     "positive",
+    "address",
+    "at_least_one",
     "print_result",
+    "listen_address",
+    "listen_port",
+    "port",
     "push",
     "seconds",
     "serve_until_signalled",
@@ -83,6 +88,63 @@ def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
     if freeze:
         group.add_argument(
             "--freeze-every",
+def _port_number(text: str, *, free: bool) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a port number, got {text!r}") from None
+    lowest = 0 if free else 1
+    if not lowest <= value <= 65535:
+        what = "0 (any free one)" if free else "1"
+        raise argparse.ArgumentTypeError(f"a port is from {what} to 65535, got {value}")
+    return value
+
+
+def port(text: str) -> int:
+    """A port to reach a server on: 1-65535. Checked here so a port out of range is a usage
+    error at parse time, not an ``OverflowError`` from the socket layer."""
+    return _port_number(text, free=False)
+
+
+def listen_port(text: str) -> int:
+    """A port to listen on: 1-65535, or 0 for any free one (the command prints the port it
+    got, so 0 is only for servers whose start-up line names it)."""
+    return _port_number(text, free=True)
+
+
+def _host_port(text: str, *, free: bool) -> tuple[str, int]:
+    host, sep, port_text = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    elif ":" in host:
+        raise argparse.ArgumentTypeError(f"put an IPv6 host in brackets, as [::1]:PORT, got {text!r}")
+    if not sep or not host:
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, got {text!r}")
+    return host, _port_number(port_text, free=free)
+
+
+def address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` for IPv6) to reach, as ``(host, port)``; port 1-65535."""
+    return _host_port(text, free=False)
+
+
+def listen_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` to listen on, as ``(host, port)``; port 0 takes any free one."""
+    return _host_port(text, free=True)
+
+
+def at_least_one(text: str) -> int:
+    """A count that must be at least 1 (processes, probes at once): 0 or less is refused
+    rather than read as "not given"."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, got {value}")
+    return value
+
+
             type=positive,
             metavar="S",
             help="stop sending video at every multiple of S seconds of wall time...",
