@@ -19,6 +19,7 @@ from qoe.timeline import (
     ClockPoint,
     CpuReading,
     Failure,
+    IcePair,
     InteractionAsked,
     LoopTick,
     RunInfo,
@@ -40,6 +41,7 @@ _EVENTS: dict[str, type[Any]] = {
     "asked": InteractionAsked,
     "loop_ticks": LoopTick,
     "cpu": CpuReading,
+    "ice_pairs": IcePair,
 }
 
 

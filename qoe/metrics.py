@@ -30,6 +30,7 @@ from qoe.result import (
     ChatSection,
     CohostSection,
     ErrorInfo,
+    IceSection,
     JoinSection,
     LatencySection,
     ProbeHostSection,
@@ -46,6 +47,7 @@ from qoe.timeline import (
     ChatSent,
     ClockPoint,
     CpuReading,
+    IcePair,
     InteractionAsked,
     Timeline,
     ToneOnset,
@@ -80,6 +82,7 @@ __all__ = [
     "fps",
     "freezes",
     "glass_to_glass",
+    "ice",
     "interaction_latencies",
     "join",
     "overloaded",
@@ -465,6 +468,7 @@ def fill_result(result: ProbeResult, log: Timeline) -> None:
         result.chat = chat(log.chat_sent, log.chat_received)
     if log.role:
         result.network = log.network
+    result.ice = ice(log.ice_pairs, log.end)
     if log.loop_ticks or log.cpu:
         result.probe_host = probe_host(log)
     if log.run.clock_domain:
@@ -476,6 +480,15 @@ def fill_result(result: ProbeResult, log: Timeline) -> None:
     result.success = result.error is None
     if log.body_end is not None and log.teardown_end is not None:
         result.teardown_seconds = log.teardown_end - log.body_end
+
+
+def ice(pairs: Sequence[IcePair], end: float | None = None) -> IceSection:
+    """The candidate pair the media took: the last one ICE selected by ``end`` (monotonic
+    seconds; None: the whole log). Unmeasured when ICE selected none in the window."""
+    within = [p for p in pairs if end is None or p.at <= end]
+    if not within:
+        return IceSection()
+    return IceSection(within[-1].local_type, within[-1].remote_type)
 
 
 def _fill_viewer(result: ProbeResult, log: Timeline) -> None:

@@ -24,6 +24,7 @@ __all__ = [
     "ChatSection",
     "CohostSection",
     "ErrorInfo",
+    "IceSection",
     "JoinSection",
     "LatencySection",
     "ProbeResult",
@@ -168,6 +169,16 @@ class PublishSection:
 
 
 @dataclass
+class IceSection:
+    """The path a WebRTC probe's media took: the candidate pair ICE selected."""
+
+    local_candidate_type: str | None = None
+    """The probe's side: ``host``, ``srflx`` (through a NAT), ``prflx`` or ``relay`` (TURN)."""
+    remote_candidate_type: str | None = None
+    """The server's side, of the same types."""
+
+
+@dataclass
 class ProbeHostSection:
     """The probe's own machine while the run watched (see :mod:`qoe.looplag`)."""
 
@@ -217,6 +228,7 @@ class ProbeResult:
     chat: ChatSection = field(default_factory=ChatSection)
     cohost: CohostSection = field(default_factory=CohostSection)
     publish: PublishSection = field(default_factory=PublishSection)
+    ice: IceSection = field(default_factory=IceSection)
     probe_host: ProbeHostSection = field(default_factory=ProbeHostSection)
     network: dict[str, Any] = field(default_factory=dict)
     """What the network emulation did to this probe's packets, per direction (empty: none)."""
@@ -246,6 +258,7 @@ class ProbeResult:
             "chat": ChatSection,
             "cohost": CohostSection,
             "publish": PublishSection,
+            "ice": IceSection,
             "probe_host": ProbeHostSection,
         }
         kwargs: dict[str, Any] = {}

@@ -3,10 +3,10 @@
 A :class:`Timeline` is the one record of a run: phase instants, decoded frames and tone onsets
 (each participant's in its own timeline), chat messages sent and echoed, interaction questions
 asked, the loop's lateness ticks and CPU readings, the watch window and the teardown, what the
-network emulation did, and the failure if there was one. Probes only record; every figure of a
-:class:`~qoe.result.ProbeResult` is computed from the log by :func:`qoe.metrics.result_of`,
-so a log saved with :mod:`qoe.eventlog` gives the same result without a probe running. Times
-come in three kinds, and every field says which:
+network emulation did, the ICE candidate pair selected, and the failure if there was one.
+Probes only record; every figure of a :class:`~qoe.result.ProbeResult` is computed from the
+log by :func:`qoe.metrics.result_of`, so a log saved with :mod:`qoe.eventlog` gives the same
+result without a probe running. Times come in three kinds, and every field says which:
 
 - *monotonic* seconds (:func:`qoe.clock.monotonic`), for intervals on the probe's side;
 - *wall* seconds (Unix time), to compare with the sender's capture time in the test signal;
@@ -29,6 +29,7 @@ __all__ = [
     "ClockPoint",
     "CpuReading",
     "Failure",
+    "IcePair",
     "InteractionAsked",
     "LoopTick",
     "RunInfo",
@@ -137,6 +138,18 @@ class CpuReading:
 
 
 @dataclass(slots=True)
+class IcePair:
+    """The candidate pair ICE selected: the path the media takes."""
+
+    at: float
+    """Monotonic seconds when ICE connected on it."""
+    local_type: str
+    """The probe's candidate: ``host``, ``srflx``, ``prflx`` or ``relay`` (through TURN)."""
+    remote_type: str
+    """The server's candidate, of the same types."""
+
+
+@dataclass(slots=True)
 class Failure:
     """Why the run failed: an error kind of :mod:`qoe.errors` and a one-line message."""
 
@@ -200,6 +213,8 @@ class Timeline:
     """(video frames, audio frames) a publishing probe sent; None for a viewer."""
     network: dict[str, Any] = field(default_factory=dict)
     """What the network emulation did to the run's packets, per direction (empty: none)."""
+    ice_pairs: list[IcePair] = field(default_factory=list)
+    """The candidate pairs ICE selected (WebRTC), in order."""
     run: RunInfo = field(default_factory=RunInfo)
     failure: Failure | None = None
     body_end: float | None = None
