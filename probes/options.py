@@ -5,7 +5,8 @@ collects them by kind. :func:`validate` is the one check every way in goes throu
 runner, before a probe starts (so a probe reads typed values and never converts), ``qoe
 fleet check`` (which reports the file and line), ``qoe probe --option`` and ``/probe``. An
 unknown key is an error with the nearest known key suggested, never silently ignored; a value
-of the wrong type is an error naming the key, the type expected and the value given.
+of the wrong type is an error naming the key, the type expected and the value given (except a
+secret's, such as a bearer token, which no message shows).
 """
 
 from __future__ import annotations
@@ -19,7 +20,15 @@ from qoe.errors import ConfigError
 from qoe.media import Knobs
 from qoe.signal import HOST_TONE_HZ
 
-__all__ = ["SENDER_OPTIONS", "Option", "OptionError", "describe", "validate"]
+__all__ = [
+    "ICE_TRANSPORTS",
+    "SENDER_OPTIONS",
+    "WEBRTC_OPTIONS",
+    "Option",
+    "OptionError",
+    "describe",
+    "validate",
+]
 
 
 @dataclass(frozen=True)
@@ -33,6 +42,8 @@ class Option:
     choices: tuple[str, ...] = ()
     positive: bool = False
     """A number that must be > 0."""
+    secret: bool = False
+    """A credential: a non-empty string that no message, listing or result shows."""
 
     def kind_name(self) -> str:
         if self.choices:
@@ -50,6 +61,27 @@ SENDER_OPTIONS: tuple[Option, ...] = (
     Option("height", int, 360, "picture height", "px", positive=True),
 )
 """What every publisher of the test signal takes (WHIP, RTMP publish)."""
+
+ICE_TRANSPORTS = ("all", "relay")
+
+WEBRTC_OPTIONS: tuple[Option, ...] = (
+    Option(
+        "token",
+        str,
+        None,
+        "bearer token sent on every WHIP/WHEP request (Authorization: Bearer); never shown",
+        secret=True,
+    ),
+    Option(
+        "ice_transport",
+        str,
+        "all",
+        "which candidates ICE may use: relay sends media only through the TURN server the "
+        "endpoint announces (a TURN-only path)",
+        choices=ICE_TRANSPORTS,
+    ),
+)
+"""What every WebRTC probe takes (WHEP viewer, WHIP publisher)."""
 
 
 class OptionError(ConfigError):
@@ -80,6 +112,10 @@ def validate(kind: str, options: Mapping[str, Any], declared: tuple[Option, ...]
 def _check(option: Option, value: Any) -> Any:
     if value is None and option.default is None:
         return None
+    if option.secret:
+        if not isinstance(value, str) or not value:
+            raise checks.BadValue((), "must be a non-empty string (the value given is not shown)")
+        return value
     if option.choices:
         return checks.one_of(value, option.choices)
     if option.type is float:

@@ -11,8 +11,13 @@ Three module attributes are replaced, by :func:`install` and nowhere else:
 - ``aiortc.rtcrtpreceiver.decoder_worker``: does nothing for a receiver whose decoder queue is
   a :class:`LoopDecodeQueue` (the probe decodes those frames on the event loop).
 
-The probes and the room also read private attributes of aiortc's receivers, jitter buffer
-and senders (:data:`PRIVATE`). An aiortc release may move any of them, and a probe would then
+One function reaches into aioice's ICE agent instead of replacing anything:
+:func:`gather_more` gathers candidates from STUN and TURN servers on an agent that has
+gathered already, which neither aiortc nor aioice can do (a WHIP or WHEP server names its
+servers only in the answer to an offer that had to be gathered first).
+
+The probes and the room also read private attributes of aiortc's receivers, jitter buffer,
+senders and ICE agent (:data:`PRIVATE`). An aiortc release may move any of them, and a probe would then
 lose its frame arrivals and A/V sync without a word. So :func:`install` first checks that every
 one exists in the installed aiortc and aioice, and that the code calling the three replaced
 functions still looks them up by their module-level name (else replacing them would change
@@ -27,6 +32,7 @@ module changes nothing.
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import importlib
 import importlib.metadata
@@ -37,6 +43,9 @@ from typing import Any
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
+from aioice import Candidate
+from aiortc import RTCIceServer
+from aiortc.rtcicetransport import RTCIceGatherer, connection_kwargs
 
 __all__ = [
     "DATAGRAM_HOOK",
@@ -45,6 +54,7 @@ __all__ = [
     "IncompatibleAiortc",
     "LoopDecodeQueue",
     "check",
+    "gather_more",
     "install",
     "installed",
 ]
@@ -101,6 +111,13 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aiortc.mediastreams", "MediaStreamTrack", ""),
     ("aiortc.rtcrtpreceiver", "RemoteStreamTrack", "init:_queue"),
     ("aiortc.rtcrtpsender", "RTCRtpSender", "_send_keyframe"),
+    ("aiortc.rtcicetransport", "RTCIceGatherer", "init:_connection"),
+    ("aiortc.rtcicetransport", "", "connection_kwargs"),
+    ("aioice.ice", "", "server_reflexive_candidate"),
+    ("aioice.ice", "Connection", "get_component_candidates"),
+    ("aioice.ice", "Connection", "init:_local_candidates"),
+    ("aioice.ice", "Connection", "init:_protocols"),
+    ("aioice.ice", "Connection", "init:_nominated"),
 )
 """What the patches, :mod:`probes.webrtc.peer` and the room rely on in aiortc and aioice."""
 
@@ -217,3 +234,45 @@ def _decoder_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -
     if isinstance(input_q, LoopDecodeQueue):
         return  # the loop decodes; the thread aiortc starts for it has nothing to do
     _original_decoder_worker(loop, input_q, output_q, decode_error)
+
+
+AIORTC_COMPONENT = 1
+"""The one ICE component of an aiortc agent: it multiplexes RTP and RTCP (rtcp-mux)."""
+
+
+async def gather_more(
+    gatherer: RTCIceGatherer, servers: list[RTCIceServer], *, timeout: float
+) -> list[Candidate]:
+    """Gather candidates from ``servers`` on ``gatherer``, which has gathered already.
+
+    A server-reflexive candidate per IPv4 host candidate from the first STUN server, and a
+    relayed one from the first TURN server (aioice takes one of each, as aiortc configures
+    it); what a server does not give within ``timeout`` seconds is done without. The new
+    candidates join the agent's own, so the checks that start when the answer is applied pair
+    them too, and are returned for the caller to trickle. Call it before the remote
+    description is set: pairs are formed then.
+    """
+    agent: Any = gatherer._connection
+    settings = connection_kwargs(servers)
+    queries: list[Any] = []
+    stun_server = settings.pop("stun_server", None)
+    if stun_server is not None:
+        for protocol in agent._protocols:
+            local = protocol.local_candidate
+            if local.type == "host" and ipaddress.ip_address(local.host).version == 4:
+                reflexive = aioice.ice.server_reflexive_candidate(protocol, stun_server)
+                queries.append(asyncio.wait_for(reflexive, timeout))
+    if "turn_server" in settings:
+        for name, value in settings.items():
+            setattr(agent, name, value)  # the public settings aioice's own gathering reads
+        queries.append(
+            agent.get_component_candidates(component=AIORTC_COMPONENT, addresses=[], timeout=timeout)
+        )
+    found: list[Candidate] = []
+    for outcome in await asyncio.gather(*queries, return_exceptions=True):
+        if isinstance(outcome, list):
+            found += outcome  # the relayed candidate, or none
+        elif isinstance(outcome, tuple):
+            found.append(outcome[0])  # a server-reflexive candidate
+    agent._local_candidates += found
+    return found

@@ -7,7 +7,8 @@ Four things aiortc does not do for us, kept in one place:
   exactly the given addresses; a peer whose signaling goes to a loopback address uses only
   loopback, so nothing leaves the machine.
 - No public STUN. aiortc falls back to a public STUN server when given no configuration;
-  :func:`rtc_configuration` names none unless the caller does.
+  :func:`rtc_configuration` names none (a WHIP or WHEP server announces its own, see
+  :mod:`probes.webrtc.session`).
 - Observation. :class:`RtpObserver` sees each RTP packet and RTCP sender report a receiver
   handles, which aiortc's stats do not expose: the join's "first RTP packet" instant and the
   sender-report mapping from RTP time to the sender's clock (RFC 3550 section 6.4.1).
@@ -39,7 +40,14 @@ from dataclasses import dataclass
 from typing import Any, Protocol, cast
 
 import av
-from aiortc import RTCBundlePolicy, RTCConfiguration, RTCIceServer, RTCRtpReceiver, RTCRtpSender
+from aiortc import (
+    RTCBundlePolicy,
+    RTCConfiguration,
+    RTCIceTransportPolicy,
+    RTCPeerConnection,
+    RTCRtpReceiver,
+    RTCRtpSender,
+)
 from aiortc.codecs import get_decoder
 from aiortc.jitterbuffer import MAX_MISORDER, JitterBuffer, JitterFrame
 from aiortc.mediastreams import VIDEO_TIME_BASE, MediaStreamError, MediaStreamTrack
@@ -63,6 +71,7 @@ __all__ = [
     "next_video_frame",
     "prefer_codecs",
     "rtc_configuration",
+    "selected_pair",
     "stream_seconds",
 ]
 
@@ -96,8 +105,9 @@ def candidate_addresses(addresses: tuple[str, ...] | None) -> Iterator[None]:
         rtcpatch.ICE_ADDRESSES.reset(token)
 
 
-def rtc_configuration(stun: list[str] | None = None) -> RTCConfiguration:
-    """A configuration with the given STUN/TURN URLs and no implicit public server.
+def rtc_configuration(*, relay: bool = False) -> RTCConfiguration:
+    """A configuration with no implicit public STUN server; ``relay`` gathers relayed
+    candidates only (the ``relay`` ICE transport policy: media goes through TURN).
 
     Every m-line shares one transport (max-bundle), as RFC 9725 has WHIP and WHEP endpoints
     do. It also matters to aiortc: under its default "balanced" policy a second transceiver
@@ -105,8 +115,24 @@ def rtc_configuration(stun: list[str] | None = None) -> RTCConfiguration:
     and its sender never starts (a second participant's audio went missing that way).
     """
     return RTCConfiguration(
-        iceServers=[RTCIceServer(url) for url in stun or []], bundlePolicy=RTCBundlePolicy.MAX_BUNDLE
+        iceServers=[],
+        iceTransportPolicy=RTCIceTransportPolicy.RELAY if relay else RTCIceTransportPolicy.ALL,
+        bundlePolicy=RTCBundlePolicy.MAX_BUNDLE,
     )
+
+
+def selected_pair(pc: RTCPeerConnection) -> tuple[str, str] | None:
+    """The types (``host``, ``srflx``, ``prflx``, ``relay``) of the local and the remote
+    candidate of the pair ICE selected, once it has (None before)."""
+    for transceiver in pc.getTransceivers():
+        transport = transceiver.receiver.transport
+        if transport is None:
+            continue
+        agent = transport.transport.iceGatherer._connection
+        pair = agent._nominated.get(rtcpatch.AIORTC_COMPONENT)
+        if pair is not None:
+            return str(pair.local_candidate.type), str(pair.remote_candidate.type)
+    return None
 
 
 def prefer_codecs(transceiver: RTCRtpTransceiver, kind: str, names: tuple[str, ...]) -> None:

@@ -1,34 +1,64 @@
 """One WebRTC session against a WHIP or WHEP endpoint, with its join milestones.
 
 Both probes go through the same steps (offer, POST, answer, ICE, DTLS) and fail in the same
-ways; this class does them once and records each milestone on the probe's timeline.
+ways; this class does them once and records each milestone on the probe's timeline, and the
+candidate pair ICE selected.
+
+STUN and TURN servers. RFC 9725 (section 4.6) has an endpoint name them in ``Link`` headers
+of its 201, the answer to an offer whose candidates were gathered already. aiortc and aioice
+gather once, in ``setLocalDescription``, from the servers the peer connection was made with,
+and cannot take more afterwards. Three ways around that, and why this one:
+
+- an OPTIONS request before the offer, in case its answer carries the ``Link`` headers: RFC
+  9725 advises against it, endpoints need not answer it so, and it costs every join a round
+  trip;
+- a second offer, from a new peer connection, once the 201 has named the servers: it doubles
+  the signaling, and has the server set up a session for nothing;
+- what is done here. The offer carries the host candidates, gathered at once with no server,
+  as it always has, so an endpoint that takes no trickled candidates gets all it can use. The
+  servers the 201 names are then asked for their candidates (server-reflexive from STUN,
+  relayed from TURN: :func:`qoe.rtcpatch.gather_more`) before the answer is applied, so ICE
+  pairs them from its first check. When the 201 gave an ETag they are trickled to the session
+  by PATCH (RFC 9725 section 4.3.2); a server that answers it 405 or 501, or gave no ETag,
+  still learns them from the probe's checks, as peer-reflexive candidates. The offer carries
+  no end-of-candidates, since more may follow the 201 (RFC 8838).
+
+``relay`` (the ``ice_transport`` option) gathers no host candidates at all: the media goes
+through the TURN server the endpoint announces, and without one the join fails at once,
+saying so.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Awaitable, Callable
+import re
+from collections.abc import Awaitable, Callable, Sequence
 from types import TracebackType
 from typing import Any
 from urllib.parse import urlsplit
 
 import aiohttp
 import numpy as np
-from aiortc import RTCPeerConnection, RTCSessionDescription
+from aioice import Candidate
+from aiortc import RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
-from probes.webrtc.peer import addresses_for_host, candidate_addresses, rtc_configuration
-from probes.webrtc.signaling import delete_session, post_offer
+from probes.webrtc.peer import addresses_for_host, candidate_addresses, rtc_configuration, selected_pair
+from probes.webrtc.signaling import Answer, Endpoint, trickle_fragment
 from qoe import clock, rtcpatch
 from qoe.errors import DisconnectedError, DtlsError, IceError, SdpError
-from qoe.timeline import Timeline
+from qoe.redact import redact_url
+from qoe.timeline import IcePair, Timeline
 from sim.shaper import shaping
 
-__all__ = ["DELETE_BUDGET_SECONDS", "Session"]
+__all__ = ["DELETE_BUDGET_SECONDS", "GATHER_SECONDS", "Session"]
 
 DELETE_BUDGET_SECONDS = 4.0
 """Seconds closing a session may take, the WHIP/WHEP DELETE included: a slow server is waited
 for (its time is the run's teardown, never a figure), within the runner's teardown budget."""
+GATHER_SECONDS = 5.0
+"""Seconds the announced STUN and TURN servers get to give their candidates (aioice's own)."""
+END_OF_CANDIDATES = re.compile(r"^a=end-of-candidates\r?\n", re.M)
 
 
 class Session:
@@ -39,11 +69,14 @@ class Session:
         url: str,
         timeline: Timeline,
         *,
-        stun: list[str] | None = None,
+        token: str | None = None,
+        relay: bool = False,
         network: Any = None,
         seed: int | None = None,
     ) -> None:
         self.url = url
+        self.relay = relay
+        """Media through TURN only (the ``relay`` ICE transport policy)."""
         self.network = network
         """A ``sim.profiles.Profile`` to emulate on this peer's sockets, or None."""
         self.shaper: Any = None
@@ -52,9 +85,12 @@ class Session:
         self._seed = seed
         self.timeline = timeline
         rtcpatch.install()  # before the first peer connection: checks aiortc, then patches it
-        self.pc = RTCPeerConnection(rtc_configuration(stun))
+        self.pc = RTCPeerConnection(rtc_configuration(relay=relay))
         self.location: str | None = None
+        self.answer: Answer | None = None
+        """The endpoint's 201, once it came."""
         self._http = aiohttp.ClientSession()
+        self.endpoint = Endpoint(self._http, url, token)
         self._addresses = addresses_for_host(urlsplit(url).hostname or "")
         loop = asyncio.get_running_loop()
         self.failed: asyncio.Future[None] = loop.create_future()
@@ -72,21 +108,55 @@ class Session:
     ) -> None:
         await self.close()
 
-    async def negotiate(self, *, timeout: float) -> None:
-        """Offer, POST, apply the answer; milestones ``signaling`` onwards are recorded."""
+    async def negotiate(
+        self, *, timeout: float, check_answer: Callable[[str, str], None] | None = None
+    ) -> None:
+        """Offer, POST, apply the answer; milestones ``signaling`` onwards are recorded.
+
+        ``check_answer(offer, answer)`` may refuse the answer (raise) before it is applied.
+        """
+        deadline = clock.monotonic() + timeout
         with candidate_addresses(self._addresses), self._shaping() as shaper:
+            self.shaper = shaper
             await self.pc.setLocalDescription(await self.pc.createOffer())
-        self.shaper = shaper
-        answer = await post_offer(self._http, self.url, self.pc.localDescription.sdp, timeout=timeout)
-        self.location = answer.location
-        self.timeline.mark("signaling")
+            offer = END_OF_CANDIDATES.sub("", self.pc.localDescription.sdp)
+            answer = await self.endpoint.post(offer, deadline=deadline)
+            self.answer, self.location = answer, answer.location
+            self.timeline.mark("signaling")
+            if check_answer is not None:
+                check_answer(offer, answer.sdp)
+            announced = await self._gather(answer.ice_servers, deadline)
         for transceiver in self.pc.getTransceivers():
             transport = transceiver.receiver.transport
             transport.on("statechange", self._dtls_watcher(transport))
         try:
             await self.pc.setRemoteDescription(RTCSessionDescription(answer.sdp, "answer"))
         except (ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
-            raise SdpError(f"cannot apply the answer from {self.url}: {exc or type(exc).__name__}") from exc
+            reason = str(exc) or type(exc).__name__
+            raise SdpError(f"cannot apply the answer from {redact_url(self.url)}: {reason}") from exc
+        if announced and answer.etag is not None:
+            fragment = trickle_fragment(offer, [c.to_sdp() for c in announced])
+            left = max(0.5, deadline - clock.monotonic())
+            await self.endpoint.trickle(answer.location, fragment, etag=answer.etag, timeout=left)
+
+    async def _gather(self, servers: Sequence[RTCIceServer], deadline: float) -> list[Candidate]:
+        """Candidates from the STUN and TURN servers the endpoint announced (see the module)."""
+        turn = next((url for s in servers for url in _urls(s) if url.startswith("turn")), None)
+        if self.relay and turn is None:
+            raise IceError(
+                "ice_transport relay needs a TURN server, and the endpoint announced none "
+                '(no Link rel="ice-server" header with a turn: URL)'
+            )
+        if not servers:
+            return []
+        gatherer = self.pc.getTransceivers()[0].receiver.transport.transport.iceGatherer
+        left = min(GATHER_SECONDS, max(0.5, deadline - clock.monotonic()))
+        found = await rtcpatch.gather_more(gatherer, list(servers), timeout=left)
+        if self.relay and not any(c.type == "relay" for c in found):
+            raise IceError(
+                f"ice_transport relay: {turn} gave no relayed candidate (the TURN allocation failed)"
+            )
+        return found
 
     def _shaping(self) -> contextlib.AbstractContextManager[Any]:
         """Emulate ``self.network`` on the sockets gathered inside (they stay shaped)."""
@@ -114,6 +184,9 @@ class Session:
         state = self.pc.iceConnectionState
         if state in ("completed", "connected"):
             self.timeline.mark("ice_connected")
+            pair = selected_pair(self.pc)
+            if pair is not None:
+                self.timeline.ice_pairs.append(IcePair(clock.monotonic(), *pair))
         elif state == "failed":
             self._fail(IceError("ICE failed: no candidate pair works"))
 
@@ -167,5 +240,9 @@ class Session:
             self.shaper.close()
         if self.location is not None:
             remaining = max(0.5, DELETE_BUDGET_SECONDS - (clock.monotonic() - started))
-            await delete_session(self._http, self.location, timeout=remaining)
+            await self.endpoint.delete(self.location, timeout=remaining)
         await self._http.close()
+
+
+def _urls(server: RTCIceServer) -> list[str]:
+    return [server.urls] if isinstance(server.urls, str) else list(server.urls)

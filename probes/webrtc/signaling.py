@@ -1,84 +1,275 @@
-"""The HTTP side of WHIP (RFC 9725) and WHEP: POST an SDP offer, DELETE the session.
+"""The HTTP side of WHIP (RFC 9725) and WHEP: POST the offer, trickle candidates, DELETE.
 
 Every way this can go wrong is mapped here to one :mod:`qoe.errors` kind, with a one-line
-message that names the URL without its secrets.
+message that names the URL without its secrets and never holds the bearer token.
+
+What RFC 9725 asks of a client beyond one POST and one DELETE, and how :class:`Endpoint`
+does it:
+
+- Authentication (section 4.7): given a token, ``Authorization: Bearer TOKEN`` goes on every
+  request, redirected POSTs, PATCH and DELETE included. A server that quotes the token back
+  in an error body does not get it into a message: every message is scrubbed of it.
+- Redirects (section 4.5): 307 and 308 are followed here, by hand, resending the offer and
+  the token, for at most :data:`MAX_REDIRECTS` hops, and the session's ``Location`` resolves
+  against the URL that answered. aiohttp's own following keeps the body of a 307 or 308 but
+  drops the ``Authorization`` header as soon as the host changes, which is exactly what a
+  load balancer handing the session to a media server does; and it turns a 301, 302 or 303
+  POST into a GET without the offer, which is refused here as a broken redirect instead.
+  A hop from https to http is refused too, so the token never travels in the clear.
+- Overload (section 4.5): a 503 with ``Retry-After`` is retried after that delay when the
+  retry still fits before the deadline; otherwise it fails naming the delay asked for.
+- STUN and TURN servers (section 4.6): ``Link: <turn:...>; rel="ice-server"`` headers of the
+  201 become :attr:`Answer.ice_servers` (:mod:`probes.webrtc.session` says how they are used).
+- Trickle ICE (sections 4.3.1 and 4.3.2): :meth:`Endpoint.trickle` PATCHes an
+  ``application/trickle-ice-sdpfrag`` with ``If-Match`` on the ETag the 201 gave. A server
+  that does not take PATCH (405, or 501) is no error: the candidates stay unsent.
 """
 
 from __future__ import annotations
 
+import asyncio
+import email.utils
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass
-from urllib.parse import urljoin
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
+from aiortc import RTCIceServer
+from aiortc.rtcicetransport import parse_stun_turn_uri
+from multidict import CIMultiDict
 
+from qoe import clock
 from qoe.errors import ConnectError, NotFoundError, SignalingError
-from qoe.redact import redact_url
+from qoe.redact import MASK, redact_url
 
-__all__ = ["Answer", "delete_session", "post_offer"]
+__all__ = ["MAX_ATTEMPTS", "MAX_REDIRECTS", "Answer", "Endpoint", "ice_servers", "trickle_fragment"]
 
 SDP_TYPE = "application/sdp"
+TRICKLE_TYPE = "application/trickle-ice-sdpfrag"
+MAX_REDIRECTS = 5
+"""Redirects one POST may follow (a load balancer and a regional one make two)."""
+MAX_ATTEMPTS = 5
+"""POSTs one offer may take when the server answers 503 with Retry-After; the join timeout
+bounds them too, but a server asking again and again for no delay would not be."""
+PATCH_UNSUPPORTED = (405, 501)
 
 
 @dataclass(frozen=True)
 class Answer:
     sdp: str
     location: str
-    """Absolute URL of the session resource (for DELETE)."""
+    """Absolute URL of the session resource (for PATCH and DELETE)."""
     etag: str | None
+    ice_servers: tuple[RTCIceServer, ...] = ()
+    """STUN and TURN servers the 201 announced in its ``Link`` headers, in their order."""
 
 
-async def post_offer(
-    session: aiohttp.ClientSession,
-    url: str,
-    sdp: str,
-    *,
-    timeout: float,
-    token: str | None = None,
-) -> Answer:
-    """POST ``sdp`` to a WHIP/WHEP endpoint and return the answer (201 Created)."""
-    headers = {"Content-Type": SDP_TYPE}
-    if token:
-        headers["Authorization"] = f"Bearer {token}"
-    shown = redact_url(url)
+class Endpoint:
+    """One WHIP or WHEP endpoint, as a client talks to it: with its token on every request."""
+
+    def __init__(self, http: aiohttp.ClientSession, url: str, token: str | None = None) -> None:
+        self._http = http
+        self.url = url
+        self._token = token or None
+
+    def _headers(self, content_type: str | None = None) -> dict[str, str]:
+        headers = {"Content-Type": content_type} if content_type else {}
+        if self._token:
+            headers["Authorization"] = f"Bearer {self._token}"
+        return headers
+
+    def _scrub(self, text: str) -> str:
+        """``text`` without the token, however a server or a library came to quote it."""
+        return text.replace(self._token, MASK) if self._token else text
+
+    async def post(self, sdp: str, *, deadline: float) -> Answer:
+        """POST ``sdp`` and return the answer (201 Created), by ``deadline`` (monotonic s)."""
+        url, hops, attempts = self.url, 0, 0
+        while True:
+            shown = redact_url(url)
+            left = deadline - clock.monotonic()
+            if left <= 0:
+                raise SignalingError(f"{redact_url(self.url)}: no answer before the join timeout")
+            attempts += 1
+            try:
+                async with self._http.post(
+                    url,
+                    data=sdp,
+                    headers=self._headers(SDP_TYPE),
+                    allow_redirects=False,
+                    timeout=aiohttp.ClientTimeout(total=left),
+                ) as response:
+                    body = await response.text(errors="replace")
+                    status, headers = response.status, CIMultiDict(response.headers)
+            except aiohttp.ClientConnectorError as exc:
+                reason = exc.os_error.strerror or str(exc)
+                raise ConnectError(self._scrub(f"cannot connect to {shown}: {reason}")) from exc
+            except aiohttp.ClientError as exc:
+                raise SignalingError(self._scrub(f"{shown}: {type(exc).__name__}: {exc}")) from exc
+            except TimeoutError as exc:
+                raise SignalingError(f"{shown}: no answer within {left:.3g} s") from exc
+            if status in (307, 308):
+                hops += 1
+                url = self._redirect(url, headers.get("Location"), status, hops)
+                continue
+            if status == 503 and "Retry-After" in headers and attempts < MAX_ATTEMPTS:
+                await self._wait_to_retry(shown, headers["Retry-After"], deadline)
+                continue
+            return self._answer(url, status, headers, body)
+
+    def _redirect(self, url: str, location: str | None, status: int, hops: int) -> str:
+        shown = redact_url(url)
+        if not location:
+            raise SignalingError(f"{shown}: HTTP {status} redirect without a Location header")
+        if hops > MAX_REDIRECTS:
+            raise SignalingError(f"{redact_url(self.url)}: more than {MAX_REDIRECTS} redirects")
+        target = urljoin(url, location)
+        if urlsplit(url).scheme == "https" and urlsplit(target).scheme != "https":
+            raise SignalingError(f"{shown}: refused a redirect from https to {redact_url(target)}")
+        return target
+
+    async def _wait_to_retry(self, shown: str, retry_after: str, deadline: float) -> None:
+        delay = retry_delay(retry_after)
+        if delay is None:
+            value = self._scrub(retry_after[:40])
+            raise SignalingError(f"{shown}: HTTP 503 with a Retry-After that is no delay: {value!r}")
+        if clock.monotonic() + delay >= deadline:
+            raise SignalingError(
+                f"{shown}: HTTP 503 Service Unavailable with Retry-After {delay:g} s, past the join timeout"
+            )
+        await asyncio.sleep(delay)
+
+    def _answer(self, url: str, status: int, headers: CIMultiDict[str], body: str) -> Answer:
+        shown = redact_url(url)
+        detail = self._scrub(_first_line(body))
+        if status == 404:
+            raise NotFoundError(f"{shown}: HTTP 404 {detail or 'Not Found'}")
+        if status in (301, 302, 303):
+            raise SignalingError(
+                f"{shown}: HTTP {status} redirect of the POST, which drops the offer; "
+                "WHIP and WHEP redirect with 307 or 308"
+            )
+        if status != 201:
+            raise SignalingError(f"{shown}: expected 201 Created, got HTTP {status} {detail}".rstrip())
+        content_type = headers.get("Content-Type", "").split(";")[0].strip()
+        if content_type.lower() != SDP_TYPE:
+            raise SignalingError(
+                f"{shown}: answer has Content-Type {content_type or 'none'!r}, not {SDP_TYPE}"
+            )
+        location = headers.get("Location")
+        if not location:
+            raise SignalingError(f"{shown}: 201 answer without a Location header (RFC 9725 section 4.2)")
+        links = headers.getall("Link", [])
+        return Answer(body, urljoin(url, location), headers.get("ETag"), ice_servers(links))
+
+    async def trickle(self, location: str, fragment: str, *, etag: str, timeout: float) -> bool:
+        """PATCH ``fragment`` to the session; False when the server does not take PATCH."""
+        headers = {**self._headers(TRICKLE_TYPE), "If-Match": etag}
+        shown = redact_url(location)
+        try:
+            async with self._http.patch(
+                location, data=fragment, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                body = await response.text(errors="replace")
+                status = response.status
+        except (aiohttp.ClientError, OSError) as exc:
+            raise SignalingError(self._scrub(f"PATCH {shown}: {type(exc).__name__}: {exc}")) from exc
+        except TimeoutError as exc:
+            raise SignalingError(f"PATCH {shown}: no answer within {timeout:.3g} s") from exc
+        if status in PATCH_UNSUPPORTED:
+            return False
+        if status not in (200, 204):
+            detail = self._scrub(_first_line(body))
+            raise SignalingError(
+                f"PATCH {shown}: trickled candidates refused with HTTP {status} {detail}".rstrip()
+            )
+        return True
+
+    async def delete(self, location: str, *, timeout: float = 2.0) -> bool:
+        """End a session with DELETE on its resource URL; True if the server confirmed it.
+
+        Best effort: a probe that ends because the server died must not fail again here.
+        """
+        try:
+            async with self._http.delete(
+                location, headers=self._headers(), timeout=aiohttp.ClientTimeout(total=timeout)
+            ) as response:
+                return response.status in (200, 204)
+        except (TimeoutError, aiohttp.ClientError, OSError):
+            return False
+
+
+def retry_delay(value: str) -> float | None:
+    """Seconds a ``Retry-After`` value asks to wait: delay-seconds or an HTTP-date (RFC 9110
+    section 10.2.3); None when it is neither."""
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
     try:
-        async with session.post(
-            url, data=sdp, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-        ) as response:
-            body = await response.text(errors="replace")
-            if response.status == 404:
-                raise NotFoundError(f"{shown}: HTTP 404 {_first_line(body) or 'Not Found'}")
-            if response.status != 201:
-                detail = _first_line(body) or response.reason or ""
-                raise SignalingError(
-                    f"{shown}: expected 201 Created, got HTTP {response.status} {detail}".rstrip()
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - clock.wall())
+
+
+_LINK = re.compile(r'<([^>]*)>((?:\s*;\s*[\w.*-]+\s*=\s*(?:"[^"]*"|[^;,]*))*)')
+_PARAM = re.compile(r';\s*([\w.*-]+)\s*=\s*(?:"([^"]*)"|([^;,]*))')
+
+
+def ice_servers(links: Sequence[str]) -> tuple[RTCIceServer, ...]:
+    """The STUN and TURN servers in ``Link`` header values (``rel="ice-server"``, RFC 9725
+    section 4.6), with their ``username``, ``credential`` and ``credential-type``. A URL aiortc
+    cannot use (another scheme, a malformed one) is left out."""
+    servers = []
+    for value in links:
+        for match in _LINK.finditer(value):
+            params = {
+                param.group(1).lower(): param.group(2)
+                if param.group(2) is not None
+                else param.group(3).strip()
+                for param in _PARAM.finditer(match.group(2))
+            }
+            if "ice-server" not in params.get("rel", "").split():
+                continue
+            url = match.group(1).strip()
+            try:
+                parse_stun_turn_uri(url)
+            except ValueError:
+                continue
+            servers.append(
+                RTCIceServer(
+                    url,
+                    username=params.get("username"),
+                    credential=params.get("credential"),
+                    credentialType=params.get("credential-type", "password"),
                 )
-            content_type = response.headers.get("Content-Type", "").split(";")[0].strip()
-            if content_type.lower() != SDP_TYPE:
-                raise SignalingError(
-                    f"{shown}: answer has Content-Type {content_type or 'none'!r}, not {SDP_TYPE}"
-                )
-            location = response.headers.get("Location")
-            if not location:
-                raise SignalingError(f"{shown}: 201 answer without a Location header (RFC 9725 section 4.2)")
-            return Answer(body, urljoin(str(response.url), location), response.headers.get("ETag"))
-    except aiohttp.ClientConnectorError as exc:
-        raise ConnectError(f"cannot connect to {shown}: {exc.os_error.strerror or exc}") from exc
-    except aiohttp.ClientError as exc:
-        raise SignalingError(f"{shown}: {type(exc).__name__}: {exc}") from exc
-    except TimeoutError as exc:
-        raise SignalingError(f"{shown}: no answer within {timeout:g} s") from exc
+            )
+    return tuple(servers)
 
 
-async def delete_session(session: aiohttp.ClientSession, location: str, *, timeout: float = 2.0) -> bool:
-    """End a session with DELETE on its resource URL; True if the server confirmed it.
+def trickle_fragment(offer: str, candidates: Sequence[str]) -> str:
+    """An ``application/trickle-ice-sdpfrag`` (RFC 8840) carrying ``candidates`` (each the
+    value of an ``a=candidate:`` line) and end-of-candidates, for the offer's ICE session.
 
-    Best effort: a probe that ends because the server died must not fail again here.
+    It names the offer's ICE credentials (so the server knows it is no ICE restart) and its
+    first media section, which under BUNDLE carries the transport of all of them.
     """
-    try:
-        async with session.delete(location, timeout=aiohttp.ClientTimeout(total=timeout)) as response:
-            return response.status in (200, 204)
-    except (TimeoutError, aiohttp.ClientError, OSError):
-        return False
+    ufrag = re.search(r"^a=ice-ufrag:(\S+)", offer, re.M)
+    pwd = re.search(r"^a=ice-pwd:(\S+)", offer, re.M)
+    media = re.search(r"^m=.*$", offer, re.M)
+    mid = re.search(r"^a=mid:(\S+)", offer, re.M)
+    if not (ufrag and pwd and media and mid):
+        raise ValueError("the offer lacks ice-ufrag, ice-pwd, an m= line or a mid")
+    lines = [
+        f"a=ice-ufrag:{ufrag.group(1)}",
+        f"a=ice-pwd:{pwd.group(1)}",
+        media.group(0).strip(),
+        f"a=mid:{mid.group(1)}",
+        *(f"a=candidate:{c}" for c in candidates),
+        "a=end-of-candidates",
+    ]
+    return "\r\n".join(lines) + "\r\n"
 
 
 def _first_line(text: str) -> str:

@@ -18,7 +18,7 @@ import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from probes.base import ProbeSpec, Watch
-from probes.options import Option
+from probes.options import WEBRTC_OPTIONS, Option
 from probes.webrtc.interaction import InteractionLoop, chat_url_for
 from probes.webrtc.peer import (
     FrameArrival,
@@ -77,6 +77,7 @@ OPTIONS = (
         positive=True,
     ),
     Option("chat_url", str, None, "the room's chat WebSocket (default: the WHEP URL with /whep/ as /chat/)"),
+    *WEBRTC_OPTIONS,
 )
 """What ``options`` a WHEP viewer takes (see :mod:`probes.options`)."""
 
@@ -91,11 +92,19 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     ``"VP8,H264"`` by default (``"H264"`` watches as a viewer that takes H.264 only), and
     ``playout``: ``"libwebrtc"`` (default) stamps each frame when a libwebrtc player (Chrome)
     would show it and leaves out the frames it would not show (see docs/PLAYOUT.md);
-    ``"arrival"`` stamps every decoded frame when it reaches the probe.
+    ``"arrival"`` stamps every decoded frame when it reaches the probe; ``token`` and
+    ``ice_transport`` as for every WebRTC session (:mod:`probes.webrtc.session`).
     """
     timeline = watch.open_log(PHASES, "viewer")
     viewer = _Viewer(spec, timeline)
-    session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)
+    session = Session(
+        spec.url,
+        timeline,
+        token=spec.options["token"],
+        relay=spec.options["ice_transport"] == "relay",
+        network=spec.network(),
+        seed=spec.seed,
+    )
     watch.defer(session.close)
 
     async def report(stopped: float) -> None:

@@ -8,7 +8,7 @@ frames it sent. The signal it sends is what viewer probes read back.
 from __future__ import annotations
 
 from probes.base import ProbeSpec, Watch
-from probes.options import SENDER_OPTIONS
+from probes.options import SENDER_OPTIONS, WEBRTC_OPTIONS
 from probes.webrtc.peer import prefer_codecs
 from probes.webrtc.session import Session
 from qoe import clock
@@ -21,7 +21,7 @@ __all__ = ["PHASES", "probe"]
 PHASES = ("signaling", "ice_connected", "dtls_connected")
 
 
-OPTIONS = SENDER_OPTIONS
+OPTIONS = SENDER_OPTIONS + WEBRTC_OPTIONS
 """What ``options`` a WHIP publisher takes (see :mod:`probes.options`)."""
 
 
@@ -29,7 +29,8 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     """Publish to ``spec.url`` over WHIP until the run stops watching; record what it sends.
 
     Options: ``knobs`` (a :class:`~qoe.media.Knobs`), ``tone_hz``, ``slot`` (flash marker
-    position: 0 host, 1 co-host), ``width``, ``height``.
+    position: 0 host, 1 co-host), ``width``, ``height``; ``token`` and ``ice_transport`` as
+    for every WebRTC session (:mod:`probes.webrtc.session`).
     """
     timeline = watch.open_log(PHASES, "publisher")
     fanout = Fanout()
@@ -43,7 +44,14 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         height=options["height"],
     )
     audio, video = fanout.subscribe()
-    session = Session(spec.url, timeline, network=spec.network(), seed=spec.seed)
+    session = Session(
+        spec.url,
+        timeline,
+        token=options["token"],
+        relay=options["ice_transport"] == "relay",
+        network=spec.network(),
+        seed=spec.seed,
+    )
     watch.defer(session.close)
 
     async def report(stopped: float) -> None:
