@@ -11,7 +11,11 @@
         ├── SdpError               "invalid_sdp"    an SDP offer or answer that cannot be applied
         ├── IceError               "ice_failed"     ICE found no working candidate pair
         ├── DtlsError              "dtls_failed"    the DTLS handshake failed
-        ├── NoMediaError           "no_media"       connected, but no media arrived in time
+        ├── NoMediaError           "no_media"       no media arrived in time (when none of its
+        │   │                                       subclasses says more precisely why)
+        │   ├── NoCommonCodecError     "no_common_codec"  the answer has no video the probe decodes
+        │   ├── NoRtpError             "no_rtp"           connected, but no video RTP came
+        │   └── UndecodableError       "undecodable"      video RTP came, no frame could be shown
         ├── NoEchoError            "no_echo"        chat messages sent, none came back
         ├── ProtocolError          "protocol"       the server broke its protocol (e.g. non-JSON chat)
         ├── DisconnectedError      "disconnected"   media stopped mid-probe (peer gone)
@@ -35,8 +39,10 @@ __all__ = [
     "DisconnectedError",
     "DtlsError",
     "IceError",
+    "NoCommonCodecError",
     "NoEchoError",
     "NoMediaError",
+    "NoRtpError",
     "NotFoundError",
     "ProbeError",
     "ProtocolError",
@@ -45,6 +51,7 @@ __all__ = [
     "SdpError",
     "SignalingError",
     "StreamEndedError",
+    "UndecodableError",
 ]
 
 
@@ -88,6 +95,26 @@ class DtlsError(ProbeError):
 
 class NoMediaError(ProbeError):
     kind = "no_media"
+
+
+class NoCommonCodecError(NoMediaError):
+    """The answer rejected the video, sends none, or only in codecs or H.264 profiles the
+    probe did not offer: no frame can come, so the probe says so without waiting."""
+
+    kind = "no_common_codec"
+
+
+class NoRtpError(NoMediaError):
+    """Connected (ICE and DTLS), but not one video RTP packet came within the join timeout."""
+
+    kind = "no_rtp"
+
+
+class UndecodableError(NoMediaError):
+    """Video RTP came within the join timeout, but no frame of it could be shown: it failed
+    to decode, or no keyframe came to start from."""
+
+    kind = "undecodable"
 
 
 class NoEchoError(ProbeError):

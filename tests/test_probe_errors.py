@@ -3,6 +3,10 @@
 Each case is checked twice: through ``qoe probe`` as a user runs it (exit 1, one line on
 stderr, no traceback, JSON with success false) and in this process (no tasks, threads or
 sockets left behind once the result is back).
+
+A WHEP join that connects but shows no video says why, each cause its own kind: an answer
+with no video the probe can decode (``no_common_codec``), no video RTP (``no_rtp``), and RTP
+none of whose frames decode (``undecodable``).
 """
 
 from __future__ import annotations
@@ -11,6 +15,7 @@ import asyncio
 import contextlib
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,13 +24,18 @@ import threading
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import aiortc.rtcrtpsender
 import pytest
 from aiohttp import web
+from aiortc import VideoStreamTrack
+from aiortc.mediastreams import MediaStreamTrack
+from av import VideoFrame
 
 from probes import ProbeSpec, run_probe
 from qoe.result import ProbeResult
 from tests.conftest import ROOT
 from tests.servers import aiohttp_app
+from tests.whep_front import Front, front_end, peer_server
 
 pytestmark = pytest.mark.slow
 
@@ -197,3 +207,88 @@ async def test_server_dies_mid_probe(warmed) -> None:
             result = assert_failed_cleanly(*outcome, kind="disconnected")
             assert result["join"]["total_seconds"] is not None
     assert await settled(warmed) <= warmed
+
+
+# -- connected, but no video -------------------------------------------------------------
+
+ANSWER_EDITS = {
+    "rejected": (
+        lambda sdp: re.sub(r"^m=video \d+", "m=video 0", sdp, flags=re.M),
+        "the answer rejected the video (m=video with port 0); answer: video rejected, audio opus",
+    ),
+    "high profile": (
+        lambda sdp: re.sub(
+            r"^a=rtpmap:(\d+) VP8/90000\r\n",
+            r"a=rtpmap:\1 H264/90000\r\na=fmtp:\1 packetization-mode=1;profile-level-id=640c1f\r\n",
+            sdp,
+            flags=re.M,
+        ),
+        "the answer's video has no codec the probe offered (VP8, H264 (42001f, packetization-mode=1), "
+        "H264 (42e01f, packetization-mode=1)); answer: video H264 (640c1f, packetization-mode=1), audio opus",
+    ),
+}
+
+
+@pytest.mark.parametrize("edit", ANSWER_EDITS)
+async def test_an_answer_with_no_video_the_probe_decodes(room, warmed, edit) -> None:
+    rewrite, says = ANSWER_EDITS[edit]
+    async with room() as live, front_end(Front(live.url, edit_answer=rewrite)) as base:
+        url = f"{base}/whep/demo"
+        result = assert_failed_cleanly(*await cli_probe(url, "--duration", "5"), kind="no_common_codec")
+        in_process = await probe_in_process(url, duration=5)
+    assert result["error"]["message"] == f"no video the probe can decode: {says}"
+    assert in_process.error is not None and in_process.error.kind == "no_common_codec"
+    assert list(in_process.join.phases) == ["signaling"]  # refused at once, not at the join timeout
+    assert in_process.duration_seconds < 1.0
+    assert await settled(warmed) <= warmed
+
+
+class Silent(MediaStreamTrack):
+    """A video track that never has a frame: its sender never sends RTP."""
+
+    kind = "video"
+
+    async def recv(self) -> VideoFrame:
+        return await asyncio.get_running_loop().create_future()
+
+
+BAD_KEYFRAME = bytes([0xF0, 0xFF, 0xFF, 0x9D, 0x01, 0x2A, 0x80, 0x02, 0x68, 0x01]) + bytes(range(200))
+"""A VP8 keyframe header (RFC 6386 section 9.1) whose first partition is longer than the frame."""
+
+
+class BadVp8Encoder:
+    """Takes the place of aiortc's VP8 encoder: every frame is :data:`BAD_KEYFRAME`, in one
+    packet behind a payload descriptor that starts a frame (RFC 7741 section 4.2)."""
+
+    def encode(self, frame: VideoFrame, force_keyframe: bool = False) -> tuple[list[bytes], int]:
+        return [b"\x10" + BAD_KEYFRAME], int(frame.pts or 0)
+
+
+async def test_connected_but_no_rtp(warmed) -> None:
+    async with peer_server(Silent) as url:
+        args = ("--duration", "4", "--join-timeout", "2")
+        result = assert_failed_cleanly(*await cli_probe(url, *args), kind="no_rtp")
+        in_process = await probe_in_process(url, duration=4, join_timeout=2)
+    assert result["error"]["message"] == (
+        "connected, but no video RTP arrived within 2 s (0 audio packets; negotiated video VP8, audio opus)"
+    )
+    assert in_process.error is not None and in_process.error.kind == "no_rtp"
+    assert "dtls_connected" in in_process.join.phases
+    assert await settled(warmed) <= warmed
+
+
+async def test_rtp_none_of_which_decodes(warmed, monkeypatch) -> None:
+    monkeypatch.setattr(aiortc.rtcrtpsender, "get_encoder", lambda codec: BadVp8Encoder())
+    async with peer_server(VideoStreamTrack) as url:
+        args = ("--duration", "4", "--join-timeout", "2")
+        result = assert_failed_cleanly(*await cli_probe(url, *args), kind="undecodable")
+        in_process = await probe_in_process(url, duration=4, join_timeout=2)
+    message = result["error"]["message"]
+    assert message.startswith("video RTP arrived but no frame could be shown within 2 s: ")
+    assert message.endswith("decode errors (negotiated video VP8, audio opus)")
+    packets, frames, keyframes, errors = map(
+        int, re.findall(r"(\d+) (?:packets|frames|keyframes|decode)", message)
+    )
+    assert packets >= frames >= keyframes > 0 and errors == keyframes
+    assert in_process.error is not None and in_process.error.kind == "undecodable"
+    assert in_process.video.decode_errors and in_process.video.decode_errors > 0

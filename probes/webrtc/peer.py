@@ -335,6 +335,10 @@ class _LoopDecoder(rtcpatch.LoopDecodeQueue):
         self._keyframe_needed = False
         self.errors = 0
         """Frames that failed to decode."""
+        self.frames = 0
+        """Encoded frames the jitter buffer handed over, decoded or not."""
+        self.keyframes = 0
+        """Of those, the keyframes."""
         self.arrivals: deque[FrameArrival] = deque(maxlen=ARRIVALS_KEPT)
 
     def put(self, task: Any) -> None:
@@ -346,12 +350,15 @@ class _LoopDecoder(rtcpatch.LoopDecodeQueue):
         if codec.name != self._codec_name:
             self._decoder, self._codec_name = _decoder_for(codec), codec.name
             self._keyframe_needed = codec.mimeType.lower() in VIDEO_DECODERS
+        keyframe = is_keyframe(codec.mimeType, encoded_frame.data)
+        self.frames += 1
+        self.keyframes += keyframe
         arrival: FrameArrival | None = getattr(encoded_frame, "arrival", None)
         if arrival is not None:
             arrival.timestamp = encoded_frame.timestamp
-            arrival.keyframe = is_keyframe(codec.mimeType, encoded_frame.data)
+            arrival.keyframe = keyframe
             self.arrivals.append(arrival)
-        if self._keyframe_needed and not is_keyframe(codec.mimeType, encoded_frame.data):
+        if self._keyframe_needed and not keyframe:
             self._error.set()  # on which aiortc asks the sender for a keyframe (PLI)
             return
         self._keyframe_needed = False
@@ -380,6 +387,10 @@ class _LoopDecoder(rtcpatch.LoopDecodeQueue):
 class LoopDecoding(Protocol):
     errors: int
     """Frames that failed to decode."""
+    frames: int
+    """Encoded frames handed to the decoder's queue, decoded or not."""
+    keyframes: int
+    """Of those, the keyframes."""
 
     def arrivals_through(self, pts: int) -> list[FrameArrival]:
         """Arrivals of the frames up to the one with ``pts`` (none if they are not noted)."""

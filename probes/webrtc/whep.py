@@ -7,6 +7,12 @@ test-signal code and flash marker read and is stamped when a libwebrtc player wo
 the audio is scanned for tone onsets. RTCP sender reports give both streams' mapping to the
 sender's clock, which is how the A/V offset is judged as a lip-syncing player would present
 it.
+
+A join that shows no frame says why, each cause its own error kind: an answer with no video
+the probe can decode (``no_common_codec``, at once, since no frame can come), no video RTP
+once ICE and DTLS connected (``no_rtp``), video RTP none of which could be shown
+(``undecodable``, with the packets, frames and decode errors counted), or, short of a
+connection, ``no_media``.
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from probes.base import ProbeSpec, Watch
 from probes.options import WEBRTC_OPTIONS, Option
+from probes.webrtc.answer import negotiated, video_problem
 from probes.webrtc.interaction import InteractionLoop, chat_url_for
 from probes.webrtc.peer import (
     FrameArrival,
@@ -33,7 +40,14 @@ from probes.webrtc.peer import (
 from probes.webrtc.playout import EncodedFrame, Played, Playout
 from probes.webrtc.session import Session
 from qoe import clock
-from qoe.errors import ConfigError, DisconnectedError, NoMediaError
+from qoe.errors import (
+    ConfigError,
+    DisconnectedError,
+    NoCommonCodecError,
+    NoMediaError,
+    NoRtpError,
+    UndecodableError,
+)
 from qoe.media.compose import mix_regions
 from qoe.media.frames import luma
 from qoe.result import ProbeResult
@@ -117,6 +131,13 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
 
     watch.on_close(report)
     await viewer.watch(session, watch)
+
+
+def _check_video(offer: str, answer: str) -> None:
+    """Refuse an answer that leaves the viewer no video it can decode, before applying it."""
+    problem = video_problem(offer, answer)
+    if problem is not None:
+        raise NoCommonCodecError(f"no video the probe can decode: {problem}; answer: {negotiated(answer)}")
 
 
 def _video_codecs(option: object) -> tuple[str, ...]:
@@ -229,14 +250,10 @@ class _Viewer:
         pc.on("track", lambda track: self._on_track(session, track))
 
         deadline = watch.until
-        await session.negotiate(timeout=min(spec.join_timeout, spec.duration))
+        await session.negotiate(timeout=min(spec.join_timeout, spec.duration), check_answer=_check_video)
         join_left = min(self.timeline.start + spec.join_timeout, deadline) - clock.monotonic()
         if not await session.wait(self.first_frame, max(0.0, join_left)):
-            reached = [p for p in PHASES if p in self.timeline.milestones]
-            raise NoMediaError(
-                f"no decoded video frame within {spec.join_timeout:g} s "
-                f"(reached: {', '.join(reached) or 'nothing'})"
-            )
+            raise self._no_video(session)
         if self.interaction is not None:
             self.consumers.append(asyncio.create_task(self.interaction.run(deadline), name="whep-interact"))
         host_observers = [o for (_, pair), o in self.observers.items() if pair == 0]
@@ -245,6 +262,28 @@ class _Viewer:
             last = max((o.last_packet_at or 0.0) for o in host_observers)
             if clock.monotonic() - last > spec.media_timeout:
                 raise DisconnectedError(f"no media for {spec.media_timeout:g} s; the sender is gone")
+
+    def _no_video(self, session: Session) -> NoMediaError:
+        """Why no frame was shown within the join timeout, as specific as the log allows."""
+        within = f"within {self.spec.join_timeout:g} s"
+        if "dtls_connected" not in self.timeline.milestones:
+            reached = [p for p in PHASES if p in self.timeline.milestones]
+            return NoMediaError(
+                f"no decoded video frame {within} (reached: {', '.join(reached) or 'nothing'})"
+            )
+        agreed = negotiated(session.answer.sdp) if session.answer is not None else "nothing"
+        video, audio = self.observers[("video", 0)], self.observers[("audio", 0)]
+        if video.packets == 0:
+            return NoRtpError(
+                f"connected, but no video RTP arrived {within} "
+                f"({audio.packets} audio packets; negotiated {agreed})"
+            )
+        decoder = self.video_decoders[0]
+        return UndecodableError(
+            f"video RTP arrived but no frame could be shown {within}: {video.packets} packets, "
+            f"{decoder.frames} frames ({decoder.keyframes} keyframes), {decoder.errors} decode errors "
+            f"(negotiated {agreed})"
+        )
 
     def _on_packet(self) -> None:
         self.timeline.mark("first_rtp_packet")
