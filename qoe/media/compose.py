@@ -74,8 +74,10 @@ class RawTap:
     def __init__(self) -> None:
         self._times: deque[float] = deque()
         self._frames: deque[tuple[npt.NDArray[np.uint8], int, int]] = deque()
-        self._ring = np.zeros(AUDIO_RING_SECONDS * AUDIO_RATE, dtype=np.float32)
-        self._written = np.full(AUDIO_RING_SECONDS * AUDIO_RATE, -1, dtype=np.int64)
+        # 2.3 MB of audio ring, made when the first audio comes: a room whose publisher never
+        # sends (or never connects) does not pay for it.
+        self._ring = np.zeros(0, dtype=np.float32)
+        self._written = np.full(0, -1, dtype=np.int64)
         self.last_media = -math.inf
         """Wall time of the latest media handed in (for 'has the participant left')."""
         self._video_read = -math.inf
@@ -104,6 +106,9 @@ class RawTap:
         """Mono samples at 48 kHz whose first one was sent at ``send_time``."""
         start = round(send_time * AUDIO_RATE)
         self.late_samples += int(np.clip(self._audio_read - start, 0, len(samples)))
+        if not len(self._ring):
+            self._ring = np.zeros(AUDIO_RING_SECONDS * AUDIO_RATE, dtype=np.float32)
+            self._written = np.full(AUDIO_RING_SECONDS * AUDIO_RATE, -1, dtype=np.int64)
         index = (start + np.arange(len(samples))) % len(self._ring)
         self._ring[index] = samples
         self._written[index] = start + np.arange(len(samples))
@@ -121,6 +126,8 @@ class RawTap:
         """``count`` samples from ``send_time`` on; silence where nothing was received."""
         start = round(send_time * AUDIO_RATE)
         self._audio_read = max(self._audio_read, start + count)
+        if not len(self._ring):
+            return np.zeros(count, dtype=np.float32)
         wanted = start + np.arange(count)
         index = wanted % len(self._ring)
         return np.where(self._written[index] == wanted, self._ring[index], 0.0).astype(np.float32)

@@ -18,6 +18,7 @@ from qoe.media import Fanout, Knobs, SignalSource
 from qoe.media.compose import Compositor, RawTap
 from sim.room.chat import ChatKnobs, ChatRoom
 from sim.room.containers import ContainerOutput
+from sim.room.limits import RoomLimits
 from sim.room.relay import RelaySource
 
 __all__ = ["DEMO_ROOM", "Peer", "Room"]
@@ -38,10 +39,17 @@ class Peer:
 
 
 class Room:
-    def __init__(self, name: str, knobs: Knobs | None = None) -> None:
+    def __init__(self, name: str, knobs: Knobs | None = None, limits: RoomLimits | None = None) -> None:
         self.name = name
         knobs = knobs or Knobs()
-        self.chat = ChatRoom(ChatKnobs(knobs.chat_delay, knobs.chat_drop_every))
+        limits = limits or RoomLimits()
+        self.chat = ChatRoom(
+            ChatKnobs(knobs.chat_delay, knobs.chat_drop_every),
+            queue_size=limits.chat_queue,
+            rate=limits.chat_rate,
+        )
+        self.empty_since: float | None = None
+        """Monotonic time the room was first seen with nobody in it (see :meth:`empty`)."""
         self.knobs = knobs
         self.fanout = Fanout()
         self.source: SignalSource | RelaySource | None = None
@@ -81,6 +89,24 @@ class Room:
                 self.mix_fanout, self.host_tap, self.cohost_tap, cohost_offset=self.knobs.cohost_offset
             )
             await self.compositor.start()
+
+    def empty(self) -> bool:
+        """No publisher, co-host, viewer, chat client or HTTP-FLV client: nobody to serve."""
+        return (
+            self.source is None
+            and self.cohost is None
+            and not self.viewers
+            and not self.chat.clients
+            and (self.containers is None or self.containers.idle())
+        )
+
+    async def stop_mix_if_unwatched(self) -> None:
+        """Stop mixing once the co-host has gone and no viewer takes the mix: a room whose
+        co-host came and went must not keep encoding a mix for nobody. A later co-host
+        starts it again."""
+        if self.compositor is not None and self.cohost is None and self.mix_fanout.subscribers == 0:
+            compositor, self.compositor = self.compositor, None
+            await compositor.stop()
 
     async def container_output(self) -> ContainerOutput:
         """The room's HTTP-FLV and HLS output, started on first use; a new one once the last
@@ -124,6 +150,7 @@ class Room:
             "source": "host" if self.builtin else ("whip" if self.source else None),
             "viewers": len(self.viewers),
             "cohost": self.cohost is not None,
+            "mixing": self.compositor is not None,
             "mix_frames": self.compositor.frames_sent if self.compositor else 0,
             # Media that reached the mix after its slot, and mix output encoded after its
             # release time (a room too busy to keep up): the mix then differs from what the
@@ -141,6 +168,8 @@ class Room:
                 "clients": len(self.chat.clients),
                 "received": self.chat.received,
                 "dropped": list(self.chat.dropped),
+                "slow_drops": self.chat.slow_drops,
+                "flood_drops": self.chat.flood_drops,
             },
         }
         source = self.source

@@ -28,8 +28,11 @@ has no VP8, per video m-line (:mod:`sim.room.codecs`). Each source encodes H.264
 some viewer takes it, once for all of them.
 
 Errors are 4xx with a one-line ``text/plain`` reason: 404 no such room or session, 409 a room
-that already has a host and a co-host, 415 a body that is not SDP, 400 an offer that cannot
-be used (one with video in neither codec names the codecs it offered).
+that already has a host and a co-host, 413 a body over the limit, 415 a body that is not SDP,
+400 an offer that cannot be used (one with video in neither codec names the codecs it
+offered). Over one of its bounds (:mod:`sim.room.limits`: rooms, sessions, a session that
+never connects, idle rooms, chat floods) the room answers 503 with ``Retry-After`` and logs
+a line; a refused request leaves nothing behind.
 """
 
 from __future__ import annotations
@@ -54,9 +57,10 @@ from probes.webrtc.peer import (
     prefer_codecs,
     rtc_configuration,
 )
-from qoe import looplag, rtcpatch
+from qoe import clock, looplag, rtcpatch
 from qoe.media import Knobs
 from sim.room.codecs import SENDS, UnusableOffer, restrict_video, video_codecs_for
+from sim.room.limits import RoomLimits
 from sim.room.relay import RELAY_LATENCY, RelaySource
 from sim.room.room import DEMO_ROOM, Peer, Room
 
@@ -66,7 +70,11 @@ log = logging.getLogger(__name__)
 
 STALL_WARNING_INTERVAL = 10.0
 """Seconds between warnings about the room's own loop stalls; the ones between are counted."""
-ROOM_NAME = re.compile(r"^[A-Za-z0-9._~-]{1,64}$")
+ROOM_NAME = re.compile(r"^(?=.*[A-Za-z0-9])[A-Za-z0-9._~-]{1,64}$")
+"""Letters, digits and ``._~-``, with at least one letter or digit (``.`` and ``..`` would
+make a Location that resolves elsewhere)."""
+REAP_INTERVAL = 5.0
+"""Seconds between looks for rooms that have been empty past the idle limit."""
 CORS = {
     "Access-Control-Allow-Origin": "*",
     "Access-Control-Allow-Methods": "GET, POST, PATCH, DELETE, OPTIONS",
@@ -92,6 +100,14 @@ def _error(status: int, reason: str) -> web.Response:
     return web.Response(status=status, text=reason + "\n", headers=CORS)
 
 
+async def _body(request: web.Request) -> str | web.Response:
+    """The request body as text; a 400 response for one that is not UTF-8."""
+    try:
+        return (await request.read()).decode("utf-8")
+    except UnicodeDecodeError:
+        return _error(400, "the body is not UTF-8 text")
+
+
 class LiveRoom:
     """The room server: ``async with LiveRoom(port=0) as room: room.url``."""
 
@@ -103,8 +119,10 @@ class LiveRoom:
         knobs: Knobs | None = None,
         demo: bool = True,
         host_options: dict[str, Any] | None = None,
+        limits: RoomLimits | None = None,
     ) -> None:
         self.host = host
+        self.limits = limits or RoomLimits()
         self.port = port
         self.knobs = knobs or Knobs()
         self.demo = demo
@@ -117,6 +135,8 @@ class LiveRoom:
         self._lag: looplag.LagWindow | None = None
         self._warned_at = float("-inf")
         self._unwarned = 0
+        self._timers: set[asyncio.Task[None]] = set()
+        """Background work that is cancelled, not awaited, at stop (expiries, the reaper)."""
 
     @property
     def url(self) -> str:
@@ -134,9 +154,10 @@ class LiveRoom:
         rtcpatch.install()  # before the first peer connection: checks aiortc, then patches it
         self._lag = looplag.open_window(keep_samples=False, on_stall=self._on_stall)
         if self.demo:
-            room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM, self.knobs)
+            room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM, self.knobs, self.limits)
             await room.start_host(self.knobs, **self.host_options)
-        app = web.Application(client_max_size=256 * 1024)
+        self._background(self._reap())
+        app = web.Application(client_max_size=self.limits.body_bytes)
         app.add_routes(
             [
                 web.get("/", self._index),
@@ -161,6 +182,9 @@ class LiveRoom:
             self.port = int(self._runner.addresses[0][1])
 
     async def stop(self) -> None:
+        for timer in list(self._timers):
+            timer.cancel()
+        await asyncio.gather(*self._timers, return_exceptions=True)
         if self._lag is not None:
             self._lag.close()
         if self._runner is not None:
@@ -210,8 +234,57 @@ class LiveRoom:
         name = request.match_info["room"]
         if not ROOM_NAME.match(name):
             return _error(400, f"invalid room name {name!r}")
-        room = self.rooms.setdefault(name, Room(name, self.knobs))
+        room = self.rooms.get(name)
+        if room is None:
+            if len(self.rooms) >= self.limits.rooms:
+                return self._busy(f"the server holds its limit of {self.limits.rooms} rooms")
+            room = self.rooms[name] = Room(name, self.knobs, self.limits)
         return await room.chat.serve(request, name)
+
+    # -- bounds ------------------------------------------------------------------------
+
+    def _busy(self, reason: str) -> web.Response:
+        """503 with Retry-After, and a line in the log: a bound was reached."""
+        log.warning("refused a request: %s", reason)
+        response = _error(503, reason)
+        response.headers["Retry-After"] = str(self.limits.retry_after)
+        return response
+
+    def _sessions(self) -> int:
+        return sum(
+            len(room.viewers) + (room.publisher is not None) + (room.cohost is not None)
+            for room in self.rooms.values()
+        )
+
+    def _background(self, work: Any) -> None:
+        task = asyncio.ensure_future(work)
+        self._timers.add(task)
+        task.add_done_callback(self._timers.discard)
+
+    def _expire_unless_connected(self, pc: RTCPeerConnection, end: Any) -> None:
+        """End a session whose ICE and DTLS have not connected within the limit."""
+
+        async def expire() -> None:
+            await asyncio.sleep(self.limits.connect_seconds)
+            if pc.connectionState not in ("connected", "closed"):
+                log.info("ended a session that did not connect in %g s", self.limits.connect_seconds)
+                await end()
+
+        self._background(expire())
+
+    async def _reap(self) -> None:
+        """Remove rooms that have had nobody in them for the idle limit (never ``demo``)."""
+        while True:
+            await asyncio.sleep(min(REAP_INTERVAL, self.limits.idle_room_seconds))
+            now = clock.monotonic()
+            for name, room in list(self.rooms.items()):
+                if room.builtin or not room.empty():
+                    room.empty_since = None
+                elif room.empty_since is None:
+                    room.empty_since = now
+                elif now - room.empty_since >= self.limits.idle_room_seconds:
+                    del self.rooms[name]
+                    await room.close()
 
     async def _live_room(self, request: web.Request) -> Room | web.Response:
         room = self.rooms.get(request.match_info["room"])
@@ -252,25 +325,42 @@ class LiveRoom:
         content_type = request.headers.get("Content-Type", "").split(";")[0].strip().lower()
         if content_type != "application/sdp":
             return _error(415, f"expected Content-Type application/sdp, got {content_type or 'none'!r}")
-        offer = await request.text()
+        offer = await _body(request)
+        if isinstance(offer, web.Response):
+            return offer
         if "v=0" not in offer or "m=" not in offer:
             return _error(400, "the body is not an SDP offer")
         if role == "whep" and self.knobs.join_delay:
             await asyncio.sleep(self.knobs.join_delay)
         async with self._lock:
+            if self._sessions() >= self.limits.sessions:
+                return self._busy(f"the server holds its limit of {self.limits.sessions} sessions")
             if role == "whep":
                 room = self.rooms.get(name)
                 if room is None or not room.live:
                     return _error(404, f"room {name!r} has no publisher")
+                if len(room.viewers) >= self.limits.sessions_per_room:
+                    return self._busy(
+                        f"room {name!r} holds its limit of {self.limits.sessions_per_room} viewers"
+                    )
                 try:
                     peer, answer = await self._view(room, offer)
                 except UnusableOffer as exc:
                     return _error(400, str(exc))
             else:
-                room = self.rooms.setdefault(name, Room(name, self.knobs))
+                # A room comes into being with its first accepted publisher, not before: a
+                # refused offer leaves nothing behind.
+                existing = self.rooms.get(name)
+                if existing is None and len(self.rooms) >= self.limits.rooms:
+                    return self._busy(f"the server holds its limit of {self.limits.rooms} rooms")
+                room = existing or Room(name, self.knobs, self.limits)
                 if room.live and room.cohost is not None:
                     return _error(409, f"room {name!r} already has a host and a co-host")
                 peer, answer = await self._publish(room, offer, cohost=room.live)
+                if answer is not None and existing is None:
+                    self.rooms[name] = room
+                elif existing is None:
+                    await room.close()
         if answer is None:
             if role == "whep":
                 return _error(400, f"the offer has no media this room can send ({SENDS})")
@@ -333,6 +423,7 @@ class LiveRoom:
         else:
             room.viewers[peer.id] = peer
             self._on_end(pc, lambda: self._end_viewer(room, peer))
+            self._expire_unless_connected(pc, lambda: self._end_viewer(room, peer))
         return peer, answer
 
     async def _publish(self, room: Room, offer: str, *, cohost: bool) -> tuple[Peer, str | None]:
@@ -359,9 +450,11 @@ class LiveRoom:
             room.cohost, room.cohost_source = peer, relay
             await room.start_mix()
             self._on_end(pc, lambda: self._end_publisher(room, peer))
+            self._expire_unless_connected(pc, lambda: self._end_publisher(room, peer))
         else:
             room.publisher, room.source = peer, relay
             self._on_end(pc, lambda: self._end_publisher(room, peer))
+            self._expire_unless_connected(pc, lambda: self._end_publisher(room, peer))
         return peer, answer
 
     def _on_end(self, pc: RTCPeerConnection, cleanup: Any) -> None:
@@ -379,6 +472,7 @@ class LiveRoom:
             # A sender that never started does not stop its track; the fanout would keep it.
             for track in peer.tracks:
                 track.stop()
+            await room.stop_mix_if_unwatched()
 
     async def _end_publisher(self, room: Room, peer: Peer) -> None:
         if room.cohost is peer:
@@ -388,6 +482,7 @@ class LiveRoom:
             await peer.pc.close()
             if cohost_source is not None:
                 await cohost_source.stop()
+            await room.stop_mix_if_unwatched()
         elif room.publisher is peer:
             room.publisher = None
             source, room.source = room.source, None
@@ -425,15 +520,21 @@ class LiveRoom:
         if content_type != "application/trickle-ice-sdpfrag":
             return _error(415, "expected Content-Type application/trickle-ice-sdpfrag")
         _, peer = found
-        fragment = await request.text()
+        fragment = await _body(request)
+        if isinstance(fragment, web.Response):
+            return fragment
         remote = peer.pc.remoteDescription
         ufrag = re.search(r"^a=ice-ufrag:(\S+)", fragment, re.M)
         if ufrag and remote is not None and f"a=ice-ufrag:{ufrag.group(1)}" not in remote.sdp:
             return _error(422, "ICE restart is not supported by this room")
         mid = re.search(r"^a=mid:(\S+)", fragment, re.M)
         for line in re.findall(r"^a=candidate:(.+?)\s*$", fragment, re.M):
-            with contextlib.suppress(ValueError):
+            try:
                 candidate = candidate_from_sdp(line)
-                candidate.sdpMid = mid.group(1) if mid else "0"
+            except Exception:  # aiortc's parser asserts on a malformed line; a browser skips it
+                log.info("skipped an unparsable trickled candidate: %.80r", line)
+                continue
+            candidate.sdpMid = mid.group(1) if mid else "0"
+            with contextlib.suppress(ValueError):
                 await peer.pc.addIceCandidate(candidate)
         return web.Response(status=204, headers=CORS)
