@@ -26,6 +26,7 @@ __all__ = [
     "OPTIONS",
     "PHASES",
     "PROBES",
+    "PUBLISHERS",
     "ProbeSpec",
     "checked_options",
     "guess_kind",
@@ -42,6 +43,9 @@ PROBES: dict[str, ProbeFn] = {
     ffmpeg.PUBLISH_KIND: rtmp_publish.probe,
 }
 """Probe kind -> probe function."""
+
+PUBLISHERS = frozenset({"whip", ffmpeg.PUBLISH_KIND})
+"""The kinds that publish into a room rather than watch it."""
 
 OPTIONS: dict[str, tuple[Option, ...]] = {
     "whep": whep.OPTIONS,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from urllib.parse import quote
 
 import aiohttp
 import pytest
@@ -130,10 +131,18 @@ async def test_probe_refuses_targets_outside_the_fleet_without_contacting_them()
             f"http://127.0.0.1:{port}/whep/x?token=s3cret",
             "not-a-target",
             f"127.0.0.1:{port}",
+            # A pattern's * must not cross into user information, a query or another segment.
+            f"http://127.0.0.1:1@127.0.0.1:{port}/whep/allowed-x",
+            f"http://127.0.0.1:{port}/whip/victim%3F/whep/allowed-x",
+            f"http://127.0.0.1:{port}/whep/allowed-x/../../whip/victim",
         ):
-            status, body = await scrape(f"{exporter.url}/probe?target={target}")
+            status, body = await scrape(f"{exporter.url}/probe?target={quote(target, safe=':/')}")
             assert status == 403, target
             assert "s3cret" not in body
+        # An allowed URL still never publishes: /probe runs viewers.
+        allowed = quote(f"http://127.0.0.1:{port}/whep/allowed-x", safe=":/")
+        status, body = await scrape(f"{exporter.url}/probe?target={allowed}&kind=whip")
+        assert (status, body) == (403, "/probe runs viewers only, not 'whip'\n")
         status, _ = await scrape(f"{exporter.url}/probe")
         assert status == 400
         await asyncio.sleep(0.2)

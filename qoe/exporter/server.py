@@ -22,11 +22,12 @@ import dataclasses
 import fnmatch
 import logging
 import math
+from urllib.parse import urlsplit
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_latest
 
-from probes import probe_spec, run_probe
+from probes import PUBLISHERS, probe_spec, run_probe
 from qoe import clock
 from qoe.errors import ConfigError
 from qoe.exporter.metrics import ResultCollector
@@ -48,6 +49,46 @@ TEARDOWN_BUDGET = 1.0
 """Seconds of a /probe's budget left for closing the peer after it stops watching."""
 FIRST_ROUND_SPREAD = 10.0
 """Scheduled probes start spread over this many seconds (or their interval, if shorter)."""
+
+
+def _parts(url: str) -> tuple[str, str, str, list[str]] | None:
+    """(scheme, host, port, path segments) of ``url``; None for a URL with user information,
+    a query or a fragment, which no allow pattern may admit."""
+    parts = urlsplit(url)
+    if "@" in parts.netloc or parts.query or parts.fragment or "?" in url or "#" in url:
+        return None
+    netloc = parts.netloc.lower()
+    if netloc.startswith("["):  # an IPv6 literal holds colons of its own
+        host, _, rest = netloc.partition("]")
+        host, port = host + "]", rest.removeprefix(":")
+    else:
+        host, sep, port = netloc.rpartition(":")
+        if not sep:
+            host, port = netloc, ""
+    return parts.scheme.lower(), host, port, parts.path.split("/")
+
+
+def url_matches(url: str, pattern: str) -> bool:
+    """Whether ``url`` is one the allow ``pattern`` admits, compared part by part.
+
+    Scheme and host are compared as parsed (the host may hold ``*`` for a label), the port as
+    a glob, and the path segment by segment, so ``*`` never crosses a ``/``, a ``?`` or an
+    ``@``: ``http://127.0.0.1:*/whep/allowed-*`` admits ``http://127.0.0.1:8080/whep/allowed-x``
+    and neither ``http://127.0.0.1:1@evil:80/whep/allowed-x`` nor
+    ``http://127.0.0.1:8080/whip/victim?/whep/allowed-x``.
+    """
+    got, want = _parts(url), _parts(pattern)
+    if got is None or want is None:
+        return False
+    (scheme, host, port, path), (p_scheme, p_host, p_port, p_path) = got, want
+    return (
+        scheme == p_scheme
+        and fnmatch.fnmatchcase(host, p_host.replace("[", "[[]"))  # an IPv6 literal's bracket
+        and port.isdigit() == bool(port)
+        and fnmatch.fnmatchcase(port, p_port)
+        and len(path) == len(p_path)
+        and all(fnmatch.fnmatchcase(segment, glob) for segment, glob in zip(path, p_path, strict=True))
+    )
 
 
 class Exporter:
@@ -147,7 +188,7 @@ class Exporter:
         for t in self.fleet.targets:
             if target in (t.name, t.url):
                 return t
-        if any(fnmatch.fnmatchcase(target, pattern) for pattern in self.fleet.allow):
+        if any(url_matches(target, pattern) for pattern in self.fleet.allow):
             return target
         return None
 
@@ -176,6 +217,8 @@ class Exporter:
                 spec = probe_spec(allowed, kind=request.query.get("kind"))
             except ConfigError as exc:
                 return web.Response(status=400, text=f"{exc}\n")
+            if spec.kind in PUBLISHERS:  # a scrape must never publish into someone's room
+                return web.Response(status=403, text=f"/probe runs viewers only, not {spec.kind!r}\n")
             name, labels = redact_url(allowed), {}
         duration = max(1.0, min(spec.duration, budget - TEARDOWN_BUDGET))
         # The target's own spec (every field it sets), cut to the scrape's budget.
