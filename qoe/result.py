@@ -17,6 +17,7 @@ from typing import Any
 
 from qoe.errors import ProbeError
 from qoe.freeze import STALL_THRESHOLD_SECONDS
+from qoe.redact import clean_text, redact_text
 
 __all__ = [
     "AudioSection",
@@ -238,7 +239,8 @@ class ProbeResult:
         self.success = False
         kind = error.kind if isinstance(error, ProbeError) else "internal"
         message = str(error) or type(error).__name__
-        self.error = ErrorInfo(kind, message.splitlines()[0])
+        # An error's text may quote a URL with its secrets, or a server's hostile body.
+        self.error = ErrorInfo(kind, clean_text(redact_text(message.splitlines()[0])))
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 
@@ -109,3 +110,27 @@ def test_the_table_says_when_its_host_was_overloaded() -> None:
         "a",
         "b",
     ]
+
+
+@pytest.mark.parametrize(
+    ("url", "shown"),
+    [
+        ("rtmp://h/live/KEY/", "rtmp://h/live/***/"),
+        ("http://h/whep/r?SECRET", "http://h/whep/r?***"),
+        ("http://h/whep/r;jsessionid=abc?x=1", "http://h/whep/r;***?x=***"),
+    ],
+)
+def test_secrets_in_the_forms_redaction_used_to_miss(url: str, shown: str) -> None:
+    assert redact_url(url) == shown
+
+
+def test_a_servers_hostile_text_never_reaches_a_result_as_it_was() -> None:
+    result = ProbeResult(probe="p", kind="whep", target="t")
+    body = "\x1b[31mboom\x1b[0m\x00 at rtmp://h/live/KEY: see http://h/x?token=s3cret " + "z" * 5000
+    result.fail(ConnectError(body))
+    assert result.error is not None
+    message = result.error.message
+    assert message.startswith("boom at rtmp://h/live/***: see http://h/x?token=*** zzz")
+    assert not any(bad in message for bad in ("\x1b", "\x00", "KEY", "s3cret"))
+    assert len(message) <= 300
+    ET.fromstring(f"<m>{message}</m>")  # safe inside JUnit XML

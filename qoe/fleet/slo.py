@@ -29,6 +29,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from qoe.redact import clean_text
 from qoe.result import field_paths, get_path
 
 __all__ = ["AGGREGATES", "SLO", "Verdict", "evaluate", "numeric_fields", "parse_slo"]
@@ -200,7 +201,8 @@ def _evaluate(slo: SLO, target: str, profile: str, results: Sequence[dict], plan
                 False,
                 None,
                 f"{len(failed)} of {len(results)} runs failed "
-                f"({error.get('kind', '?')}: {error.get('message', '')})",
+                # A result file is input: its text may hold escapes or XML-breaking controls.
+                f"({clean_text(str(error.get('kind', '?')))}: {clean_text(str(error.get('message', '')))})",
             )
     values = [get_path(r, slo.field) for r in results]
     unmeasured = sum(1 for v in values if v is None)
