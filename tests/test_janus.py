@@ -22,8 +22,10 @@ Tolerances and why:
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import time
+import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
@@ -123,9 +125,6 @@ def assert_sound(result: ProbeResult, av_offset: float) -> None:
 
 
 def test_janus_runs_with_only_the_plugins_and_transport_asked_for(server: Janus) -> None:
-    import json
-    import urllib.request
-
     with urllib.request.urlopen(f"{server.url}/info", timeout=5) as response:
         info = json.load(response)
     assert info["name"] == "Janus WebRTC Server" and info["version_string"].startswith("1.")
