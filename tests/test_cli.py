@@ -2,9 +2,15 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 
 import pytest
+
+from qoe.cli.common import address, listen_address, listen_port, port
+
+PROXY = ["netem", "proxy", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9", "--profile", "3g"]
+"""A good ``qoe netem proxy`` line; a case's own --listen or --to comes after, and wins."""
 
 
 def test_help_lists_the_commands(cli) -> None:
@@ -27,6 +33,35 @@ def test_help_lists_the_commands(cli) -> None:
         (["room", "--freeze-every", "1", "--freeze-for", "2"], "shorter than --freeze-every"),
         (["demo", "--viewers", "0"], "--viewers must be between 1 and 200"),
         (["nonsense"], "invalid choice"),
+        # ports: checked when parsed, never an OverflowError from the socket layer
+        (
+            ["room", "--port", "70000"],
+            "qoe room: error: argument --port: a port is from 0 (any free one) to 65535",
+        ),
+        (["room", "--port", "http"], "argument --port: expected a port number, got 'http'"),
+        (["serve", "--fleet", "examples/fleet.toml", "--port", "-1"], "argument --port: a port is from 0"),
+        ([*PROXY, "--listen", "127.0.0.1"], "argument --listen: expected HOST:PORT, got '127.0.0.1'"),
+        ([*PROXY, "--listen", ":5000"], "argument --listen: expected HOST:PORT"),
+        (
+            [*PROXY, "--listen", "127.0.0.1:99999"],
+            "argument --listen: a port is from 0 (any free one) to 65535",
+        ),
+        ([*PROXY, "--listen", "::1:5000"], "argument --listen: put an IPv6 host in brackets"),
+        (
+            [*PROXY, "--listen", "127.0.0.1:0", "--to", "127.0.0.1:0"],
+            "argument --to: a port is from 1 to 65535",
+        ),
+        ([*PROXY, "--to", "127.0.0.1:x"], "argument --to: expected a port number"),
+        # usage checks come before any banner or work (one line on stderr: no banner above it)
+        (["demo", "--profile", "5g"], "unknown profile '5g'"),
+        (["demo", "--freeze-for", "1"], "--freeze-for needs --freeze-every"),
+        (["probe", "http://127.0.0.1:1/whep/x", "--profile", "5g"], "unknown profile '5g'"),
+        (["publish", "http://127.0.0.1:1/whip/x", "--profile", "5g"], "unknown profile '5g'"),
+        (
+            ["fleet", "run", "examples/fleet.toml", "--concurrency", "0"],
+            "argument --concurrency: must be at least 1",
+        ),
+        (["fleet", "run", "examples/fleet.toml", "--workers", "0"], "argument --workers: must be at least 1"),
     ],
 )
 def test_usage_errors_are_one_line_and_exit_2(cli, args: list[str], message: str) -> None:
@@ -36,6 +71,16 @@ def test_usage_errors_are_one_line_and_exit_2(cli, args: list[str], message: str
     assert len(lines) == 1, done.stderr
     assert message in lines[0]
     assert "Traceback" not in done.stderr
+
+
+def test_port_types_take_what_each_command_can_use() -> None:
+    assert port("1") == 1 and port("65535") == 65535
+    assert listen_port("0") == 0  # any free port: the servers' banners name the one they got
+    assert address("localhost:1") == ("localhost", 1)
+    assert listen_address("[::1]:0") == ("::1", 0)
+    for bad, type_ in (("0", port), ("65536", listen_port), ("127.0.0.1:0", address), ("[::1]", address)):
+        with pytest.raises(argparse.ArgumentTypeError):
+            type_(bad)
 
 
 def test_room_on_a_busy_port_is_a_config_error(room_proc, cli) -> None:

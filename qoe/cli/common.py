@@ -20,14 +20,14 @@ __all__ = [
     "PROFILE_HELP",
     "Parser",
     "add_knobs",
-    "knobs_from",
-    "positive",
     "address",
     "at_least_one",
-    "print_result",
+    "knobs_from",
     "listen_address",
     "listen_port",
     "port",
+    "positive",
+    "print_result",
     "push",
     "seconds",
     "serve_until_signalled",
@@ -48,46 +48,6 @@ class Parser(argparse.ArgumentParser):
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
-def positive(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-    if not value > 0:
-        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
-    return value
-
-
-def seconds(text: str) -> float:
-    try:
-        return float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
-
-
-def size(text: str) -> tuple[int, int]:
-    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
-    if not match:
-        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}")
-    width, height = int(match.group(1)), int(match.group(2))
-    if width < 320 or height < 180 or width % 2 or height % 2 or width > 3840 or height > 2160:
-        raise argparse.ArgumentTypeError(f"size must be even, from 320x180 to 3840x2160, got {text}")
-    return width, height
-
-
-def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
-    group = parser.add_argument_group("ground-truth knobs (the host injects exactly these)")
-    group.add_argument(
-        "--av-offset",
-        type=seconds,
-        default=0.0,
-        metavar="S",
-        help="audio ahead of video by S seconds, -5..5 (negative: behind; ITU-R BT.1359 sign);"
-        " probes measure +-3 s and report more as out of range",
-    )
-    if freeze:
-        group.add_argument(
-            "--freeze-every",
 def _port_number(text: str, *, free: bool) -> int:
     try:
         value = int(text)
@@ -145,6 +105,46 @@ def at_least_one(text: str) -> int:
     return value
 
 
+def positive(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be positive, got {text}")
+    return value
+
+
+def seconds(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, got {text!r}") from None
+
+
+def size(text: str) -> tuple[int, int]:
+    match = re.fullmatch(r"(\d+)x(\d+)", text.strip())
+    if not match:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT such as 640x360, got {text!r}")
+    width, height = int(match.group(1)), int(match.group(2))
+    if width < 320 or height < 180 or width % 2 or height % 2 or width > 3840 or height > 2160:
+        raise argparse.ArgumentTypeError(f"size must be even, from 320x180 to 3840x2160, got {text}")
+    return width, height
+
+
+def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
+    group = parser.add_argument_group("ground-truth knobs (the host injects exactly these)")
+    group.add_argument(
+        "--av-offset",
+        type=seconds,
+        default=0.0,
+        metavar="S",
+        help="audio ahead of video by S seconds, -5..5 (negative: behind; ITU-R BT.1359 sign);"
+        " probes measure +-3 s and report more as out of range",
+    )
+    if freeze:
+        group.add_argument(
+            "--freeze-every",
             type=positive,
             metavar="S",
             help="stop sending video at every multiple of S seconds of wall time...",

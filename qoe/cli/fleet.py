@@ -11,6 +11,8 @@ from qoe.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
     Parser,
+    at_least_one,
+    listen_port,
     push,
     serve_until_signalled,
     write,
@@ -35,7 +37,9 @@ def add_commands(sub: Any) -> None:
         "--fleet", metavar="FILE", required=True, help="the fleet file (see examples/fleet.toml)"
     )
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
-    serve.add_argument("--port", type=int, default=9464, help="port to bind (default 9464)")
+    serve.add_argument(
+        "--port", type=listen_port, default=9464, help="port to bind, 0 for any free one (default 9464)"
+    )
     serve.set_defaults(handler=_cmd_serve, media=("qoe.exporter.server",))
 
     fleet = sub.add_parser(
@@ -71,18 +75,18 @@ def add_commands(sub: Any) -> None:
     )
     run.add_argument(
         "--concurrency",
-        type=int,
+        type=at_least_one,
         metavar="K",
         help="probe runs at once (default: the file's, or 8)",
     )
-    run.set_defaults(handler=_cmd_fleet_run, media=("qoe.fleet.runner",))
     run.add_argument(
         "--workers",
-        type=int,
+        type=at_least_one,
         metavar="W",
         help="processes to spread the probes over (default: one per 12 concurrent probes, at most "
         "one per core)",
     )
+    run.set_defaults(handler=_cmd_fleet_run, media=("qoe.fleet.runner",))
     worker = fleet_sub.add_parser("worker", help=argparse.SUPPRESS)
     worker.add_argument("file", metavar="FILE")
     worker.set_defaults(handler=_cmd_fleet_worker, media=("qoe.fleet.runner",))
@@ -136,18 +140,14 @@ async def _cmd_fleet_run(args: argparse.Namespace) -> int:
     fleet = load_fleet(args.file)
     shard = parse_shard(args.shard) if args.shard else None
     concurrency = args.concurrency or fleet.concurrency
-    if concurrency < 1:
-        raise ConfigError(f"--concurrency must be at least 1, got {concurrency}")
     runs = expand(fleet, shard)
+    workers = args.workers or default_workers(concurrency, len(runs))
     out = None
     if args.json:
         try:
             out = open(args.json, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
         except OSError as exc:
             raise ConfigError(f"cannot write {args.json}: {exc.strerror or exc}") from exc
-    workers = args.workers or default_workers(concurrency, len(runs))
-    if workers < 1:
-        raise ConfigError(f"--workers must be at least 1, got {workers}")
     progress = Progress(len(runs))
 
     def note(line: str) -> None:

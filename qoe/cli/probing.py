@@ -15,6 +15,7 @@ from qoe.cli.common import (
     EXIT_OK,
     add_knobs,
     knobs_from,
+    listen_port,
     positive,
     print_result,
     push,
@@ -74,7 +75,10 @@ def add_commands(sub: Any) -> None:
     )
     room.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     room.add_argument(
-        "--port", type=int, default=8080, help="port to bind, 0 for any free one (default 8080)"
+        "--port",
+        type=listen_port,
+        default=8080,
+        help="port to bind, 0 for any free one (default 8080)",
     )
     room.add_argument(
         "--size",
@@ -323,17 +327,18 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
     from probes import probe_spec
     from qoe.demo import run_demo
 
+    # Every usage check comes before the banner: a banner then an error reads as a run that broke.
     if not 1 <= args.viewers <= 200:
         raise ConfigError(f"--viewers must be between 1 and 200, got {args.viewers}")
     knobs = knobs_from(args)
+    profiles = tuple(args.profile or ["none"])
+    for name in profiles:
+        probe_spec("http://127.0.0.1/", kind="whep", profile=name)  # an unknown profile: a usage error
     if not args.json:
         print(
             f"qoe demo: {args.viewers} viewer(s) watching the embedded room for {args.duration:g} s ...",
             file=sys.stderr,
         )
-    profiles = tuple(args.profile or ["none"])
-    for name in profiles:
-        probe_spec("http://127.0.0.1/", kind="whep", profile=name)  # an unknown profile: a usage error
     results = await run_demo(
         duration=args.duration, viewers=args.viewers, knobs=knobs, profiles=profiles, cohost=args.cohost
     )

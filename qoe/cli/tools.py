@@ -12,10 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from qoe.cli.common import (
-    EXIT_OK,
-    Parser,
-)
+from qoe.cli.common import EXIT_OK, Parser, address, listen_address
 from qoe.errors import ConfigError
 from sim.profiles import list_profiles, load_profile
 
@@ -54,11 +51,11 @@ def add_commands(sub: Any) -> None:
         "proxy",
         help="relay UDP or TCP through a profile, for clients that cannot be shaped in-process",
         description="Listen on --listen and relay to --to through PROFILE's links (uplink: client to "
-        "server). "
-        "TCP loss shows as the stall a retransmission causes, never as corruption. Runs until Ctrl-C.",
+        "server). TCP loss shows as the stall a retransmission causes, never as corruption. Runs until "
+        "Ctrl-C.",
     )
-    proxy.add_argument("--listen", required=True, metavar="HOST:PORT")
-    proxy.add_argument("--to", required=True, metavar="HOST:PORT")
+    proxy.add_argument("--listen", required=True, type=listen_address, metavar="HOST:PORT")
+    proxy.add_argument("--to", required=True, type=address, metavar="HOST:PORT")
     proxy.add_argument("--profile", required=True, metavar="NAME")
     transport = proxy.add_mutually_exclusive_group()
     transport.add_argument("--udp", action="store_true", help="relay UDP datagrams (default)")
@@ -219,12 +216,15 @@ async def _cmd_netem_check(args: argparse.Namespace) -> int:
 
 
 async def _cmd_netem_proxy(args: argparse.Namespace) -> int:
-    from sim.proxy import run_proxy
+    from sim.proxy import hostport, run_proxy
 
     def ready(proxy: Any) -> None:
         kind = "TCP" if args.tcp else "UDP"
-        host, port = proxy.address[:2]
-        print(f"qoe netem proxy: {kind} {host}:{port} -> {args.to} through '{args.profile}'", flush=True)
+        print(
+            f"qoe netem proxy: {kind} {hostport(proxy.address)} -> {hostport(args.to)} through "
+            f"'{args.profile}'",
+            flush=True,
+        )
 
     task = asyncio.ensure_future(
         run_proxy(args.listen, args.to, args.profile, not args.tcp, args.seed, ready)

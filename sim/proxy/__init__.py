@@ -11,7 +11,7 @@ because it drives the proxy and the shaper's scheduler.
 
 from __future__ import annotations
 
-from .run import parse_address, run_proxy
+from .run import hostport, run_proxy
 from .tcp import CHUNK_BYTES, MIN_RTO, QUEUE_WINDOW, TcpProxy, retransmission_timeout
 from .udp import READ_BURST, UdpProxy
 
@@ -22,7 +22,7 @@ __all__ = [
     "READ_BURST",
     "TcpProxy",
     "UdpProxy",
-    "parse_address",
+    "hostport",
     "retransmission_timeout",
     "run_proxy",
 ]

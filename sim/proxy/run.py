@@ -1,4 +1,9 @@
-"""What ``qoe netem proxy`` runs: parse the addresses, load the profile, relay until cancelled."""
+"""What ``qoe netem proxy`` runs: load the profile, resolve the addresses, relay until cancelled.
+
+The command line parses and range-checks ``HOST:PORT`` (``qoe.cli.common.address``), so a bad
+address is a usage error before anything is loaded; what is left here can only be found by
+trying: a name that does not resolve, an address that cannot be bound.
+"""
 
 from __future__ import annotations
 
@@ -15,59 +20,48 @@ from sim.profiles import load_profile
 from .tcp import TcpProxy
 from .udp import UdpProxy
 
-__all__ = ["parse_address", "run_proxy"]
+__all__ = ["hostport", "run_proxy"]
+
+Address = tuple[str, int]
 
 
-def parse_address(text: str, what: str = "address") -> tuple[str, int]:
-    """``"H:P"`` (``"[v6]:P"`` for IPv6) as ``(host, port)``; ConfigError naming ``what``."""
-    host, sep, port_text = text.rpartition(":")
-    if host.startswith("[") and host.endswith("]"):
-        host = host[1:-1]
-    elif ":" in host:
-        raise ConfigError(f"{what}: put an IPv6 host in brackets, as [::1]:PORT, got {text!r}")
-    if not sep or not host or not port_text.isdigit() or int(port_text) > 65535:
-        raise ConfigError(f"{what}: expected HOST:PORT with a port 0-65535, got {text!r}")
-    return host, int(port_text)
+def hostport(address: Address) -> str:
+    """``(host, port)`` as ``host:port``, ``[v6]:port`` for an IPv6 host."""
+    host, port = address[:2]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
 
 
 async def run_proxy(
-    listen: str,
-    to: str,
+    listen: Address,
+    to: Address,
     profile_name: str,
     udp: bool,
     seed: int | None,
     on_ready: Callable[[UdpProxy | TcpProxy], None] | None = None,
 ) -> None:
-    """Relay ``listen`` -> ``to`` through profile ``profile_name`` until cancelled.
+    """Relay ``listen`` -> ``to`` (``(host, port)``; port 0 in ``listen`` takes any free
+    one) through profile ``profile_name`` until cancelled.
 
     ``udp`` picks :class:`~sim.proxy.udp.UdpProxy` (else :class:`~sim.proxy.tcp.TcpProxy`);
     ``seed`` seeds the links (None: fresh entropy). ``on_ready`` is called with the started
-    proxy (its ``address`` is the bound one, its ``stats()`` the counters). Bad addresses,
-    an unknown profile, or an address that cannot be bound or resolved raise
+    proxy (its ``address`` is the bound one, its ``stats()`` the counters). An unknown
+    profile, or an address that cannot be bound or resolved, raises
     :class:`~qoe.errors.ConfigError` with a one-line message.
     """
-    listen_addr = parse_address(listen, "--listen")
-    upstream = parse_address(to, "--to")
-    if upstream[1] == 0:
-        raise ConfigError(f"--to: port must be 1-65535, got {to!r}")
     profile = load_profile(profile_name)
     loop = asyncio.get_running_loop()
-    for flag, (host, port) in (("--listen", listen_addr), ("--to", upstream)):
+    for flag, (host, port) in (("--listen", listen), ("--to", to)):
         try:
             await loop.getaddrinfo(host, port)
         except socket.gaierror as exc:
             raise ConfigError(f"{flag}: cannot resolve {host!r}: {exc.strerror}") from None
     rng = np.random.default_rng(seed)
-    proxy: UdpProxy | TcpProxy
-    if udp:
-        proxy = UdpProxy(listen_addr, upstream, profile, rng)
-    else:
-        proxy = TcpProxy(listen_addr, upstream, profile, rng)
+    proxy = UdpProxy(listen, to, profile, rng) if udp else TcpProxy(listen, to, profile, rng)
     try:
         await proxy.start()
     except OSError as exc:
         await proxy.stop()
-        raise ConfigError(_start_error(exc, listen)) from None
+        raise ConfigError(_start_error(exc, hostport(listen))) from None
     try:
         if on_ready is not None:
             on_ready(proxy)
