@@ -24,7 +24,7 @@ from collections.abc import Sequence
 
 from qoe import __version__, looplag
 from qoe.cli import fleet, probing, servers, tools
-from qoe.cli.common import EXIT_FAILED, EXIT_USAGE, Parser
+from qoe.cli.common import EXIT_FAILED, EXIT_USAGE, Parser, RawDescriptionHelpFormatter
 from qoe.errors import ConfigError
 
 __all__ = ["build_parser", "main"]
@@ -51,9 +51,11 @@ Each command explains itself: qoe COMMAND --help.
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = Parser(prog="qoe", description=DESCRIPTION, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = Parser(prog="qoe", description=DESCRIPTION, formatter_class=RawDescriptionHelpFormatter)
     parser.add_argument("--version", action="version", version=f"qoe {__version__}")
-    parser.add_argument("-v", "--verbose", action="count", default=0, help="more log output (-vv for debug)")
+    parser.add_argument(
+        "-v", "--verbose", action="count", default=0, help="more log output: -v for info, -vv for debug"
+    )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=Parser)
     sub.required = True
     probing.add_commands(sub)

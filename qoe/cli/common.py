@@ -18,7 +18,9 @@ __all__ = [
     "EXIT_OK",
     "EXIT_USAGE",
     "PROFILE_HELP",
+    "HelpFormatter",
     "Parser",
+    "RawDescriptionHelpFormatter",
     "add_knobs",
     "address",
     "at_least_one",
@@ -29,6 +31,7 @@ __all__ = [
     "positive",
     "print_result",
     "push",
+    "quiet_default",
     "seconds",
     "serve_until_signalled",
     "size",
@@ -38,11 +41,48 @@ __all__ = [
 # Heavy modules are imported in the handlers that use them (see qoe.cli).
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE = 0, 1, 2
-PROFILE_HELP = "emulated network (default none): a built-in name (see qoe netem profiles) or a profile file"
+PROFILE_HELP = "emulated network: a built-in name (see qoe netem profiles) or a profile file"
+
+
+class HelpFormatter(argparse.HelpFormatter):
+    """Ends each option's help with its default, ``(default 10)``, written once here so no
+    help text can go stale when a default changes.
+
+    Only a default that says something is shown: not None, False, an empty string or list
+    (an option that is simply off or absent), nor in a help text that already explains its
+    default in words, as ``(default: the kind)`` does for a default computed later.
+    ``argparse.ArgumentDefaultsHelpFormatter`` would print ``(default: None)`` and
+    ``(default: 10.0)``; this prints floats as given (``10``, ``0.5``).
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str | None:
+        help, default = action.help or "", action.default
+        if quiet_default(default):
+            return action.help
+        if "(default" in help:
+            return help
+        shown = f"{default:g}" if isinstance(default, float) else str(default)
+        return f"{help} (default {shown.replace('%', '%%')})"
+
+
+def quiet_default(default: object) -> bool:
+    """True for a default that says nothing in ``--help``: None, False (an option that is
+    off), an empty string or list (absent), or argparse's SUPPRESS."""
+    return default is None or default is False or default is argparse.SUPPRESS or default in ("", [])
+
+
+class RawDescriptionHelpFormatter(argparse.RawDescriptionHelpFormatter, HelpFormatter):
+    """:class:`HelpFormatter` that keeps the description's own line breaks (``qoe --help``'s
+    list of first commands)."""
 
 
 class Parser(argparse.ArgumentParser):
-    """An ArgumentParser whose usage errors are one line and exit 2."""
+    """An ArgumentParser whose usage errors are one line and exit 2, and whose help shows
+    each option's default (:class:`HelpFormatter`)."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        kwargs.setdefault("formatter_class", HelpFormatter)
+        super().__init__(*args, **kwargs)
 
     def error(self, message: str) -> NoReturn:
         self.exit(EXIT_USAGE, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
@@ -190,7 +230,7 @@ def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
             type=int,
             default=0,
             metavar="N",
-            help="drop every Nth chat message the room receives",
+            help="drop every Nth chat message the room receives; 0 drops none",
         )
 
 

@@ -36,9 +36,12 @@ def add_commands(sub: Any) -> None:
     serve.add_argument(
         "--fleet", metavar="FILE", required=True, help="the fleet file (see examples/fleet.toml)"
     )
-    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind")
     serve.add_argument(
-        "--port", type=listen_port, default=9464, help="port to bind, 0 for any free one (default 9464)"
+        "--port",
+        type=listen_port,
+        default=9464,
+        help="port to bind; 0 takes any free one, which the banner names",
     )
     serve.set_defaults(handler=_cmd_serve, media=("qoe.exporter.server",))
 
@@ -56,7 +59,7 @@ def add_commands(sub: Any) -> None:
         help="validate a fleet file and exit",
         description="Validate FILE: every key, type, field path, aggregate and bound.",
     )
-    check.add_argument("file", metavar="FILE")
+    check.add_argument("file", metavar="FILE", help="the fleet file (TOML)")
     check.set_defaults(handler=_cmd_fleet_check)
     run = fleet_sub.add_parser(
         "run",
@@ -64,7 +67,7 @@ def add_commands(sub: Any) -> None:
         description="Run every probe run of FILE (or one shard's share), at most "
         "--concurrency at once; write results and verdicts; exit 1 if an SLO fails.",
     )
-    run.add_argument("file", metavar="FILE")
+    run.add_argument("file", metavar="FILE", help="the fleet file (TOML)")
     run.add_argument("--json", metavar="F", help="write every ProbeResult to F as JSON lines")
     run.add_argument("--junit", metavar="F", help="write JUnit XML to F: one test case per SLO per target")
     run.add_argument("--push-gateway", metavar="URL", help="push every result to this Prometheus Pushgateway")
@@ -87,7 +90,9 @@ def add_commands(sub: Any) -> None:
         "one per core)",
     )
     run.set_defaults(handler=_cmd_fleet_run, media=("qoe.fleet.runner",))
-    worker = fleet_sub.add_parser("worker", help=argparse.SUPPRESS)
+    # The runner's own worker processes (qoe.fleet.runner), not a command for people. Without
+    # help= argparse lists no entry for it under ACTION; help=SUPPRESS would list one.
+    worker = fleet_sub.add_parser("worker")
     worker.add_argument("file", metavar="FILE")
     worker.set_defaults(handler=_cmd_fleet_worker, media=("qoe.fleet.runner",))
     report = fleet_sub.add_parser(
@@ -96,7 +101,9 @@ def add_commands(sub: Any) -> None:
         description="Merge the JSON-lines results of a fleet's shards and judge its "
         "SLOs over all of them, as one unsharded run would.",
     )
-    report.add_argument("results", metavar="RESULTS.jsonl", nargs="+")
+    report.add_argument(
+        "results", metavar="RESULTS.jsonl", nargs="+", help="results files (qoe fleet run --json)"
+    )
     report.add_argument("--fleet", metavar="FILE", required=True, help="the fleet file the results came from")
     report.add_argument("--junit", metavar="F", help="write JUnit XML to F")
     report.set_defaults(handler=_cmd_fleet_report)

@@ -13,6 +13,7 @@ from qoe import eventlog, metrics
 from qoe.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    PROFILE_HELP,
     add_knobs,
     knobs_from,
     listen_port,
@@ -45,9 +46,9 @@ def add_commands(sub: Any) -> None:
         type=positive,
         default=10.0,
         metavar="S",
-        help="seconds each viewer watches (default 10)",
+        help="seconds each viewer watches",
     )
-    demo.add_argument("--viewers", type=int, default=3, metavar="N", help="concurrent viewers (default 3)")
+    demo.add_argument("--viewers", type=int, default=3, metavar="N", help="concurrent viewers, 1 to 200")
     demo.add_argument(
         "--json", action="store_true", help="print a JSON array of ProbeResults instead of a table"
     )
@@ -73,19 +74,19 @@ def add_commands(sub: Any) -> None:
         "or /hls/ROOM/index.m3u8 to watch as HTTP-FLV or HLS players do. Room 'demo' has "
         "a built-in host sending the test signal. Open http://HOST:PORT/ in a browser to watch.",
     )
-    room.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    room.add_argument("--host", default="127.0.0.1", help="address to bind")
     room.add_argument(
         "--port",
         type=listen_port,
         default=8080,
-        help="port to bind, 0 for any free one (default 8080)",
+        help="port to bind; 0 takes any free one, which the banner names",
     )
     room.add_argument(
         "--size",
         type=size,
-        default=(640, 360),
+        default="640x360",  # a string default goes through type=size, and reads well in --help
         metavar="WxH",
-        help="the built-in host's video size (default 640x360; even, at least 320x180)",
+        help="the built-in host's video size: even, from 320x180 to 3840x2160",
     )
     add_knobs(room)
     room.set_defaults(handler=_cmd_room, media=("sim.room.server",))
@@ -107,29 +108,24 @@ def add_commands(sub: Any) -> None:
         type=positive,
         default=10.0,
         metavar="S",
-        help="seconds from start to stop (default 10)",
+        help="seconds from start to stop",
     )
     probe.add_argument(
         "--join-timeout",
         type=positive,
         default=10.0,
         metavar="S",
-        help="give up if no frame by then (default 10)",
+        help="give up if no frame by then, seconds",
     )
     probe.add_argument(
         "--media-timeout",
         type=positive,
         default=5.0,
         metavar="S",
-        help="fail as disconnected after S seconds without any packet (default 5)",
+        help="fail as disconnected after S seconds without any packet",
     )
     probe.add_argument("--name", default="", help="the probe's label in the result (default: the kind)")
-    probe.add_argument(
-        "--profile",
-        default="none",
-        metavar="NAME",
-        help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
-    )
+    probe.add_argument("--profile", default="none", metavar="NAME", help=PROFILE_HELP)
     probe.add_argument("--seed", type=int, help="seed for the emulated network's random loss and jitter")
     probe.add_argument(
         "--clock-offset",
@@ -204,7 +200,7 @@ def add_commands(sub: Any) -> None:
         type=positive,
         default=30.0,
         metavar="S",
-        help="seconds to publish (default 30)",
+        help="seconds to publish",
     )
     publish.add_argument(
         "--cohost",
@@ -212,12 +208,7 @@ def add_commands(sub: Any) -> None:
         help="publish as a co-host: the co-host's flash marker (right) and tone (1500 Hz)",
     )
     publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
-    publish.add_argument(
-        "--profile",
-        default="none",
-        metavar="NAME",
-        help="emulated network (default none): a built-in name (qoe netem profiles) or a profile file",
-    )
+    publish.add_argument("--profile", default="none", metavar="NAME", help=PROFILE_HELP)
     add_knobs(publish, freeze=False)
     publish.set_defaults(handler=_cmd_publish, media=("probes",))
 

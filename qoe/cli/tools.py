@@ -12,7 +12,7 @@ from typing import Any
 
 import numpy as np
 
-from qoe.cli.common import EXIT_OK, Parser, address, listen_address
+from qoe.cli.common import EXIT_OK, PROFILE_HELP, Parser, address, listen_address
 from qoe.errors import ConfigError
 from sim.profiles import list_profiles, load_profile
 
@@ -41,9 +41,20 @@ def add_commands(sub: Any) -> None:
         "(mean, p50, p99), jitter, loss rate, mean burst length and capacity.",
     )
     nc.add_argument("profile", metavar="PROFILE", help="a built-in profile name or a profile file")
-    nc.add_argument("--packets", type=int, default=10000, metavar="N", help="packets to send (default 10000)")
-    nc.add_argument("--direction", choices=["downlink", "uplink"], default="downlink")
-    nc.add_argument("--rate", type=float, metavar="PPS", help="packets per second for the delay/loss phase")
+    nc.add_argument("--packets", type=int, default=10000, metavar="N", help="packets to send, at least 100")
+    nc.add_argument(
+        "--direction",
+        choices=["downlink", "uplink"],
+        default="downlink",
+        help="which of the profile's links to measure (uplink: client to server)",
+    )
+    nc.add_argument(
+        "--rate",
+        type=float,
+        metavar="PPS",
+        help="packets per second for the delay/loss phase (default: a fast test pace; a 2 Mbit/s video "
+        "stream is about 200)",
+    )
     nc.add_argument("--seed", type=int, help="seed for the emulation's random draws")
     nc.add_argument("--json", action="store_true", help="print the report as JSON")
     nc.set_defaults(handler=_cmd_netem_check, media=("sim.proxy.check",))
@@ -54,9 +65,18 @@ def add_commands(sub: Any) -> None:
         "server). TCP loss shows as the stall a retransmission causes, never as corruption. Runs until "
         "Ctrl-C.",
     )
-    proxy.add_argument("--listen", required=True, type=listen_address, metavar="HOST:PORT")
-    proxy.add_argument("--to", required=True, type=address, metavar="HOST:PORT")
-    proxy.add_argument("--profile", required=True, metavar="NAME")
+    proxy.add_argument(
+        "--listen",
+        required=True,
+        type=listen_address,
+        metavar="HOST:PORT",
+        help="where clients connect ([::1]:PORT for IPv6); port 0 takes any free one, which the "
+        "start-up line names",
+    )
+    proxy.add_argument(
+        "--to", required=True, type=address, metavar="HOST:PORT", help="the server to relay to"
+    )
+    proxy.add_argument("--profile", required=True, metavar="NAME", help=PROFILE_HELP)
     transport = proxy.add_mutually_exclusive_group()
     transport.add_argument("--udp", action="store_true", help="relay UDP datagrams (default)")
     transport.add_argument("--tcp", action="store_true", help="relay TCP connections")
@@ -73,12 +93,8 @@ def add_commands(sub: Any) -> None:
     audience_sub = audience.add_subparsers(dest="audience_command", metavar="ACTION", parser_class=Parser)
     audience_sub.required = True
     sim = audience_sub.add_parser("simulate", help="write a session log (Parquet or CSV) and its truth")
-    sim.add_argument(
-        "--viewers", type=int, default=10000, metavar="N", help="viewers to simulate (default 10000)"
-    )
-    sim.add_argument(
-        "--days", type=int, default=30, metavar="D", help="length of the log in days (default 30)"
-    )
+    sim.add_argument("--viewers", type=int, default=10000, metavar="N", help="viewers to simulate")
+    sim.add_argument("--days", type=int, default=30, metavar="D", help="length of the log in days")
     sim.add_argument(
         "--seed", type=int, metavar="S", help="seed for every random draw (recorded in the truth)"
     )
@@ -97,13 +113,17 @@ def add_commands(sub: Any) -> None:
         type=float,
         default=900,
         metavar="S",
-        help="seconds between simulated probe runs per room and profile (default 900)",
+        help="seconds between simulated probe runs per room and profile, at least 60",
     )
     sim.add_argument(
         "--start", default="2026-03-02T00:00:00Z", metavar="TIME", help="start of the log, ISO 8601"
     )
     sim.add_argument(
-        "--chunk", type=int, default=50000, metavar="N", help="viewers generated at once (memory)"
+        "--chunk",
+        type=int,
+        default=50000,
+        metavar="N",
+        help="viewers generated at once (memory), at least 1000",
     )
     sim.add_argument("--quiet", action="store_true", help="no progress on stderr")
     sim.set_defaults(handler=_cmd_audience_simulate)
@@ -121,9 +141,7 @@ def add_commands(sub: Any) -> None:
     impact.add_argument(
         "--probes", metavar="RESULTS.jsonl", help="fleet results joined to sessions by room and time"
     )
-    impact.add_argument(
-        "--out", default="impact-report", metavar="DIR", help="output directory (default impact-report)"
-    )
+    impact.add_argument("--out", default="impact-report", metavar="DIR", help="output directory")
     impact.add_argument(
         "--json", action="store_true", help="print the figures as JSON instead of the summary"
     )
@@ -136,21 +154,21 @@ def add_commands(sub: Any) -> None:
         type=float,
         default=1800,
         metavar="S",
-        help="sessions closer than this form one visit (default 1800)",
+        help="sessions closer than this form one visit",
     )
     impact.add_argument(
         "--stall-threshold",
         type=float,
         default=0.01,
         metavar="RATIO",
-        help="stall ratio that counts as a stalled session (default 0.01)",
+        help="stall ratio that counts as a stalled session",
     )
     impact.add_argument(
         "--watch-loss-budget",
         type=float,
         default=0.05,
         metavar="SHARE",
-        help="watch-time loss the stall alert tolerates (default 0.05)",
+        help="watch-time loss the stall alert tolerates",
     )
     impact.add_argument(
         "--controls",
@@ -162,20 +180,20 @@ def add_commands(sub: Any) -> None:
         "--probe-room",
         default="target",
         metavar="KEY",
-        help="room of a probe result: target or label:NAME (default target)",
+        help="room of a probe result: target or label:NAME",
     )
     impact.add_argument(
         "--probe-window",
         type=float,
         default=900,
         metavar="S",
-        help="oldest probe result a session may take (default 900)",
+        help="oldest probe result a session may take, seconds",
     )
     impact.add_argument(
         "--qoe-source",
         choices=["auto", "client", "probe"],
         default="auto",
-        help="client figures, probe figures, or client with probe filling gaps (default auto)",
+        help="whose figures: the client's, the probe's, or auto: the client's with the probe's filling gaps",
     )
     impact.add_argument(
         "--truth", metavar="FILE", help="a simulator's truth file, shown beside the estimates"
@@ -185,7 +203,7 @@ def add_commands(sub: Any) -> None:
         type=int,
         default=10,
         metavar="G",
-        help="viewer groups for the drop-off intervals (default 10)",
+        help="viewer groups for the drop-off intervals",
     )
     impact.add_argument("--threads", type=int, metavar="N", help="DuckDB threads (default all cores)")
     impact.add_argument("--memory-limit", default="4GB", metavar="SIZE", help="DuckDB memory before spilling")
