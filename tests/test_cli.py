@@ -52,6 +52,15 @@ def test_help_lists_the_commands(cli) -> None:
             "argument --to: a port is from 1 to 65535",
         ),
         ([*PROXY, "--to", "127.0.0.1:x"], "argument --to: expected a port number"),
+        # qoe publish takes WHIP and RTMP URLs only
+        (
+            ["publish", "ws://127.0.0.1:8080/chat/demo"],
+            "cannot publish to ws://127.0.0.1:8080/chat/demo (scheme ws://): expected a WHIP http(s):// URL "
+            "or an rtmp(s):// URL",
+        ),
+        (["publish", "127.0.0.1:8080/whip/x"], "expected a WHIP http(s):// URL or an rtmp(s):// URL"),
+        (["publish", "--kind", "whip", "rtmp://127.0.0.1/live/x"], "--kind whip does not publish to rtmp://"),
+        (["probe", "http://127.0.0.1:1/whip/x"], "is a WHIP URL, to publish to; use 'qoe publish'"),
         # usage checks come before any banner or work (one line on stderr: no banner above it)
         (["demo", "--profile", "5g"], "unknown profile '5g'"),
         (["demo", "--freeze-for", "1"], "--freeze-for needs --freeze-every"),
@@ -81,6 +90,13 @@ def test_port_types_take_what_each_command_can_use() -> None:
     for bad, type_ in (("0", port), ("65536", listen_port), ("127.0.0.1:0", address), ("[::1]", address)):
         with pytest.raises(argparse.ArgumentTypeError):
             type_(bad)
+
+
+def test_a_failed_publish_prints_its_failure_only(cli) -> None:
+    done = cli("publish", "http://127.0.0.1:1/whip/x", "--duration", "1")
+    assert done.returncode == 1
+    assert done.stdout == ""  # no "published 0 frames" line, which would read as a success
+    assert "qoe: publish failed: " in done.stderr
 
 
 def test_room_on_a_busy_port_is_a_config_error(room_proc, cli) -> None:

@@ -249,8 +249,10 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         raise ConfigError("the URL to probe is missing (or --options KIND to list a kind's options)")
 
     kind = args.kind or guess_kind(args.url)
-    if kind in ("whip", "rtmp-publish"):
-        raise ConfigError(f"{args.url} is a {kind} URL; use 'qoe publish' to publish")
+    # An rtmp:// URL is watched here: the same URL serves players and publishers, and
+    # publishing to it is qoe publish's (--kind has no rtmp-publish for that reason).
+    if kind == "whip":
+        raise ConfigError(f"{args.url} is a WHIP URL, to publish to; use 'qoe publish' to publish")
     options: dict[str, Any] = option_values(args.option)
     for key in ("rate", "count", "template", "nonce_path", "nonce_regex"):
         value = getattr(args, f"chat_{key}")
@@ -287,14 +289,35 @@ async def _cmd_replay(args: argparse.Namespace) -> int:
     return print_result(metrics.result_of(log), args.json)
 
 
+PUBLISH_SCHEMES = {"http": "whip", "https": "whip", "rtmp": "rtmp", "rtmps": "rtmp"}
+"""The URL schemes ``qoe publish`` takes, and the publisher kind (``--kind``) each implies."""
+
+
+def publisher_kind(url: str, kind: str | None) -> str:
+    """The probe kind that publishes to ``url`` as ``--kind`` (None: from the URL) asks:
+    ``whip`` for an http(s) URL, ``rtmp-publish`` for rtmp(s).
+
+    Any other URL is a usage error here, before a publisher starts: a ``ws://`` URL would
+    otherwise be posted to as WHIP and fail as a connect error, which reads as a server fault.
+    """
+    scheme, sep, _ = url.partition("://")
+    implied = PUBLISH_SCHEMES.get(scheme.lower()) if sep else None
+    if implied is None:
+        given = f"{url} (scheme {scheme}://)" if sep else repr(url)
+        raise ConfigError(f"cannot publish to {given}: expected a WHIP http(s):// URL or an rtmp(s):// URL")
+    if kind is not None and kind != implied:
+        raise ConfigError(f"--kind {kind} does not publish to {scheme}:// URLs; --kind {implied} does")
+    return "rtmp-publish" if implied == "rtmp" else "whip"
+
+
 async def _cmd_publish(args: argparse.Namespace) -> int:
     from probes import probe_spec, run_probe
 
-    kind = args.kind or ("rtmp" if args.url.startswith(("rtmp://", "rtmps://")) else "whip")
+    kind = publisher_kind(args.url, args.kind)
     cohost_options: dict[str, Any] = {"slot": 1, "tone_hz": COHOST_TONE_HZ} if args.cohost else {}
     spec = probe_spec(
         args.url,
-        kind="rtmp-publish" if kind == "rtmp" else "whip",
+        kind=kind,
         duration=args.duration,
         profile=args.profile,
         options={"knobs": knobs_from(args), **cohost_options},
@@ -302,15 +325,16 @@ async def _cmd_publish(args: argparse.Namespace) -> int:
     result = await run_probe(spec)
     if args.json:
         print(result.to_json(indent=2))
-    else:
+    if not result.success:
+        # Only the failure: a "published 0 frames" line would read as a publish that worked.
+        assert result.error is not None
+        print(f"qoe: publish failed: {result.error.kind}: {result.error.message}", file=sys.stderr)
+        return EXIT_FAILED
+    if not args.json:
         print(
             f"published {result.publish.frames_sent or 0} frames; connected in "
             f"{(result.join.total_seconds or 0) * 1000:.0f} ms"
         )
-    if not result.success:
-        assert result.error is not None
-        print(f"qoe: publish failed: {result.error.kind}: {result.error.message}", file=sys.stderr)
-        return EXIT_FAILED
     return EXIT_OK
 
 
