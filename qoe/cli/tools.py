@@ -63,7 +63,9 @@ def add_commands(sub: Any) -> None:
         help="relay UDP or TCP through a profile, for clients that cannot be shaped in-process",
         description="Listen on --listen and relay to --to through PROFILE's links (uplink: client to "
         "server). TCP loss shows as the stall a retransmission causes, never as corruption. Runs until "
-        "Ctrl-C.",
+        "Ctrl-C. A probe through the proxy cannot tell: its result reports the --profile the probe was "
+        "given (its own in-process emulation, default none), so tell such runs apart by their name "
+        "(qoe probe --name, or a fleet target's name and labels).",
     )
     proxy.add_argument(
         "--listen",
@@ -239,8 +241,10 @@ async def _cmd_netem_proxy(args: argparse.Namespace) -> int:
     def ready(proxy: Any) -> None:
         kind = "TCP" if args.tcp else "UDP"
         print(
-            f"qoe netem proxy: {kind} {hostport(proxy.address)} -> {hostport(args.to)} through "
-            f"'{args.profile}'",
+            f"qoe netem proxy: {kind} {hostport(proxy.address)} -> {hostport(args.to)} through profile "
+            f"'{args.profile}'\n"
+            f"  probe results through it report the probe's own --profile (default none), not "
+            f"'{args.profile}': name such runs with qoe probe --name",
             flush=True,
         )
 
