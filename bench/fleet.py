@@ -75,7 +75,7 @@ def run_fleet(url: str, viewers: int, duration: float, workdir: Path) -> dict[st
     fleet.write_text(FLEET.format(duration=duration, count=viewers, url=url))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    command = ["qoe", "fleet", "run", str(fleet), "--json", str(results), "--concurrency", str(viewers)]
+    command = ["qoe", "fleet", "run", str(fleet), "--json-out", str(results), "--concurrency", str(viewers)]
     done = subprocess.run(
         [sys.executable, "-m", *command],
         capture_output=True,

@@ -7,6 +7,7 @@ import json
 
 import pytest
 
+from qoe.cli import build_parser
 from qoe.cli.common import address, listen_address, listen_port, port
 
 PROXY = ["netem", "proxy", "--listen", "127.0.0.1:0", "--to", "127.0.0.1:9", "--profile", "3g"]
@@ -90,6 +91,14 @@ def test_port_types_take_what_each_command_can_use() -> None:
     for bad, type_ in (("0", port), ("65536", listen_port), ("127.0.0.1:0", address), ("[::1]", address)):
         with pytest.raises(argparse.ArgumentTypeError):
             type_(bad)
+
+
+def test_fleet_runs_old_json_spelling_still_writes_the_file_with_a_warning(capsys) -> None:
+    args = build_parser().parse_args(["fleet", "run", "fleet.toml", "--json", "results.jsonl"])
+    assert args.json_out == "results.jsonl"
+    warning = capsys.readouterr().err.strip().splitlines()
+    assert len(warning) == 1
+    assert "--json FILE is deprecated, use --json-out FILE" in warning[0]
 
 
 def test_a_failed_publish_prints_its_failure_only(cli) -> None:

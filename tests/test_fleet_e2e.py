@@ -66,7 +66,7 @@ def test_fleet_passes_on_a_clean_room_and_fails_exactly_the_broken_slo(room_proc
             "fleet",
             "run",
             str(fleet),
-            "--json",
+            "--json-out",
             str(tmp_path / "ok.jsonl"),
             "--junit",
             str(tmp_path / "ok.xml"),
@@ -113,11 +113,17 @@ async def test_shards_merge_to_the_unsharded_verdict(room_proc, tmp_path) -> Non
     with room_proc("--av-offset", "0.15") as url:
         fleet = str(write_fleet(tmp_path, url))
         whole = await qoe(
-            "fleet", "run", fleet, "--json", str(tmp_path / "all.jsonl"), "--junit", str(tmp_path / "all.xml")
+            "fleet",
+            "run",
+            fleet,
+            "--json-out",
+            str(tmp_path / "all.jsonl"),
+            "--junit",
+            str(tmp_path / "all.xml"),
         )
         codes = await asyncio.gather(
             *(
-                qoe("fleet", "run", fleet, "--shard", f"{i}/3", "--json", str(tmp_path / f"s{i}.jsonl"))
+                qoe("fleet", "run", fleet, "--shard", f"{i}/3", "--json-out", str(tmp_path / f"s{i}.jsonl"))
                 for i in (1, 2, 3)
             )
         )

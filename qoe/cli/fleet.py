@@ -24,6 +24,21 @@ __all__ = ["add_commands"]
 # Heavy modules are imported in the handlers that use them (see qoe.cli).
 
 
+class _OldJsonOut(argparse.Action):
+    """``qoe fleet run --json FILE``, the spelling before ``--json-out``: taken for one more
+    release, with a one-line warning, so CI jobs keep their results while they move to
+    ``--json-out`` (everywhere else ``--json`` prints JSON to stdout). Without it argparse
+    would take ``--json`` silently, as an abbreviation of ``--json-out``."""
+
+    def __call__(self, parser: Any, namespace: argparse.Namespace, values: Any, option: Any = None) -> None:
+        print(
+            f"{parser.prog}: warning: --json FILE is deprecated, use --json-out FILE "
+            "(--json will print JSON to stdout, as in the other commands)",
+            file=sys.stderr,
+        )
+        namespace.json_out = values
+
+
 def add_commands(sub: Any) -> None:
     """Add this family's commands to the ``qoe`` subparsers ``sub``."""
     serve = sub.add_parser(
@@ -68,7 +83,10 @@ def add_commands(sub: Any) -> None:
         "--concurrency at once; write results and verdicts; exit 1 if an SLO fails.",
     )
     run.add_argument("file", metavar="FILE", help="the fleet file (TOML)")
-    run.add_argument("--json", metavar="F", help="write every ProbeResult to F as JSON lines")
+    run.add_argument(
+        "--json-out", metavar="F", help="write every ProbeResult to F as JSON lines, as each run ends"
+    )
+    run.add_argument("--json", dest="json_out", metavar="F", action=_OldJsonOut, help=argparse.SUPPRESS)
     run.add_argument("--junit", metavar="F", help="write JUnit XML to F: one test case per SLO per target")
     run.add_argument("--push-gateway", metavar="URL", help="push every result to this Prometheus Pushgateway")
     run.add_argument(
@@ -102,7 +120,7 @@ def add_commands(sub: Any) -> None:
         "SLOs over all of them, as one unsharded run would.",
     )
     report.add_argument(
-        "results", metavar="RESULTS.jsonl", nargs="+", help="results files (qoe fleet run --json)"
+        "results", metavar="RESULTS.jsonl", nargs="+", help="results files (qoe fleet run --json-out)"
     )
     report.add_argument("--fleet", metavar="FILE", required=True, help="the fleet file the results came from")
     report.add_argument("--junit", metavar="F", help="write JUnit XML to F")
@@ -150,11 +168,11 @@ async def _cmd_fleet_run(args: argparse.Namespace) -> int:
     runs = expand(fleet, shard)
     workers = args.workers or default_workers(concurrency, len(runs))
     out = None
-    if args.json:
+    if args.json_out:
         try:
-            out = open(args.json, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
+            out = open(args.json_out, "w", encoding="utf-8")  # noqa: SIM115 (closed below)
         except OSError as exc:
-            raise ConfigError(f"cannot write {args.json}: {exc.strerror or exc}") from exc
+            raise ConfigError(f"cannot write {args.json_out}: {exc.strerror or exc}") from exc
     progress = Progress(len(runs))
 
     def note(line: str) -> None:
