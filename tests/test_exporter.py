@@ -4,6 +4,7 @@ allow-list, and an exporter that keeps serving whatever its probes do."""
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 from urllib.parse import quote
 
@@ -14,10 +15,12 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import probes
 from probes.base import ProbeSpec, Watch
+from qoe import metrics
 from qoe.exporter.metrics import ResultCollector
 from qoe.exporter.server import Exporter
 from qoe.fleet import parse_fleet
 from qoe.result import ProbeResult, VideoSection
+from qoe.timeline import ChatReceived, ChatSent, RunInfo, Timeline, VideoFrameEvent
 
 MEASURED_BY_WHEP = {
     "qoe_probe_success",
@@ -225,3 +228,40 @@ def test_stall_counters_add_up_every_run() -> None:
     assert value["qoe_video_frozen_seconds"] == pytest.approx(5.2)
     assert value["qoe_video_stalls_over_threshold"] == 2
     assert value["qoe_video_frozen_seconds"] / value["qoe_video_watched_seconds"] == pytest.approx(2.6 / 6.5)
+
+
+def test_figures_a_kind_does_not_measure_are_null_and_never_exported() -> None:
+    # A WHEP viewer sends no chat and a chat probe watches no video: their results say null
+    # for those figures (as the README promises), and the exporter leaves them out rather
+    # than counting zeros that would read as "no messages lost" or "no freezes".
+    viewer = Timeline(("first_frame",), start=0.0, started_at=1e9, end=3.0, role="viewer")
+    viewer.run = RunInfo(probe="viewer", kind="whep", target="t")
+    viewer.video = [VideoFrameEvent(i / 30, 1e9 + i / 30, i / 30, 64, 36) for i in range(90)]
+    talker = Timeline(
+        ("receiver_connected", "sender_connected"), start=0.0, started_at=1e9, end=3.0, role="chat"
+    )
+    talker.run = RunInfo(probe="talker", kind="chat", target="t")
+    talker.chat_sent = [ChatSent("a", 0, 1e9 + 1.0), ChatSent("b", 1, 1e9 + 1.2)]
+    talker.chat_received = [ChatReceived("a", 1e9 + 1.05)]
+    whep, chat = metrics.result_of(viewer), metrics.result_of(talker)
+
+    chat_fields = ("sent", "lost", "duplicated", "reordered")
+    assert {k: json.loads(whep.to_json())["chat"][k] for k in chat_fields} == dict.fromkeys(chat_fields)
+    assert {k: json.loads(chat.to_json())["chat"][k] for k in chat_fields} == {
+        "sent": 2,
+        "lost": 1,
+        "duplicated": 0,
+        "reordered": 0,
+    }
+    assert json.loads(chat.to_json())["video"]["freeze_count"] is None
+
+    registry = CollectorRegistry()
+    collector = ResultCollector(registry)
+    for result in (whep, chat, whep):
+        collector.observe(result, finished_at=0.0)
+    families = text_string_to_metric_families(generate_latest(registry).decode())
+    kinds = {f.name: {s.labels.get("kind") for s in f.samples} for f in families}
+    for name in ("qoe_chat_messages_sent", "qoe_chat_messages_lost", "qoe_chat_echo_seconds"):
+        assert kinds[name] == {"chat"}, name
+    for name in ("qoe_video_freezes", "qoe_video_frozen_seconds", "qoe_video_watched_seconds"):
+        assert kinds[name] == {"whep"}, name

@@ -50,20 +50,32 @@ Key = tuple[str, str, str, str]
 
 @dataclass
 class _Totals:
+    """One probe's running sums. A sum stays None until a run measured its figure, so a
+    figure the probe's kind never measures (a WHEP viewer's chat messages, a chat probe's
+    freezes) is left out of the scrape rather than counted as zero."""
+
     runs: int = 0
     failures: dict[str, int] = field(default_factory=dict)
-    freezes: int = 0
-    frozen_seconds: float = 0.0
-    pauses: int = 0
-    stalls_over: int = 0
-    watched_seconds: float = 0.0
-    dropped_frames: int = 0
-    decode_errors: int = 0
-    chat_sent: int = 0
-    chat_lost: int = 0
+    freezes: float | None = None
+    frozen_seconds: float | None = None
+    pauses: float | None = None
+    stalls_over: float | None = None
+    watched_seconds: float | None = None
+    dropped_frames: float | None = None
+    decode_errors: float | None = None
+    chat_sent: float | None = None
+    chat_lost: float | None = None
     join_buckets: list[int] = field(default_factory=lambda: [0] * (len(JOIN_BUCKETS) + 1))
     join_sum: float = 0.0
     join_count: int = 0
+
+
+def _plus(total: float | None, value: float | None) -> float | None:
+    """``total + value``, where None is a figure not measured: it adds nothing, and a sum of
+    nothing measured stays None."""
+    if value is None:
+        return total
+    return (total or 0) + value
 
 
 @dataclass
@@ -99,17 +111,16 @@ class ResultCollector(Collector):
             kind = result.error.kind if result.error else "error"
             totals.failures[kind] = totals.failures.get(kind, 0) + 1
         video = result.video
-        totals.freezes += video.freeze_count or 0
-        totals.frozen_seconds += video.freeze_seconds or 0.0
-        totals.pauses += video.pause_count or 0
-        totals.frozen_seconds += video.pause_seconds or 0.0
-        totals.frozen_seconds += video.trailing_seconds or 0.0
-        totals.stalls_over += int(video.stalls_over_seconds.get("count") or 0)
-        totals.watched_seconds += video.watched_seconds or 0.0
-        totals.dropped_frames += video.dropped_frames or 0
-        totals.decode_errors += video.decode_errors or 0
-        totals.chat_sent += result.chat.sent or 0
-        totals.chat_lost += result.chat.lost or 0
+        totals.freezes = _plus(totals.freezes, video.freeze_count)
+        for frozen in (video.freeze_seconds, video.pause_seconds, video.trailing_seconds):
+            totals.frozen_seconds = _plus(totals.frozen_seconds, frozen)
+        totals.pauses = _plus(totals.pauses, video.pause_count)
+        totals.stalls_over = _plus(totals.stalls_over, video.stalls_over_seconds.get("count"))
+        totals.watched_seconds = _plus(totals.watched_seconds, video.watched_seconds)
+        totals.dropped_frames = _plus(totals.dropped_frames, video.dropped_frames)
+        totals.decode_errors = _plus(totals.decode_errors, video.decode_errors)
+        totals.chat_sent = _plus(totals.chat_sent, result.chat.sent)
+        totals.chat_lost = _plus(totals.chat_lost, result.chat.lost)
         join = result.join.total_seconds
         if join is not None:
             totals.join_buckets[bisect.bisect_left(JOIN_BUCKETS, join)] += 1
