@@ -11,7 +11,7 @@ servers=0
 for arg in "$@"; do
   case "$arg" in
     --servers) servers=1 ;;
-    -h|--help) sed -n '2,7p' "$0"; exit 0 ;;
+    -h|--help) sed -n '2,6p' "$0"; exit 0 ;;
     *) echo "bootstrap: unknown option $arg" >&2; exit 2 ;;
   esac
 done
@@ -21,8 +21,18 @@ if ! "$python" -c 'import sys; sys.exit(sys.version_info < (3, 11))' 2>/dev/null
   echo "bootstrap: needs Python 3.11 or newer (set PYTHON=...)" >&2
   exit 2
 fi
-[ -x .venv/bin/python ] || "$python" -m venv .venv
+# One line per step on stderr: the install is quiet and takes a minute or more, and a
+# silent minute reads as a hang.
+step() { echo "bootstrap: $*" >&2; }
+
+if [ -x .venv/bin/python ]; then
+  step "using the existing .venv"
+else
+  step "creating .venv with $("$python" -V 2>&1)"
+  "$python" -m venv .venv
+fi
 # constraints.txt: the exact versions the suite last passed on, so every clone installs them.
+step "installing qoe and its Python packages at the versions in constraints.txt (a minute or two)"
 .venv/bin/python -m pip install --quiet --disable-pip-version-check -c constraints.txt -e '.[dev]'
 
 if [ "$servers" = 1 ]; then
@@ -33,10 +43,12 @@ if [ "$servers" = 1 ]; then
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
     if [ ${#missing[@]} -gt 0 ]; then
-      echo "bootstrap: installing ${missing[*]}" >&2
+      step "installing Debian packages: ${missing[*]}"
       apt-get update -qq
       DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+    else
+      step "Debian packages already installed: ${packages[*]}"
     fi
   fi
 fi
-echo "bootstrap: ready (.venv/bin/qoe)" >&2
+step "ready: try .venv/bin/qoe demo (the embedded room and three viewers, in one process)"
