@@ -2,15 +2,17 @@
 
 Each behaviour is checked against a small server on loopback that behaves that way
 (:mod:`tests.whep_front`): STUN and TURN servers announced in ``Link`` headers, a bearer token
-on every request, 307 and 308 redirects of the POST, candidates trickled by
+on every request and in no output, 307 and 308 redirects of the POST, candidates trickled by
 PATCH with ``If-Match`` (and a server that takes no PATCH), 503 with ``Retry-After``, and a
 media path through a real TURN server only (Debian's coturn).
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import email.utils
+import json
 import socket
 import subprocess
 import time
@@ -25,6 +27,7 @@ from probes import probe_spec, run_probe
 from probes.options import OptionError, validate
 from probes.webrtc import whep
 from probes.webrtc.signaling import MAX_REDIRECTS, ice_servers, retry_delay, trickle_fragment
+from qoe.fleet.config import parse_fleet
 from qoe.result import ProbeResult
 from tests.servers import free_port, require, stop_process
 from tests.whep_front import Front, IceServer, front_end, redirects
@@ -80,6 +83,21 @@ def test_trickle_fragment_names_the_offers_ice_session() -> None:
         "a=end-of-candidates",
         "",
     ]
+
+
+def test_a_fleet_file_sets_the_token_and_the_ice_transport(cli, tmp_path) -> None:
+    fleet = tmp_path / "fleet.toml"
+    target = '[[targets]]\nname = "shop"\nurl = "http://127.0.0.1:9/whep/shop"\n'
+    fleet.write_text(f'{target}options = {{ token = "{TOKEN}", ice_transport = "relay" }}\n')
+    (parsed,) = parse_fleet(fleet.read_text()).targets
+    assert parsed.options == {"token": TOKEN, "ice_transport": "relay"}
+    checked = cli("fleet", "check", str(fleet))
+    assert checked.returncode == 0, checked.stderr
+    fleet.write_text(f"{target}options = {{ token = 1234567 }}\n")
+    refused = cli("fleet", "check", str(fleet))
+    assert refused.returncode == 2 and "options.token: option 'token' of whep probes" in refused.stderr
+    for done in (checked, refused):
+        assert TOKEN not in done.stdout + done.stderr and "1234567" not in done.stderr
 
 
 def test_a_bad_token_is_refused_without_being_shown() -> None:
@@ -201,6 +219,53 @@ async def test_a_retry_after_past_the_join_timeout_fails_at_once() -> None:
     assert result.error is not None and result.error.kind == "signaling"
     assert "HTTP 503 Service Unavailable with Retry-After 30 s, past the join timeout" in result.error.message
     assert time.monotonic() - started < 2.0
+
+
+# -- the token in no output ----------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_the_token_goes_on_every_request_and_into_no_output(room, cli, tmp_path) -> None:
+    async with room() as live, IceServer.serve() as (_, port):
+        front = Front(live.url, token=TOKEN, links=[f"<stun:127.0.0.1:{port}>; rel=ice-server"])
+        async with front_end(front) as base:
+            events = tmp_path / "run.json"
+            watched = await _qoe(
+                cli,
+                "probe",
+                f"{base}/whep/demo",
+                "--token",
+                TOKEN,
+                "--duration",
+                "2",
+                "--json",
+                "--events",
+                str(events),
+            )
+            published = await _qoe(
+                cli, "publish", f"{base}/whip/shop", "--token", TOKEN, "--duration", "2", "--json"
+            )
+            front.token = "another-token"
+            refused = await _qoe(cli, "probe", f"{base}/whep/demo", "--token", TOKEN, "--duration", "2")
+    assert watched.returncode == 0, watched.stderr
+    assert json.loads(watched.stdout)["success"] is True
+    assert published.returncode == 0, published.stderr
+    assert [(r.method, r.headers.get("Authorization")) for r in front.seen[:3]] == [
+        ("POST", f"Bearer {TOKEN}"),
+        ("PATCH", f"Bearer {TOKEN}"),
+        ("DELETE", f"Bearer {TOKEN}"),
+    ]
+    assert {r.method for r in front.seen if r.path.startswith("/whip/")} >= {"POST", "DELETE"}
+    assert refused.returncode == 1
+    assert len(refused.stderr.strip().splitlines()) == 1 and "HTTP 401" in refused.stderr
+    for done in (watched, published, refused):
+        assert TOKEN not in done.stdout + done.stderr
+    assert TOKEN not in events.read_text()
+
+
+async def _qoe(cli, *args: str):  # type: ignore[no-untyped-def]
+    """``qoe ARGS`` in its own process, without blocking this loop (the servers run on it)."""
+    return await asyncio.to_thread(cli, *args)
 
 
 # -- media through TURN only -----------------------------------------------------------

@@ -136,6 +136,7 @@ def add_commands(sub: Any) -> None:
         "the result says clock_domain=synchronised. Without it a remote target's clock domain is "
         "'unknown'",
     )
+    _add_webrtc(probe.add_argument_group("WHEP probes (http(s):// URLs)"), "WHEP")
     chat = probe.add_argument_group("chat probes (ws:// URLs: echo latency between two clients)")
     chat.add_argument("--chat-rate", type=float, metavar="PER_S", help="messages per second (default 5)")
     chat.add_argument("--chat-count", type=int, metavar="N", help="messages (default: as many as fit)")
@@ -209,8 +210,34 @@ def add_commands(sub: Any) -> None:
     )
     publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
     publish.add_argument("--profile", default="none", metavar="NAME", help=PROFILE_HELP)
+    _add_webrtc(publish.add_argument_group("WHIP publishers (http(s):// URLs)"), "WHIP")
     add_knobs(publish, freeze=False)
     publish.set_defaults(handler=_cmd_publish, media=("probes",))
+
+
+def _add_webrtc(group: Any, protocol: str) -> None:
+    """The flags of a WebRTC probe's options (``token``, ``ice_transport``)."""
+    group.add_argument(
+        "--token",
+        metavar="TOKEN",
+        help=f"bearer token the {protocol} endpoint requires, sent on every request "
+        "(Authorization: Bearer) and printed nowhere; a fleet target sets it as options.token",
+    )
+    group.add_argument(
+        "--ice-transport",
+        choices=["all", "relay"],
+        help="relay: media only through the TURN server the endpoint announces (its Link "
+        "headers), to watch a TURN-only path; all, as when not given: any candidate",
+    )
+
+
+def _webrtc_options(args: argparse.Namespace, kind: str, webrtc_kind: str) -> dict[str, Any]:
+    """The options ``--token`` and ``--ice-transport`` set, for a probe of ``kind``."""
+    given = {key: value for key in ("token", "ice_transport") if (value := getattr(args, key)) is not None}
+    if given and kind != webrtc_kind:
+        flag = "--" + next(iter(given)).replace("_", "-")
+        raise ConfigError(f"{flag} is for {webrtc_kind.upper()} URLs; {args.url} is a {kind} URL")
+    return given
 
 
 def option_values(pairs: list[str]) -> dict[str, Any]:
@@ -258,6 +285,7 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         value = getattr(args, f"chat_{key}")
         if value is not None:
             options[key] = value
+    options.update(_webrtc_options(args, kind, "whep"))
     spec = probe_spec(  # a bad option or profile is a usage error, before anything starts
         args.url,
         kind=kind,
@@ -320,7 +348,7 @@ async def _cmd_publish(args: argparse.Namespace) -> int:
         kind=kind,
         duration=args.duration,
         profile=args.profile,
-        options={"knobs": knobs_from(args), **cohost_options},
+        options={"knobs": knobs_from(args), **cohost_options, **_webrtc_options(args, kind, "whip")},
     )
     result = await run_probe(spec)
     if args.json:
