@@ -120,6 +120,17 @@ func (rm *room) forward(remote *webrtc.TrackRemote, receiver *webrtc.RTPReceiver
 		// Header extension IDs were negotiated with the publisher; to a viewer the same IDs
 		// may name other extensions (its mid, for one), so none is passed on.
 		packet.Extension, packet.ExtensionProfile, packet.Extensions = false, 0, nil
+		// Pion 3.1's track writer sends a packet's header and payload but not its padding,
+		// with the header's padding bit still set: a receiver reads the last byte as the
+		// padding length and drops the packet as malformed, and the gap it leaves stalls a
+		// jitter buffer that waits for it. libwebrtc sends such packets whenever it probes
+		// the bandwidth without RTX. So the padding goes back at the end of the payload.
+		if packet.Padding && packet.PaddingSize > 0 {
+			padded := make([]byte, len(packet.Payload)+int(packet.PaddingSize))
+			copy(padded, packet.Payload)
+			padded[len(padded)-1] = packet.PaddingSize
+			packet.Payload, packet.PaddingSize = padded, 0
+		}
 		// An error is a viewer gone (the others were still written to); the track goes on.
 		_ = local.WriteRTP(packet)
 	}
