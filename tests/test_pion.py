@@ -215,7 +215,7 @@ async def test_injected_freezes_are_counted_exactly_through_pion(room: Room, pio
         assert via_pion.video.freeze_count == injected
         assert via_pion.video.freeze_seconds == pytest.approx(injected * LENGTH, rel=0.15)
     if not via_room.probe_host.overloaded:
-        assert via_room.video.freeze_count >= injected
+        assert (via_room.video.freeze_count or 0) >= injected
 
 
 @slow
@@ -240,7 +240,7 @@ async def test_chromium_publishes_through_pion_and_every_frame_decodes(
     )
     assert after.codec == codec
     assert result.success, result.error
-    assert video.frames > 0
+    assert video.frames
     assert (video.width, video.height) == (after.outbound["frameWidth"], after.outbound["frameHeight"])
     assert video.decode_errors == 0
     assert after.outbound["pliCount"] > before.outbound["pliCount"]
