@@ -179,6 +179,8 @@ def _result(kind: str, profile: str, minute: int) -> ProbeResult:
         stall_ratio=0.025 * (minute % 2),
         watched_seconds=8.0,
         dropped_frames=minute % 3,
+        decode_errors=0,
+        stalls_over_seconds={"threshold": 0.5, "count": 0, "seconds": 0.0},
     )
     result.latency = LatencySection({"p50": 0.2 + wobble, "p95": 0.3 + wobble, "max": 0.5})
     result.av_sync = AvSyncSection({"median": 0.02, "p95_abs": 0.05}, samples=8)

@@ -35,9 +35,10 @@ def assert_watched(result: ProbeResult, av_offset: float) -> None:
 async def test_flv_and_hls_of_the_built_in_host_carry_its_av_offset(room) -> None:  # type: ignore[no-untyped-def]
     offset = 0.08
     async with room(av_offset=offset) as live:
-        hls_task = asyncio.create_task(run_probe(probe_spec(f"{live.url}/hls/demo/index.m3u8", duration=6)))
-        flv = await run_probe(probe_spec(f"{live.url}/flv/demo.flv", duration=5))
-        hls = await hls_task
+        # One after the other: an HLS player's join decodes a few seconds of segments at once,
+        # and in one process that burst would be the FLV viewer's stutter, not the room's.
+        flv = await run_probe(probe_spec(f"{live.url}/flv/demo.flv", duration=4))
+        hls = await run_probe(probe_spec(f"{live.url}/hls/demo/index.m3u8", duration=5))
         async with aiohttp.ClientSession() as http, http.get(f"{live.url}/rooms/demo") as r:
             containers = (await r.json())["containers"]
     assert_watched(flv, offset)
@@ -48,7 +49,7 @@ async def test_flv_and_hls_of_the_built_in_host_carry_its_av_offset(room) -> Non
     assert_watched(hls, offset)
     hls_g2g = hls.latency.glass_to_glass_seconds["p50"]
     assert hls_g2g is not None and 1.0 < hls_g2g < 6.0  # 1 s segments, a few behind the edge
-    assert containers["error"] is None and containers["frames"] > 120
+    assert containers["error"] is None and containers["frames"] > 200
 
 
 @pytest.mark.slow
