@@ -170,7 +170,10 @@ async def test_profile_goes_through_the_tcp_proxy(nginx: NginxRtmp) -> None:
     g2g = clean.latency.glass_to_glass_seconds["p50"]
     shaped_g2g = shaped.latency.glass_to_glass_seconds["p50"]
     assert g2g is not None and shaped_g2g is not None
-    assert shaped_g2g - g2g == pytest.approx(0.022, abs=0.03)
+    # The 22 ms shows; a busy host's proxy delivers later still, which it says.
+    assert shaped_g2g - g2g > 0.022 - 0.03
+    if not (clean.probe_host.overloaded or shaped.probe_host.overloaded):
+        assert shaped_g2g - g2g == pytest.approx(0.022, abs=0.03)
 
 
 @asynccontextmanager
