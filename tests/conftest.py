@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gc
+import math
 import os
 import re
 import subprocess
@@ -119,3 +120,19 @@ def room_process(*args: str) -> Iterator[str]:
 @pytest.fixture
 def room_proc() -> Callable[..., AbstractContextManager[str]]:
     return room_process
+
+
+def freezes_within(knobs: Knobs, start: float, end: float) -> tuple[int, int]:
+    """How many of the freezes ``knobs`` inject fall wholly inside [start, end] (Unix
+    seconds), and how many straddle an edge: the publisher stops its video whenever the
+    capture time modulo ``freeze_every`` is below ``freeze_for``. (For publishers whose
+    ground truth is their knobs alone, as through a server that only forwards.)"""
+    every = knobs.freeze_every
+    assert every is not None
+    spans = [
+        (k * every, k * every + knobs.freeze_for)
+        for k in range(math.floor(start / every), math.ceil(end / every) + 1)
+    ]
+    inside = sum(1 for a, b in spans if start < a and b < end)
+    straddling = sum(1 for a, b in spans if a < start < b or a < end < b)
+    return inside, straddling

@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import math
 import time
 import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -40,6 +39,7 @@ from qoe.media import Knobs
 from qoe.media.source import PIPELINE_LATENCY
 from qoe.result import ProbeResult
 from sim.room.server import LiveRoom
+from tests.conftest import freezes_within
 from tests.janus import Front, Janus, ServerOfferSession, forward_into_mountpoint, front_end, janus
 
 Room = Callable[..., AbstractAsyncContextManager[LiveRoom]]
@@ -99,21 +99,6 @@ def summary(name: str, result: ProbeResult) -> str:
         f"co-host {ms(result.cohost.offset_seconds['median'])} ms "
         f"(A/V {ms(result.cohost.av_offset_seconds['median'])} ms)"
     )
-
-
-def freezes_within(knobs: Knobs, start: float, end: float) -> tuple[int, int]:
-    """How many of the freezes ``knobs`` inject fall wholly inside [start, end] (Unix
-    seconds), and how many straddle an edge: the publisher stops its video whenever the
-    capture time modulo ``freeze_every`` is below ``freeze_for``."""
-    every = knobs.freeze_every
-    assert every is not None
-    spans = [
-        (k * every, k * every + knobs.freeze_for)
-        for k in range(math.floor(start / every), math.ceil(end / every) + 1)
-    ]
-    inside = sum(1 for a, b in spans if start < a and b < end)
-    straddling = sum(1 for a, b in spans if a < start < b or a < end < b)
-    return inside, straddling
 
 
 def assert_sound(result: ProbeResult, av_offset: float) -> None:

@@ -36,7 +36,6 @@ Tolerances and why:
 from __future__ import annotations
 
 import asyncio
-import math
 import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -52,6 +51,7 @@ from qoe.media.source import PIPELINE_LATENCY
 from qoe.result import ProbeResult
 from sim.room.server import LiveRoom
 from tests.browser import Chromium, joined, stats
+from tests.conftest import freezes_within
 from tests.servers import _process, free_port, unavailable
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -107,21 +107,6 @@ async def publish(url: str, knobs: Knobs, duration: float) -> ProbeResult:
 
 async def watch(url: str, duration: float) -> ProbeResult:
     return await run_probe(probe_spec(url, kind="whep", duration=duration))
-
-
-def freezes_of(knobs: Knobs, start: float, end: float) -> tuple[int, int]:
-    """How many of the freezes ``knobs`` inject fall wholly inside [start, end] (Unix seconds),
-    and how many straddle one of its edges: the publisher stops its video whenever the
-    capture time modulo ``freeze_every`` is below ``freeze_for``."""
-    every = knobs.freeze_every
-    assert every is not None
-    spans = [
-        (k * every, k * every + knobs.freeze_for)
-        for k in range(math.floor(start / every), math.ceil(end / every) + 1)
-    ]
-    inside = sum(1 for a, b in spans if start < a and b < end)
-    straddling = sum(1 for a, b in spans if a < start < b or a < end < b)
-    return inside, straddling
 
 
 def summary(name: str, result: ProbeResult) -> str:
@@ -204,7 +189,7 @@ async def test_injected_freezes_are_counted_exactly_through_pion(room: Room, pio
         published = await publishers
     print(summary("room", via_room))
     print(summary("pion", via_pion))
-    injected, straddling = freezes_of(knobs, started, ended)
+    injected, straddling = freezes_within(knobs, started, ended)
     assert (injected, straddling) == (4, 0)  # at +2, +5, +8, +11 s into the watch
     for result in published:
         assert result.success, result.error
