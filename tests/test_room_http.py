@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 
 import aiohttp
@@ -127,3 +128,22 @@ async def test_a_room_that_falls_behind_says_so(room, caplog) -> None:
     assert abs(stalls[0]["at"] - time.time()) < 5
     warnings = [r.getMessage() for r in caplog.records if r.name == "sim.room.server"]
     assert len(warnings) == 1 and "the room's event loop ran" in warnings[0], warnings
+
+
+async def test_an_offer_missing_a_kind_is_a_400_that_leaves_no_socket_open(room) -> None:
+    """An offer without its video m-line once left the room's video transceiver without a
+    transport: closing the refused peer raised there (a 500), before the audio transport's
+    socket was closed."""
+    pc, offer = await recvonly_offer()
+    await pc.close()
+    audio_only = "\r\n".join(line for line in offer.split("\r\n") if not line.startswith("m=video"))
+    async with room() as live, aiohttp.ClientSession() as http:
+        async with http.post(f"{live.url}/whep/demo", data=audio_only, headers=SDP) as r:
+            assert r.status == 400 and "no media this room can send" in await r.text()
+        await asyncio.sleep(0.2)
+        fds = len(os.listdir("/proc/self/fd"))
+        for _ in range(20):
+            async with http.post(f"{live.url}/whep/demo", data=audio_only, headers=SDP) as r:
+                assert r.status == 400
+        await asyncio.sleep(0.2)
+        assert len(os.listdir("/proc/self/fd")) - fds <= 2  # 20 leaked sockets before the fix

@@ -108,6 +108,27 @@ async def _body(request: web.Request) -> str | web.Response:
         return _error(400, "the body is not UTF-8 text")
 
 
+async def _close_refused(pc: RTCPeerConnection) -> None:
+    """Close the peer of an offer that could not be used, whatever state it was left in.
+
+    An offer without one of the kinds the room added a transceiver for (no video m-line, say)
+    leaves that transceiver without a transport, and aiortc's ``close`` then raises at it
+    before stopping the transports after it: the refusal became a 500, and those transports'
+    sockets stayed open. So each transport that exists is stopped here as well.
+    """
+    try:
+        await pc.close()
+    except Exception as exc:
+        log.info("closing a refused offer's peer: %s", exc)
+    for transceiver in pc.getTransceivers():
+        dtls = transceiver.receiver.transport
+        if dtls is not None:
+            with contextlib.suppress(Exception):
+                await dtls.stop()
+            with contextlib.suppress(Exception):
+                await dtls.transport.stop()
+
+
 class LiveRoom:
     """The room server: ``async with LiveRoom(port=0) as room: room.url``."""
 
@@ -381,7 +402,7 @@ class LiveRoom:
                 await pc.setLocalDescription(await pc.createAnswer())
         except Exception as exc:  # aiortc raises many types for an offer it cannot use
             log.info("rejected offer: %s", exc)
-            await pc.close()
+            await _close_refused(pc)
             return None
         return str(pc.localDescription.sdp)
 
