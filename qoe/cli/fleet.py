@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import socket
 import sys
 from typing import Any
@@ -186,10 +187,19 @@ async def _cmd_fleet_run(args: argparse.Namespace) -> int:
 
     await get_ready(fleet, list({run.target.name: run.target for run in runs}.values()), note)
 
+    unwritten: list[OSError] = []
+
     def on_result(result: Any) -> None:
+        nonlocal out
         if out is not None:
-            out.write(result.to_json() + "\n")
-            out.flush()
+            try:
+                out.write(result.to_json() + "\n")
+                out.flush()
+            except OSError as exc:  # a full disk: said once the run is judged, not a traceback
+                unwritten.append(exc)
+                with contextlib.suppress(OSError):
+                    out.close()
+                out = None
         progress(result)
 
     try:
@@ -199,10 +209,16 @@ async def _cmd_fleet_run(args: argparse.Namespace) -> int:
     finally:
         progress.close()
         if out is not None:
-            out.close()
+            try:
+                out.close()
+            except OSError as exc:
+                unwritten.append(exc)
     instance = f"{socket.gethostname()}-shard-{shard.index}-of-{shard.count}" if shard else None
     pushed = await push(args.push_gateway, results, instance)
     verdict = _finish_judgement(judge(fleet, runs, [r.to_dict() for r in results]), args.junit)
+    if unwritten:
+        # The verdicts, JUnit and push above still went out; the results file is incomplete.
+        raise ConfigError(f"cannot write {args.json_out}: {unwritten[0].strerror or unwritten[0]}")
     return max(verdict, pushed)
 
 
