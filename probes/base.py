@@ -156,6 +156,10 @@ class ProbeSpec:
     deadline_seconds: float | None = None
     """Hard limit on the whole run; default: duration + TEARDOWN_SECONDS. A scrape sets it
     from its timeout so the answer comes back in time."""
+    may_contact: Callable[[str], bool] | None = field(default=None, compare=False, repr=False)
+    """Which URLs a server may send the probe on to (a redirect's target, a WebRTC session's
+    ``Location``); None: any. The exporter sets it from its allow list, so that a target it
+    was allowed to probe cannot hand its offer, token or DELETE to another host."""
 
     def __post_init__(self) -> None:
         for name in ("duration", "join_timeout", "media_timeout"):

@@ -19,6 +19,7 @@ from qoe.timeline import (
     ClockPoint,
     CpuReading,
     Failure,
+    HttpExchange,
     IcePair,
     InteractionAsked,
     LoopTick,
@@ -42,6 +43,7 @@ _EVENTS: dict[str, type[Any]] = {
     "loop_ticks": LoopTick,
     "cpu": CpuReading,
     "ice_pairs": IcePair,
+    "http": HttpExchange,
 }
 
 

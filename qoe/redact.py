@@ -18,15 +18,19 @@ from __future__ import annotations
 import re
 from urllib.parse import urlsplit, urlunsplit
 
-__all__ = ["clean_text", "redact_text", "redact_url"]
+__all__ = ["clean_block", "clean_text", "redact_text", "redact_url"]
 
 MASK = "***"
 TEXT_LIMIT = 300
+BLOCK_LIMIT = 65536
+"""Characters of an untrusted document kept (an SDP is a few kilobytes)."""
 """Characters of untrusted text kept (a one-line reason needs no more)."""
 _ESCAPES = re.compile(r"\x1b(\[[0-?]*[ -/]*[@-~]|\][^\x07\x1b]*(\x07|\x1b\\)?|[@-Z\\-_])")
 """ANSI/VT escape sequences: CSI (colours, cursor moves), OSC (titles, links), and the
 two-character ones."""
-_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f]")
+_CONTROLS = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\ud800-\udfff\ufffe\uffff]")
+"""Control characters, and what XML 1.0 and UTF-8 cannot carry: lone surrogates (JSON's
+``"\\ud800"`` makes one) and the two non-characters."""
 _URL = re.compile(r"\b[a-zA-Z][a-zA-Z0-9+.-]*://[^\s'\"<>]+")
 
 
@@ -75,3 +79,11 @@ def clean_text(text: str, limit: int = TEXT_LIMIT) -> str:
     text = _ESCAPES.sub("", text)
     text = _CONTROLS.sub("", text.replace("\r\n", " ").replace("\n", " ").replace("\t", " "))
     return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
+def clean_block(text: str, limit: int = BLOCK_LIMIT) -> str:
+    """An untrusted document (a server's SDP or error page) made safe to store and show, its
+    lines kept: escapes and control characters other than line breaks and tabs removed, cut
+    to ``limit`` characters."""
+    text = _CONTROLS.sub("", _ESCAPES.sub("", text).replace("\r\n", "\n").replace("\t", " "))
+    return text if len(text) <= limit else text[:limit] + f"\n[cut at {limit:,} characters]"

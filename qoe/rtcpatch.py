@@ -11,10 +11,13 @@ Three module attributes are replaced, by :func:`install` and nowhere else:
 - ``aiortc.rtcrtpreceiver.decoder_worker``: does nothing for a receiver whose decoder queue is
   a :class:`LoopDecodeQueue` (the probe decodes those frames on the event loop).
 
-One function reaches into aioice's ICE agent instead of replacing anything:
+Two functions reach into aiortc and aioice instead of replacing anything:
 :func:`gather_more` gathers candidates from STUN and TURN servers on an agent that has
 gathered already, which neither aiortc nor aioice can do (a WHIP or WHEP server names its
-servers only in the answer to an offer that had to be gathered first).
+servers only in the answer to an offer that had to be gathered first); and
+:func:`leave_unoffered` lets a peer answer an offer that has no media section for one of its
+transceivers (a WHEP server that offers video only to a viewer ready for audio too), which
+aiortc's ``setLocalDescription`` otherwise fails on.
 
 The probes and the room also read private attributes of aiortc's receivers, jitter buffer,
 senders and ICE agent (:data:`PRIVATE`). An aiortc release may move any of them, and a probe would then
@@ -57,6 +60,7 @@ __all__ = [
     "gather_more",
     "install",
     "installed",
+    "leave_unoffered",
 ]
 
 ICE_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
@@ -118,6 +122,7 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aioice.ice", "Connection", "init:_local_candidates"),
     ("aioice.ice", "Connection", "init:_protocols"),
     ("aioice.ice", "Connection", "init:_nominated"),
+    ("aiortc.rtcrtptransceiver", "RTCRtpTransceiver", "init:_offerDirection"),
 )
 """What the patches, :mod:`probes.webrtc.peer` and the room rely on in aiortc and aioice."""
 
@@ -238,6 +243,16 @@ def _decoder_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -
 
 AIORTC_COMPONENT = 1
 """The one ICE component of an aiortc agent: it multiplexes RTP and RTCP (rtcp-mux)."""
+
+
+def leave_unoffered(pc: Any) -> None:
+    """Mark inactive the transceivers of ``pc`` that the remote offer just applied gave no
+    media section: aiortc applies an answer by combining each transceiver's direction with
+    the direction offered for it, and for one never offered that is None, which it cannot
+    combine. Inactive is what the answer means for them: nothing flows either way."""
+    for transceiver in pc.getTransceivers():
+        if transceiver.mid is None and transceiver._offerDirection is None:
+            transceiver._offerDirection = "inactive"
 
 
 async def gather_more(

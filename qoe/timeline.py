@@ -29,6 +29,7 @@ __all__ = [
     "ClockPoint",
     "CpuReading",
     "Failure",
+    "HttpExchange",
     "IcePair",
     "InteractionAsked",
     "LoopTick",
@@ -150,6 +151,33 @@ class IcePair:
 
 
 @dataclass(slots=True)
+class HttpExchange:
+    """One signaling request and what came back (a WHIP or WHEP POST, a PATCH, a DELETE),
+    kept for the engineer who reads a failed run: what was asked, what the server said.
+
+    Secrets are masked when it is recorded, never later: the URL as :func:`qoe.redact.
+    redact_url` shows it, the bearer token and TURN credentials as ``***``, the ICE
+    password of each SDP too. Headers are ``Name: value`` lines, in the order sent or
+    received, so repeated headers (``Link``) stay apart.
+    """
+
+    at: float
+    """Monotonic seconds when the request was sent."""
+    method: str
+    url: str
+    request_headers: str
+    request_body: str
+    status: int | None = None
+    """The HTTP status; None when no answer came (refused, reset, timed out)."""
+    response_headers: str = ""
+    response_body: str = ""
+    seconds: float | None = None
+    """How long the answer took (None: none came)."""
+    error: str = ""
+    """Why no answer came, in one line."""
+
+
+@dataclass(slots=True)
 class Failure:
     """Why the run failed: an error kind of :mod:`qoe.errors` and a one-line message."""
 
@@ -215,6 +243,8 @@ class Timeline:
     """What the network emulation did to the run's packets, per direction (empty: none)."""
     ice_pairs: list[IcePair] = field(default_factory=list)
     """The candidate pairs ICE selected (WebRTC), in order."""
+    http: list[HttpExchange] = field(default_factory=list)
+    """The signaling requests of a WebRTC run and their answers, in order."""
     run: RunInfo = field(default_factory=RunInfo)
     failure: Failure | None = None
     body_end: float | None = None

@@ -39,7 +39,7 @@ if [ "$servers" = 1 ]; then
   # Real servers for the integration tests, from Debian's packages. None is started here:
   # each test starts its own on loopback and stops it by pid.
   packages=(prometheus prometheus-pushgateway nginx libnginx-mod-rtmp ffmpeg chromium coturn janus iproute2
-            golang-go golang-github-pion-webrtc.v3-dev)
+            golang-go golang-github-pion-webrtc.v3-dev nodejs npm g++ make)
   if [ ${#packages[@]} -gt 0 ]; then
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done

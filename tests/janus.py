@@ -15,12 +15,12 @@ Janus 1.1 speaks its own JSON API, not WHIP or WHEP, so :func:`front_end` transl
 - ``POST /whep/ROOM`` subscribes to every publisher of the room, in the order they joined
   (host first, then co-host), and ``POST /whep/stream/ID`` watches a Streaming mountpoint.
   Janus 1.1 makes the offer to every subscriber (its Streaming plugin takes a viewer's offer
-  only from 1.1.4 on, its VideoRoom not at all), so these answer 406 with Janus's offer, as
-  Meetecho's own WHEP front end does, and the viewer PATCHes its answer
-  (``application/sdp``) to the session;
+  only from 1.1.4 on, its VideoRoom not at all), so these speak WHEP in server-offer mode,
+  as Meetecho's own WHEP front end (``janus-whep-server``) does: the POST's offer is not
+  taken, a 406 carries Janus's offer and the session's ``Location``, and the viewer PATCHes
+  its answer (``application/sdp``) to the session, which starts the media; the WHEP probe
+  does this with ``offer = "server"``;
 - ``DELETE`` on a session ends its Janus session.
-
-:class:`ServerOfferSession` is the viewer's side of that exchange, for the WHEP probe.
 
 Under ``CI=true`` a missing ``janus`` or ``ip``, or no root, fails the test; elsewhere it
 skips (:func:`tests.servers.unavailable`). Everything is stopped by pid, and the namespace
@@ -36,30 +36,34 @@ import itertools
 import os
 import re
 import secrets
+import socket
 import subprocess
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
-from urllib.parse import urljoin
 
 import aiohttp
 from aiohttp import web
-from aiortc import RTCSessionDescription
 
-from probes.webrtc.peer import candidate_addresses
-from probes.webrtc.session import Session
-from probes.webrtc.signaling import Answer
-from qoe import clock
-from qoe.errors import SignalingError
 from tests.servers import require, stop_process, unavailable, wait_http
 
-__all__ = ["Janus", "JanusSession", "ServerOfferSession", "front_end", "janus"]
+__all__ = [
+    "Janus",
+    "JanusSession",
+    "MeetechoWhep",
+    "forward_into_mountpoint",
+    "front_end",
+    "janus",
+    "meetecho_whep",
+]
 
 LIBRARY = Path("/usr/lib/x86_64-linux-gnu/janus")
 """Where Debian's janus package puts its plugins and transports."""
 PLUGINS = ("streaming", "videoroom", "textroom")
 HTTP_PORT = 8088
+WS_PORT = 8188
+"""Janus's WebSocket API, which Meetecho's WHEP server (through janode) speaks."""
 RTP_PORTS = "20000-20999"
 """Janus's media ports, inside its namespace (so no other test's ports can collide)."""
 
@@ -118,14 +122,16 @@ class Janus:
 
     def _configure(self, veth: str) -> Path:
         """Config, plugin and transport folders under ``tmp``: only the plugins the tests use
-        and the HTTP transport are linked in, so nothing else loads or listens."""
+        and the HTTP and WebSocket transports are linked in, so nothing else loads or listens."""
         conf, plugins, transports, empty = (self.tmp / d for d in ("conf", "plugins", "transports", "none"))
         for folder in (conf, plugins, transports, empty):
             folder.mkdir()
         for name in PLUGINS:
             (plugins / f"libjanus_{name}.so").symlink_to(LIBRARY / "plugins" / f"libjanus_{name}.so")
             (conf / f"janus.plugin.{name}.jcfg").write_text(_jcfg({"general": {}}))
-        (transports / "libjanus_http.so").symlink_to(LIBRARY / "transports" / "libjanus_http.so")
+        for transport in ("http", "websockets"):
+            name = f"libjanus_{transport}.so"
+            (transports / name).symlink_to(LIBRARY / "transports" / name)
         (conf / "janus.jcfg").write_text(
             _jcfg(
                 {
@@ -149,6 +155,14 @@ class Janus:
                 {
                     "general": {"json": "plain", "base_path": "/janus", "http": True, "port": HTTP_PORT},
                     "admin": {"admin_http": False},
+                }
+            )
+        )
+        (conf / "janus.transport.websockets.jcfg").write_text(
+            _jcfg(
+                {
+                    "general": {"json": "plain", "ws": True, "ws_port": WS_PORT, "wss": False},
+                    "admin": {"admin_ws": False, "admin_wss": False},
                 }
             )
         )
@@ -206,6 +220,87 @@ def janus(tmp: Path) -> Iterator[Janus]:
     API, in a namespace of its own, until the block ends."""
     with Janus(tmp).run() as server:
         yield server
+
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+class MeetechoWhep:
+    """Meetecho's own WHEP server (``janus-whep-server`` from npm, run by node from
+    ``tests/janus_whep.mjs``) in front of a :class:`Janus`, on the host's veth address."""
+
+    def __init__(self, proc: subprocess.Popen[str], base: str) -> None:
+        self._proc = proc
+        self.base = base
+        """``http://HOST:PORT/whep``: endpoints are at ``BASE/endpoint/ID``."""
+
+    def videoroom(self, endpoint: str, room: int, feed: int) -> str:
+        """Make endpoint ``endpoint``, a subscription to ``feed`` in ``room``; its URL."""
+        assert self._proc.stdin is not None and self._proc.stdout is not None
+        self._proc.stdin.write(f"videoroom {endpoint} {room} {feed}\n")
+        self._proc.stdin.flush()
+        answer = _reply(self._proc)
+        if answer != f"created {endpoint}":
+            raise JanusError(f"janus-whep-server: {answer or 'exited'}")
+        return f"{self.base}/endpoint/{endpoint}"
+
+
+@contextlib.contextmanager
+def meetecho_whep(server: Janus, tmp: Path) -> Iterator[MeetechoWhep]:
+    """Meetecho's WHEP server for ``server``, installed by ``scripts/build-janus-whep.sh``
+    (exit 2: node or npm missing, which CI treats as a failure), until the block ends."""
+    built = subprocess.run(
+        [str(ROOT / "scripts" / "build-janus-whep.sh")],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        stdin=subprocess.DEVNULL,
+    )
+    if built.returncode == 2:
+        unavailable(f"{built.stderr.strip()} (scripts/bootstrap.sh --servers installs them)")
+    if built.returncode != 0:
+        raise JanusError(f"scripts/build-janus-whep.sh failed: {built.stderr.strip()[-2000:]}")
+    port = _free_port(server.host)
+    log = open(tmp / "janus-whep.log", "w")  # noqa: SIM115 (closed below)
+    proc = subprocess.Popen(
+        [
+            require("node"),
+            str(ROOT / "tests" / "janus_whep.mjs"),
+            built.stdout.strip(),
+            f"ws://{server.janus_host}:{WS_PORT}",
+            str(port),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=log,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        if _reply(proc) != "ready":
+            raise JanusError(
+                f"janus-whep-server did not start: {(tmp / 'janus-whep.log').read_text()[-2000:]}"
+            )
+        yield MeetechoWhep(proc, f"http://{server.host}:{port}/whep")
+    finally:
+        stop_process(proc)
+        log.close()
+
+
+def _reply(proc: subprocess.Popen[str]) -> str:
+    """The script's next answer (a line starting ``@@``), past janode's log lines; "" at
+    its end."""
+    assert proc.stdout is not None
+    while line := proc.stdout.readline():
+        if line.startswith("@@"):
+            return line[2:].strip()
+    return ""
+
+
+def _free_port(host: str) -> int:
+    with contextlib.closing(socket.socket()) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
 
 
 class JanusError(RuntimeError):
@@ -361,7 +456,16 @@ async def front_end(server: Janus) -> AsyncIterator[tuple[str, Front]]:
                 headers={"Location": f"/whep/sessions/{key}"},
             )
 
+        async def refuse_offer(request: web.Request) -> web.Response | None:
+            """A POST must carry an SDP offer (which Janus does not take), as Meetecho's
+            front end has it."""
+            if request.content_type != "application/sdp" or "v=0" not in await request.text():
+                return web.Response(status=415, text="Missing SDP offer\n")
+            return None
+
         async def whep(request: web.Request) -> web.Response:
+            if refused := await refuse_offer(request):
+                return refused
             name = request.match_info["room"]
             feeds = front.publishers.get(name, [])
             if not feeds:
@@ -379,6 +483,8 @@ async def front_end(server: Janus) -> AsyncIterator[tuple[str, Front]]:
             return offered(key, handle, jsep)
 
         async def stream(request: web.Request) -> web.Response:
+            if refused := await refuse_offer(request):
+                return refused
             key, session, handle = await open_session("streaming")
             _, jsep = await session.request(handle, {"request": "watch", "id": int(request.match_info["id"])})
             return offered(key, handle, jsep)
@@ -448,37 +554,3 @@ async def forward_into_mountpoint(front: Front, room: str, mountpoint: int) -> N
             "streams": forwards,
         },
     )
-
-
-class ServerOfferSession(Session):
-    """The WHEP viewer's session against a server that makes the offer (Janus 1.1): the POST
-    carries a placeholder offer, a 406 brings the server's offer, and the viewer PATCHes its
-    answer to the session. ``signaling`` ends when the PATCH is taken."""
-
-    async def negotiate(
-        self, *, timeout: float, check_answer: Callable[[str, str], None] | None = None
-    ) -> None:
-        deadline = clock.monotonic() + timeout
-        headers = {"Content-Type": "application/sdp"}
-        async with self._http.post(self.url, data="v=0\r\n", headers=headers) as posted:
-            offer = await posted.text()
-            if posted.status != 406:
-                raise SignalingError(
-                    f"POST {self.url}: HTTP {posted.status} {offer.strip()}, not a 406 offer"
-                )
-            self.location = urljoin(str(posted.url), posted.headers["Location"])
-        await self.pc.setRemoteDescription(RTCSessionDescription(offer, "offer"))
-        with candidate_addresses(self._addresses):
-            await self.pc.setLocalDescription(await self.pc.createAnswer())
-        answer = self.pc.localDescription.sdp
-        if check_answer is not None:  # it reads the server's SDP as the one that sends
-            check_answer(answer, offer)
-        for transceiver in self.pc.getTransceivers():
-            transport = transceiver.receiver.transport
-            transport.on("statechange", self._dtls_watcher(transport))
-        left = aiohttp.ClientTimeout(total=max(0.5, deadline - clock.monotonic()))
-        async with self._http.patch(self.location, data=answer, headers=headers, timeout=left) as patched:
-            if patched.status >= 300:
-                raise SignalingError(f"PATCH {self.location}: HTTP {patched.status} {await patched.text()}")
-        self.answer = Answer(offer, self.location, None)
-        self.timeline.mark("signaling")

@@ -1,6 +1,8 @@
-"""Janus as a real SFU: our publisher into its VideoRoom, our viewer out of it and out of a
-Streaming mountpoint, with the figures held to the publishers' knobs (tests/janus.py has the
-harness: Janus in a network namespace, and its WHIP/WHEP front end).
+"""Janus as a real SFU: our publisher into its VideoRoom, our viewer out of it (through
+Meetecho's own WHEP server, janus-whep-server) and out of a Streaming mountpoint, with the
+figures held to the publishers' knobs (tests/janus.py has the harness: Janus in a network
+namespace, Meetecho's WHEP server, and a WHIP/WHEP front end of our own for what that one
+does not serve: WHIP, a mountpoint fed over RTP, two feeds in one subscription).
 
 Janus forwards RTP as it comes, decoding and re-encoding nothing, so what the viewer
 measures is what our publisher sent: the publisher's knobs are the ground truth, as through
@@ -28,19 +30,25 @@ import urllib.request
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
 from pathlib import Path
-from typing import Any
 
 import pytest
 
 from probes import probe_spec, run_probe
-from probes.webrtc import whep
-from probes.webrtc.session import Session
 from qoe.media import Knobs
 from qoe.media.source import PIPELINE_LATENCY
 from qoe.result import ProbeResult
 from sim.room.server import LiveRoom
 from tests.conftest import freezes_within
-from tests.janus import Front, Janus, ServerOfferSession, forward_into_mountpoint, front_end, janus
+from tests.janus import (
+    Front,
+    Janus,
+    MeetechoWhep,
+    forward_into_mountpoint,
+    front_end,
+    janus,
+    meetecho_whep,
+    room_number,
+)
 
 Room = Callable[..., AbstractAsyncContextManager[LiveRoom]]
 
@@ -61,17 +69,16 @@ def server(tmp_path: Path) -> Iterator[Janus]:
 
 
 @pytest.fixture
-async def front(server: Janus, monkeypatch: pytest.MonkeyPatch) -> AsyncIterator[tuple[str, Front]]:
-    """The front end; the WHEP probe takes Janus's offer from it (see tests/janus.py), as
-    Janus 1.1 makes the offer to every viewer, which the probe's own session cannot take
-    yet. Every other endpoint still gets the probe's own session."""
+def meetecho(server: Janus, tmp_path: Path) -> Iterator[MeetechoWhep]:
+    """Meetecho's own WHEP server in front of Janus (janus-whep-server, from npm)."""
+    with meetecho_whep(server, tmp_path) as running:
+        yield running
+
+
+@pytest.fixture
+async def front(server: Janus) -> AsyncIterator[tuple[str, Front]]:
+    """The WHIP/WHEP front end; its WHEP endpoints make the offer (see tests/janus.py)."""
     async with front_end(server) as (base, state):
-
-        def session(url: str, *args: Any, **kwargs: Any) -> Session:
-            kind = ServerOfferSession if url.startswith(f"{base}/") else Session
-            return kind(url, *args, **kwargs)
-
-        monkeypatch.setattr(whep, "Session", session)
         yield base, state
 
 
@@ -81,6 +88,11 @@ async def publish(url: str, duration: float, **options: object) -> ProbeResult:
 
 async def watch(url: str, duration: float, **options: object) -> ProbeResult:
     return await run_probe(probe_spec(url, kind="whep", duration=duration, options=options))
+
+
+async def watch_janus(url: str, duration: float, **options: object) -> ProbeResult:
+    """A WHEP viewer of Janus, which makes the offer."""
+    return await watch(url, duration, offer="server", **options)
 
 
 def summary(name: str, result: ProbeResult) -> str:
@@ -114,15 +126,16 @@ def test_janus_runs_with_only_the_plugins_and_transport_asked_for(server: Janus)
         info = json.load(response)
     assert info["name"] == "Janus WebRTC Server" and info["version_string"].startswith("1.")
     assert sorted(info["plugins"]) == [f"janus.plugin.{p}" for p in ("streaming", "textroom", "videoroom")]
-    assert list(info["transports"]) == ["janus.transport.http"]
+    assert sorted(info["transports"]) == ["janus.transport.http", "janus.transport.websockets"]
 
 
 @pytest.mark.slow
 async def test_our_publisher_through_the_videoroom_gives_the_rooms_figures(
-    room: Room, front: tuple[str, Front]
+    room: Room, front: tuple[str, Front], meetecho: MeetechoWhep
 ) -> None:
-    """Our publisher -> Janus's VideoRoom -> our viewer, beside the same through our room."""
-    base, _ = front
+    """Our publisher -> Janus's VideoRoom -> Meetecho's WHEP server -> our viewer, beside the
+    same through our room."""
+    base, state = front
     offset = 0.05
     knobs = Knobs(av_offset=offset)
     async with room() as live:
@@ -130,9 +143,13 @@ async def test_our_publisher_through_the_videoroom_gives_the_rooms_figures(
             publish(f"{live.url}/whip/shop", SETTLE + WATCH + 1, knobs=knobs),
             publish(f"{base}/whip/shop", SETTLE + WATCH + 1, knobs=knobs),
         )
+        while not state.publishers.get("shop"):
+            await asyncio.sleep(0.05)
+        feed = state.publishers["shop"][0]
+        url = await asyncio.to_thread(meetecho.videoroom, "shop", room_number("shop"), feed)
         await asyncio.sleep(SETTLE)
         via_room, via_janus = await asyncio.gather(
-            watch(f"{live.url}/whep/shop", WATCH), watch(f"{base}/whep/shop", WATCH)
+            watch(f"{live.url}/whep/shop", WATCH), watch_janus(url, WATCH)
         )
         published = await publishers
     print(summary("room", via_room))
@@ -173,7 +190,7 @@ async def test_freezes_through_a_streaming_mountpoint_are_counted_exactly(front:
     await forward_into_mountpoint(state, "shop", MOUNTPOINT)
     await asyncio.sleep(ready - time.monotonic())
     started = time.time()
-    viewer = await watch(f"{base}/whep/stream/{MOUNTPOINT}", FREEZE_WATCH)
+    viewer = await watch_janus(f"{base}/whep/stream/{MOUNTPOINT}", FREEZE_WATCH)
     ended = time.time()
     published = await publisher
     print(summary("janus mountpoint", viewer))
@@ -208,7 +225,7 @@ async def test_videoroom_as_a_cohost_room(front: tuple[str, Front]) -> None:
     while len(state.publishers["live"]) < 2:
         await asyncio.sleep(0.05)
     await asyncio.sleep(SETTLE)
-    viewer = await watch(f"{base}/whep/live", WATCH, cohost="separate")
+    viewer = await watch_janus(f"{base}/whep/live", WATCH, cohost="separate")
     published = await asyncio.gather(host, cohost)
     print(summary("janus co-host", viewer))
     for result in published:

@@ -3,8 +3,10 @@
 Each behaviour is checked against a small server on loopback that behaves that way
 (:mod:`tests.whep_front`): STUN and TURN servers announced in ``Link`` headers, a bearer token
 on every request and in no output, 307 and 308 redirects of the POST, candidates trickled by
-PATCH with ``If-Match`` (and a server that takes no PATCH), 503 with ``Retry-After``, and a
-media path through a real TURN server only (Debian's coturn).
+PATCH with ``If-Match`` (and a server that takes no PATCH), 503 with ``Retry-After``, a server
+that makes the offer itself, redirects and session URLs to other hosts when the probe is fenced
+to some (as ``qoe serve`` fences /probe), and a media path through a real TURN server only
+(Debian's coturn).
 """
 
 from __future__ import annotations
@@ -20,8 +22,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
 from aioice import stun
-from aiortc import RTCIceServer
+from aiortc import RTCIceServer, VideoStreamTrack
 
 from probes import probe_spec, run_probe
 from probes.options import OptionError, validate
@@ -29,8 +32,9 @@ from probes.webrtc import whep
 from probes.webrtc.signaling import MAX_REDIRECTS, ice_servers, retry_delay, trickle_fragment
 from qoe.fleet.config import parse_fleet
 from qoe.result import ProbeResult
-from tests.servers import free_port, require, stop_process
-from tests.whep_front import Front, IceServer, front_end, redirects
+from qoe.timeline import Timeline
+from tests.servers import aiohttp_app, free_port, require, stop_process
+from tests.whep_front import Front, IceServer, Seen, front_end, peer_server, redirects
 
 TOKEN = "tok-3f9a1c77e2d84b6a"
 """A bearer token no output may show."""
@@ -219,6 +223,88 @@ async def test_a_retry_after_past_the_join_timeout_fails_at_once() -> None:
     assert result.error is not None and result.error.kind == "signaling"
     assert "HTTP 503 Service Unavailable with Retry-After 30 s, past the join timeout" in result.error.message
     assert time.monotonic() - started < 2.0
+
+
+# -- the server makes the offer ---------------------------------------------------------
+
+
+@pytest.mark.slow
+async def test_a_server_that_makes_the_offer_gets_the_answer_by_patch() -> None:
+    """Server-offer mode, as Janus's WHEP front end speaks it: the POST's offer is not taken,
+    a 406 brings the server's offer, and the probe PATCHes its answer, with the candidates of
+    the STUN server the 406 announced already in it. A probe that expects to offer is told
+    what to do instead."""
+    seen: list[Seen] = []
+    async with IceServer.serve() as (ice, port):
+        links = (f"<stun:127.0.0.1:{port}>; rel=ice-server",)
+        async with peer_server(VideoStreamTrack, server_offer=True, links=links, seen=seen) as url:
+            watched = await watch(url, offer="server")
+            offered = await watch(url)
+    assert watched.success, watched.error
+    assert watched.video.frames and watched.video.frames > 20
+    assert list(watched.join.phases) == list(whep.PHASES)
+    post, patch, delete = seen[:3]
+    assert (post.method, post.headers["Content-Type"]) == ("POST", "application/sdp")
+    assert post.body.startswith("v=0") and "a=candidate" not in post.body  # never applied
+    assert (patch.method, patch.path, patch.headers["Content-Type"]) == (
+        "PATCH",
+        "/whep/demo/1",
+        "application/sdp",
+    )
+    assert patch.headers["If-Match"] == '"1"'
+    assert patch.body.startswith("v=0") and " typ srflx " in patch.body
+    assert ice.bindings, "the announced STUN server was never asked"
+    assert (delete.method, delete.path) == ("DELETE", "/whep/demo/1")
+    assert offered.error is not None and offered.error.kind == "signaling"
+    assert offered.error.message == (
+        f"{url}: HTTP 406 with an offer of the server's own: this endpoint makes the offer; "
+        'probe it with --offer server (options.offer = "server")'
+    )
+
+
+# -- URLs a server names, fenced --------------------------------------------------------
+
+
+async def test_a_fenced_probe_follows_no_redirect_to_another_host() -> None:
+    async with redirects({"/whep/demo": (307, "http://127.0.0.2:9/whep/demo")}) as (base, hops):
+        spec = probe_spec(f"{base}/whep/demo", may_contact=lambda url: url.startswith(base), **ROOM_PROBE)
+        result = await run_probe(spec)
+    assert result.error is not None and result.error.kind == "signaling"
+    assert result.error.message == (
+        f"{base}/whep/demo: refused a redirect to http://127.0.0.2:9/whep/demo, which is not allowed"
+    )
+    assert len(hops) == 1
+
+
+async def test_a_fenced_probe_sends_nothing_to_a_session_location_on_another_host() -> None:
+    """A 201 whose Location names another host: refused before anything goes there, so the
+    probe's DELETE (with its token) never reaches that host."""
+
+    async def created(request: web.Request) -> web.Response:
+        return web.Response(
+            status=201,
+            text="v=0\r\n",
+            content_type="application/sdp",
+            headers={"Location": "http://127.0.0.2:9/sessions/1"},
+        )
+
+    app = web.Application()
+    app.router.add_post("/whep/demo", created)
+    logs: list[Timeline] = []
+    async with aiohttp_app(app) as base:
+        spec = probe_spec(
+            f"{base}/whep/demo",
+            may_contact=lambda url: url.startswith(base),
+            options={"token": TOKEN},
+            **ROOM_PROBE,
+        )
+        result = await run_probe(spec, on_log=logs.append)
+    assert result.error is not None and result.error.kind == "signaling"
+    assert (
+        "refused a session Location of http://127.0.0.2:9/sessions/1, which is not allowed"
+        in result.error.message
+    )
+    assert [(e.method, e.url) for e in logs[0].http] == [("POST", f"{base}/whep/demo")]
 
 
 # -- the token in no output ----------------------------------------------------------

@@ -10,7 +10,8 @@
   sent: enough to see that a probe used what a ``Link`` header announced, without a real TURN
   server.
 - :func:`peer_server`: a WHEP endpoint with its own aiortc peer sending a given video track,
-  for streams the room never sends (no RTP at all, or RTP that cannot be decoded).
+  for streams the room never sends (no RTP at all, or RTP that cannot be decoded), and in
+  server-offer mode, as Janus's WHEP front end speaks.
 """
 
 from __future__ import annotations
@@ -219,29 +220,61 @@ class IceServer(asyncio.DatagramProtocol):
 
 
 @asynccontextmanager
-async def peer_server(video: Callable[[], MediaStreamTrack]) -> AsyncIterator[str]:
+async def peer_server(
+    video: Callable[[], MediaStreamTrack],
+    *,
+    server_offer: bool = False,
+    links: tuple[str, ...] = (),
+    seen: list[Seen] | None = None,
+) -> AsyncIterator[str]:
     """A WHEP endpoint whose own peer sends ``video()`` to each viewer, and no audio; yields
-    its URL (``BASE/whep/demo``). Its peers gather on loopback only, as the room's do."""
+    its URL (``BASE/whep/demo``). Its peers gather on loopback only, as the room's do.
+
+    ``server_offer``: the endpoint makes the offer, as Janus's WHEP front end does for the
+    subscriptions Janus offers to: the POST's offer is not taken, a 406 carries the
+    endpoint's own offer, and the viewer's answer comes by PATCH (``application/sdp``).
+    ``links`` go on each answer to a POST as ``Link`` headers; every request is noted in
+    ``seen``."""
     rtcpatch.install()
     peers: dict[str, RTCPeerConnection] = {}
     ids = itertools.count(1)
+    noted: list[Seen] = seen if seen is not None else []
 
     async def post(request: web.Request) -> web.Response:
+        body = (await _seen(request, noted)).body
+        if "v=0" not in body:
+            return web.Response(status=415, text="Missing SDP offer\n")
         pc = RTCPeerConnection(rtc_configuration())
         pc.addTransceiver(video(), direction="sendonly")
         with candidate_addresses(("127.0.0.1",)):
-            await pc.setRemoteDescription(RTCSessionDescription(await request.text(), "offer"))
-            await pc.setLocalDescription(await pc.createAnswer())
+            if server_offer:
+                await pc.setLocalDescription(await pc.createOffer())
+            else:
+                await pc.setRemoteDescription(RTCSessionDescription(body, "offer"))
+                await pc.setLocalDescription(await pc.createAnswer())
         session = str(next(ids))
         peers[session] = pc
+        headers: Any = [("Location", f"/whep/demo/{session}"), ("ETag", f'"{session}"')]
+        headers += [("Link", link) for link in links]
         return web.Response(
-            status=201,
+            status=406 if server_offer else 201,
             text=pc.localDescription.sdp,
             content_type="application/sdp",
-            headers={"Location": f"/whep/demo/{session}"},
+            headers=headers,
         )
 
+    async def patch(request: web.Request) -> web.Response:
+        seen_now = await _seen(request, noted)
+        pc = peers.get(request.match_info["session"])
+        if pc is None:
+            return web.Response(status=404)
+        if not server_offer or seen_now.headers.get("Content-Type") != "application/sdp":
+            return web.Response(status=405)
+        await pc.setRemoteDescription(RTCSessionDescription(seen_now.body, "answer"))
+        return web.Response(status=204)
+
     async def delete(request: web.Request) -> web.Response:
+        await _seen(request, noted)
         pc = peers.pop(request.match_info["session"], None)
         if pc is not None:
             await pc.close()
@@ -249,6 +282,7 @@ async def peer_server(video: Callable[[], MediaStreamTrack]) -> AsyncIterator[st
 
     app = web.Application()
     app.router.add_post("/whep/demo", post)
+    app.router.add_patch("/whep/demo/{session}", patch)
     app.router.add_delete("/whep/demo/{session}", delete)
     try:
         async with aiohttp_app(app) as base:

@@ -44,7 +44,7 @@ from aioice import Candidate
 from aiortc import RTCIceServer, RTCPeerConnection, RTCSessionDescription
 
 from probes.webrtc.peer import addresses_for_host, candidate_addresses, rtc_configuration, selected_pair
-from probes.webrtc.signaling import Answer, Endpoint, trickle_fragment
+from probes.webrtc.signaling import Answer, Contact, Endpoint, trickle_fragment
 from qoe import clock, rtcpatch
 from qoe.errors import DisconnectedError, DtlsError, IceError, SdpError
 from qoe.redact import redact_url
@@ -73,9 +73,13 @@ class Session:
         relay: bool = False,
         network: Any = None,
         seed: int | None = None,
+        server_offer: bool = False,
+        may_contact: Contact | None = None,
     ) -> None:
         self.url = url
         self.relay = relay
+        self.server_offer = server_offer
+        """The server makes the offer: see :meth:`negotiate`."""
         """Media through TURN only (the ``relay`` ICE transport policy)."""
         self.network = network
         """A ``sim.profiles.Profile`` to emulate on this peer's sockets, or None."""
@@ -89,8 +93,11 @@ class Session:
         self.location: str | None = None
         self.answer: Answer | None = None
         """The endpoint's 201, once it came."""
+        self.agreed: str | None = None
+        """The SDP that says what was agreed: the server's answer, or in server-offer mode
+        the probe's own answer."""
         self._http = aiohttp.ClientSession()
-        self.endpoint = Endpoint(self._http, url, token)
+        self.endpoint = Endpoint(self._http, url, token, record=timeline.http.append, may_contact=may_contact)
         self._addresses = addresses_for_host(urlsplit(url).hostname or "")
         loop = asyncio.get_running_loop()
         self.failed: asyncio.Future[None] = loop.create_future()
@@ -113,15 +120,20 @@ class Session:
     ) -> None:
         """Offer, POST, apply the answer; milestones ``signaling`` onwards are recorded.
 
-        ``check_answer(offer, answer)`` may refuse the answer (raise) before it is applied.
+        ``check_answer(offer, answer)`` may refuse the answer (raise) before it is applied:
+        ``offer`` is always the viewer's side (the probe's offer, or its answer to a server's
+        offer), ``answer`` the server's.
         """
+        if self.server_offer:
+            await self._answer_server(timeout=timeout, check_answer=check_answer)
+            return
         deadline = clock.monotonic() + timeout
         with candidate_addresses(self._addresses), self._shaping() as shaper:
             self.shaper = shaper
             await self.pc.setLocalDescription(await self.pc.createOffer())
             offer = END_OF_CANDIDATES.sub("", self.pc.localDescription.sdp)
             answer = await self.endpoint.post(offer, deadline=deadline)
-            self.answer, self.location = answer, answer.location
+            self.answer, self.location, self.agreed = answer, answer.location, answer.sdp
             self.timeline.mark("signaling")
             if check_answer is not None:
                 check_answer(offer, answer.sdp)
@@ -138,6 +150,43 @@ class Session:
             fragment = trickle_fragment(offer, [c.to_sdp() for c in announced])
             left = max(0.5, deadline - clock.monotonic())
             await self.endpoint.trickle(answer.location, fragment, etag=answer.etag, timeout=left)
+
+    async def _answer_server(
+        self, *, timeout: float, check_answer: Callable[[str, str], None] | None = None
+    ) -> None:
+        """Server-offer mode, as Janus's WHEP front end (``janus-whep-server``) speaks it for
+        the subscriptions Janus makes the offer for: the POST carries the probe's offer, which
+        the server does not take; its own offer comes back in a 406 (or a 201) with the
+        session's ``Location``, and the probe PATCHes its answer (``application/sdp``) there.
+        ``signaling`` ends when the PATCH is taken: only then can media flow. The servers the
+        server named are asked for candidates before the answer is sent, so the answer
+        carries them and nothing needs trickling."""
+        deadline = clock.monotonic() + timeout
+        with candidate_addresses(self._addresses), self._shaping() as shaper:
+            self.shaper = shaper
+            # The offer is made but not applied: the peer takes the server's offer instead.
+            unapplied = (await self.pc.createOffer()).sdp
+            created = await self.endpoint.post(unapplied, deadline=deadline, server_offer=True)
+            self.location = created.location
+            try:
+                await self.pc.setRemoteDescription(RTCSessionDescription(created.sdp, "offer"))
+            except (ValueError, KeyError, IndexError, TypeError, AssertionError) as exc:
+                reason = str(exc) or type(exc).__name__
+                raise SdpError(f"cannot apply the offer from {redact_url(self.url)}: {reason}") from exc
+            rtcpatch.leave_unoffered(self.pc)
+            await self.pc.setLocalDescription(await self.pc.createAnswer())
+            answer = self.pc.localDescription.sdp
+            if check_answer is not None:
+                check_answer(answer, created.sdp)
+            announced = await self._gather(created.ice_servers, deadline)
+        answer = with_candidates(answer, [c.to_sdp() for c in announced])
+        for transceiver in self.pc.getTransceivers():
+            transport = transceiver.receiver.transport
+            transport.on("statechange", self._dtls_watcher(transport))
+        left = max(0.5, deadline - clock.monotonic())
+        await self.endpoint.answer(created.location, answer, etag=created.etag, timeout=left)
+        self.answer, self.agreed = created, answer
+        self.timeline.mark("signaling")
 
     async def _gather(self, servers: Sequence[RTCIceServer], deadline: float) -> list[Candidate]:
         """Candidates from the STUN and TURN servers the endpoint announced (see the module)."""
@@ -242,6 +291,15 @@ class Session:
             remaining = max(0.5, DELETE_BUDGET_SECONDS - (clock.monotonic() - started))
             await self.endpoint.delete(self.location, timeout=remaining)
         await self._http.close()
+
+
+def with_candidates(sdp: str, candidates: Sequence[str]) -> str:
+    """``sdp`` with ``candidates`` (values of ``a=candidate:`` lines) added to every media
+    section, before its end-of-candidates."""
+    if not candidates:
+        return sdp
+    lines = "".join(f"a=candidate:{c}\r\n" for c in candidates)
+    return END_OF_CANDIDATES.sub(lambda m: lines + m.group(0), sdp)
 
 
 def _urls(server: RTCIceServer) -> list[str]:

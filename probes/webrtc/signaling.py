@@ -30,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import email.utils
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from urllib.parse import urljoin, urlsplit
 
@@ -41,9 +41,18 @@ from multidict import CIMultiDict
 
 from qoe import clock
 from qoe.errors import ConnectError, NotFoundError, SignalingError
-from qoe.redact import MASK, redact_url
+from qoe.redact import MASK, clean_block, redact_text, redact_url
+from qoe.timeline import HttpExchange
 
-__all__ = ["MAX_ATTEMPTS", "MAX_REDIRECTS", "Answer", "Endpoint", "ice_servers", "trickle_fragment"]
+__all__ = [
+    "MAX_ATTEMPTS",
+    "MAX_REDIRECTS",
+    "Answer",
+    "Contact",
+    "Endpoint",
+    "ice_servers",
+    "trickle_fragment",
+]
 
 SDP_TYPE = "application/sdp"
 TRICKLE_TYPE = "application/trickle-ice-sdpfrag"
@@ -57,7 +66,10 @@ PATCH_UNSUPPORTED = (405, 501)
 
 @dataclass(frozen=True)
 class Answer:
+    """What the endpoint's 201 Created carried."""
+
     sdp: str
+    """Its SDP: the answer to the probe's offer, or in server-offer mode the server's offer."""
     location: str
     """Absolute URL of the session resource (for PATCH and DELETE)."""
     etag: str | None
@@ -65,13 +77,33 @@ class Answer:
     """STUN and TURN servers the 201 announced in its ``Link`` headers, in their order."""
 
 
-class Endpoint:
-    """One WHIP or WHEP endpoint, as a client talks to it: with its token on every request."""
+Contact = Callable[[str], bool]
+"""Whether the probe may contact a URL a server named (a redirect, a session's Location)."""
 
-    def __init__(self, http: aiohttp.ClientSession, url: str, token: str | None = None) -> None:
+
+class Endpoint:
+    """One WHIP or WHEP endpoint, as a client talks to it: with its token on every request.
+
+    Every request and its answer is handed to ``record`` as an :class:`~qoe.timeline.
+    HttpExchange`, secrets masked (the run's event log keeps them for an incident report).
+    ``may_contact`` vets every URL the server names before it is contacted: a redirect's
+    target and the session's ``Location``; a refused one fails the join, naming it.
+    """
+
+    def __init__(
+        self,
+        http: aiohttp.ClientSession,
+        url: str,
+        token: str | None = None,
+        *,
+        record: Callable[[HttpExchange], None] | None = None,
+        may_contact: Contact | None = None,
+    ) -> None:
         self._http = http
         self.url = url
         self._token = token or None
+        self._record = record
+        self._may_contact = may_contact
 
     def _headers(self, content_type: str | None = None) -> dict[str, str]:
         headers = {"Content-Type": content_type} if content_type else {}
@@ -83,9 +115,75 @@ class Endpoint:
         """``text`` without the token, however a server or a library came to quote it."""
         return text.replace(self._token, MASK) if self._token else text
 
-    async def post(self, sdp: str, *, deadline: float) -> Answer:
-        """POST ``sdp`` and return the answer (201 Created), by ``deadline`` (monotonic s)."""
+    async def _request(
+        self, method: str, url: str, *, body: str | None, headers: dict[str, str], timeout: float
+    ) -> tuple[int, CIMultiDict[str], str]:
+        """One request, no redirect followed; its status, headers and body text. Recorded
+        whatever happens; aiohttp's and asyncio's errors pass through to the caller."""
+        exchange = HttpExchange(
+            clock.monotonic(),
+            method,
+            redact_url(url),
+            self._shown_headers(headers.items()),
+            self._shown_body(body or ""),
+        )
+        try:
+            async with self._http.request(
+                method,
+                url,
+                data=body,
+                headers=headers,
+                allow_redirects=False,
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as response:
+                text = await response.text(errors="replace")
+                status, received = response.status, CIMultiDict(response.headers)
+        except (aiohttp.ClientError, OSError, TimeoutError, asyncio.CancelledError) as exc:
+            exchange.error = self._scrub(redact_text(f"{type(exc).__name__}: {exc}".rstrip(": ")))
+            self._keep(exchange)
+            raise
+        exchange.status = status
+        exchange.seconds = clock.monotonic() - exchange.at
+        exchange.response_headers = self._shown_headers(received.items())
+        exchange.response_body = self._shown_body(text)
+        self._keep(exchange)
+        return status, received, text
+
+    def _keep(self, exchange: HttpExchange) -> None:
+        if self._record is not None:
+            self._record(exchange)
+
+    def _shown_headers(self, headers: Iterable[tuple[str, str]]) -> str:
+        lines = []
+        for name, value in headers:
+            if name.lower() in ("authorization", "proxy-authorization", "cookie", "set-cookie"):
+                value = f"{value.split(' ', 1)[0]} {MASK}" if " " in value else MASK
+            elif name.lower() == "link":
+                value = _LINK_SECRET.sub(rf"\1{MASK}\2", value)
+            elif name.lower() in ("location", "content-location"):
+                value = redact_url(value)
+            lines.append(f"{name}: {self._scrub(value)}")
+        return "\n".join(lines)
+
+    def _shown_body(self, body: str) -> str:
+        return _ICE_PWD.sub(rf"\1{MASK}", self._scrub(redact_text(clean_block(body))))
+
+    def _vet(self, url: str, what: str) -> str:
+        if self._may_contact is not None and not self._may_contact(url):
+            raise SignalingError(
+                f"{redact_url(self.url)}: refused {what} {redact_url(url)}, which is not allowed"
+            )
+        return url
+
+    async def post(self, sdp: str, *, deadline: float, server_offer: bool = False) -> Answer:
+        """POST ``sdp`` and return what the 201 Created carried, by ``deadline`` (monotonic s).
+
+        ``server_offer``: the endpoint makes the offer (Janus's WHEP front end does for
+        subscriptions it cannot take an offer for): it answers the POST with its own offer,
+        in a 406 Not Acceptable or a 201, to be answered with :meth:`answer`.
+        """
         url, hops, attempts = self.url, 0, 0
+        headers = self._headers(SDP_TYPE)
         while True:
             shown = redact_url(url)
             left = deadline - clock.monotonic()
@@ -93,15 +191,9 @@ class Endpoint:
                 raise SignalingError(f"{redact_url(self.url)}: no answer before the join timeout")
             attempts += 1
             try:
-                async with self._http.post(
-                    url,
-                    data=sdp,
-                    headers=self._headers(SDP_TYPE),
-                    allow_redirects=False,
-                    timeout=aiohttp.ClientTimeout(total=left),
-                ) as response:
-                    body = await response.text(errors="replace")
-                    status, headers = response.status, CIMultiDict(response.headers)
+                status, received, body = await self._request(
+                    "POST", url, body=sdp, headers=headers, timeout=left
+                )
             except aiohttp.ClientConnectorError as exc:
                 reason = exc.os_error.strerror or str(exc)
                 raise ConnectError(self._scrub(f"cannot connect to {shown}: {reason}")) from exc
@@ -111,12 +203,14 @@ class Endpoint:
                 raise SignalingError(f"{shown}: no answer within {left:.3g} s") from exc
             if status in (307, 308):
                 hops += 1
-                url = self._redirect(url, headers.get("Location"), status, hops)
+                url = self._vet(self._redirect(url, received.get("Location"), status, hops), "a redirect to")
                 continue
-            if status == 503 and "Retry-After" in headers and attempts < MAX_ATTEMPTS:
-                await self._wait_to_retry(shown, headers["Retry-After"], deadline)
+            if status == 503 and "Retry-After" in received and attempts < MAX_ATTEMPTS:
+                await self._wait_to_retry(shown, received["Retry-After"], deadline)
                 continue
-            return self._answer(url, status, headers, body)
+            created = self._created(url, status, received, body, server_offer=server_offer)
+            self._vet(created.location, "a session Location of")
+            return created
 
     def _redirect(self, url: str, location: str | None, status: int, hops: int) -> str:
         shown = redact_url(url)
@@ -140,9 +234,19 @@ class Endpoint:
             )
         await asyncio.sleep(delay)
 
-    def _answer(self, url: str, status: int, headers: CIMultiDict[str], body: str) -> Answer:
+    def _created(
+        self, url: str, status: int, headers: CIMultiDict[str], body: str, *, server_offer: bool = False
+    ) -> Answer:
         shown = redact_url(url)
         detail = self._scrub(_first_line(body))
+        content_type = headers.get("Content-Type", "").split(";")[0].strip().lower()
+        if status == 406 and content_type == SDP_TYPE and not server_offer:
+            raise SignalingError(
+                f"{shown}: HTTP 406 with an offer of the server's own: this endpoint makes the "
+                'offer; probe it with --offer server (options.offer = "server")'
+            )
+        if status == 406 and server_offer:
+            status = 201  # the server's offer, as janus-whep-server sends it
         if status == 404:
             raise NotFoundError(f"{shown}: HTTP 404 {detail or 'Not Found'}")
         if status in (301, 302, 303):
@@ -152,10 +256,9 @@ class Endpoint:
             )
         if status != 201:
             raise SignalingError(f"{shown}: expected 201 Created, got HTTP {status} {detail}".rstrip())
-        content_type = headers.get("Content-Type", "").split(";")[0].strip()
-        if content_type.lower() != SDP_TYPE:
+        if content_type != SDP_TYPE:
             raise SignalingError(
-                f"{shown}: answer has Content-Type {content_type or 'none'!r}, not {SDP_TYPE}"
+                f"{shown}: the 201 has Content-Type {content_type or 'none'!r}, not {SDP_TYPE}"
             )
         location = headers.get("Location")
         if not location:
@@ -163,16 +266,34 @@ class Endpoint:
         links = headers.getall("Link", [])
         return Answer(body, urljoin(url, location), headers.get("ETag"), ice_servers(links))
 
+    async def answer(self, location: str, sdp: str, *, etag: str | None, timeout: float) -> None:
+        """PATCH the probe's answer to the server's offer (server-offer mode) to the session."""
+        headers = self._headers(SDP_TYPE)
+        if etag is not None:
+            headers["If-Match"] = etag
+        shown = redact_url(location)
+        try:
+            status, _, body = await self._request(
+                "PATCH", location, body=sdp, headers=headers, timeout=timeout
+            )
+        except (aiohttp.ClientError, OSError) as exc:
+            raise SignalingError(self._scrub(f"PATCH {shown}: {type(exc).__name__}: {exc}")) from exc
+        except TimeoutError as exc:
+            raise SignalingError(f"PATCH {shown}: no answer within {timeout:.3g} s") from exc
+        if status not in (200, 201, 204):
+            detail = self._scrub(_first_line(body))
+            raise SignalingError(
+                f"PATCH {shown}: the answer was refused with HTTP {status} {detail}".rstrip()
+            )
+
     async def trickle(self, location: str, fragment: str, *, etag: str, timeout: float) -> bool:
         """PATCH ``fragment`` to the session; False when the server does not take PATCH."""
         headers = {**self._headers(TRICKLE_TYPE), "If-Match": etag}
         shown = redact_url(location)
         try:
-            async with self._http.patch(
-                location, data=fragment, headers=headers, timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                body = await response.text(errors="replace")
-                status = response.status
+            status, _, body = await self._request(
+                "PATCH", location, body=fragment, headers=headers, timeout=timeout
+            )
         except (aiohttp.ClientError, OSError) as exc:
             raise SignalingError(self._scrub(f"PATCH {shown}: {type(exc).__name__}: {exc}")) from exc
         except TimeoutError as exc:
@@ -192,12 +313,12 @@ class Endpoint:
         Best effort: a probe that ends because the server died must not fail again here.
         """
         try:
-            async with self._http.delete(
-                location, headers=self._headers(), timeout=aiohttp.ClientTimeout(total=timeout)
-            ) as response:
-                return response.status in (200, 204)
+            status, _, _ = await self._request(
+                "DELETE", location, body=None, headers=self._headers(), timeout=timeout
+            )
         except (TimeoutError, aiohttp.ClientError, OSError):
             return False
+        return status in (200, 204)
 
 
 def retry_delay(value: str) -> float | None:
@@ -213,6 +334,8 @@ def retry_delay(value: str) -> float | None:
     return max(0.0, when.timestamp() - clock.wall())
 
 
+_LINK_SECRET = re.compile(r'(\bcredential\s*=\s*"?)[^";,]*("?)', re.I)
+_ICE_PWD = re.compile(r"(?m)^(a=ice-pwd:)\S+")
 _LINK = re.compile(r'<([^>]*)>((?:\s*;\s*[\w.*-]+\s*=\s*(?:"[^"]*"|[^;,]*))*)')
 _PARAM = re.compile(r';\s*([\w.*-]+)\s*=\s*(?:"([^"]*)"|([^;,]*))')
 

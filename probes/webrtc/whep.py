@@ -91,6 +91,15 @@ OPTIONS = (
         positive=True,
     ),
     Option("chat_url", str, None, "the room's chat WebSocket (default: the WHEP URL with /whep/ as /chat/)"),
+    Option(
+        "offer",
+        str,
+        "client",
+        "who makes the SDP offer: client, as RFC 9725 has it; server for endpoints that offer "
+        "to their viewers (Janus's WHEP front end): the server answers the POST with its own "
+        "offer (in a 406 or a 201), and the probe PATCHes its answer to the session",
+        choices=("client", "server"),
+    ),
     *WEBRTC_OPTIONS,
 )
 """What ``options`` a WHEP viewer takes (see :mod:`probes.options`)."""
@@ -118,6 +127,8 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         relay=spec.options["ice_transport"] == "relay",
         network=spec.network(),
         seed=spec.seed,
+        server_offer=spec.options["offer"] == "server",
+        may_contact=spec.may_contact,
     )
     watch.defer(session.close)
 
@@ -271,7 +282,7 @@ class _Viewer:
             return NoMediaError(
                 f"no decoded video frame {within} (reached: {', '.join(reached) or 'nothing'})"
             )
-        agreed = negotiated(session.answer.sdp) if session.answer is not None else "nothing"
+        agreed = negotiated(session.agreed) if session.agreed is not None else "nothing"
         video, audio = self.observers[("video", 0)], self.observers[("audio", 0)]
         if video.packets == 0:
             return NoRtpError(

@@ -51,6 +51,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         relay=options["ice_transport"] == "relay",
         network=spec.network(),
         seed=spec.seed,
+        may_contact=spec.may_contact,
     )
     watch.defer(session.close)
 

@@ -8,6 +8,7 @@ import re
 import signal
 import sys
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any, NoReturn
 
 from qoe.errors import ConfigError
@@ -261,6 +262,27 @@ def print_result(result: Any, as_json: bool) -> int:
         print(f"qoe: probe failed: {error.kind}: {error.message}", file=sys.stderr)
         return EXIT_FAILED
     return EXIT_OK
+
+
+INCIDENT_HELP = (
+    "for a failed run, write an incident bundle into a new folder under DIR: the SDP offer and "
+    "answer, every signaling request and answer (secrets masked), the event log and the result, "
+    "to attach to a ticket with the server's vendor"
+)
+
+
+def save_incident(directory: Path | None, result: Any, log: Any) -> None:
+    """Write ``result``'s incident bundle under ``directory`` if it failed (and a directory
+    was given), saying where on stderr; a directory that cannot be written is a usage error."""
+    if directory is None or result.success or log is None:
+        return
+    from qoe.incident import save_incident as save
+
+    try:
+        folder = save(directory, result, log)
+    except OSError as exc:
+        raise ConfigError(f"--save-incident {directory}: {exc.strerror or exc}") from exc
+    print(f"qoe: incident of {result.probe} saved in {folder}", file=sys.stderr)
 
 
 async def push(gateway: str | None, results: list[Any], instance: str | None = None) -> int:

@@ -6,11 +6,13 @@ import argparse
 import contextlib
 import socket
 import sys
+from pathlib import Path
 from typing import Any
 
 from qoe.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    INCIDENT_HELP,
     Parser,
     at_least_one,
     listen_port,
@@ -89,6 +91,7 @@ def add_commands(sub: Any) -> None:
     )
     run.add_argument("--json", dest="json_out", metavar="F", action=_OldJsonOut, help=argparse.SUPPRESS)
     run.add_argument("--junit", metavar="F", help="write JUnit XML to F: one test case per SLO per target")
+    run.add_argument("--save-incident", type=Path, metavar="DIR", help=INCIDENT_HELP)
     run.add_argument("--push-gateway", metavar="URL", help="push every result to this Prometheus Pushgateway")
     run.add_argument(
         "--shard",
@@ -204,7 +207,12 @@ async def _cmd_fleet_run(args: argparse.Namespace) -> int:
 
     try:
         results = await run_fleet(
-            runs, concurrency=concurrency, workers=workers, fleet_path=fleet.path, on_result=on_result
+            runs,
+            concurrency=concurrency,
+            workers=workers,
+            fleet_path=fleet.path,
+            on_result=on_result,
+            incidents=args.save_incident,
         )
     finally:
         progress.close()

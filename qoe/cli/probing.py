@@ -13,6 +13,7 @@ from qoe import eventlog, metrics
 from qoe.cli.common import (
     EXIT_FAILED,
     EXIT_OK,
+    INCIDENT_HELP,
     PROFILE_HELP,
     add_knobs,
     knobs_from,
@@ -20,6 +21,7 @@ from qoe.cli.common import (
     positive,
     print_result,
     push,
+    save_incident,
     serve_until_signalled,
     size,
 )
@@ -136,7 +138,15 @@ def add_commands(sub: Any) -> None:
         "the result says clock_domain=synchronised. Without it a remote target's clock domain is "
         "'unknown'",
     )
-    _add_webrtc(probe.add_argument_group("WHEP probes (http(s):// URLs)"), "WHEP")
+    whep = probe.add_argument_group("WHEP probes (http(s):// URLs)")
+    _add_webrtc(whep, "WHEP")
+    whep.add_argument(
+        "--offer",
+        choices=["client", "server"],
+        help="server: the endpoint makes the offer (Janus's WHEP front end): it answers the POST "
+        "with its own offer and the probe PATCHes its answer; client, as when not given: the "
+        "probe offers (RFC 9725)",
+    )
     chat = probe.add_argument_group("chat probes (ws:// URLs: echo latency between two clients)")
     chat.add_argument("--chat-rate", type=float, metavar="PER_S", help="messages per second (default 5)")
     chat.add_argument("--chat-count", type=int, metavar="N", help="messages (default: as many as fit)")
@@ -173,6 +183,7 @@ def add_commands(sub: Any) -> None:
         help="also save the run's event log (every frame, tone, message and tick it recorded) as "
         "JSON; 'qoe replay FILE' computes the same result from it",
     )
+    probe.add_argument("--save-incident", type=Path, metavar="DIR", help=INCIDENT_HELP)
     probe.set_defaults(handler=_cmd_probe, media=("probes",))
 
     replay = sub.add_parser(
@@ -209,6 +220,7 @@ def add_commands(sub: Any) -> None:
         help="publish as a co-host: the co-host's flash marker (right) and tone (1500 Hz)",
     )
     publish.add_argument("--json", action="store_true", help="print the ProbeResult as JSON")
+    publish.add_argument("--save-incident", type=Path, metavar="DIR", help=INCIDENT_HELP)
     publish.add_argument("--profile", default="none", metavar="NAME", help=PROFILE_HELP)
     _add_webrtc(publish.add_argument_group("WHIP publishers (http(s):// URLs)"), "WHIP")
     add_knobs(publish, freeze=False)
@@ -232,8 +244,9 @@ def _add_webrtc(group: Any, protocol: str) -> None:
 
 
 def _webrtc_options(args: argparse.Namespace, kind: str, webrtc_kind: str) -> dict[str, Any]:
-    """The options ``--token`` and ``--ice-transport`` set, for a probe of ``kind``."""
-    given = {key: value for key in ("token", "ice_transport") if (value := getattr(args, key)) is not None}
+    """The options ``--token``, ``--ice-transport`` and ``--offer`` set, for a probe of ``kind``."""
+    keys = ("token", "ice_transport", "offer")
+    given = {key: value for key in keys if (value := getattr(args, key, None)) is not None}
     if given and kind != webrtc_kind:
         flag = "--" + next(iter(given)).replace("_", "-")
         raise ConfigError(f"{flag} is for {webrtc_kind.upper()} URLs; {args.url} is a {kind} URL")
@@ -306,6 +319,7 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
             eventlog.save(logs[0], args.events)
         except OSError as exc:
             raise ConfigError(f"--events {args.events}: {exc.strerror or exc}") from exc
+    save_incident(args.save_incident, result, logs[0] if logs else None)
     return max(code, await push(args.push_gateway, [result]))
 
 
@@ -350,9 +364,11 @@ async def _cmd_publish(args: argparse.Namespace) -> int:
         profile=args.profile,
         options={"knobs": knobs_from(args), **cohost_options, **_webrtc_options(args, kind, "whip")},
     )
-    result = await run_probe(spec)
+    logs: list[Timeline] = []
+    result = await run_probe(spec, on_log=logs.append)
     if args.json:
         print(result.to_json(indent=2))
+    save_incident(args.save_incident, result, logs[0] if logs else None)
     if not result.success:
         # Only the failure: a "published 0 frames" line would read as a publish that worked.
         assert result.error is not None

@@ -16,6 +16,7 @@ import math
 import os
 import sys
 from collections.abc import Callable, Sequence
+from pathlib import Path
 from typing import IO
 from urllib.parse import urlsplit
 
@@ -24,7 +25,9 @@ from qoe import clock
 from qoe.errors import ProbeError
 from qoe.fleet.config import Fleet, Target, load_fleet
 from qoe.fleet.plan import Run, expand
+from qoe.incident import save_incident
 from qoe.result import ProbeResult
+from qoe.timeline import Timeline
 
 __all__ = [
     "PROBES_PER_WORKER",
@@ -132,15 +135,17 @@ async def run_fleet(
     workers: int = 1,
     fleet_path: str | None = None,
     on_result: Callable[[ProbeResult], None] | None = None,
+    incidents: Path | None = None,
 ) -> list[ProbeResult]:
     """Run every run, at most ``concurrency`` at once; results in the order of ``runs``.
 
     A run never raises: a probe that fails, hangs past its deadline or crashes is a failed
     result (see :func:`probes.base.run`). With ``workers`` > 1 the runs are dealt round-robin
     to that many ``qoe fleet worker`` processes, which read the fleet from ``fleet_path``.
+    A failed run's incident bundle (:mod:`qoe.incident`) goes under ``incidents`` if given.
     """
     if workers > 1 and fleet_path is not None and len(runs) > 1:
-        return await _run_in_workers(runs, concurrency, workers, fleet_path, on_result)
+        return await _run_in_workers(runs, concurrency, workers, fleet_path, on_result, incidents)
     gate = asyncio.Semaphore(concurrency)
     next_start = clock.monotonic()
 
@@ -150,10 +155,13 @@ async def run_fleet(
             now = clock.monotonic()
             start, next_start = max(now, next_start), max(now, next_start) + START_INTERVAL
             await asyncio.sleep(start - now)
-            result = await run_probe(spec_for(run))
+            logs: list[Timeline] = []
+            result = await run_probe(spec_for(run), on_log=logs.append)
         result.run = run.id
         result.target = run.target.name
         result.labels = dict(run.target.labels)
+        if incidents is not None and not result.success and logs:
+            _save_incident(incidents, result, logs[0])
         if on_result is not None:
             on_result(result)
         return result
@@ -167,6 +175,7 @@ async def _run_in_workers(
     workers: int,
     fleet_path: str,
     on_result: Callable[[ProbeResult], None] | None,
+    incidents: Path | None,
 ) -> list[ProbeResult]:
     workers = min(workers, len(runs))
     share = math.ceil(concurrency / workers)
@@ -185,7 +194,11 @@ async def _run_in_workers(
             stderr=asyncio.subprocess.PIPE,
         )
         assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
-        job = {"runs": [run.id for run in slice_], "concurrency": share}
+        job = {
+            "runs": [run.id for run in slice_],
+            "concurrency": share,
+            "incidents": None if incidents is None else str(incidents),
+        }
         proc.stdin.write(json.dumps(job).encode() + b"\n")
         await proc.stdin.drain()
         proc.stdin.close()
@@ -241,8 +254,20 @@ async def run_worker(fleet_path: str) -> int:
         sys.stdout.write(result.to_json() + "\n")
         sys.stdout.flush()
 
-    await run_fleet(runs, concurrency=int(job["concurrency"]), on_result=emit)
+    incidents = Path(job["incidents"]) if job.get("incidents") else None
+    await run_fleet(runs, concurrency=int(job["concurrency"]), on_result=emit, incidents=incidents)
     return 0
+
+
+def _save_incident(directory: Path, result: ProbeResult, log: Timeline) -> None:
+    """Write a failed run's bundle; a bundle that cannot be written is said on stderr and
+    costs the fleet nothing else (the result itself is kept either way)."""
+    try:
+        folder = save_incident(directory, result, log)
+    except OSError as exc:
+        print(f"qoe fleet: cannot save the incident of {result.run}: {exc.strerror or exc}", file=sys.stderr)
+        return
+    print(f"qoe fleet: incident of {result.run} saved in {folder}", file=sys.stderr, flush=True)
 
 
 class Progress:
