@@ -21,8 +21,10 @@ import pytest
 from aiortc import RTCDataChannel, RTCPeerConnection
 
 from probes.webrtc.peer import candidate_addresses, rtc_configuration
+from qoe import looplag
 from sim.netem import LinkConfig
 from sim.profiles import Profile, load_profile
+from sim.proxy.check import host_too_busy
 from sim.shaper import Lateness, Scheduler, Shaper, current_shaper, shaping
 from sim.shaper.aioice_hook import _ShapedTransport
 from sim.shaper.timerfd import open_timerfd
@@ -102,16 +104,23 @@ def protocols(pc: RTCPeerConnection) -> list[Any]:
 
 async def test_rtt_is_twice_the_one_way_delay() -> None:
     delay = LinkConfig(delay=0.1)
+    before = looplag.cpu_times()
     async with peers(_profile(delay, delay), echo=True) as pair:
         rtts = await ping(pair, 8)
         stats = pair.shaper.stats() if pair.shaper else {}
+    after = looplag.cpu_times()
     assert stats["sockets"] >= 1
     assert 0.185 <= statistics.median(rtts) <= 0.215, rtts
     # The shaper may deliver up to its batch window (0.2 ms) early, never more.
     assert min(rtts) >= 0.199, rtts
+    # Deliveries on time within 1 ms, on a host that kept up (as `qoe netem check` judges it).
+    assert before is not None and after is not None
+    busy, total, stolen = (a - b for a, b in zip(after, before, strict=True))
+    kept_up = not host_too_busy(None, busy / total, stolen / total)
     for direction in ("uplink", "downlink"):
         assert stats[direction]["sent"] > 8  # STUN, DTLS and SCTP all went through it
-        assert stats[direction]["scheduling_error"]["p50"] < 0.001
+        if kept_up:
+            assert stats[direction]["scheduling_error"]["p50"] < 0.001, (busy / total, stolen / total)
 
 
 async def test_loss_drops_datagrams() -> None:
