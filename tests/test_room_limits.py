@@ -8,7 +8,9 @@ reader that never reads, a chat flood, bodies that are not text, names that are 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import time
 
 import aiohttp
 import pytest
@@ -161,3 +163,58 @@ async def test_a_chat_flood_is_dropped_and_counted_and_bad_json_answered() -> No
             while (reply := await ws.receive_json()).get("i") is not None:
                 pass  # broadcasts of the flood's accepted messages
             assert reply == {"error": "messages must be JSON objects"}
+
+
+async def half_sent_connections_close(url: str, path: str, bound: float, count: int = 300) -> list[float]:
+    """Open ``count`` connections to ``url`` that never finish a request head (most stop in
+    the request line; every sixth sends a line and trickles one header byte after another,
+    as slowloris does), check a whole request to ``path`` is answered meanwhile, and return
+    how many seconds after opening the server closed each of them."""
+    host, port = url.removeprefix("http://").rsplit(":", 1)
+    opened: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
+    for i in range(count):
+        reader, writer = await asyncio.open_connection(host, int(port))
+        writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode() if i % 6 == 0 else b"GET /heal")
+        opened.append((time.monotonic(), reader, writer))
+
+    async def trickle(writer: asyncio.StreamWriter) -> None:
+        with contextlib.suppress(OSError):
+            while not writer.is_closing():
+                writer.write(b"a")
+                await writer.drain()
+                await asyncio.sleep(0.2)
+
+    trickling = [asyncio.create_task(trickle(w)) for i, (_, _, w) in enumerate(opened) if i % 6 == 0]
+
+    async def closed_after(start: float, reader: asyncio.StreamReader) -> float:
+        with contextlib.suppress(ConnectionError):
+            await reader.read()  # until the server closes (after an answer of 4xx, if any)
+        return time.monotonic() - start
+
+    try:
+        async with aiohttp.ClientSession() as http:
+            started = time.monotonic()
+            async with http.get(f"{url}{path}") as r:
+                assert r.status == 200
+            assert time.monotonic() - started < 1.0  # answered while the 300 hang on
+        return list(
+            await asyncio.wait_for(
+                asyncio.gather(*(closed_after(t, r) for t, r, _ in opened)), timeout=bound + 10
+            )
+        )
+    finally:
+        for task in trickling:
+            task.cancel()
+        for _, _, writer in opened:
+            writer.close()
+
+
+async def test_connections_that_never_finish_their_request_are_closed() -> None:
+    limits = RoomLimits(idle_connection_seconds=1.5)
+    async with LiveRoom("127.0.0.1", 0, limits=limits) as live:
+        closed = await half_sent_connections_close(live.url, "/healthz", limits.idle_connection_seconds)
+        assert live._runner is not None and live._runner.server is not None
+        assert live._runner.server.connections == []  # nothing of theirs held
+    assert len(closed) == 300
+    # Closed by the bound itself: not before it (nothing else ends them), and soon after.
+    assert min(closed) >= 1.4 and max(closed) <= 1.5 + 1.5, (min(closed), max(closed))

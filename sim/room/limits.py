@@ -39,3 +39,9 @@ class RoomLimits:
     beyond that is dropped and counted, not queued."""
     retry_after: int = 5
     """Seconds a refused client is told to wait (``Retry-After``)."""
+    idle_connection_seconds: float = 20.0
+    """A connection that has not sent a whole request head this long after it opened, or after
+    its previous answer, is closed: hundreds of sockets that never finish their headers
+    (slowloris) hold nothing for long. aiohttp's keep-alive timeout, which runs from a
+    connection's start since aiohttp 3.14.4; longer than aiohttp clients keep an idle
+    connection for reuse (15 s), so a probe never sends on one the room is closing."""

@@ -195,7 +195,9 @@ class LiveRoom:
                 web.patch("/{role:whip|whep}/{room}/{session}", self._patch),
             ]
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=self.limits.idle_connection_seconds
+        )
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, reuse_address=True)
         await site.start()
