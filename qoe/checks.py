@@ -108,12 +108,14 @@ def probability(value: object, where: Where = ()) -> float:
     return number(value, where, minimum=0.0, maximum=1.0)
 
 
-def whole(value: object, where: Where = (), *, minimum: int | None = None) -> int:
-    """An integer (not a bool, not 2.0), at least ``minimum``."""
+def whole(value: object, where: Where = (), *, minimum: int | None = None, maximum: int | None = None) -> int:
+    """An integer (not a bool, not 2.0), at least ``minimum``, at most ``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int):
         raise BadValue(where, f"must be a whole number, got {shown(value)}")
     if minimum is not None and value < minimum:
         raise BadValue(where, f"must be at least {minimum}, got {shown(value)}")
+    if maximum is not None and value > maximum:
+        raise BadValue(where, f"must be at most {maximum:,}, got {shown(value)}")
     return value
 
 

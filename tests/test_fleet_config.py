@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import textwrap
+import time
 
 import pytest
 
@@ -272,3 +273,69 @@ def test_a_spec_that_could_not_run_is_refused_before_anything_starts(
     with pytest.raises(ConfigError) as refused:
         probe_spec(url, **fields)  # type: ignore[arg-type]
     assert str(refused.value).startswith(message), str(refused.value)
+
+
+TARGET = '[[targets]]\nname = "d"\nurl = "http://127.0.0.1:8080/whep/demo"\n'
+NESTED = "[" * 20 + "1" + "]" * 20
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        (
+            b'[[targets]]\nname = "d\xff"\nurl = "http://127.0.0.1:8080/whep/demo"\n',
+            "fleet.toml:2: not UTF-8 text (byte 0xff); TOML files are UTF-8",
+        ),
+        ("a = " + "[" * 5000 + "]" * 5000, "fleet.toml: arrays or tables nested too deeply (at most 16)"),
+        ("a = " + "{b=" * 5000 + "1" + "}" * 5000, "fleet.toml: arrays or tables nested too deeply"),
+        (
+            TARGET + f"options = {{ a = {NESTED} }}\n",
+            "fleet.toml:4: targets[0].options.a[0][0][0][0][0][0][0][0][0][0][0][0]: nested deeper than 16",
+        ),
+        ("slo = 5\n" + TARGET, "fleet.toml:1: slo: must be [[slo]] tables, got 5"),
+        ("targets = [5]\n", "fleet.toml:1: targets[0]: must be a [[targets]] table, got 5"),
+        (
+            "[fleet]\ncount = 30000000\n" + TARGET,
+            "fleet.toml:2: fleet.count: must be at most 10,000, got 30000000",
+        ),
+        (
+            "[fleet]\ncount = 9223372036854775807\n" + TARGET,
+            "fleet.toml:2: fleet.count: must be at most 10,000, got 9223372036854775807",
+        ),
+        (
+            "[fleet]\ncount = 10000\n" + "".join(TARGET.replace('"d"', f'"d{i}"') for i in range(11)),
+            "fleet.toml: the fleet plans 110,000 probe runs (targets x profiles x count); at most 100,000",
+        ),
+        (
+            '[fleet]\nprofiles = ["none", "4g", "none"]\n' + TARGET,
+            "fleet.toml:2: fleet.profiles[2]: profile 'none' is listed twice",
+        ),
+        ("[fleet]\ninterval = 1e-9\n" + TARGET, "fleet.toml:2: fleet.interval: must be >= 1, got 1e-09"),
+        (TARGET + "interval = 0.5\n", "fleet.toml:4: targets[0].interval: must be >= 1, got 0.5"),
+        # A text field has no order: an SLO on it could only crash the report that judged it.
+        ('slos = ["url <= 1"]\n' + TARGET, "fleet.toml:1: slos[0]: 'url' is not a ProbeResult figure"),
+    ],
+)
+def test_hostile_fleet_files_are_one_line_and_exit_2(cli, tmp_path, text: str | bytes, message: str) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "fleet.toml"
+    if isinstance(text, bytes):
+        path.write_bytes(text)
+    else:
+        path.write_text(text)
+    started = time.monotonic()
+    done = cli("fleet", "check", str(path), timeout=30)
+    took = time.monotonic() - started
+    assert done.returncode == 2, done.stdout
+    assert "Traceback" not in done.stderr
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith(f"qoe fleet check: error: {path}"), lines[0]
+    assert message.replace("fleet.toml", str(path), 1) in lines[0], lines[0]
+    assert took < 10  # a count of 2**63 is refused, not planned
+
+
+def test_the_bounds_themselves_are_allowed() -> None:
+    text = '[fleet]\ncount = 10000\ninterval = 1\nprofiles = ["none", "4g"]\n' + TARGET
+    fleet = parse_fleet(text, "fleet.toml")
+    assert (fleet.targets[0].count, fleet.targets[0].interval) == (10000, 1.0)
+    assert len(expand(fleet)) == 20000

@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import json
+import xml.etree.ElementTree as ET
 
 import pytest
 
 from qoe.errors import ConfigError
 from qoe.fleet import expand, judge, junit_xml, parse_fleet, parse_shard, read_results, summary_table
+from qoe.fleet.report import Judgement
 from qoe.fleet.slo import evaluate, numeric_fields, parse_slo
 
 FIELDS = numeric_fields(("signaling",))
@@ -189,3 +191,99 @@ def test_an_slo_broken_only_on_an_overloaded_host_is_flagged_not_failed() -> Non
     assert judgement.passed
     assert "1 not judged, broken only by runs on an overloaded probe host" in summary_table(judgement)
     assert "<skipped " in junit_xml(judgement) and 'skipped="1"' in junit_xml(judgement)
+
+
+ODD_FLEET = """\
+slos = ["join.total_seconds p95 <= 2.0", "success min >= 1"]
+[fleet]
+count = 14
+[[targets]]
+name = "t"
+url = "http://127.0.0.1:1/whep/t"
+"""
+
+
+def test_odd_result_lines_are_each_counted_and_named(cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    fleet_path = tmp_path / "fleet.toml"
+    fleet_path.write_text(ODD_FLEET)
+    good = [json.dumps(result(0.4, run=f"t/none/{i}")) for i in range(14)]
+    odd: list[tuple[bytes, str]] = [
+        (json.dumps(result("0.4", run="t/none/1")).encode(), "join.total_seconds is '0.4', not a number"),
+        (json.dumps(result(True, run="t/none/2")).encode(), "join.total_seconds is true, not a number"),
+        (good[3].replace("0.4", "NaN").encode(), "not a JSON result (a number that is not finite: NaN)"),
+        (good[4].replace("0.4", "1e999").encode(), "not a JSON result (a number that is not finite: 1e999)"),
+        (good[5].replace("0.4", "9" * 5000).encode(), "not a JSON result (a number too long, or nested too"),
+        (b"[" * 100_000, "not a JSON result (a number too long, or nested too deeply)"),
+        (good[6].encode().replace(b'"t/none/6"', b'"t/none/\xff"'), "not UTF-8 text"),
+        (json.dumps({**result(run="t/none/7", success=False), "error": "boom"}).encode(), "error is not an"),
+        (json.dumps(result(run="t/none/8", target=["t"])).encode(), "target is an array, not a string"),
+        (json.dumps(result(run="t/none/9", video="fast")).encode(), "video is 'fast', not an object"),
+        (json.dumps(result(run="t/none/10", success="yes")).encode(), "success is 'yes', not true or false"),
+        (json.dumps(result(run="t/none/11", video={"fps": [30]})).encode(), "video.fps is an array, not a"),
+        (b'{"run": "t/none/12", "success": true, "target": "t", "profile": "none"} trailing', "not a JSON"),
+    ]
+    data = b"\n".join([good[0].encode(), *(line for line, _ in odd), good[13].encode()]) + b"\n"
+    results = tmp_path / "results.jsonl"
+    results.write_bytes(data)
+    junit = tmp_path / "junit.xml"
+    done = cli("fleet", "report", "--fleet", str(fleet_path), str(results), "--junit", str(junit))
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    problems = [
+        line.removeprefix("problem: ") for line in done.stdout.splitlines() if line.startswith("problem:")
+    ]
+    assert len(problems) == len(odd), done.stdout
+    for number, ((_, what), problem) in enumerate(zip(odd, problems, strict=True), start=2):
+        assert problem.startswith(f"{results}:{number}: {what}"), problem
+    # The 12 runs whose line was bad have no result: every SLO of the group fails for it.
+    assert "12 of 14 planned runs have no result" in done.stdout
+    failure = ET.parse(junit).getroot().find(".//testcase[@classname='qoe.fleet.results']/failure")
+    assert failure is not None and failure.get("message") == f"{len(odd)} problems"
+    assert failure.text is not None and len(failure.text.splitlines()) == len(odd)
+
+
+def test_more_bad_lines_than_listed_are_counted(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    path = tmp_path / "r.jsonl"
+    path.write_text("\n".join(["{not json"] * 25 + [json.dumps(result())]) + "\n")
+    results, problems = read_results([path])
+    assert len(results) == 1 and len(problems) == 21
+    assert problems[19].startswith(f"{path}:20: not a JSON result")
+    assert problems[20] == f"{path}: 5 more bad lines (25 in all)"
+
+
+def test_results_of_other_runs_are_problems_not_dropped() -> None:
+    fleet = parse_fleet(ODD_FLEET.replace("count = 14", "count = 2"))
+    runs = expand(fleet)
+    results = [
+        result(run="t/none/0"),
+        result(run="t/none/1", target="u"),  # names another target than its run's
+        result(run="old/none/0"),  # a run this fleet file does not plan
+        result(run="old/none/1"),
+    ]
+    judgement = judge(fleet, runs, results)
+    assert judgement.problems == [
+        "2 results are of runs the fleet file does not plan (first: 'old/none/0'); results of another "
+        "fleet, or of an older version of it",
+        "run t/none/1: its result names target 'u' and profile 'none', not the run's own",
+    ]
+    assert not judgement.passed
+    assert all(v.runs == 1 for v in judgement.verdicts)
+
+
+def test_junit_is_valid_xml_whatever_the_text_in_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # A server's error text reaches the results file, a profile name comes from the fleet file:
+    # colour codes, a NUL and a lone surrogate in either must not make the file unreadable.
+    hostile = "boom \x1b[31mred\x1b[0m \x00nul \ud800 \x1b]0;title\x07"
+    failed = result(None, success=False, error={"kind": "connect\x1b[31m", "message": hostile})
+    slo = parse_slo("join.total_seconds p95 <= 2", FIELDS)
+    verdict = evaluate(slo, "t", "evil\x1b[31m\x00.toml", [result(0.5), failed])
+    judgement = Judgement([verdict], problems=[f"r.jsonl:3: {hostile}"])
+    xml = junit_xml(judgement)
+    root = ET.fromstring(xml.encode("utf-8"))  # parses: nothing XML 1.0 refuses is left
+    assert "\x1b" not in xml and "\x00" not in xml and "\ud800" not in xml and "\x07" not in xml
+    case = root.find(".//testcase/failure")
+    assert case is not None
+    assert case.get("message") == "1 of 2 runs failed (connect: boom red nul  )"
+    suite = root.find("testsuite")
+    assert suite is not None and suite.get("name") == "t [evil.toml]"
+    (tmp_path / "junit.xml").write_text(xml, encoding="utf-8")
+    assert "\x1b" not in summary_table(judgement)

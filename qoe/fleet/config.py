@@ -25,7 +25,10 @@ One TOML file feeds both ``qoe fleet run`` (CI) and ``qoe serve`` (the exporter)
 
 Validation is strict: an unknown key, a value of the wrong type, an unknown field path or
 aggregate is an error naming the file, the line and the key. A mistyped threshold never
-passes silently. (TOML puts keys after a ``[table]`` header into that table, so top-level
+passes silently. Values are bounded too: ``count`` at most :data:`MAX_COUNT` and the fleet at
+most :data:`MAX_RUNS` runs, ``interval`` at least :data:`MIN_INTERVAL` seconds, no profile
+twice, tables nested at most :data:`MAX_NESTING` deep, and the file UTF-8.
+(TOML puts keys after a ``[table]`` header into that table, so top-level
 ``slos`` must come before the first header.)
 """
 
@@ -46,7 +49,17 @@ from qoe.fleet.locate import Locator
 from qoe.fleet.slo import SLO, check_parts, numeric_fields, parse_slo
 from sim.profiles import list_profiles
 
-__all__ = ["DEFAULTS", "FLEET_ONLY", "Fleet", "Target", "load_fleet", "parse_fleet"]
+__all__ = [
+    "DEFAULTS",
+    "FLEET_ONLY",
+    "MAX_COUNT",
+    "MAX_RUNS",
+    "MIN_INTERVAL",
+    "Fleet",
+    "Target",
+    "load_fleet",
+    "parse_fleet",
+]
 
 T = TypeVar("T")
 
@@ -66,6 +79,17 @@ FLEET_ONLY: dict[str, Any] = {"concurrency": 8, "wait": 30.0, "warmup": 2.0}
 fleet run`` waits for each target's server to take a connection; and how long it watches
 each target, unscored, before the measured runs (0: not at all), so that start-up costs on
 either side (a room's first encoders, the runner's first decoders) are not judged."""
+MAX_COUNT = 10_000
+"""Most runs per target and profile. A mistyped ``count`` is refused at once, not planned:
+thirty million runs took minutes and gigabytes before the first probe started."""
+MAX_RUNS = 100_000
+"""Most probe runs one fleet file plans (targets x profiles x count); split a larger fleet."""
+MIN_INTERVAL = 1.0
+"""Fewest seconds between a target's scheduled runs in ``qoe serve``: a probe takes longer
+than that to join, so a shorter interval would only ever skip turns."""
+MAX_NESTING = 16
+"""Deepest nesting of tables and arrays read; a fleet file needs five levels. Deeper is refused
+before it can exhaust the parser's or the checks' recursion."""
 NAME = re.compile(r"^[A-Za-z0-9_.-]{1,64}$")
 LABEL = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
 RESERVED_LABELS = {
@@ -143,8 +167,8 @@ class _Checker:
     def number(self, value: Any, where: tuple[str | int, ...], *, positive: bool = True) -> float:
         return self.checked(where, checks.number, value, above=0.0 if positive else None)
 
-    def integer(self, value: Any, where: tuple[str | int, ...]) -> int:
-        return self.checked(where, checks.whole, value, minimum=1)
+    def integer(self, value: Any, where: tuple[str | int, ...], maximum: int | None = None) -> int:
+        return self.checked(where, checks.whole, value, minimum=1, maximum=maximum)
 
     def string(self, value: Any, where: tuple[str | int, ...]) -> str:
         return self.checked(where, checks.text, value)
@@ -156,10 +180,31 @@ class _Checker:
 def load_fleet(path: str | Path) -> Fleet:
     """Read and validate a fleet file; ConfigError with file, line and key on any problem."""
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        data = Path(path).read_bytes()
     except OSError as exc:
         raise ConfigError(f"{path}: cannot read the fleet file: {exc.strerror or exc}") from exc
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = data[: exc.start].count(b"\n") + 1
+        raise ConfigError(
+            f"{path}:{line}: not UTF-8 text (byte 0x{data[exc.start]:02x}); TOML files are UTF-8"
+        ) from None
     return parse_fleet(text, str(path))
+
+
+def _too_deep(data: Any) -> tuple[str | int, ...] | None:
+    """The path of the first value nested deeper than MAX_NESTING tables and arrays, if any
+    (walked without recursion, so no depth can exhaust the stack)."""
+    stack: list[tuple[tuple[str | int, ...], Any]] = [((), data)]
+    while stack:
+        where, value = stack.pop()
+        if isinstance(value, dict | list):
+            if len(where) >= MAX_NESTING:
+                return where
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend(((*where, key), item) for key, item in items)
+    return None
 
 
 def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
@@ -167,7 +212,12 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"{path}: not valid TOML: {exc}") from exc
+    except RecursionError:
+        raise ConfigError(f"{path}: arrays or tables nested too deeply (at most {MAX_NESTING})") from None
     c = _Checker(path, text)
+    deep = _too_deep(data)
+    if deep is not None:
+        raise c.fail(deep, f"nested deeper than {MAX_NESTING} tables and arrays")
     c.keys(data, {"fleet", "targets", "slos", "slo"}, ())
     settings = dict(DEFAULTS)
     fleet_table = data.get("fleet", {})
@@ -192,6 +242,8 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     slos: list[SLO] = []
     for i, raw in enumerate(raw_targets):
         where: tuple[str | int, ...] = ("targets", i)
+        if not isinstance(raw, dict):
+            raise c.fail(where, f"must be a [[targets]] table, got {checks.shown(raw)}")
         c.keys(
             raw,
             {"name", "url", "kind", "probe", "labels", "slos", "options", "clock_offset", *DEFAULTS},
@@ -258,8 +310,18 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     if "slos" in data:
         for j, text_slo in enumerate(c.strings(data["slos"], ("slos",))):
             slos.append(_parse(c, text_slo, ("slos", j), fields))
-    for j, table in enumerate(data.get("slo", [])):
+    slo_tables = data.get("slo", [])
+    if not isinstance(slo_tables, list):
+        raise c.fail(("slo",), f"must be [[slo]] tables, got {checks.shown(slo_tables)}")
+    for j, table in enumerate(slo_tables):
         slos.append(_slo_table(c, table, ("slo", j), fields, names))
+    planned = sum(t.count * len(t.profiles) for t in targets)
+    if planned > MAX_RUNS:
+        raise c.fail(
+            (),
+            f"the fleet plans {planned:,} probe runs (targets x profiles x count); "
+            f"at most {MAX_RUNS:,}: lower count or split the fleet",
+        )
     return Fleet(
         path,
         tuple(targets),
@@ -273,11 +335,14 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
 
 def _settings(c: _Checker, table: dict[str, Any], where: tuple[str | int, ...]) -> dict[str, Any]:
     out: dict[str, Any] = {}
-    for key in ("duration", "interval", "join_timeout", "media_timeout"):
+    for key in ("duration", "join_timeout", "media_timeout"):
         if key in table:
             out[key] = c.number(table[key], (*where, key))
+    if "interval" in table:
+        interval = table["interval"]
+        out["interval"] = c.checked((*where, "interval"), checks.number, interval, minimum=MIN_INTERVAL)
     if "count" in table:
-        out["count"] = c.integer(table["count"], (*where, "count"))
+        out["count"] = c.integer(table["count"], (*where, "count"), maximum=MAX_COUNT)
     if "decode" in table:
         out["decode"] = c.checked((*where, "decode"), checks.boolean, table["decode"])
     if "seed" in table:
@@ -291,6 +356,9 @@ def _settings(c: _Checker, table: dict[str, Any], where: tuple[str | int, ...]) 
                     (*where, "profiles", k),
                     f"unknown network profile {name!r}; known: {', '.join(known)}",
                 )
+            if name in profiles[:k]:
+                # Two runs of one profile would share a run id and one result would be lost.
+                raise c.fail((*where, "profiles", k), f"profile {name!r} is listed twice")
         out["profiles"] = profiles
     return out
 

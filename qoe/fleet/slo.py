@@ -20,19 +20,24 @@ the runs whose host kept up also break, still fails.
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
+import functools
 import math
 import operator
 import re
+import types
+import typing
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
+from typing import Any
 
 import numpy as np
 
 from qoe.redact import clean_text
-from qoe.result import field_paths, get_path
+from qoe.result import ProbeResult, field_paths, get_path
 
-__all__ = ["AGGREGATES", "SLO", "Verdict", "evaluate", "numeric_fields", "parse_slo"]
+__all__ = ["AGGREGATES", "SLO", "Verdict", "evaluate", "figure_types", "numeric_fields", "parse_slo"]
 
 EVERY_RUN = "every"
 """The implied aggregate of an SLO written without one: each run must meet the bound."""
@@ -56,9 +61,38 @@ _NOT_FIGURES = {"probe", "kind", "target", "profile", "started_at", "error", "ru
 _SLO = re.compile(r"^\s*(\S+)\s+(?:(\S+)\s+)?(<=|<|>=|>|within)\s+(.+?)\s*$")
 
 
+def _leaf_types(hint: Any) -> frozenset[type]:
+    """The Python types an annotation admits (``float | None``: float and NoneType)."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return frozenset().union(*(_leaf_types(arg) for arg in typing.get_args(hint)))
+    origin = typing.get_origin(hint) or hint
+    return frozenset({origin}) if isinstance(origin, type) else frozenset()
+
+
+@functools.cache
+def figure_types() -> dict[str, frozenset[type]]:
+    """Every figure's path and the JSON value types the result schema gives it (``None`` is
+    "not measured"), read from :class:`~qoe.result.ProbeResult`'s annotations, so a result
+    file can be checked against the schema rather than trusted."""
+    out: dict[str, frozenset[type]] = {}
+    for path in field_paths():
+        if path in _NOT_FIGURES or path == "join.phases":
+            continue
+        hint: Any = ProbeResult
+        for part in path.split("."):
+            if dataclasses.is_dataclass(hint):
+                hint = typing.get_type_hints(hint)[part]
+            elif typing.get_origin(hint) is dict:
+                hint = typing.get_args(hint)[1]
+        out[path] = _leaf_types(hint)
+    return out
+
+
 def numeric_fields(phases: Sequence[str] = ()) -> list[str]:
-    """Field paths an SLO may name: every figure of the schema, and ``join.phases.NAME``."""
-    fields = [p for p in field_paths() if p not in _NOT_FIGURES and p != "join.phases"]
+    """Field paths an SLO may name: every figure of the schema that is a number (or true and
+    false, as 1 and 0), and ``join.phases.NAME``. Text fields (``url``,
+    ``latency.clock_domain``) cannot be compared with a bound, so no SLO may name them."""
+    fields = [p for p, kinds in figure_types().items() if kinds & {int, float, bool}]
     return fields + [f"join.phases.{name}" for name in phases]
 
 
