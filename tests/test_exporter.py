@@ -4,6 +4,7 @@ allow-list, and an exporter that keeps serving whatever its probes do."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 import json
 import time
 from urllib.parse import quote
@@ -16,11 +17,12 @@ from prometheus_client.parser import text_string_to_metric_families
 import probes
 from probes.base import ProbeSpec, Watch
 from qoe import metrics
-from qoe.exporter.metrics import ResultCollector
+from qoe.exporter.metrics import ExporterCollector, ResultCollector
 from qoe.exporter.server import Exporter
 from qoe.fleet import parse_fleet
 from qoe.result import ProbeResult, VideoSection
 from qoe.timeline import ChatReceived, ChatSent, RunInfo, Timeline, VideoFrameEvent
+from tests.test_room_limits import half_sent_connections_close
 
 MEASURED_BY_WHEP = {
     "qoe_probe_success",
@@ -75,7 +77,8 @@ async def test_metrics_after_one_cycle_show_every_family(room) -> None:
         status, text = await scrape(f"{exporter.url}/metrics")
     assert status == 200
     families = {f.name: f for f in text_string_to_metric_families(text)}
-    defined = {f.name + ("_info" if f.type == "info" else "") for f in ResultCollector._families()}
+    own = [*ResultCollector._families(), *ExporterCollector._families()]
+    defined = {f.name + ("_info" if f.type == "info" else "") for f in own}
     assert defined == set(families)
     for name in MEASURED_BY_WHEP:
         samples = [s for s in families[name].samples if s.labels.get("target") == "demo"]
@@ -176,7 +179,7 @@ async def test_probes_that_crash_or_hang_never_stop_the_exporter(monkeypatch) ->
 name = "crashes"
 url = "http://127.0.0.1:1/whep/x"
 kind = "crash"
-interval = 0.5
+interval = 1
 [[targets]]
 name = "hangs"
 url = "http://127.0.0.1:1/whep/y"
@@ -265,3 +268,120 @@ def test_figures_a_kind_does_not_measure_are_null_and_never_exported() -> None:
         assert kinds[name] == {"chat"}, name
     for name in ("qoe_video_freezes", "qoe_video_frozen_seconds", "qoe_video_watched_seconds"):
         assert kinds[name] == {"whep"}, name
+
+
+def rss_bytes() -> int:
+    """This process's resident memory (the exporter runs in it)."""
+    with open("/proc/self/status") as status:
+        kib = next(line.split()[1] for line in status if line.startswith("VmRSS:"))
+    return int(kib) * 1024
+
+
+@pytest.mark.slow
+async def test_probes_beyond_the_limit_are_refused_at_once_with_retry_after(room, monkeypatch) -> None:
+    # 100 scrapes at once used to start 100 WebRTC viewers, queued on nothing.
+    real, running, most, started = probes.PROBES["whep"], 0, 0, 0
+
+    async def counted(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
+        nonlocal running, most, started
+        running, started = running + 1, started + 1
+        most = max(most, running)
+        try:
+            await real(spec, result, watch)
+        finally:
+            running -= 1
+
+    monkeypatch.setitem(probes.PROBES, "whep", counted)
+    # The limit comes from [fleet] probe_concurrency (default 8), or qoe serve's flag over it.
+    assert parse_fleet(fleet_for("http://127.0.0.1:1")).probe_concurrency == 8
+    flagged = Exporter(parse_fleet(fleet_for("http://127.0.0.1:1")), probe_concurrency=2)
+    assert flagged.stats.probe_limit == 2
+    async with room() as live:
+        fleet = parse_fleet(fleet_for(live.url).replace("[fleet]\n", "[fleet]\nprobe_concurrency = 4\n"))
+        async with (
+            Exporter(fleet, port=0, schedule=False) as exporter,
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(limit=0)) as http,
+        ):
+            assert exporter.stats.probe_limit == 4
+
+            async def one() -> tuple[int, str | None, str]:
+                headers = {"X-Prometheus-Scrape-Timeout-Seconds": "4"}
+                async with http.get(f"{exporter.url}/probe?target=demo", headers=headers) as r:
+                    return r.status, r.headers.get("Retry-After"), await r.text()
+
+            burst = asyncio.gather(*(one() for _ in range(100)))
+            await asyncio.sleep(1.0)  # the four admitted are watching now
+            before = time.monotonic()
+            status, during = await scrape(f"{exporter.url}/metrics")
+            metrics_took = time.monotonic() - before
+            answers = await burst
+            _, after = await scrape(f"{exporter.url}/metrics")
+    assert status == 200 and metrics_took < 1.0
+    gauges = {s.name: s.value for f in text_string_to_metric_families(during) for s in f.samples}
+    assert gauges["qoe_exporter_probe_requests_in_flight"] == 4
+    assert gauges["qoe_exporter_probe_requests_limit"] == 4
+
+    ok = [body for code, _, body in answers if code == 200]
+    refused = [(retry, body) for code, retry, body in answers if code == 503]
+    assert len(ok) + len(refused) == 100
+    assert most == 4 and started == len(ok) == 4
+    assert all("qoe_probe_success" in body for body in ok)
+    for retry, body in refused:
+        assert retry is not None and 1 <= int(retry) <= 4  # the first running probe's deadline
+        assert body == f"busy: 4 probes are running, the limit; retry in {retry} s\n"
+    counters = {s.name: s.value for f in text_string_to_metric_families(after) for s in f.samples}
+    assert counters["qoe_exporter_probe_requests_refused_total"] == len(refused) == 96
+    assert counters["qoe_exporter_probe_requests_in_flight"] == 0
+
+
+@pytest.mark.slow
+async def test_a_probe_slower_than_its_interval_skips_turns(room, monkeypatch, caplog) -> None:
+    # A 2.5 s probe due every second: before, each run started as the last one ended, its
+    # turns silently lost; a loop that queued them would stack runs without end.
+    real, spans = probes.PROBES["whep"], []
+
+    async def timed(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
+        begun = time.monotonic()
+        try:
+            await real(spec, result, watch)
+        finally:
+            spans.append((begun, time.monotonic()))
+
+    monkeypatch.setitem(probes.PROBES, "whep", timed)
+    caplog.set_level("WARNING", logger="qoe.exporter.server")
+    async with room() as live:
+        fleet = parse_fleet(fleet_for(live.url, "duration = 2.5\ninterval = 1\n"))
+        assert fleet.targets[0].interval == 1.0
+        async with Exporter(fleet, port=0) as exporter:
+            for _ in range(150):
+                if exporter.rounds >= 2:
+                    break
+                await asyncio.sleep(0.1)
+            status, text = await scrape(f"{exporter.url}/metrics")
+            skipped = dict(exporter.stats.skipped)
+    assert status == 200 and exporter.rounds >= 2
+    spans.sort()
+    assert all(later[0] >= earlier[1] for earlier, later in itertools.pairwise(spans)), spans
+    # The next run starts at the first turn after the last one ended, not a whole interval later.
+    assert all(later[0] - earlier[1] < 1.5 for earlier, later in itertools.pairwise(spans)), spans
+    [(key, count)] = skipped.items()
+    assert key == ("whep", "whep", "demo", "none") and count >= 2 * (len(spans) - 1)
+    counted = {
+        s.labels["target"]: s.value
+        for f in text_string_to_metric_families(text)
+        for s in f.samples
+        if s.name == "qoe_probe_runs_skipped_total"
+    }
+    assert counted == {"demo": count}
+    lines = [r.getMessage() for r in caplog.records if "skipped a turn" in r.getMessage()]
+    assert len(lines) == count
+    assert lines[0].startswith("probe demo [none]: skipped a turn, its previous run is still going after")
+
+
+async def test_connections_that_never_finish_a_request_are_closed() -> None:
+    fleet = parse_fleet(fleet_for("http://127.0.0.1:1"))
+    async with Exporter(fleet, port=0, schedule=False, idle_seconds=1.5) as exporter:
+        closed = await half_sent_connections_close(exporter.url, "/healthz", 1.5)
+        status, _ = await scrape(f"{exporter.url}/metrics")
+    assert status == 200 and len(closed) == 300
+    assert min(closed) >= 1.4 and max(closed) <= 3.0, (min(closed), max(closed))

@@ -61,6 +61,13 @@ def add_commands(sub: Any) -> None:
         default=9464,
         help="port to bind; 0 takes any free one, which the banner names",
     )
+    serve.add_argument(
+        "--probe-concurrency",
+        type=at_least_one,
+        metavar="K",
+        help="/probe runs at once; more are answered 503 with Retry-After (default: the file's "
+        "[fleet] probe_concurrency, or 8)",
+    )
     serve.set_defaults(handler=_cmd_serve, media=("qoe.exporter.server",))
 
     fleet = sub.add_parser(
@@ -136,7 +143,7 @@ async def _cmd_serve(args: argparse.Namespace) -> int:
     from qoe.fleet import load_fleet
 
     fleet = load_fleet(args.fleet)
-    exporter = Exporter(fleet, args.host, args.port)
+    exporter = Exporter(fleet, args.host, args.port, probe_concurrency=args.probe_concurrency)
     targets = f"{len(fleet.targets)} targets from {args.fleet}"
     return await serve_until_signalled(
         exporter, args.host, args.port, lambda: f"qoe serve: {targets}; metrics on {exporter.url}/metrics"

@@ -17,6 +17,11 @@ Three kinds of family, as blackbox_exporter and client_python conventions sugges
   docs/SOURCES.md (viewers start leaving past 2 s: Krishnan & Sitaraman, IMC 2012).
 
 A figure that was not measured is left out of the scrape, never exported as zero.
+
+Beside them, :class:`ExporterCollector` exports ``qoe serve``'s own state (``qoe_exporter_*``
+and the skipped scheduled runs): how many ``/probe`` runs go on, its limit, how many requests
+were refused for it, and how many scheduled turns came while the probe's previous run still
+went. Those are the signs of an exporter asked for more than it was set to do.
 """
 
 from __future__ import annotations
@@ -39,7 +44,7 @@ from prometheus_client.registry import Collector
 
 from qoe.result import ProbeResult
 
-__all__ = ["JOIN_BUCKETS", "LABELS", "ResultCollector", "family_names"]
+__all__ = ["JOIN_BUCKETS", "LABELS", "ExporterCollector", "ResultCollector", "family_names"]
 
 LABELS = ("probe", "kind", "target", "profile")
 JOIN_BUCKETS = (0.25, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0)
@@ -318,3 +323,54 @@ def family_names() -> list[str]:
         else:
             names.append(family.name)
     return names
+
+
+class ExporterCollector(Collector):
+    """``qoe serve``'s own counts: ``/probe`` runs going and refused, scheduled turns skipped."""
+
+    def __init__(self, probe_limit: int, registry: CollectorRegistry | None = None) -> None:
+        self.probe_limit = probe_limit
+        self.probes_in_flight = 0
+        self.probes_refused = 0
+        self.skipped: dict[Key, int] = {}
+        if registry is not None:
+            registry.register(self)
+
+    def skip(self, key: Key) -> int:
+        """Count one scheduled turn of probe ``key`` skipped; the probe's count so far."""
+        self.skipped[key] = self.skipped.get(key, 0) + 1
+        return self.skipped[key]
+
+    def describe(self) -> Iterator[Metric]:
+        yield from self._families()
+
+    def collect(self) -> Iterator[Metric]:
+        in_flight, limit, refused, skipped = self._families()
+        assert isinstance(in_flight, GaugeMetricFamily) and isinstance(limit, GaugeMetricFamily)
+        assert isinstance(refused, CounterMetricFamily) and isinstance(skipped, CounterMetricFamily)
+        in_flight.add_metric([], self.probes_in_flight)
+        limit.add_metric([], self.probe_limit)
+        refused.add_metric([], self.probes_refused)
+        for key, count in sorted(self.skipped.items()):
+            skipped.add_metric(list(key), count)
+        return iter((in_flight, limit, refused, skipped))
+
+    @staticmethod
+    def _families() -> list[Metric]:
+        return [
+            GaugeMetricFamily("qoe_exporter_probe_requests_in_flight", "/probe runs going now."),
+            GaugeMetricFamily(
+                "qoe_exporter_probe_requests_limit",
+                "Most /probe runs at once; beyond it a /probe is answered 503 with Retry-After.",
+            ),
+            CounterMetricFamily(
+                "qoe_exporter_probe_requests_refused",
+                "/probe requests answered 503 because the limit of runs at once was reached.",
+            ),
+            CounterMetricFamily(
+                "qoe_probe_runs_skipped",
+                "Scheduled turns not run because the probe's previous run was still going "
+                "(a run slower than its interval, or waiting for [fleet] concurrency).",
+                labels=list(LABELS),
+            ),
+        ]

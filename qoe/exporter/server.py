@@ -13,6 +13,22 @@ Endpoints:
 
 A probe that fails, crashes or hangs is a failed result (``qoe_probe_success 0``); it never
 stops the exporter from serving, and it never stops its own schedule.
+
+What the exporter may be made to hold is bounded, so a burst of scrapes or a slow target
+costs a known amount:
+
+- at most ``probe_concurrency`` ``/probe`` runs at once (``[fleet] probe_concurrency``,
+  ``qoe serve --probe-concurrency``); beyond it a request is answered at once with 503, a
+  ``Retry-After`` of the seconds until the first running probe's deadline and a one-line body,
+  and counted (``qoe_exporter_probe_requests_refused_total``). Queuing instead would hold a
+  socket and a task per request without bound, and answer after the scrape timeout anyway.
+- scheduled runs keep their turns (every ``interval`` seconds from the first); a turn that
+  comes while the probe's previous run still goes (slower than its interval, or waiting for a
+  slot of ``[fleet] concurrency``) is skipped, logged and counted
+  (``qoe_probe_runs_skipped_total``), never queued behind it.
+- a connection is closed when it has not sent a whole request head within
+  :data:`IDLE_SECONDS` of opening, or of its previous answer, so idle or half-sent
+  connections (slowloris) hold nothing for long.
 """
 
 from __future__ import annotations
@@ -30,7 +46,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, generate_l
 from probes import PUBLISHERS, probe_spec, run_probe
 from qoe import clock
 from qoe.errors import ConfigError
-from qoe.exporter.metrics import ResultCollector
+from qoe.exporter.metrics import ExporterCollector, ResultCollector
 from qoe.fleet.config import Fleet, Target
 from qoe.fleet.plan import Run
 from qoe.fleet.runner import spec_for
@@ -49,6 +65,11 @@ TEARDOWN_BUDGET = 1.0
 """Seconds of a /probe's budget left for closing the peer after it stops watching."""
 FIRST_ROUND_SPREAD = 10.0
 """Scheduled probes start spread over this many seconds (or their interval, if shorter)."""
+IDLE_SECONDS = 20.0
+"""Seconds a connection may go without a whole request head: aiohttp's keep-alive timeout,
+which runs from a connection's start as well as after each answer (aiohttp 3.14.4 on).
+Longer than aiohttp clients keep an idle connection for reuse (15 s), so they never send on
+one the exporter is closing; Prometheus reconnects, as it does after any idle close."""
 
 
 def _parts(url: str) -> tuple[str, str, str, list[str]] | None:
@@ -95,15 +116,27 @@ class Exporter:
     """The exporter: ``async with Exporter(fleet, port=0) as e: e.url``."""
 
     def __init__(
-        self, fleet: Fleet, host: str = "127.0.0.1", port: int = 9464, *, schedule: bool = True
+        self,
+        fleet: Fleet,
+        host: str = "127.0.0.1",
+        port: int = 9464,
+        *,
+        schedule: bool = True,
+        probe_concurrency: int | None = None,
+        idle_seconds: float = IDLE_SECONDS,
     ) -> None:
         self.fleet = fleet
         self.host = host
         self.port = port
+        self.idle_seconds = idle_seconds
         self.registry = CollectorRegistry()
         self.collector = ResultCollector(self.registry)
+        self.stats = ExporterCollector(probe_concurrency or fleet.probe_concurrency, self.registry)
         self._schedule = schedule
         self._gate = asyncio.Semaphore(fleet.concurrency)
+        """Scheduled runs at once ([fleet] concurrency); /probe runs are bounded on their own."""
+        self._probe_deadlines: dict[object, float] = {}
+        """Each running /probe's deadline (monotonic), for the Retry-After of a refusal."""
         self._tasks: list[asyncio.Task[None]] = []
         self._runner: web.AppRunner | None = None
         self.rounds = 0
@@ -130,7 +163,9 @@ class Exporter:
                 web.get("/", self._index),
             ]
         )
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, keepalive_timeout=self.idle_seconds
+        )
         await self._runner.setup()
         await web.TCPSite(self._runner, self.host, self.port, reuse_address=True).start()
         if self.port == 0:
@@ -152,24 +187,55 @@ class Exporter:
             self._runner = None
 
     async def _loop(self, run: Run, offset: float) -> None:
-        await asyncio.sleep(offset)
-        while True:
-            started = clock.monotonic()
-            try:
-                async with self._gate:
-                    result = await run_probe(spec_for(run))
-                result.target = run.target.name
-                result.labels = dict(run.target.labels)
-                self.collector.observe(result, clock.wall())
-                self.rounds += 1
-                outcome = "ok" if result.success else f"failed ({result.error.kind if result.error else '?'})"
-                log.info("probe %s [%s]: %s", run.target.name, run.profile, outcome)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # nothing a probe does may end its schedule
-                log.exception("probe %s [%s] crashed the scheduler loop", run.target.name, run.profile)
-            elapsed = clock.monotonic() - started
-            await asyncio.sleep(max(0.0, run.target.interval - elapsed))
+        """Start ``run`` at each of its turns, ``interval`` seconds apart, unless its previous
+        run still goes: then that turn is skipped and counted, so runs never pile up."""
+        interval = run.target.interval
+        turn = clock.monotonic() + offset
+        going: asyncio.Task[None] | None = None
+        started = 0.0
+        key = (run.target.probe, run.target.kind, run.target.name, run.profile)
+        try:
+            while True:
+                await asyncio.sleep(max(0.0, turn - clock.monotonic()))
+                if going is not None and not going.done():
+                    skipped = self.stats.skip(key)
+                    log.warning(
+                        "probe %s [%s]: skipped a turn, its previous run is still going after %.1f s "
+                        "(interval %g s; %d turns skipped so far)",
+                        run.target.name,
+                        run.profile,
+                        clock.monotonic() - started,
+                        interval,
+                        skipped,
+                    )
+                else:
+                    started = clock.monotonic()
+                    going = asyncio.create_task(self._run_once(run), name=f"serve-{run.id}-run")
+                turn += interval
+                # A loop that was itself held up (a suspended host) resumes at its next turn
+                # rather than running every turn it missed at once.
+                now = clock.monotonic()
+                if turn < now:
+                    turn += math.ceil((now - turn) / interval) * interval
+        finally:
+            if going is not None:
+                going.cancel()
+                await asyncio.gather(going, return_exceptions=True)
+
+    async def _run_once(self, run: Run) -> None:
+        try:
+            async with self._gate:
+                result = await run_probe(spec_for(run))
+            result.target = run.target.name
+            result.labels = dict(run.target.labels)
+            self.collector.observe(result, clock.wall())
+            self.rounds += 1
+            outcome = "ok" if result.success else f"failed ({result.error.kind if result.error else '?'})"
+            log.info("probe %s [%s]: %s", run.target.name, run.profile, outcome)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # nothing a probe does may end its schedule
+            log.exception("probe %s [%s] crashed; its schedule goes on", run.target.name, run.profile)
 
     async def _metrics(self, request: web.Request) -> web.Response:
         return web.Response(
@@ -225,7 +291,26 @@ class Exporter:
         spec = dataclasses.replace(
             spec, duration=duration, join_timeout=min(spec.join_timeout, duration), deadline_seconds=budget
         )
-        result: ProbeResult = await run_probe(spec)
+        now = clock.monotonic()
+        if len(self._probe_deadlines) >= self.stats.probe_limit:
+            # Refused at once, not queued: a queue would grow with every scrape and answer
+            # after the scrape timeout anyway. A slot frees by the first deadline at the latest.
+            self.stats.probes_refused += 1
+            retry = max(1, math.ceil(min(self._probe_deadlines.values()) - now))
+            log.info("refused /probe of %s: %d probes are running, the limit", name, self.stats.probe_limit)
+            return web.Response(
+                status=503,
+                text=f"busy: {self.stats.probe_limit} probes are running, the limit; retry in {retry} s\n",
+                headers={"Retry-After": str(retry)},
+            )
+        token = object()
+        self._probe_deadlines[token] = now + budget
+        self.stats.probes_in_flight = len(self._probe_deadlines)
+        try:
+            result: ProbeResult = await run_probe(spec)
+        finally:
+            del self._probe_deadlines[token]
+            self.stats.probes_in_flight = len(self._probe_deadlines)
         result.target, result.labels = name, dict(labels)
         registry = CollectorRegistry()
         ResultCollector(registry).observe(result, clock.wall())

@@ -74,11 +74,12 @@ DEFAULTS: dict[str, Any] = {
     "seed": None,
 }
 """Fleet-wide defaults, in one place; ``[fleet]`` overrides them, a target overrides that."""
-FLEET_ONLY: dict[str, Any] = {"concurrency": 8, "wait": 30.0, "warmup": 2.0}
+FLEET_ONLY: dict[str, Any] = {"concurrency": 8, "wait": 30.0, "warmup": 2.0, "probe_concurrency": 8}
 """``[fleet]`` settings a target cannot override: how many probes at once; how long ``qoe
-fleet run`` waits for each target's server to take a connection; and how long it watches
+fleet run`` waits for each target's server to take a connection; how long it watches
 each target, unscored, before the measured runs (0: not at all), so that start-up costs on
-either side (a room's first encoders, the runner's first decoders) are not judged."""
+either side (a room's first encoders, the runner's first decoders) are not judged; and how
+many ``/probe`` requests ``qoe serve`` runs at once (more are refused with 503)."""
 MAX_COUNT = 10_000
 """Most runs per target and profile. A mistyped ``count`` is refused at once, not planned:
 thirty million runs took minutes and gigabytes before the first probe started."""
@@ -136,6 +137,8 @@ class Fleet:
     """Extra URL patterns ``qoe serve``'s /probe may reach besides the targets (fnmatch)."""
     wait: float = FLEET_ONLY["wait"]
     warmup: float = FLEET_ONLY["warmup"]
+    probe_concurrency: int = FLEET_ONLY["probe_concurrency"]
+    """``/probe`` requests ``qoe serve`` runs at once; beyond it answers 503 with Retry-After."""
 
     def target(self, name: str) -> Target | None:
         return next((t for t in self.targets if t.name == name), None)
@@ -226,8 +229,9 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
     c.keys(fleet_table, {*DEFAULTS, *FLEET_ONLY, "allow"}, ("fleet",))
     settings.update(_settings(c, fleet_table, ("fleet",)))
     fleet_only = dict(FLEET_ONLY)
-    if "concurrency" in fleet_table:
-        fleet_only["concurrency"] = c.integer(fleet_table["concurrency"], ("fleet", "concurrency"))
+    for key in ("concurrency", "probe_concurrency"):
+        if key in fleet_table:
+            fleet_only[key] = c.integer(fleet_table[key], ("fleet", key))
     for key in ("wait", "warmup"):
         if key in fleet_table:
             fleet_only[key] = c.checked(("fleet", key), checks.number, fleet_table[key], minimum=0.0)
@@ -330,6 +334,7 @@ def parse_fleet(text: str, path: str = "<fleet>") -> Fleet:
         allow,
         wait=fleet_only["wait"],
         warmup=fleet_only["warmup"],
+        probe_concurrency=fleet_only["probe_concurrency"],
     )
 
 
