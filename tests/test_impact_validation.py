@@ -12,8 +12,9 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from qoe.cli.analytics import impact_command
+from qoe.cli.analytics import impact_command, parse_time
 from qoe.errors import ConfigError
+from qoe.impact.analysis import Options
 from qoe.impact.link import link_sessions, load_probes
 from qoe.impact.load import connect, load_sessions
 from sim.audience import simulate
@@ -197,3 +198,78 @@ def _args(path: Path, out: Path) -> argparse.Namespace:
         threads=1,
         memory_limit="1GB",
     )
+
+
+OUT_OF_RANGE = {
+    "1e308": "5,v3,r1,1e308,1e308,1.0,0,0",
+    "NaN": "6,v3,r1,nan,2026-03-02T20:10:00Z,1.0,0,0",
+    "infinite end": "7,v3,r1,2026-03-02T20:00:00Z,inf,1.0,0,0",
+    "before 1970": "8,v3,r1,-1,5,1.0,0,0",
+    "Parquet-sized": "9,v3,r1,1772481600,1e20,1.0,0,0",
+}
+
+
+@pytest.mark.parametrize("derived", [False, True], ids=["session_id", "derived id"])
+def test_timestamps_that_are_no_time_are_counted_not_crashed_on(tmp_path: Path, derived: bool) -> None:
+    # NaN and 1e308 parse as numbers; before they were excluded, they reached the hour of day
+    # (a BIGINT cast) and the derived session id, and DuckDB stopped the whole analysis.
+    rows = GOOD + list(OUT_OF_RANGE.values())
+    path = write_csv(tmp_path / "s.csv", rows)
+    if derived:
+        lines = path.read_text().splitlines()
+        path.write_text("\n".join(line.split(",", 1)[1] for line in lines) + "\n")
+    assert impact_command(_args(path, tmp_path / "out")) == 0
+    v = json.loads((tmp_path / "out" / "impact.json").read_text())["validation"]
+    assert (v["rows"], v["valid"]) == (len(rows), len(GOOD))
+    [problem] = v["problems"]
+    assert problem["reason"] == "unparseable_timestamp" and problem["count"] == len(OUT_OF_RANGE)
+    assert [e["row"] for e in problem["examples"]] == [len(GOOD) + i for i in range(1, 6)]
+    assert v["log_end"] == pytest.approx(1772481600 + 24 * 3600 + 300)  # the latest valid time
+
+
+def test_numbers_beyond_single_precision_are_the_wrong_type(tmp_path: Path) -> None:
+    header = HEADER + ",chat_echo_seconds,order_value"
+    good = [row + ",0.2,1" for row in GOOD]
+    bad = GOOD[0].replace("1,", "5,", 1) + ",1e308,1"
+    path = tmp_path / "s.csv"
+    path.write_text(
+        "\n".join([header, *good, bad, bad.replace("5,", "6,", 1).replace(",1e308,1", ",0.2,-1e39")])
+    )
+    assert impact_command(_args(path, tmp_path / "out")) == 0
+    v = json.loads((tmp_path / "out" / "impact.json").read_text())["validation"]
+    assert {p["reason"]: p["count"] for p in v["problems"]} == {"wrong_type": 2}
+    assert [e["column"] for p in v["problems"] for e in p["examples"]] == ["chat_echo_seconds", "order_value"]
+
+
+@pytest.mark.parametrize("text", ["nan", "inf", "-inf", "1e308", "-5", "10000-01-01T00:00:00Z"])
+def test_a_log_end_that_is_no_time_is_refused(cli, tmp_path: Path, text: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=r"^--log-end: expected an ISO 8601 time or Unix seconds \(1970"):
+        parse_time(text)
+    if text == "nan":
+        path = write_csv(tmp_path / "s.csv", GOOD)
+        done = cli("impact", str(path), "--out", str(tmp_path / "out"), "--log-end", text)
+        assert done.returncode == 2 and "Traceback" not in done.stderr
+        assert done.stderr.strip().splitlines() == [
+            "qoe impact: error: --log-end: expected an ISO 8601 time or Unix seconds (1970 to 9999), "
+            "got 'nan'"
+        ]
+    with pytest.raises(ConfigError, match="log end must be Unix seconds from 1970 to 9999, got nan"):
+        Options(log_end=float("nan")).check()
+    assert parse_time("2026-03-02T20:00:00Z") == 1772481600.0
+
+
+def test_a_file_name_with_pattern_characters_is_that_file(tmp_path: Path) -> None:
+    # DuckDB reads 'glob[1].csv' as a pattern matching glob1.csv: the wrong log, silently.
+    literal = write_csv(tmp_path / "glob[1].csv", GOOD[:2])
+    write_csv(tmp_path / "glob1.csv", GOOD)
+    probes = tmp_path / "p[1].jsonl"
+    probes.write_text(
+        json.dumps({"target": "r1", "started_at": "2026-03-02T19:00:00Z", "success": True}) + "\n"
+    )
+    (tmp_path / "p1.jsonl").write_text(probes.read_text() * 3)
+    con = connect(1)
+    v = load_sessions(con, literal)
+    assert (v.source, v.rows, v.valid) == (str(literal), 2, 2)
+    assert load_probes(con, probes)["rows"] == 1
+    with pytest.raises(ConfigError, match=r"glob\*\.csv: no such file"):
+        load_sessions(connect(1), tmp_path / "glob*.csv")

@@ -16,6 +16,7 @@ import numpy as np
 
 from qoe.errors import ConfigError
 from qoe.impact.analysis import Options, analyse
+from qoe.impact.load import TIMESTAMP_RANGE
 from qoe.impact.report import RULES_NAME, clean, write_report
 from qoe.impact.schema import CONTROLS
 from sim.audience import DEFAULT_START, load_model, simulate, truth_path
@@ -24,16 +25,22 @@ __all__ = ["impact_command", "parse_time", "simulate_command"]
 
 
 def parse_time(text: str) -> float:
-    """ISO 8601 (UTC when no offset) or Unix seconds -> Unix seconds."""
+    """ISO 8601 (UTC when no offset) or Unix seconds -> Unix seconds, within the range a
+    session's times may take (:data:`qoe.impact.load.TIMESTAMP_RANGE`): ``nan`` and ``1e308``
+    read as floats but are no time to end a log at."""
+    expected = f"--log-end: expected an ISO 8601 time or Unix seconds (1970 to 9999), got {text!r}"
     try:
-        return float(text)
+        seconds = float(text)
     except ValueError:
-        pass
-    try:
-        t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
-    except ValueError:
-        raise ConfigError(f"--log-end: expected an ISO 8601 time or Unix seconds, got {text!r}") from None
-    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+        try:
+            t = dt.datetime.fromisoformat(text.strip().replace("Z", "+00:00"))
+        except ValueError:
+            raise ConfigError(expected) from None
+        seconds = (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
+    low, high = TIMESTAMP_RANGE
+    if not low <= seconds < high:  # also false for NaN
+        raise ConfigError(expected)
+    return seconds
 
 
 def impact_command(args: Any) -> int:

@@ -139,7 +139,11 @@ def add_commands(sub: Any) -> None:
         "HTML report with "
         "plots, the figures as JSON, and recommended SLO alert rules.",
     )
-    impact.add_argument("sessions", metavar="SESSIONS", help="session log, Parquet or CSV")
+    impact.add_argument(
+        "sessions",
+        metavar="SESSIONS",
+        help="session log, Parquet or CSV: one file, its name taken literally (*, ? and [ are no pattern)",
+    )
     impact.add_argument(
         "--probes", metavar="RESULTS.jsonl", help="fleet results joined to sessions by room and time"
     )

@@ -23,7 +23,7 @@ from .causal import make_cells
 from .contrasts import ContrastResult, run_contrasts
 from .dropoff import AbandonCurve, abandonment, early_exit_curve
 from .link import link_sessions, load_probes
-from .load import Validation, connect, load_sessions
+from .load import TIMESTAMP_RANGE, Validation, connect, load_sessions
 from .rules import Thresholds, alert_rules, recommend
 from .schema import CONTROLS
 
@@ -74,6 +74,9 @@ class Options:
             raise ConfigError("visit gap and probe window must be positive")
         if not 2 <= self.jackknife_groups <= 100:
             raise ConfigError(f"jackknife groups must be 2..100, got {self.jackknife_groups}")
+        low, high = TIMESTAMP_RANGE
+        if self.log_end is not None and not low <= self.log_end < high:  # also refuses NaN
+            raise ConfigError(f"log end must be Unix seconds from 1970 to 9999, got {self.log_end}")
         return self
 
 

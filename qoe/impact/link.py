@@ -71,7 +71,6 @@ class Sessions:
 
 def load_probes(con: Any, path: str | Path, *, room: str = "target") -> dict[str, Any]:
     """Read fleet results (JSON lines) into table ``probes``; return counts and exclusions."""
-    p = str(path).replace("'", "''")
     if not Path(path).exists():
         raise ConfigError(f"{path}: no such file")
     if room == "target":
@@ -87,17 +86,21 @@ def load_probes(con: Any, path: str | Path, *, room: str = "target") -> dict[str
     num = "TRY_CAST(json_extract_string({}, '{}') AS DOUBLE)"
     import duckdb
 
+    from .load import literal
+
     try:
-        con.execute(
-            f"""CREATE OR REPLACE TEMP TABLE __probes_raw AS SELECT
-              {key} AS room, coalesce(profile, 'none') AS profile,
-              epoch(TRY_CAST(started_at AS TIMESTAMPTZ)) AS p_at, coalesce(success, false) AS ok,
-              {num.format('"join"', "$.total_seconds")} AS p_join,
-              {num.format("video", "$.stall_ratio")} AS p_stall,
-              {num.format("av_sync", "$.offset_seconds.median")} AS p_av,
-              {num.format("chat", "$.echo_seconds.p50")} AS p_chat
-            FROM read_json('{p}', format = 'newline_delimited', columns = {columns})"""
-        )
+        with literal(Path(path)) as readable:
+            p = readable.replace("'", "''")
+            con.execute(
+                f"""CREATE OR REPLACE TEMP TABLE __probes_raw AS SELECT
+                  {key} AS room, coalesce(profile, 'none') AS profile,
+                  epoch(TRY_CAST(started_at AS TIMESTAMPTZ)) AS p_at, coalesce(success, false) AS ok,
+                  {num.format('"join"', "$.total_seconds")} AS p_join,
+                  {num.format("video", "$.stall_ratio")} AS p_stall,
+                  {num.format("av_sync", "$.offset_seconds.median")} AS p_av,
+                  {num.format("chat", "$.echo_seconds.p50")} AS p_chat
+                FROM read_json('{p}', format = 'newline_delimited', columns = {columns})"""
+            )
     except duckdb.Error as exc:
         raise ConfigError(f"{path}: not fleet results (JSON lines): {str(exc).splitlines()[0]}") from exc
     total, no_room, no_time = con.execute(

@@ -12,8 +12,12 @@ frame), stall_s, stall_n, av, chat, orders, value, device, network, region, app`
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import os
+import re
+import tempfile
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,7 +28,7 @@ from qoe.errors import ConfigError
 
 from .schema import COLUMNS, REASONS, REQUIRED, Column
 
-__all__ = ["Problem", "Validation", "connect", "load_sessions", "quote"]
+__all__ = ["Problem", "Validation", "connect", "literal", "load_sessions", "quote"]
 
 EXAMPLES = 5
 NUMERIC = (
@@ -43,6 +47,14 @@ NUMERIC = (
     "REAL",
 )
 TEMPORAL = ("TIMESTAMP", "DATE")
+TIMESTAMP_RANGE = (0.0, 253402300800.0)
+"""Unix seconds a session time may hold: 1970-01-01 up to the end of 9999 (UTC). Outside it a
+value is excluded as an unparseable timestamp, and so is ``--log-end``."""
+FLOAT_LIMIT = 3.4028234e38
+"""Largest magnitude a number column may hold: the analysis keeps figures in single precision,
+where anything larger is infinite; such a value is excluded as the wrong type."""
+GLOB = re.compile(r"[*?\[\]{}]")
+"""Characters DuckDB's readers expand as a file pattern."""
 
 
 @dataclass
@@ -108,9 +120,32 @@ def connect(threads: int | None = None, memory_limit: str | None = None, temp_di
     return con
 
 
-def _source(con: Any, path: Path) -> tuple[str, str]:
-    """Register the file as view ``src`` with a 1-based ``__row``; return (format, row expression)."""
-    p = str(path).replace("'", "''")
+@contextlib.contextmanager
+def literal(path: Path) -> Iterator[str]:
+    """``path`` as a DuckDB reader must be given it to read exactly that one file.
+
+    DuckDB expands ``*``, ``?`` and ``[...]`` in a file name as a pattern: ``glob[1].csv``
+    read ``glob1.csv``. A name holding them is read through a link with a plain name, so the
+    file named is the file read; no input of ``qoe impact`` is ever a pattern."""
+    if not GLOB.search(str(path)):
+        yield str(path)
+        return
+    with tempfile.TemporaryDirectory(prefix="qoe-impact-") as folder:
+        link = Path(folder) / f"input{path.suffix.lower()}"
+        try:
+            link.symlink_to(path.resolve())
+        except OSError as exc:
+            raise ConfigError(
+                f"{path}: cannot read a file whose name holds * ? [ ] {{ }} here ({exc.strerror or exc}); "
+                "rename it"
+            ) from exc
+        yield str(link)
+
+
+def _source(con: Any, path: Path, readable: str) -> tuple[str, str]:
+    """Register the file as view ``src`` with a 1-based ``__row``; return (format, row expression).
+    ``readable`` is the name DuckDB reads it by (see :func:`literal`)."""
+    p = readable.replace("'", "''")
     if path.suffix.lower() == ".csv":
         con.execute("SET preserve_insertion_order = true")  # rowid must follow the file's order
         con.execute(
@@ -140,28 +175,33 @@ def _value(c: Column, typ: str | None) -> tuple[str, str]:
     if c.kind == "category":
         return f"coalesce(NULLIF(trim(CAST({q} AS VARCHAR)), ''), 'unknown')", "false"
     if c.kind == "timestamp":
+        # NaN, infinity and 1e308 parse as numbers but are no time: out of the range, they
+        # are excluded (and counted) before any arithmetic could overflow on them.
+        lo, hi = TIMESTAMP_RANGE
+        present = f"{q} IS NOT NULL"
         if base.startswith(TEMPORAL):
-            return f"epoch(CAST({q} AS TIMESTAMPTZ))", "false"
-        if base in NUMERIC:
+            v = f"epoch(CAST({q} AS TIMESTAMPTZ))"
+        elif base in NUMERIC:
             v = f"CAST({q} AS DOUBLE)"
-            return v, f"({q} IS NOT NULL AND NOT isfinite({v}))"
-        if text:
+        elif text:
             v = f"coalesce(epoch(TRY_CAST(trim({q}) AS TIMESTAMPTZ)), TRY_CAST(trim({q}) AS DOUBLE))"
-            return v, f"({q} IS NOT NULL AND trim({q}) <> '' AND ({v}) IS NULL)"
-        return "NULL", f"({q} IS NOT NULL)"
+            present += f" AND trim({q}) <> ''"
+        else:
+            return "NULL", f"({q} IS NOT NULL)"
+        outside = f"({v}) IS NULL OR NOT isfinite({v}) OR ({v}) < {lo:.0f} OR ({v}) >= {hi:.0f}"
+        return v, f"({present} AND ({outside}))"
     if base in NUMERIC:
         v = f"CAST({q} AS DOUBLE)"
     elif text:
         v = f"TRY_CAST(NULLIF(trim({q}), '') AS DOUBLE)"
     else:
         return "NULL", f"({q} IS NOT NULL)"
-    bad = f"({q} IS NOT NULL AND (({v}) IS NULL OR NOT isfinite({v})"
-    bad += f" OR ({v}) <> round({v})))" if c.kind == "integer" else "))"
-    if text:
-        bad = f"(NULLIF(trim({q}), '') IS NOT NULL AND (({v}) IS NULL OR NOT isfinite({v})" + (
-            f" OR ({v}) <> round({v})))" if c.kind == "integer" else "))"
-        )
-    return v, bad
+    present = f"NULLIF(trim({q}), '') IS NOT NULL" if text else f"{q} IS NOT NULL"
+    # Beyond FLOAT_LIMIT a figure would be infinite in the analysis's single-precision columns.
+    wrong = f"({v}) IS NULL OR NOT isfinite({v}) OR abs({v}) > {FLOAT_LIMIT:.8g}"
+    if c.kind == "integer":
+        wrong += f" OR ({v}) <> round({v})"
+    return v, f"({present} AND ({wrong}))"
 
 
 OUT = {
@@ -188,8 +228,13 @@ def load_sessions(con: Any, path: str | Path, *, log_end: float | None = None) -
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such file")
+    with literal(path) as readable:
+        return _load(con, path, readable, log_end)
+
+
+def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validation:
     try:
-        fmt, _ = _source(con, path)
+        fmt, _ = _source(con, path, readable)
         described = con.execute("DESCRIBE SELECT * FROM src").fetchall()
     except duckdb.Error as exc:
         raise ConfigError(
@@ -221,7 +266,9 @@ def load_sessions(con: Any, path: str | Path, *, log_end: float | None = None) -
         vals[c.name], bads[c.name] = _value(c, types.get(c.name))
     derived = "session_id" not in types
     sid = (
-        "concat_ws('/', CAST(viewer AS VARCHAR), CAST(room AS VARCHAR), CAST(round(start * 1000) AS BIGINT))"
+        # Only for rows kept: an excluded row's start may be out of BIGINT's range.
+        "CASE WHEN reason IS NULL THEN concat_ws('/', CAST(viewer AS VARCHAR), CAST(room AS VARCHAR), "
+        "CAST(round(start * 1000) AS BIGINT)) END"
         if derived
         else "sid_raw"
     )

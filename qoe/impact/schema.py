@@ -76,8 +76,9 @@ CONTROLS = ("room_id", "device", "network", "region", "hour")
 REASONS = {
     "missing_column": "a required column is missing from the file (every row excluded)",
     "missing_value": "viewer_id, room_id, session_start or (when the column exists) session_id is empty",
-    "unparseable_timestamp": "session_start or session_end is not a timestamp",
-    "wrong_type": "a number column holds something that is not a finite number (or a whole one for counts)",
+    "unparseable_timestamp": "session_start or session_end is not a timestamp from 1970 to 9999 (NaN, 1e308)",
+    "wrong_type": "a number column holds something that is not a finite number within +-3.4e38 "
+    "(or a whole one for counts)",
     "end_before_start": "session_end is before session_start",
     "out_of_range": "a negative figure, a join longer than the session, or more stall than watch time",
     "duplicate_session_id": "the session_id already appeared in an earlier row (the first row is kept)",
