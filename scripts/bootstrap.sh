@@ -39,10 +39,13 @@ if [ "$servers" = 1 ]; then
   # Real servers for the integration tests, from Debian's packages. None is started here:
   # each test starts its own on loopback and stops it by pid.
   packages=(prometheus prometheus-pushgateway nginx libnginx-mod-rtmp ffmpeg chromium coturn janus iproute2
-            golang-go golang-github-pion-webrtc.v3-dev nodejs npm g++ make)
+            golang-go golang-github-pion-webrtc.v3-dev nodejs g++ make)
   if [ ${#packages[@]} -gt 0 ]; then
     missing=()
     for p in "${packages[@]}"; do dpkg -s "$p" >/dev/null 2>&1 || missing+=("$p"); done
+    # NodeSource's nodejs, where a machine has it, carries its own npm and conflicts with
+    # Debian's: Debian's npm is asked for only when there is no npm at all.
+    command -v npm >/dev/null || missing+=(npm)
     if [ ${#missing[@]} -gt 0 ]; then
       step "installing Debian packages: ${missing[*]}"
       apt-get update -qq
