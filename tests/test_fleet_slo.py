@@ -7,10 +7,13 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from qoe.errors import ConfigError
+from qoe import metrics
+from qoe.errors import ConfigError, ProbeError
 from qoe.fleet import expand, judge, junit_xml, parse_fleet, parse_shard, read_results, summary_table
 from qoe.fleet.report import Judgement
 from qoe.fleet.slo import evaluate, numeric_fields, parse_slo
+from qoe.result import ProbeResult
+from qoe.timeline import RunInfo, Timeline, VideoFrameEvent
 
 FIELDS = numeric_fields(("signaling",))
 
@@ -287,3 +290,21 @@ def test_junit_is_valid_xml_whatever_the_text_in_it(tmp_path) -> None:  # type: 
     assert suite is not None and suite.get("name") == "t [evil.toml]"
     (tmp_path / "junit.xml").write_text(xml, encoding="utf-8")
     assert "\x1b" not in summary_table(judgement)
+
+
+def test_whole_results_as_a_fleet_writes_them_are_read(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    # Every section a probe fills, the network profile's table among them: a check of the
+    # schema that refused any of it would turn every real run into a problem.
+    log = Timeline(("first_frame",), start=0.0, started_at=1e9, end=3.0, role="viewer")
+    log.run = RunInfo(probe="viewer", kind="whep", target="t")
+    log.video = [VideoFrameEvent(i / 30, 1e9 + i / 30, i / 30, 64, 36) for i in range(90)]
+    measured = metrics.result_of(log)
+    measured.run, measured.profile = "t/none/0", "none"
+    measured.network = {"profile": "4g", "downlink": {"delay_ms": 40, "loss": 0.01}, "trace": None}
+    failed = ProbeResult(probe="viewer", kind="whep", target="t", run="t/none/1")
+    failed.fail(ProbeError("connection refused"))
+    path = tmp_path / "r.jsonl"
+    path.write_text(measured.to_json() + "\n" + failed.to_json() + "\n")
+    results, problems = read_results([path])
+    assert problems == [] and [r["run"] for r in results] == ["t/none/0", "t/none/1"]
+    assert results[0]["video"]["fps"] == pytest.approx(30.0, abs=0.5)

@@ -58,6 +58,7 @@ OPERATORS: dict[str, Callable[[float, float], bool]] = {
     ">": operator.gt,
 }
 _NOT_FIGURES = {"probe", "kind", "target", "profile", "started_at", "error", "run", "labels"}
+_SCALARS = frozenset({int, float, bool, str, type(None)})
 _SLO = re.compile(r"^\s*(\S+)\s+(?:(\S+)\s+)?(<=|<|>=|>|within)\s+(.+?)\s*$")
 
 
@@ -84,7 +85,9 @@ def figure_types() -> dict[str, frozenset[type]]:
                 hint = typing.get_type_hints(hint)[part]
             elif typing.get_origin(hint) is dict:
                 hint = typing.get_args(hint)[1]
-        out[path] = _leaf_types(hint)
+        kinds = _leaf_types(hint)
+        if kinds and kinds <= _SCALARS:  # not ``network``, a table of whatever a profile holds
+            out[path] = kinds
     return out
 
 
