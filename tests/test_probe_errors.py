@@ -292,3 +292,28 @@ async def test_rtp_none_of_which_decodes(warmed, monkeypatch) -> None:
     assert packets >= frames >= keyframes > 0 and errors == keyframes
     assert in_process.error is not None and in_process.error.kind == "undecodable"
     assert in_process.video.decode_errors and in_process.video.decode_errors > 0
+
+
+class OneFrameThenSilent(VideoStreamTrack):
+    """One frame, then nothing: a sender gone while a viewer joins. The frame's packets
+    arrive, but a receiver completes a frame only when the next one starts, so none shows."""
+
+    sent = False
+
+    async def recv(self) -> VideoFrame:
+        if self.sent:
+            return await asyncio.get_running_loop().create_future()
+        self.sent = True
+        return await super().recv()
+
+
+async def test_a_sender_gone_while_the_viewer_joins_is_a_disconnect(warmed) -> None:
+    """It once waited out the join timeout and called the stream ``undecodable``, which blames
+    the codec for a sender that had simply stopped."""
+    async with peer_server(OneFrameThenSilent) as url:
+        result = await probe_in_process(url, duration=4, join_timeout=3, media_timeout=1)
+    assert result.error is not None and result.error.kind == "disconnected", result.error
+    assert result.error.message.startswith("no media for 1 s after ")
+    assert "video packets, before a frame could be shown; the sender is gone" in result.error.message
+    tasks, _, sockets = await settled(warmed)  # threads aside: the sender's encoder pool is ours
+    assert tasks <= warmed[0] and sockets <= warmed[2]

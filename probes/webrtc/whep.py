@@ -46,6 +46,7 @@ from qoe.errors import (
     NoCommonCodecError,
     NoMediaError,
     NoRtpError,
+    ProbeError,
     UndecodableError,
 )
 from qoe.media.compose import mix_regions
@@ -274,7 +275,7 @@ class _Viewer:
             if clock.monotonic() - last > spec.media_timeout:
                 raise DisconnectedError(f"no media for {spec.media_timeout:g} s; the sender is gone")
 
-    def _no_video(self, session: Session) -> NoMediaError:
+    def _no_video(self, session: Session) -> ProbeError:
         """Why no frame was shown within the join timeout, as specific as the log allows."""
         within = f"within {self.spec.join_timeout:g} s"
         if "dtls_connected" not in self.timeline.milestones:
@@ -290,6 +291,13 @@ class _Viewer:
                 f"({audio.packets} audio packets; negotiated {agreed})"
             )
         decoder = self.video_decoders[0]
+        silent = clock.monotonic() - max(o.last_packet_at or 0.0 for o in self.observers.values())
+        if silent > self.spec.media_timeout:
+            # Packets came, then none: the sender went away mid-join, which no codec explains.
+            return DisconnectedError(
+                f"no media for {self.spec.media_timeout:g} s after {video.packets} video packets, "
+                "before a frame could be shown; the sender is gone"
+            )
         return UndecodableError(
             f"video RTP arrived but no frame could be shown {within}: {video.packets} packets, "
             f"{decoder.frames} frames ({decoder.keyframes} keyframes), {decoder.errors} decode errors "
