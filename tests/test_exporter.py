@@ -23,6 +23,7 @@ from qoe.fleet import parse_fleet
 from qoe.result import ProbeResult, VideoSection
 from qoe.timeline import ChatReceived, ChatSent, RunInfo, Timeline, VideoFrameEvent
 from tests.test_room_limits import half_sent_connections_close
+from tests.whep_front import redirects
 
 MEASURED_BY_WHEP = {
     "qoe_probe_success",
@@ -153,6 +154,36 @@ async def test_probe_refuses_targets_outside_the_fleet_without_contacting_them()
         assert status == 400
         await asyncio.sleep(0.2)
     assert connections == []
+
+
+async def test_an_allowed_server_cannot_send_the_probe_elsewhere() -> None:
+    """A URL that /probe may reach by pattern redirects to another host: the probe follows
+    no further, and the other host hears nothing (neither the offer nor a DELETE)."""
+    elsewhere: list[object] = []
+
+    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        elsewhere.append(writer.get_extra_info("peername"))
+        writer.close()
+
+    listener = await asyncio.start_server(record, "127.0.0.2", 0)
+    other = listener.sockets[0].getsockname()[1]
+    table = {"/whep/allowed-x": (307, f"http://127.0.0.2:{other}/whep/allowed-x")}
+    async with listener, redirects(table) as (base, hops):
+        exporter_fleet = parse_fleet(fleet_for("http://127.0.0.1:1"))
+        async with Exporter(exporter_fleet, port=0, schedule=False) as exporter:
+            status, body = await scrape(
+                f"{exporter.url}/probe?target={quote(base, safe=':/')}/whep/allowed-x"
+            )
+        await asyncio.sleep(0.2)
+    assert status == 200
+    assert "qoe_probe_success{" in body and "} 0.0" in body.split("qoe_probe_success{")[1].splitlines()[0]
+    assert len(hops) == 1
+    assert elsewhere == []
+    fence = Exporter(exporter_fleet, port=0, schedule=False).fence(f"{base}/whep/allowed-x")
+    assert fence(f"{base}/whep/sessions/1")  # the session on the target's own host
+    assert fence("http://127.0.0.1:9/whep/allowed-y")  # another URL the patterns admit
+    assert not fence(f"http://127.0.0.2:{other}/whep/sessions/1")
+    assert not fence(f"http://u:p@{base.removeprefix('http://')}/whep/sessions/1")
 
 
 def test_malformed_fleet_stops_serve_at_start(cli, tmp_path) -> None:

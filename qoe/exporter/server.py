@@ -9,6 +9,8 @@ Endpoints:
   from ``X-Prometheus-Scrape-Timeout-Seconds``. Only fleet targets (by name or URL) and URLs
   matching the fleet's ``allow`` patterns may be probed; anything else is refused with 403
   before any connection is made, so the exporter cannot be turned against arbitrary hosts.
+  Nor can an allowed server send the probe on: a redirect or a session ``Location`` to
+  another host that no pattern admits fails the run before anything goes there.
 - ``/healthz``: 200 while the exporter serves.
 
 A probe that fails, crashes or hangs is a failed result (``qoe_probe_success 0``); it never
@@ -38,6 +40,7 @@ import dataclasses
 import fnmatch
 import logging
 import math
+from collections.abc import Callable
 from urllib.parse import urlsplit
 
 from aiohttp import web
@@ -110,6 +113,18 @@ def url_matches(url: str, pattern: str) -> bool:
         and len(path) == len(p_path)
         and all(fnmatch.fnmatchcase(segment, glob) for segment, glob in zip(path, p_path, strict=True))
     )
+
+
+def _origin(url: str) -> tuple[str, str, int] | None:
+    """Scheme, host and port of ``url``; None if it has user information or cannot be read."""
+    try:
+        parts = urlsplit(url)
+        port = parts.port or {"http": 80, "https": 443, "ws": 80, "wss": 443}.get(parts.scheme.lower(), 0)
+    except ValueError:
+        return None
+    if "@" in parts.netloc or not parts.hostname:
+        return None
+    return parts.scheme.lower(), parts.hostname.lower(), port
 
 
 class Exporter:
@@ -258,6 +273,21 @@ class Exporter:
             return target
         return None
 
+    def fence(self, target: str) -> Callable[[str], bool]:
+        """Where a probe of ``target``, allowed by a pattern, may be sent on by its server (a
+        redirect, a WebRTC session's ``Location``): ``target``'s own scheme, host and port, or
+        a URL the allow patterns admit; never a URL with user information. A fleet target is
+        not fenced: its server was chosen by whoever wrote the fleet file."""
+        home = _origin(target)
+
+        def may_contact(url: str) -> bool:
+            origin = _origin(url)
+            return origin is not None and (
+                origin == home or any(url_matches(url, pattern) for pattern in self.fleet.allow)
+            )
+
+        return may_contact
+
     async def _probe(self, request: web.Request) -> web.Response:
         target = request.query.get("target", "")
         if not target:
@@ -285,6 +315,7 @@ class Exporter:
                 return web.Response(status=400, text=f"{exc}\n")
             if spec.kind in PUBLISHERS:  # a scrape must never publish into someone's room
                 return web.Response(status=403, text=f"/probe runs viewers only, not {spec.kind!r}\n")
+            spec = dataclasses.replace(spec, may_contact=self.fence(allowed))
             name, labels = redact_url(allowed), {}
         duration = max(1.0, min(spec.duration, budget - TEARDOWN_BUDGET))
         # The target's own spec (every field it sets), cut to the scrape's budget.
