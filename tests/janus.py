@@ -46,7 +46,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.servers import require, stop_process, unavailable, wait_http
+from tests.servers import build, require, stop_process, unavailable, wait_http
 
 __all__ = [
     "Janus",
@@ -249,24 +249,14 @@ class MeetechoWhep:
 def meetecho_whep(server: Janus, tmp: Path) -> Iterator[MeetechoWhep]:
     """Meetecho's WHEP server for ``server``, installed by ``scripts/build-janus-whep.sh``
     (exit 2: node or npm missing, which CI treats as a failure), until the block ends."""
-    built = subprocess.run(
-        [str(ROOT / "scripts" / "build-janus-whep.sh")],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        stdin=subprocess.DEVNULL,
-    )
-    if built.returncode == 2:
-        unavailable(f"{built.stderr.strip()} (scripts/bootstrap.sh --servers installs them)")
-    if built.returncode != 0:
-        raise JanusError(f"scripts/build-janus-whep.sh failed: {built.stderr.strip()[-2000:]}")
+    module = build("build-janus-whep.sh")
     port = _free_port(server.host)
     log = open(tmp / "janus-whep.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [
             require("node"),
             str(ROOT / "tests" / "janus_whep.mjs"),
-            built.stdout.strip(),
+            module,
             f"ws://{server.janus_host}:{WS_PORT}",
             str(port),
         ],

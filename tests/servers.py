@@ -30,6 +30,7 @@ from sim.room.nginx import NGINX_RTMP_MODULE, NginxRtmp
 
 __all__ = [
     "NginxRtmp",
+    "build",
     "ffmpeg_publisher",
     "free_port",
     "nginx_rtmp",
@@ -62,6 +63,24 @@ def require_file(path: Path, package: str) -> Path:
     if not path.exists():
         unavailable(f"{path} is missing: install {package} (scripts/bootstrap.sh --servers)")
     return path
+
+
+def build(script: str) -> str:
+    """Run ``scripts/SCRIPT`` (a build of a test server's own, such as the pion forwarder) and
+    return what it printed: the path built. Its exit code 2 means a package it needs is
+    missing (unavailable); any other failure fails the test with the script's last words."""
+    done = subprocess.run(
+        [str(Path(__file__).resolve().parent.parent / "scripts" / script)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        stdin=subprocess.DEVNULL,
+    )
+    if done.returncode == 2:
+        unavailable(f"{done.stderr.strip()} (scripts/bootstrap.sh --servers installs them)")
+    if done.returncode != 0:
+        pytest.fail(f"scripts/{script} failed: {done.stderr.strip()[-2000:]}")
+    return done.stdout.strip()
 
 
 def free_port() -> int:

@@ -36,7 +36,6 @@ Tolerances and why:
 from __future__ import annotations
 
 import asyncio
-import subprocess
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import AbstractAsyncContextManager
@@ -52,7 +51,7 @@ from qoe.result import ProbeResult
 from sim.room.server import LiveRoom
 from tests.browser import Chromium, joined, stats
 from tests.conftest import freezes_within
-from tests.servers import _process, free_port, unavailable
+from tests.servers import _process, build, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 slow = pytest.mark.slow
@@ -71,18 +70,7 @@ FREEZE_WATCH = 12.0
 @pytest.fixture(scope="module")
 def forwarder() -> Path:
     """The forwarder's binary, built once for the module."""
-    done = subprocess.run(
-        [str(ROOT / "scripts" / "build-pion.sh")],
-        capture_output=True,
-        text=True,
-        timeout=600,
-        stdin=subprocess.DEVNULL,
-    )
-    if done.returncode == 2:  # Go or pion is not installed
-        unavailable(f"{done.stderr.strip()} (scripts/bootstrap.sh --servers installs them)")
-    if done.returncode != 0:
-        pytest.fail(f"scripts/build-pion.sh failed: {done.stderr.strip()[-2000:]}")
-    return Path(done.stdout.strip())
+    return Path(build("build-pion.sh"))
 
 
 @pytest.fixture

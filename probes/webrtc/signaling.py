@@ -271,17 +271,10 @@ class Endpoint:
         headers = self._headers(SDP_TYPE)
         if etag is not None:
             headers["If-Match"] = etag
-        shown = redact_url(location)
-        try:
-            status, _, body = await self._request(
-                "PATCH", location, body=sdp, headers=headers, timeout=timeout
-            )
-        except (aiohttp.ClientError, OSError) as exc:
-            raise SignalingError(self._scrub(f"PATCH {shown}: {type(exc).__name__}: {exc}")) from exc
-        except TimeoutError as exc:
-            raise SignalingError(f"PATCH {shown}: no answer within {timeout:.3g} s") from exc
+        status, body = await self._patch(location, sdp, headers, timeout)
         if status not in (200, 201, 204):
             detail = self._scrub(_first_line(body))
+            shown = redact_url(location)
             raise SignalingError(
                 f"PATCH {shown}: the answer was refused with HTTP {status} {detail}".rstrip()
             )
@@ -289,23 +282,32 @@ class Endpoint:
     async def trickle(self, location: str, fragment: str, *, etag: str, timeout: float) -> bool:
         """PATCH ``fragment`` to the session; False when the server does not take PATCH."""
         headers = {**self._headers(TRICKLE_TYPE), "If-Match": etag}
+        status, body = await self._patch(location, fragment, headers, timeout)
+        if status in PATCH_UNSUPPORTED:
+            return False
+        if status not in (200, 204):
+            detail = self._scrub(_first_line(body))
+            shown = redact_url(location)
+            raise SignalingError(
+                f"PATCH {shown}: trickled candidates refused with HTTP {status} {detail}".rstrip()
+            )
+        return True
+
+    async def _patch(
+        self, location: str, body: str, headers: dict[str, str], timeout: float
+    ) -> tuple[int, str]:
+        """PATCH ``body`` to the session: its status and answer's text; a request that got no
+        answer is a SignalingError."""
         shown = redact_url(location)
         try:
-            status, _, body = await self._request(
-                "PATCH", location, body=fragment, headers=headers, timeout=timeout
+            status, _, text = await self._request(
+                "PATCH", location, body=body, headers=headers, timeout=timeout
             )
         except (aiohttp.ClientError, OSError) as exc:
             raise SignalingError(self._scrub(f"PATCH {shown}: {type(exc).__name__}: {exc}")) from exc
         except TimeoutError as exc:
             raise SignalingError(f"PATCH {shown}: no answer within {timeout:.3g} s") from exc
-        if status in PATCH_UNSUPPORTED:
-            return False
-        if status not in (200, 204):
-            detail = self._scrub(_first_line(body))
-            raise SignalingError(
-                f"PATCH {shown}: trickled candidates refused with HTTP {status} {detail}".rstrip()
-            )
-        return True
+        return status, text
 
     async def delete(self, location: str, *, timeout: float = 2.0) -> bool:
         """End a session with DELETE on its resource URL; True if the server confirmed it.
