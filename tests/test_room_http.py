@@ -147,3 +147,23 @@ async def test_an_offer_missing_a_kind_is_a_400_that_leaves_no_socket_open(room)
                 assert r.status == 400
         await asyncio.sleep(0.2)
         assert len(os.listdir("/proc/self/fd")) - fds <= 2  # 20 leaked sockets before the fix
+
+
+async def test_stats_count_the_servers_rooms_sessions_and_tasks(room) -> None:
+    async with room() as live, aiohttp.ClientSession() as http:
+        async with http.get(f"{live.url}/stats") as r:
+            idle = await r.json()
+        assert idle["rooms"] == 1 and idle["sessions"] == 0
+        assert idle["tasks"] >= 3  # at least the host's video and audio, and the idle-room reaper
+        pc, offer = await recvonly_offer()
+        try:
+            async with http.post(f"{live.url}/whep/demo", data=offer, headers=SDP) as r:
+                location = r.headers["Location"]
+            async with http.get(f"{live.url}/stats") as r:
+                assert (await r.json())["sessions"] == 1
+            async with http.delete(f"{live.url}{location}"):
+                pass
+            async with http.get(f"{live.url}/stats") as r:
+                assert (await r.json())["sessions"] == 0
+        finally:
+            await pc.close()

@@ -9,8 +9,9 @@ Endpoints (``ROOM`` is any name; ``demo`` has the built-in host):
 - ``OPTIONS`` on any of them answers CORS pre-flights, so a browser page can use the room.
 - ``GET /flv/ROOM.flv`` and ``GET /hls/ROOM/index.m3u8``: the room as HTTP-FLV and HLS
   players take it, H.264 and AAC muxed once per room (:mod:`sim.room.containers`).
-- ``GET /rooms``, ``GET /rooms/ROOM``: state and ground truth as JSON; ``GET /healthz``;
-  ``GET /`` a page with a WHEP player.
+- ``GET /rooms``, ``GET /rooms/ROOM``: state and ground truth as JSON; ``GET /stats``: the
+  server's rooms, sessions and event-loop tasks; ``GET /healthz``; ``GET /`` a page with a
+  WHEP player.
 
 The room paces every packet out at its time, so a room whose event loop falls behind (a
 machine too busy for it) delays media it did not mean to: viewers see freezes no knob
@@ -185,6 +186,7 @@ class LiveRoom:
                 web.get("/healthz", self._healthz),
                 web.get("/rooms", self._list_rooms),
                 web.get("/rooms/{room}", self._room_info),
+                web.get("/stats", self._stats),
                 web.get("/chat/{room}", self._chat),
                 web.get("/flv/{room}.flv", self._flv),
                 web.get("/hls/{room}/{file}", self._hls),
@@ -235,6 +237,13 @@ class LiveRoom:
         if room is None:
             return _error(404, f"no room {request.match_info['room']!r}")
         return web.json_response(self._info(room), headers=CORS)
+
+    async def _stats(self, request: web.Request) -> web.Response:
+        """The server's own holdings, which a soak run watches for growth: rooms, sessions
+        and the event loop's tasks (each session's media runs as tasks; one that outlives its
+        session is a leak no figure of a room shows)."""
+        stats = {"rooms": len(self.rooms), "sessions": self._sessions(), "tasks": len(asyncio.all_tasks())}
+        return web.json_response(stats, headers=CORS)
 
     def _info(self, room: Room) -> dict[str, Any]:
         stalls = self._lag.stalls if self._lag is not None else ()
