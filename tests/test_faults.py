@@ -118,6 +118,23 @@ def test_a_full_disk_under_the_event_log_keeps_the_printed_result(room_url: str)
     assert result["success"] is True and result["video"]["frames"] > 20
 
 
+def test_a_full_disk_under_standard_output_is_one_line(room_url: str) -> None:
+    """``qoe probe --json > result.json`` on a full disk once ended in a traceback."""
+    with open(FULL, "w") as full:
+        done = subprocess.run(
+            [sys.executable, "-m", "qoe", "probe", f"{room_url}/whep/demo", "--duration", "1", "--json"],
+            stdout=full,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=ROOT,
+            stdin=subprocess.DEVNULL,
+            timeout=60,
+        )
+    no_traceback(done.stderr)
+    assert done.returncode == 2
+    assert done.stderr.strip() == "qoe probe: error: cannot write the output: No space left on device"
+
+
 # -- the room killed, frozen, restarted while a viewer watches ------------------------------
 
 TEARDOWN = 5.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import errno
 import importlib
 import logging
 import os
@@ -85,6 +86,9 @@ def _settle_heap(modules: Sequence[str]) -> None:
     looplag.settle_heap()
 
 
+FULL_DISK = (errno.ENOSPC, errno.EDQUOT, errno.EFBIG)
+"""Write errors that say the output has no room, rather than that the command is broken."""
+
 MEDIA_THREADS_GRACE = 6.0
 """Seconds the process waits at exit for media threads still inside FFmpeg (a reader blocked
 in a read ends within the media timeout, 5 s by default)."""
@@ -117,15 +121,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     if getattr(args, "media", None):
         _settle_heap(args.media)
+    sub_command = (
+        getattr(args, "fleet_command", None)
+        or getattr(args, "netem_command", None)
+        or getattr(args, "audience_command", None)
+    )
+    command = " ".join(c for c in (args.command, sub_command) if c)
     try:
         return _exit_when_media_threads_end(int(asyncio.run(args.handler(args))))
     except ConfigError as exc:
-        sub_command = (
-            getattr(args, "fleet_command", None)
-            or getattr(args, "netem_command", None)
-            or getattr(args, "audience_command", None)
-        )
-        command = " ".join(c for c in (args.command, sub_command) if c)
         print(f"qoe {command}: error: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
@@ -135,6 +139,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         # complaining about the flush at exit.
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         return EXIT_FAILED
+    except OSError as exc:
+        if exc.errno not in FULL_DISK:
+            raise
+        # Standard output redirected to a file on a full disk (qoe probe --json > result.json):
+        # a usage error in one line, as for the files the commands write themselves.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        print(f"qoe {command}: error: cannot write the output: {exc.strerror}", file=sys.stderr)
+        return EXIT_USAGE
 
 
 if __name__ == "__main__":
