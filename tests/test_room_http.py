@@ -167,3 +167,23 @@ async def test_stats_count_the_servers_rooms_sessions_and_tasks(room) -> None:
                 assert (await r.json())["sessions"] == 0
         finally:
             await pc.close()
+
+
+async def test_an_ended_session_leaves_no_timer_behind(room) -> None:
+    """Each session's connect timer held its peer for the whole connect limit (15 s), even
+    after a DELETE: posting and deleting in a loop kept every ended peer alive."""
+    async with room() as live, aiohttp.ClientSession() as http:
+        pc, offer = await recvonly_offer()
+        try:
+            async with http.get(f"{live.url}/stats") as r:
+                before = (await r.json())["tasks"]
+            for _ in range(10):
+                async with http.post(f"{live.url}/whep/demo", data=offer, headers=SDP) as r:
+                    location = r.headers["Location"]
+                async with http.delete(f"{live.url}{location}") as r:
+                    assert r.status == 200
+            await asyncio.sleep(0.3)
+            async with http.get(f"{live.url}/stats") as r:
+                assert (await r.json())["tasks"] <= before  # 10 more before the fix
+        finally:
+            await pc.close()

@@ -294,10 +294,23 @@ class LiveRoom:
         task.add_done_callback(self._timers.discard)
 
     def _expire_unless_connected(self, pc: RTCPeerConnection, end: Any) -> None:
-        """End a session whose ICE and DTLS have not connected within the limit."""
+        """End a session whose ICE and DTLS have not connected within the limit.
+
+        The timer ends as soon as the session connects or ends: it holds the peer, so a client
+        that posts and deletes sessions in a loop would otherwise keep every one it ended
+        alive for the whole limit, however few it holds at once.
+        """
+        settled = asyncio.Event()
+
+        def on_state() -> None:
+            if pc.connectionState in ("connected", "closed", "failed"):
+                settled.set()
+
+        pc.on("connectionstatechange", on_state)
 
         async def expire() -> None:
-            await asyncio.sleep(self.limits.connect_seconds)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(settled.wait(), self.limits.connect_seconds)
             if pc.connectionState not in ("connected", "closed"):
                 log.info("ended a session that did not connect in %g s", self.limits.connect_seconds)
                 await end()
