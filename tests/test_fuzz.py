@@ -44,7 +44,6 @@ from qoe.errors import ConfigError
 from qoe.fleet.config import parse_fleet
 from qoe.impact.load import connect, load_sessions
 from sim.profiles.loader import load_profiles
-from sim.room.limits import RoomLimits
 from sim.room.server import LiveRoom
 from tests.servers import aiohttp_app
 from tests.test_room_http import SDP, recvonly_offer
@@ -118,10 +117,7 @@ def room_on_its_own_loop() -> Iterator[tuple[asyncio.Runner, LiveRoom, aiohttp.C
     """An in-process room (its host at the smallest size) on a loop of the test's own, so
     Hypothesis, which calls a plain function per example, can run each request on it."""
     with asyncio.Runner() as loop:
-        # Each session's connect timer outlives its DELETE by up to connect_seconds: short,
-        # so tasks left after that are ones no timer accounts for.
-        limits = RoomLimits(connect_seconds=1.0)
-        live = LiveRoom("127.0.0.1", 0, host_options={"width": 320, "height": 180}, limits=limits)
+        live = LiveRoom("127.0.0.1", 0, host_options={"width": 320, "height": 180})
         loop.run(live.start())
         http = loop.run(_session())
         try:
@@ -138,7 +134,7 @@ async def _session() -> aiohttp.ClientSession:
 async def _tasks_after_settling() -> collections.Counter[str]:
     """The loop's tasks by what they run, aiohttp's handlers of kept-alive connections aside
     (the client's pool keeps as many as the fuzzing's requests happened to open)."""
-    await asyncio.sleep(1.5)
+    await asyncio.sleep(0.5)
     names = (task.get_coro().__qualname__ for task in asyncio.all_tasks())
     return collections.Counter(n for n in names if n != "RequestHandler.start")
 
