@@ -32,7 +32,11 @@ from aiortc.mediastreams import MediaStreamTrack
 from av import VideoFrame
 
 from probes import ProbeSpec, run_probe
+from probes.webrtc.session import Session
+from probes.webrtc.whep import PHASES
+from qoe import clock
 from qoe.result import ProbeResult
+from qoe.timeline import Timeline
 from tests.conftest import ROOT
 from tests.servers import aiohttp_app
 from tests.whep_front import Front, front_end, peer_server
@@ -317,3 +321,21 @@ async def test_a_sender_gone_while_the_viewer_joins_is_a_disconnect(warmed) -> N
     assert "video packets, before a frame could be shown; the sender is gone" in result.error.message
     tasks, _, sockets = await settled(warmed)  # threads aside: the sender's encoder pool is ours
     assert tasks <= warmed[0] and sockets <= warmed[2]
+
+
+async def test_a_delete_cut_short_still_releases_the_http_client(monkeypatch) -> None:
+    """The runner's teardown budget cuts a DELETE to a hung server short; the session's HTTP
+    client was then left to the garbage collector ("Unclosed client session"), once per
+    scrape of a hung target in a long-running exporter."""
+    timeline = Timeline(PHASES, start=clock.monotonic(), started_at=clock.wall())
+    session = Session("http://127.0.0.1:9/whep/demo", timeline)
+    session.location = "http://127.0.0.1:9/whep/demo/1"
+
+    async def hung(*args: object, **kwargs: object) -> None:
+        await asyncio.sleep(30)
+
+    monkeypatch.setattr(session.endpoint, "delete", hung)
+    with pytest.raises(TimeoutError):
+        async with asyncio.timeout(0.5):
+            await session.close()
+    assert session._http.closed

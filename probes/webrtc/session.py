@@ -283,14 +283,18 @@ class Session:
         elif not self.failed.cancelled():
             self.failed.exception()  # it was raised to the probe already, or is moot now
         started = clock.monotonic()
-        await self.pc.close()
-        if self.shaper is not None:
-            self.network_stats = self.shaper.stats()
-            self.shaper.close()
-        if self.location is not None:
-            remaining = max(0.5, DELETE_BUDGET_SECONDS - (clock.monotonic() - started))
-            await self.endpoint.delete(self.location, timeout=remaining)
-        await self._http.close()
+        try:
+            await self.pc.close()
+            if self.shaper is not None:
+                self.network_stats = self.shaper.stats()
+                self.shaper.close()
+            if self.location is not None:
+                remaining = max(0.5, DELETE_BUDGET_SECONDS - (clock.monotonic() - started))
+                await self.endpoint.delete(self.location, timeout=remaining)
+        finally:
+            # Also when the runner's teardown budget cut a DELETE to a hung server short:
+            # the client and its connections are released now, not by the garbage collector.
+            await self._http.close()
 
 
 def with_candidates(sdp: str, candidates: Sequence[str]) -> str:
