@@ -2,10 +2,10 @@
 
 Starts ``qoe room`` (its host at 320x180, so the viewers' decoding stays cheap) and ``qoe
 serve`` probing it every 10 s, then runs ``--viewers`` WHEP viewers that each join, watch
-3-15 s and leave, again and again (``decode=False``: they skip reading the test signal, the
-lightest a probe gets, since aiortc still decodes the VP8; 50 fit beside the servers on two
-cores), while Prometheus's part is played by a ``/metrics`` and
-a ``/probe`` scrape every sample. Every 10 s it samples each server process from /proc: RSS,
+3-15 s (``--watch``) and leave, again and again (``decode=False``: they skip reading the
+test signal, the lightest a probe gets, since aiortc still decodes the VP8; 50 fit beside
+the servers on two cores), while Prometheus's part is played by a ``/metrics`` and a
+``/probe`` scrape every sample. Every 10 s it samples each server process from /proc: RSS,
 open file descriptors and threads; the room's event-loop tasks and sessions come from its
 ``/stats``. The exporter has no such count of tasks (it serves Prometheus metrics only), so
 for it fds, threads and RSS stand alone.
@@ -126,8 +126,9 @@ class Soak:
         return s
 
     async def viewer(self, rng: random.Random, stop: asyncio.Event, watch: tuple[float, float]) -> None:
-        """Join, watch a while, leave; again until ``stop``. A run cut short by ``stop`` is
-        cancelled, which still tears its session down (probes.base.run)."""
+        """Join, watch a while, leave; again until ``stop``, which lets the run going finish:
+        a cancelled run may skip its DELETE, and the room would hold its session until ICE
+        consent runs out, which no leak check should count."""
         while not stop.is_set():
             spec = ProbeSpec(
                 url=f"{self.room_url}/whep/demo", kind="whep", duration=rng.uniform(*watch), decode=False
@@ -142,13 +143,14 @@ class Soak:
                 self.failed[result.error.kind] = self.failed.get(result.error.kind, 0) + 1
             await asyncio.sleep(rng.uniform(0.0, 2.0))
 
-    async def churn(self, viewers: int, seconds: float, phase: str, seed: int) -> None:
+    async def churn(
+        self, viewers: int, seconds: float, phase: str, seed: int, watch: tuple[float, float]
+    ) -> None:
         """``viewers`` churning viewers for ``seconds``, sampling (and scraping) every 10 s."""
         stop = asyncio.Event()
         rng = random.Random(seed)
         tasks = [
-            asyncio.create_task(self.viewer(random.Random(rng.random()), stop, (3.0, 15.0)))
-            for _ in range(viewers)
+            asyncio.create_task(self.viewer(random.Random(rng.random()), stop, watch)) for _ in range(viewers)
         ]
         end = time.monotonic() + seconds
         try:
@@ -158,8 +160,6 @@ class Soak:
                 print(self.row(self.sample(phase)), flush=True)
         finally:
             stop.set()
-            for task in tasks:
-                task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def scrape(self) -> None:
@@ -259,9 +259,10 @@ async def run(args: argparse.Namespace) -> int:
             )
             print(soak.header())
             print(soak.row(soak.sample("start")), flush=True)
-            await soak.churn(args.viewers, args.warmup, "warm-up", args.seed)
+            watch = (args.watch[0], args.watch[1])
+            await soak.churn(args.viewers, args.warmup, "warm-up", args.seed, watch)
             base = await soak.quiet("base")
-            await soak.churn(args.viewers, main, "soak", args.seed + 1)
+            await soak.churn(args.viewers, main, "soak", args.seed + 1, watch)
             end = await soak.quiet("end")
         finally:
             for proc in (serve, room):
@@ -309,6 +310,14 @@ def main() -> int:
     )
     parser.add_argument("--rss-bound", type=float, default=0.10, help="RSS growth that fails (default 0.10)")
     parser.add_argument("--slack", type=int, default=4, help="fds and threads a quiet server may hold over")
+    parser.add_argument(
+        "--watch",
+        type=float,
+        nargs=2,
+        default=[3.0, 15.0],
+        metavar=("MIN", "MAX"),
+        help="seconds each viewer watches, drawn between MIN and MAX (default 3 15)",
+    )
     parser.add_argument("--seed", type=int, default=1, help="seed of the viewers' watch and pause times")
     parser.add_argument("--summary", metavar="FILE", help="also write the figures and verdict as JSON")
     args = parser.parse_args()

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from tests.conftest import ROOT
 
-SCRIPT, ARGS = "soak.py", "--minutes 0.75 --warmup 15 --viewers 4 --rss-bound 0.25 --slack 2"
+SCRIPT, ARGS = "soak.py", "--minutes 0.75 --warmup 15 --viewers 4 --watch 2 6 --rss-bound 0.25 --slack 2"
 
 
 def test_a_short_soak_leaves_nothing_behind(tmp_path: Path) -> None:
