@@ -118,10 +118,6 @@ async def scrapes(exporter: str, count: int) -> collections.Counter[int]:
     return statuses
 
 
-def figures(pid: int, prefix: str) -> dict[str, float]:
-    return proc_figures(pid, prefix)
-
-
 async def run(args: argparse.Namespace) -> int:
     looplag.settle_heap()
     room, url = start(["room", "--port", "0"], r"serving (http://\S+)")
@@ -147,14 +143,14 @@ async def flood(
     exporter: str,
 ) -> int:
     pids = {"room": room.pid, "exporter": serve.pid}
-    before = {name: figures(pid, name) for name, pid in pids.items()}
+    before = {name: proc_figures(pid, name) for name, pid in pids.items()}
     peak: dict[str, float] = {}
     whep_offer = await offer()
 
     async def watch_peaks(stop: asyncio.Event) -> None:
         while not stop.is_set():
             for name, pid in pids.items():
-                for key, value in figures(pid, name).items():
+                for key, value in proc_figures(pid, name).items():
                     peak[key] = max(peak.get(key, 0.0), value)
             await asyncio.sleep(0.25)
 
@@ -193,7 +189,7 @@ async def flood(
     await asyncio.sleep(max(0.0, EXPIRY - (time.monotonic() - began)))  # abandoned sessions end
     stop.set()
     await peaks
-    after = {name: figures(pid, name) for name, pid in pids.items()}
+    after = {name: proc_figures(pid, name) for name, pid in pids.items()}
     async with aiohttp.ClientSession() as http, http.get(f"{url}/stats") as r:
         stats = await r.json()
     print()

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import gc
+import json
 import math
 import os
 import re
+import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import (
@@ -17,6 +20,8 @@ from contextlib import (
     contextmanager,
 )
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -86,12 +91,15 @@ def cli() -> Callable[..., Completed]:
 
 
 @contextmanager
-def room_process(*args: str) -> Iterator[str]:
-    """Run ``qoe room --port 0 ARGS`` in its own process; yield its URL; stop it by pid."""
+def room_server(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """Run ``qoe room --port 0 ARGS`` in its own process (a ``--port`` in ARGS wins); yield
+    the process and its URL; stop it by pid, first waking it if a test stopped it. Its log
+    goes to a file, not a pipe nobody reads, which a long run would fill and block on."""
+    log = tempfile.TemporaryFile("w+")  # noqa: SIM115 (closed in the finally below)
     proc = subprocess.Popen(
         [sys.executable, "-m", "qoe", "room", "--port", "0", *args],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=log,
         text=True,
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
@@ -106,15 +114,40 @@ def room_process(*args: str) -> Iterator[str]:
                 break
         match = re.search(r"serving (http://\S+)", line)
         if not match:
-            raise RuntimeError(
-                f"qoe room did not start: {line!r} {proc.stderr.read() if proc.stderr else ''}"
-            )
-        yield match.group(1)
+            log.seek(0)
+            raise RuntimeError(f"qoe room did not start: {line!r} {log.read()[-2000:]}")
+        yield proc, match.group(1)
     finally:
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGCONT)  # a stopped process takes no SIGTERM
         stop_process(proc)
-        for stream in (proc.stdout, proc.stderr):
-            if stream is not None:
-                stream.close()
+        if proc.stdout is not None:
+            proc.stdout.close()
+        log.close()
+
+
+@contextmanager
+def room_process(*args: str) -> Iterator[str]:
+    """Run ``qoe room --port 0 ARGS`` in its own process; yield its URL; stop it by pid."""
+    with room_server(*args) as (_, url):
+        yield url
+
+
+def run_bench(
+    script: str, args: str, summary: Path, timeout: float
+) -> tuple[subprocess.CompletedProcess[str], Any]:
+    """Run ``bench/SCRIPT ARGS --summary SUMMARY`` as a user would; its exit and the figures it
+    wrote. No traceback may reach its stderr."""
+    done = subprocess.run(
+        [sys.executable, script, *args.split(), "--summary", str(summary)],
+        cwd=Path(ROOT) / "bench",
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        stdin=subprocess.DEVNULL,
+    )
+    assert "Traceback" not in done.stderr, done.stderr
+    return done, json.loads(summary.read_text())
 
 
 @pytest.fixture

@@ -36,7 +36,6 @@ import itertools
 import os
 import re
 import secrets
-import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
@@ -46,7 +45,7 @@ from typing import Any
 import aiohttp
 from aiohttp import web
 
-from tests.servers import build, require, stop_process, unavailable, wait_http
+from tests.servers import build, free_port, require, stop_process, unavailable, wait_http
 
 __all__ = [
     "Janus",
@@ -250,7 +249,7 @@ def meetecho_whep(server: Janus, tmp: Path) -> Iterator[MeetechoWhep]:
     """Meetecho's WHEP server for ``server``, installed by ``scripts/build-janus-whep.sh``
     (exit 2: node or npm missing, which CI treats as a failure), until the block ends."""
     module = build("build-janus-whep.sh")
-    port = _free_port(server.host)
+    port = free_port(server.host)
     log = open(tmp / "janus-whep.log", "w")  # noqa: SIM115 (closed below)
     proc = subprocess.Popen(
         [
@@ -285,12 +284,6 @@ def _reply(proc: subprocess.Popen[str]) -> str:
         if line.startswith("@@"):
             return line[2:].strip()
     return ""
-
-
-def _free_port(host: str) -> int:
-    with contextlib.closing(socket.socket()) as sock:
-        sock.bind((host, 0))
-        return int(sock.getsockname()[1])
 
 
 class JanusError(RuntimeError):

@@ -4,9 +4,11 @@ allow-list, and an exporter that keeps serving whatever its probes do."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import json
 import time
+from collections.abc import AsyncIterator
 from urllib.parse import quote
 
 import aiohttp
@@ -122,17 +124,24 @@ async def test_probe_answers_within_the_scrape_timeout(room) -> None:
     assert by_url_status == 200  # allowed by pattern (the room has no such room: a failed probe)
 
 
-async def test_probe_refuses_targets_outside_the_fleet_without_contacting_them() -> None:
+@contextlib.asynccontextmanager
+async def listening(host: str) -> AsyncIterator[tuple[int, list[object]]]:
+    """A TCP listener on ``host`` that notes every connection made to it: (its port, the
+    peers that connected), for a test to show that nothing was."""
     connections: list[object] = []
 
     async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         connections.append(writer.get_extra_info("peername"))
         writer.close()
 
-    listener = await asyncio.start_server(record, "127.0.0.1", 0)
-    port = listener.sockets[0].getsockname()[1]
+    async with await asyncio.start_server(record, host, 0) as listener:
+        yield listener.sockets[0].getsockname()[1], connections
+
+
+async def test_probe_refuses_targets_outside_the_fleet_without_contacting_them() -> None:
     fleet = parse_fleet(fleet_for("http://127.0.0.1:1"))
-    async with listener, Exporter(fleet, port=0, schedule=False) as exporter:
+    exporter_of = Exporter(fleet, port=0, schedule=False)
+    async with listening("127.0.0.1") as (port, connections), exporter_of as exporter:
         for target in (
             f"http://127.0.0.1:{port}/whep/demo",
             f"http://127.0.0.1:{port}/whep/x?token=s3cret",
@@ -159,22 +168,15 @@ async def test_probe_refuses_targets_outside_the_fleet_without_contacting_them()
 async def test_an_allowed_server_cannot_send_the_probe_elsewhere() -> None:
     """A URL that /probe may reach by pattern redirects to another host: the probe follows
     no further, and the other host hears nothing (neither the offer nor a DELETE)."""
-    elsewhere: list[object] = []
-
-    async def record(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        elsewhere.append(writer.get_extra_info("peername"))
-        writer.close()
-
-    listener = await asyncio.start_server(record, "127.0.0.2", 0)
-    other = listener.sockets[0].getsockname()[1]
-    table = {"/whep/allowed-x": (307, f"http://127.0.0.2:{other}/whep/allowed-x")}
-    async with listener, redirects(table) as (base, hops):
-        exporter_fleet = parse_fleet(fleet_for("http://127.0.0.1:1"))
-        async with Exporter(exporter_fleet, port=0, schedule=False) as exporter:
-            status, body = await scrape(
-                f"{exporter.url}/probe?target={quote(base, safe=':/')}/whep/allowed-x"
-            )
-        await asyncio.sleep(0.2)
+    async with listening("127.0.0.2") as (other, elsewhere):
+        table = {"/whep/allowed-x": (307, f"http://127.0.0.2:{other}/whep/allowed-x")}
+        async with redirects(table) as (base, hops):
+            exporter_fleet = parse_fleet(fleet_for("http://127.0.0.1:1"))
+            async with Exporter(exporter_fleet, port=0, schedule=False) as exporter:
+                status, body = await scrape(
+                    f"{exporter.url}/probe?target={quote(base, safe=':/')}/whep/allowed-x"
+                )
+            await asyncio.sleep(0.2)
     assert status == 200
     assert "qoe_probe_success{" in body and "} 0.0" in body.split("qoe_probe_success{")[1].splitlines()[0]
     assert len(hops) == 1

@@ -27,36 +27,16 @@ from pathlib import Path
 
 import pytest
 
-from tests.conftest import ROOT, qoe
+from tests.conftest import ROOT, qoe, room_server
 from tests.servers import free_port, stop_process
 
 FULL = "/dev/full"
 """A file every write to fails with ENOSPC: a full disk, without root or a tiny filesystem."""
 
 
-@contextlib.contextmanager
-def room_at(port: int) -> Iterator[tuple[subprocess.Popen[str], str]]:
+def room_at(port: int) -> contextlib.AbstractContextManager[tuple[subprocess.Popen[str], str]]:
     """``qoe room --port PORT`` in its own process: (the process, its URL); stopped by pid."""
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "qoe", "room", "--port", str(port)],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-        cwd=ROOT,
-        stdin=subprocess.DEVNULL,
-    )
-    try:
-        assert proc.stdout is not None
-        match = re.search(r"serving (http://\S+)", proc.stdout.readline())
-        if match is None:
-            raise RuntimeError(f"qoe room did not start (exit {proc.poll()})")
-        yield proc, match.group(1)
-    finally:
-        if proc.poll() is None:
-            os.kill(proc.pid, signal.SIGCONT)  # a stopped process takes no SIGTERM
-        stop_process(proc)
-        if proc.stdout is not None:
-            proc.stdout.close()
+    return room_server("--port", str(port))
 
 
 @pytest.fixture(scope="module")

@@ -10,28 +10,16 @@ whose session expires, a chat flood dropped and counted, scrapes answered 200 or
 from __future__ import annotations
 
 import collections
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import run_bench
 
 SCRIPT, ARGS = "flood.py", "--whip 100 --whep 50 --chat 1000 --scrapes 20 --viewer-seconds 6"
 
 
 def test_a_trimmed_flood_gets_the_bounds_answers_and_the_viewer_watches_through(tmp_path: Path) -> None:
     summary = tmp_path / "flood.json"
-    done = subprocess.run(
-        [sys.executable, SCRIPT, *ARGS.split(), "--summary", str(summary)],
-        cwd=Path(ROOT) / "bench",
-        capture_output=True,
-        text=True,
-        timeout=180,
-        stdin=subprocess.DEVNULL,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    figures = json.loads(summary.read_text())
+    done, figures = run_bench(SCRIPT, ARGS, summary, timeout=180)
     assert done.returncode == 0, done.stdout
     answers = {
         name: collections.Counter({int(k): v for k, v in a.items()}) for name, a in figures["answers"].items()

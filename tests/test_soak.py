@@ -10,28 +10,16 @@ task or a socket that outlives its viewer shows in under a minute.
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
-from tests.conftest import ROOT
+from tests.conftest import run_bench
 
 SCRIPT, ARGS = "soak.py", "--minutes 0.75 --warmup 15 --viewers 4 --watch 2 6 --rss-bound 0.25 --slack 2"
 
 
 def test_a_short_soak_leaves_nothing_behind(tmp_path: Path) -> None:
     summary = tmp_path / "soak.json"
-    done = subprocess.run(
-        [sys.executable, SCRIPT, *ARGS.split(), "--summary", str(summary)],
-        cwd=Path(ROOT) / "bench",
-        capture_output=True,
-        text=True,
-        timeout=240,
-        stdin=subprocess.DEVNULL,
-    )
-    assert "Traceback" not in done.stderr, done.stderr
-    figures = json.loads(summary.read_text())
+    done, figures = run_bench(SCRIPT, ARGS, summary, timeout=240)
     assert done.returncode == 0, done.stdout + "\n".join(figures["problems"])
     base, end = figures["base"], figures["end"]
     assert end["room_sessions"] == 0 and end["room_tasks"] <= base["room_tasks"]
