@@ -38,6 +38,8 @@ def test_same_seed_same_sessions_and_truth_beside_them(tmp_path: Path) -> None:
     assert effects["abandon_per_second"] == pytest.approx(0.058, rel=0.05)  # session mix, calibrated to 5.8 %
     assert effects["watch_change_per_stall_percent"] == -0.05
     assert effects["return7_failed"] == pytest.approx(-0.023)  # exact by construction (docs/SOURCES.md)
+    assert effects["watch_change_sd"] == -0.1
+    assert effects["return7_sd"] == pytest.approx(-0.02)  # the SD drop alone, even after a stall too
     assert truth["counts"]["sessions"] == pq.read_metadata(a).num_rows
 
 
@@ -74,6 +76,22 @@ def test_weak_networks_differ_in_qoe_and_in_baseline_behaviour(tmp_path: Path) -
     assert slow[0] > 5 * wifi[0]  # no first frame
     assert slow[1] > 5 * wifi[1]  # stall above 1 %
     assert slow[2] < wifi[2]  # fewer orders: purchasing is confounded with the network
+    picture = (
+        duckdb.connect()
+        .execute(
+            f"""SELECT network, avg((video_height < 720)::INT),
+                list(DISTINCT video_height ORDER BY video_height) FILTER (video_height IS NOT NULL),
+                count(*) FILTER ((video_height IS NULL) <> (join_seconds IS NULL)),
+                count(*) FILTER ((video_height < 720) <> (bitrate_kbps < 1500))
+            FROM '{path}' GROUP BY 1"""
+        )
+        .fetchall()
+    )
+    sd = {r[0]: r[1] for r in picture}
+    assert sd["wifi"] < 0.25 < sd["4g"] < 0.55 < sd["3g"] < 0.8 < sd["slow-3g"]  # weak networks: more SD
+    assert all(r[2] == [360, 540, 720, 1080] for r in picture)  # the ladder
+    assert all(r[3] == 0 for r in picture)  # a picture exactly when a first frame showed
+    assert all(r[4] == 0 for r in picture)  # SD below 1500 kbit/s, HD above: the bitrate line agrees
 
 
 def test_model_file_overrides_and_rejects_unknown_keys(tmp_path: Path) -> None:
@@ -97,6 +115,31 @@ def test_model_file_overrides_and_rejects_unknown_keys(tmp_path: Path) -> None:
     bad.write_text('[qoe]\nfailure = [0.0, "x", 0.0, 0.0]\n')
     with pytest.raises(ConfigError, match=r"qoe\.failure\[1\]: must be a number, got 'x'$"):
         load_model(bad)
+
+
+def test_model_picture_settings_are_checked(tmp_path: Path) -> None:
+    path = tmp_path / "m.toml"
+    path.write_text(
+        "[behaviour]\nwatch_loss_sd = 0.2\nreturn_drop_sd = 0.0\n[qoe]\nhd_share = [1, 1, 0.5, 0]\n"
+    )
+    model = load_model(path)
+    assert (model.behaviour.watch_loss_sd, model.behaviour.return_drop_sd) == (0.2, 0.0)
+    bad = {
+        "[behaviour]\nwatch_loss_sd = 1.0": r"behaviour\.watch_loss_sd must be in \[0, 1\), got 1\.0",
+        "[qoe]\nhd_share = [0.5, 0.5]": r"qoe\.hd_share needs one value per network",
+        "[qoe]\nhd_share = [1.5, 0.5, 0.5, 0.5]": r"qoe\.hd_share must be probabilities 0\.\.1",
+        "[qoe]\nheights = [360, 540]\nheight_bitrate_kbps = [800, 1200]": r"one at 720 or above \(HD\)",
+        "[qoe]\nheights = [720, 360, 1080, 540]": r"qoe\.heights must be whole numbers of pixels "
+        r"from 90 to 4320, ascending",
+        "[qoe]\nheights = [360, 540.5, 720, 1080]": r"qoe\.heights must be whole numbers",
+        "[qoe]\nheights = [60, 540, 720, 1080]": r"qoe\.heights must be whole numbers",
+        "[qoe]\nheight_bitrate_kbps = [800, 1200, 2500]": r"qoe\.height_bitrate_kbps needs one "
+        r"positive bitrate per height",
+    }
+    for text, message in bad.items():
+        path.write_text(text + "\n")
+        with pytest.raises(ConfigError, match=message):
+            load_model(path)
 
 
 def test_command_with_small_chunks(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -273,3 +273,64 @@ def test_a_file_name_with_pattern_characters_is_that_file(tmp_path: Path) -> Non
     assert load_probes(con, probes)["rows"] == 1
     with pytest.raises(ConfigError, match=r"glob\*\.csv: no such file"):
         load_sessions(connect(1), tmp_path / "glob*.csv")
+
+
+PICTURE_HEADER = HEADER + ",video_height,bitrate_kbps"
+PICTURE_GOOD = [
+    GOOD[0] + ",720,2500",
+    GOOD[1] + ",360,800.5",
+    GOOD[2] + ",,",  # no first frame: no picture either
+    GOOD[3] + ",1080,",  # a height without a bitrate is a height
+    "10,v4,r1,2026-03-02T20:00:00Z,2026-03-02T20:10:00Z,1.0,0,0,90,0",  # the range's ends are in it
+    "11,v4,r1,2026-03-03T20:00:00Z,2026-03-03T20:10:00Z,1.0,0,0,4320,90000",
+]
+PICTURE_BAD = {
+    "720.5,2500": ("wrong_type", "video_height"),  # a fraction of a pixel, as in a count
+    "720p,2500": ("wrong_type", "video_height"),
+    "720,fast": ("wrong_type", "bitrate_kbps"),
+    "720,inf": ("wrong_type", "bitrate_kbps"),
+    "0,2500": ("out_of_range", "video_height"),
+    "-360,2500": ("out_of_range", "video_height"),
+    "10000,2500": ("out_of_range", "video_height"),
+    "720,-1": ("out_of_range", "bitrate_kbps"),
+}
+
+
+def test_bad_picture_figures_are_counted_with_their_reason(tmp_path: Path) -> None:
+    bad = [
+        f"{20 + i},v5,r1,2026-03-02T20:00:00Z,2026-03-02T20:10:00Z,1.0,0,0,{cells}"
+        for i, cells in enumerate(PICTURE_BAD)
+    ]
+    rows = PICTURE_GOOD + bad
+    path = tmp_path / "s.csv"
+    path.write_text("\n".join([PICTURE_HEADER, *rows]) + "\n")
+    v = load_sessions(connect(1), path)
+    assert (v.rows, v.valid) == (len(rows), len(PICTURE_GOOD))
+    problems = {p.reason: p for p in v.problems}
+    assert {r: p.count for r, p in problems.items()} == {"wrong_type": 4, "out_of_range": 4}
+    for row, (cells, (reason, column)) in zip(bad, PICTURE_BAD.items(), strict=True):
+        [example] = [e for e in problems[reason].examples if e["row"] == rows.index(row) + 1]
+        assert example["column"] == column
+        assert example["values"]["video_height"] == cells.split(",")[0]  # the raw value, as read
+    assert "90..4320" in problems["out_of_range"].message
+
+
+def test_a_log_without_picture_columns_gets_a_note_not_a_crash(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    note = "no video_height or bitrate_kbps column: picture-quality (SD vs HD) analyses skipped"
+    assert impact_command(_args(write_csv(tmp_path / "s.csv", GOOD), tmp_path / "out")) == 0
+    assert f"note: {note}" in capsys.readouterr().out
+    doc = json.loads((tmp_path / "out" / "impact.json").read_text())
+    assert note in doc["notes"]
+    assert not [c for c in doc["contrasts"] if c["key"].endswith("_sd")]
+    assert not [b for b in doc["bands"] if b["name"].startswith("picture")]
+    assert note in (tmp_path / "out" / "report.html").read_text()
+    # The same tiny log with the columns: a picture band, no note, and still no crash.
+    path = tmp_path / "p.csv"
+    path.write_text("\n".join([PICTURE_HEADER, *PICTURE_GOOD]) + "\n")
+    assert impact_command(_args(path, tmp_path / "with")) == 0
+    doc = json.loads((tmp_path / "with" / "impact.json").read_text())
+    assert not any("picture" in n or "video_height" in n for n in doc["notes"])
+    [band] = [b for b in doc["bands"] if b["name"] == "picture height"]
+    assert band["sessions"] == [2, 0, 1, 2]  # 90 and 360; none; 720; 1080 and 4320 (no frame: none)

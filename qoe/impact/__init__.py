@@ -1,5 +1,5 @@
-"""QoE impact analytics: what a second of join time, a percent of stall or an out-of-sync host
-costs in drop-off, watch time, return visits and repurchases (``qoe impact``).
+"""QoE impact analytics: what a second of join time, a percent of stall, an out-of-sync host or
+an SD picture costs in drop-off, watch time, return visits and repurchases (``qoe impact``).
 
 Input: a session log (Parquet or CSV; schema in :mod:`.schema` and SCHEMA.md) and optionally
 the fleet's probe results (JSON lines), linked in DuckDB (:mod:`.load`, :mod:`.link`).

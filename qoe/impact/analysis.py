@@ -8,6 +8,7 @@ alert rules of :mod:`.rules`.
 
 from __future__ import annotations
 
+import math
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -18,14 +19,14 @@ import numpy as np
 
 from qoe.errors import ConfigError
 
-from .bands import BandTable, av_bands, band_table, join_bands, stall_bands
+from .bands import BandTable, av_bands, band_table, join_bands, picture_bands, stall_bands
 from .causal import make_cells
-from .contrasts import ContrastResult, run_contrasts
+from .contrasts import HD_BITRATE_KBPS, HD_HEIGHT, ContrastResult, picture, run_contrasts
 from .dropoff import AbandonCurve, abandonment, early_exit_curve
 from .link import link_sessions, load_probes
 from .load import TIMESTAMP_RANGE, Validation, connect, load_sessions
 from .rules import Thresholds, alert_rules, recommend
-from .schema import CONTROLS
+from .schema import CONTROLS, HEIGHT_RANGE
 
 __all__ = ["TRUTH_KEYS", "Impact", "Options", "analyse"]
 
@@ -40,6 +41,8 @@ TRUTH_KEYS = {
     "early_exit_per_second": "early_exit_per_second",
     "return7_failed": "return7_failed",
     "return7_stall": "return7_stall",
+    "watch_sd": "watch_change_sd",
+    "return7_sd": "return7_sd",
 }
 """Figure key here -> key in a simulator's ground truth (``effects``)."""
 
@@ -51,6 +54,10 @@ class Options:
     visit_gap: float = 1800.0
     stall_threshold: float = 0.01
     watch_loss_budget: float = 0.05
+    hd_height: int = HD_HEIGHT
+    """Picture height from which a session counts as HD (see :class:`~.contrasts.Picture`)."""
+    hd_bitrate_kbps: float = HD_BITRATE_KBPS
+    """Mean bitrate from which a session counts as HD, for a log without ``video_height``."""
     controls: tuple[str, ...] = CONTROLS
     probe_room: str = "target"
     probe_window: float = 900.0
@@ -70,6 +77,15 @@ class Options:
             raise ConfigError(f"stall threshold must be a ratio between 0 and 1, got {self.stall_threshold}")
         if not 0 < self.watch_loss_budget < 1:
             raise ConfigError(f"watch-loss budget must be between 0 and 1, got {self.watch_loss_budget}")
+        low_h, high_h = HEIGHT_RANGE
+        if isinstance(self.hd_height, bool) or not isinstance(self.hd_height, int):
+            raise ConfigError(f"HD height must be a whole number of pixels, got {self.hd_height!r}")
+        if not low_h < self.hd_height <= high_h:  # a line at the lowest height leaves no SD
+            raise ConfigError(
+                f"HD height must be above {low_h} and at most {high_h} pixels, got {self.hd_height}"
+            )
+        if not (math.isfinite(self.hd_bitrate_kbps) and self.hd_bitrate_kbps > 0):
+            raise ConfigError(f"HD bitrate must be a positive number of kbit/s, got {self.hd_bitrate_kbps}")
         if self.visit_gap <= 0 or self.probe_window <= 0:
             raise ConfigError("visit gap and probe window must be positive")
         if not 2 <= self.jackknife_groups <= 100:
@@ -138,7 +154,10 @@ def _line(key: str, text: str, method: str, v: float, lo: float, hi: float, scal
 
 
 def _impact_lines(
-    ab: dict[str, AbandonCurve] | None, contrasts: dict[str, ContrastResult], threshold: float
+    ab: dict[str, AbandonCurve] | None,
+    contrasts: dict[str, ContrastResult],
+    threshold: float,
+    rule: str = "",
 ) -> list[dict[str, Any]]:
     """The impact table: one sentence per effect, with the headline estimate and its CI."""
     out = []
@@ -173,6 +192,10 @@ def _impact_lines(
         "within 7 days",
         "repurchase7_failed": "Customers whose visit ends without a first frame buy again {x} less "
         "within 7 days",
+        "watch_sd": "An SD picture ({rule}) costs {x} of watch time",
+        "return7_sd": "Visits ending on an SD picture ({rule}) return {x} less within 7 days",
+        "repurchase7_sd": "Customers whose visit ends on an SD picture ({rule}) buy again {x} less "
+        "within 7 days",
     }
     for key, template in wording.items():
         r = contrasts.get(key)
@@ -194,7 +217,7 @@ def _impact_lines(
             cost, c_lo, c_hi = -cost, -c_hi, -c_lo
         x = f"{abs(100 * cost):.1f}{unit}"
         text = (
-            template.format(x=x, Title=r.title[:1].upper() + r.title[1:])
+            template.format(x=x, Title=r.title[:1].upper() + r.title[1:], rule=rule)
             + f" (95 % CI {100 * c_lo:.1f} to {100 * c_hi:.1f}{unit})"
         )
         out.append(_line(key, text, "matched pairs", v, lo, hi, r.unit))
@@ -267,7 +290,14 @@ def analyse(
     # Early exits are read per second past the drop-off knee: the early-exit curve's own knee is
     # a naive fit, pulled by the same confounding the causal estimates remove.
     knee = ab["stratified"].knee.value if ab else (ee["hinge"].knee if ee else None)
-    contrasts = run_contrasts(s, cells, match_rng, stall_threshold=opt.stall_threshold, knee=knee)
+    pic = picture(s, validation.columns, hd_height=opt.hd_height, hd_bitrate_kbps=opt.hd_bitrate_kbps)
+    if pic is None:
+        notes.append("no video_height or bitrate_kbps column: picture-quality (SD vs HD) analyses skipped")
+    elif pic.basis == "bitrate_kbps":
+        notes.append(f"no video_height column: SD vs HD read from bitrate_kbps (SD = {pic.rule})")
+    contrasts = run_contrasts(
+        s, cells, match_rng, stall_threshold=opt.stall_threshold, knee=knee, picture=pic
+    )
     by_key = {c.key: c for c in contrasts}
     timings["contrasts"] = time.monotonic() - t3
     t4 = time.monotonic()
@@ -278,6 +308,9 @@ def analyse(
         bands.append(band_table("A/V offset", *av_bands(s.av), s))
     if (s.joined >= 0).any():
         bands.append(band_table("join time", *join_bands(s.join, s.joined), s))
+    if pic is not None:
+        name = "picture height" if pic.basis == "video_height" else "picture bitrate"
+        bands.append(band_table(name, *picture_bands(pic), s))
     timings["bands"] = time.monotonic() - t4
     thresholds = recommend(ab["stratified"] if ab else None, by_key, budget=opt.watch_loss_budget)
     rules = alert_rules(thresholds, source=str(sessions))
@@ -304,7 +337,7 @@ def analyse(
         bands,
         thresholds,
         rules,
-        _impact_lines(ab, by_key, opt.stall_threshold),
+        _impact_lines(ab, by_key, opt.stall_threshold, pic.rule if pic else ""),
         notes,
         timings,
         _truth_view(truth) if truth else None,

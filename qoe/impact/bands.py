@@ -13,11 +13,11 @@ from typing import Any
 import numpy as np
 
 from .causal import Z95
-from .contrasts import AV_ACCEPTABLE
+from .contrasts import AV_ACCEPTABLE, Picture
 from .link import RETURN_DAYS, Sessions
 from .survival import binned_counts, km_from_counts, median_time, restricted_mean
 
-__all__ = ["BandTable", "av_bands", "band_table", "join_bands", "stall_bands", "wilson"]
+__all__ = ["BandTable", "av_bands", "band_table", "join_bands", "picture_bands", "stall_bands", "wilson"]
 
 WATCH_EDGES = np.concatenate([np.arange(0.0, 600.0, 10.0), np.arange(600.0, 7200.0 + 1, 60.0)])
 """Watch-time bins, seconds: 10 s to 10 min, then 1 min to 2 h (the restricted-mean horizon)."""
@@ -48,6 +48,33 @@ def join_bands(join: np.ndarray, joined: np.ndarray) -> tuple[np.ndarray, list[s
     code = np.searchsorted(edges, j, side="left") + 1
     code = np.where(np.asarray(joined) == 0, 0, np.where(np.isfinite(j), code, -1))
     return code.astype(np.int8), ["no first frame", "<= 1 s", "1-2 s", "2-3 s", "3-5 s", "5-10 s", "> 10 s"]
+
+
+def picture_bands(picture: Picture) -> tuple[np.ndarray, list[str]]:
+    """Two SD and two HD bands around the SD/HD line ``h`` of :class:`~.contrasts.Picture`:
+    below 2/3 h, up to h, up to 1.5 h, above. For heights with h = 720 that is < 480p,
+    480-719p, 720-1079p and >= 1080p; for bitrates with h = 1500 kbit/s, < 1000, 1000-1500,
+    1500-2250 and >= 2250 kbit/s. The line itself is the contrast's, so the table and the
+    causal estimate split the sessions the same way."""
+    v = np.asarray(picture.value, float)
+    h = picture.hd_from
+    height = picture.basis == "video_height"
+    edges = np.array([2 * h / 3, h, 1.5 * h])
+    if height:
+        edges = np.round(edges)  # whole pixels, so every label below is exact
+    code = np.where(np.isfinite(v), np.searchsorted(edges, v, side="right"), -1)
+    a, b = (f"{x:g}" for x in edges[[0, 2]])
+    if height:
+        # "480-719p", not "480-720p": a height of 720 belongs to one band only.
+        labels = [f"SD < {a}p", f"SD {a}-{h - 1:g}p", f"HD {h:g}-{edges[2] - 1:g}p", f"HD >= {b}p"]
+    else:
+        labels = [
+            f"SD < {a} kbit/s",
+            f"SD {a}-{h:g} kbit/s",
+            f"HD {h:g}-{b} kbit/s",
+            f"HD >= {b} kbit/s",
+        ]
+    return code.astype(np.int8), labels
 
 
 def wilson(k: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

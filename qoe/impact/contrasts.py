@@ -16,15 +16,25 @@ return7_failed             no first frame vs joined without stall      came back
                            above threshold (visit-ending sessions)
 return7_stall              stall > threshold vs <= threshold (joined,  came back within 7 d
                            visit-ending)
-repurchase7_failed/_stall  the same, among customers                   ordered again in 7 d
+watch_sd                   SD picture vs HD picture (joined, neither   log watch time
+                           stalled above threshold; see
+                           :class:`Picture`)
+return7_sd                 the same, visit-ending sessions             came back within 7 d
+repurchase7_failed/_stall  the same as the return ones, among          ordered again in 7 d
+/_sd                       customers
 =========================  ==========================================  =====================
 
 Watch-time effects are estimated on the log scale and reported as a relative change
 ``exp(b) - 1``; the others as differences of shares (``points`` when shown x 100).
+
+The picture contrasts leave out sessions that stalled above the threshold on both sides: a
+rendition drops when the network does, and the same sessions stall, so without it the
+stall's own cost would be read as the picture's wherever the controls leave the two tied.
 """
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +43,72 @@ import numpy as np
 from .causal import Cells, Estimate, Paired, fe_regression, match_pairs, naive, paired
 from .link import Sessions
 
-__all__ = ["AV_ACCEPTABLE", "ContrastResult", "run_contrasts"]
+__all__ = [
+    "AV_ACCEPTABLE",
+    "HD_BITRATE_KBPS",
+    "HD_HEIGHT",
+    "ContrastResult",
+    "Picture",
+    "picture",
+    "run_contrasts",
+]
 
 AV_ACCEPTABLE = (-0.185, 0.09)
 """ITU-R BT.1359-1 acceptability, seconds, + = audio ahead."""
+HD_HEIGHT = 720
+"""Picture height from which a session counts as HD (720p and up), pixels; below it, SD."""
+HD_BITRATE_KBPS = 1500.0
+"""Without ``video_height``: the mean video bitrate from which a session counts as HD, kbit/s.
+Live H.264 at 720p30 is encoded at about 1.5 Mbit/s and up (the low end of common live
+encoding ladders), so a session received below it was in all likelihood shown an SD
+rendition. Project choice, and a proxy: where a log has the height, the height is used."""
+
+
+@dataclass(frozen=True)
+class Picture:
+    """Each session's picture-quality band: SD below ``hd_from``, HD at or above it.
+
+    Read from ``video_height`` when the log has that column, else from ``bitrate_kbps``: one
+    yardstick per log, never mixed row by row, since a height and a bitrate draw the line in
+    different places and a mix would make the band mean something else in every room."""
+
+    basis: str
+    """``video_height`` or ``bitrate_kbps``: the column the band is read from."""
+    value: np.ndarray
+    """(n,) the height (pixels) or the bitrate (kbit/s); NaN where the session has none."""
+    hd_from: float
+
+    @property
+    def sd(self) -> np.ndarray:
+        """(n,) bool: known, and below ``hd_from``."""
+        return np.isfinite(self.value) & (self.value < self.hd_from)
+
+    @property
+    def hd(self) -> np.ndarray:
+        """(n,) bool: known, and at or above ``hd_from``."""
+        return np.isfinite(self.value) & (self.value >= self.hd_from)
+
+    @property
+    def rule(self) -> str:
+        """What SD means here, for titles and notes: ``below 720p`` or ``below 1500 kbit/s``."""
+        if self.basis == "video_height":
+            return f"below {self.hd_from:g}p"
+        return f"below {self.hd_from:g} kbit/s"
+
+
+def picture(
+    s: Sessions,
+    columns: Collection[str],
+    *,
+    hd_height: float = HD_HEIGHT,
+    hd_bitrate_kbps: float = HD_BITRATE_KBPS,
+) -> Picture | None:
+    """The log's picture band (see :class:`Picture`), or None when it has neither column."""
+    if "video_height" in columns:
+        return Picture("video_height", np.asarray(s.height, float), float(hd_height))
+    if "bitrate_kbps" in columns:
+        return Picture("bitrate_kbps", np.asarray(s.bitrate, float), float(hd_bitrate_kbps))
+    return None
 
 
 @dataclass
@@ -134,6 +206,7 @@ def run_contrasts(
     stall_threshold: float,
     knee: float | None,
     days: int = 7,
+    picture: Picture | None = None,
 ) -> list[ContrastResult]:
     """Every contrast the data supports (a figure absent from the log skips its contrasts)."""
     out: list[ContrastResult] = []
@@ -181,6 +254,24 @@ def run_contrasts(
                 log_scale=True,
             )
         )
+    stalled = joined & has_stall & (s.stall_ratio > stall_threshold)
+    smooth = joined & ~stalled
+    if picture is not None and np.isfinite(picture.value[closed]).any():
+        out.append(
+            _contrast(
+                "watch_sd",
+                f"an SD picture ({picture.rule})",
+                "watch time",
+                "relative",
+                y=log_watch,
+                treated=closed & smooth & picture.sd,
+                control=closed & smooth & picture.hd,
+                cells=cells,
+                cluster=cl,
+                rng=rng,
+                log_scale=True,
+            )
+        )
     if knee is not None and np.isfinite(s.join[joined]).any():
         known = joined & (~s.is_open | (s.watch >= 60))
         left60 = np.where(known, (s.watch < 60).astype(float), np.nan)
@@ -202,8 +293,6 @@ def run_contrasts(
                 worse="higher",
             )
         )
-    stalled = joined & has_stall & (s.stall_ratio > stall_threshold)
-    smooth = joined & ~stalled
     for what, flag, label in (
         ("return", s.returned[days], "came back"),
         ("repurchase", s.rebought[days], "ordered again"),
@@ -239,6 +328,21 @@ def run_contrasts(
                     y=y,
                     treated=units & stalled,
                     control=units & smooth,
+                    cells=cells,
+                    cluster=cl,
+                    rng=rng,
+                )
+            )
+        if picture is not None and (units & smooth & picture.sd).any():
+            out.append(
+                _contrast(
+                    f"{what}{days}_sd",
+                    f"a visit ending on an SD picture ({picture.rule})",
+                    f"{label} within {days} days",
+                    "share",
+                    y=y,
+                    treated=units & smooth & picture.sd,
+                    control=units & smooth & picture.hd,
                     cells=cells,
                     cluster=cl,
                     rng=rng,

@@ -58,6 +58,10 @@ class Sessions:
     stall_ratio: np.ndarray
     av: np.ndarray
     chat: np.ndarray
+    height: np.ndarray
+    """Picture height the viewer mostly watched, pixels (``video_height``)."""
+    bitrate: np.ndarray
+    """Mean received video bitrate, kbit/s (``bitrate_kbps``)."""
     orders: np.ndarray
     value: np.ndarray
     visit_end: np.ndarray
@@ -212,6 +216,7 @@ def link_sessions(
         coalesce({watch}, {nan})::FLOAT AS watch,
         coalesce(CASE WHEN {watch} > 0 THEN l.stall_s / {watch} END, {nan})::FLOAT AS stall_ratio,
         coalesce(l.av, {nan})::FLOAT AS av, coalesce(l.chat, {nan})::FLOAT AS chat,
+        coalesce(l.height, {nan})::FLOAT AS height, coalesce(l.kbps, {nan})::FLOAT AS kbps,
         l.orders::FLOAT AS orders, l.value::FLOAT AS value, l.visit_end, l.customer,
         {", ".join(f"l.ret{k}, l.rb{k}" for k in RETURN_DAYS)}{probe_cols}
         FROM linked l {probe_join}
@@ -236,6 +241,8 @@ def link_sessions(
         stall_ratio=a["stall_ratio"],
         av=a["av"],
         chat=a["chat"],
+        height=a["height"],
+        bitrate=a["kbps"],
         orders=a["orders"],
         value=a["value"],
         visit_end=a["visit_end"],

@@ -7,7 +7,8 @@ reason. A missing required column excludes every row and makes the log unusable.
 
 Table ``sessions`` (one row per valid session; times are Unix seconds, UTC):
 ``row, sid, viewer, room, start, "end" (NULL: open at the log's end), join_s (NULL: no first
-frame), stall_s, stall_n, av, chat, orders, value, device, network, region, app``.
+frame), stall_s, stall_n, av, chat, height (video_height), kbps (bitrate_kbps), orders, value,
+device, network, region, app``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import duckdb
 
 from qoe.errors import ConfigError
 
-from .schema import COLUMNS, REASONS, REQUIRED, Column
+from .schema import COLUMNS, HEIGHT_RANGE, REASONS, REQUIRED, Column
 
 __all__ = ["Problem", "Validation", "connect", "literal", "load_sessions", "quote"]
 
@@ -214,6 +215,8 @@ OUT = {
     "stall_count": "stall_n",
     "av_offset_seconds": "av",
     "chat_echo_seconds": "chat",
+    "video_height": "height",
+    "bitrate_kbps": "kbps",
     "order_count": "orders",
     "order_value": "value",
     "device": "device",
@@ -301,6 +304,8 @@ def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validat
         "stall_seconds": 'stall_s < 0 OR stall_s > "end" - start - coalesce(join_s, 0) + 1',
         "stall_count": "stall_n < 0",
         "chat_echo_seconds": "chat < 0",
+        "video_height": f"height < {HEIGHT_RANGE[0]} OR height > {HEIGHT_RANGE[1]}",
+        "bitrate_kbps": "kbps < 0",
         "order_count": "orders < 0",
         "order_value": "value < 0",
     }
@@ -347,6 +352,8 @@ def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validat
         "stall_n",
         "av",
         "chat",
+        "height",
+        "kbps",
         "coalesce(orders, 0) AS orders",
         "coalesce(value, 0) AS value",
         "device",

@@ -54,6 +54,10 @@ METHOD = [
     "Matched pairs: the quasi-experimental design of Krishnan & Sitaraman (IMC 2012), reconstructed "
     "from docs/SOURCES.md; pairs are exact matches on the controls, drawn at random without "
     "replacement.",
+    "Picture quality: a session is SD below 720p and HD from 720p up (the defaults), read from "
+    "video_height; a log without it is read from bitrate_kbps instead (SD below 1500 kbit/s), "
+    "never a mix of the two. The SD vs HD contrasts leave out sessions stalled above the stall "
+    "threshold on both sides, so a stall's cost is not read as the picture's.",
     "Regression: least squares with additive fixed effects for each control; standard errors "
     "clustered by viewer. Both designs assume no confounder outside the controls.",
     "Thresholds are this platform's measurement; the published figures (docs/SOURCES.md) are "
@@ -157,10 +161,13 @@ def _figures(imp: Impact) -> dict[str, Any]:
             ylabel="still watching (%)",
             title=f"Watch time by {b.name} (Kaplan-Meier; open sessions censored)",
         )
-        ax.legend(fontsize=8)
+        if ax.get_legend_handles_labels()[0]:  # a small log may have no band of 20 sessions
+            ax.legend(fontsize=8)
         ax.grid(alpha=0.3)
         figs[f"watch_{b.name.split()[0].replace('/', '').lower()}.png"] = fig
-    rate_bands = [b for b in imp.bands if b.name in ("stall ratio", "join time")]
+    rate_bands = [
+        b for b in imp.bands if b.name in ("stall ratio", "join time") or b.name.startswith("picture")
+    ]
     for what in ("return", "repurchase"):
         if not rate_bands:
             break

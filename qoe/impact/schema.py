@@ -18,7 +18,13 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COLUMNS", "CONTROLS", "REASONS", "REQUIRED", "Column", "column"]
+__all__ = ["COLUMNS", "CONTROLS", "HEIGHT_RANGE", "REASONS", "REQUIRED", "Column", "column"]
+
+HEIGHT_RANGE = (90, 4320)
+"""Picture heights a session may report, pixels: from a 160x90 thumbnail rendition to 8K UHD.
+Outside it the figure is no picture height (a bitrate or a byte count in the wrong column, a
+placeholder such as 0 or -1), and the row is excluded as out of range rather than read as a very
+low or very high resolution."""
 
 
 @dataclass(frozen=True)
@@ -61,6 +67,14 @@ COLUMNS: tuple[Column, ...] = (
         "av_offset_seconds", "number", False, "median A/V offset, seconds, + = audio ahead (ITU-R BT.1359)"
     ),
     Column("chat_echo_seconds", "number", False, "median chat echo time, seconds"),
+    Column(
+        "video_height",
+        "integer",
+        False,
+        "picture height the viewer mostly watched, pixels (360, 540, 720, 1080, ...); "
+        "null when no picture showed",
+    ),
+    Column("bitrate_kbps", "number", False, "mean received video bitrate, kbit/s"),
     Column("order_count", "integer", False, "orders placed in the session (absent: no repurchase analysis)"),
     Column("order_value", "number", False, "value of those orders, any currency"),
     Column("device", "category", False, "control: device class (ios, android, web, ...)"),
@@ -80,7 +94,8 @@ REASONS = {
     "wrong_type": "a number column holds something that is not a finite number within +-3.4e38 "
     "(or a whole one for counts)",
     "end_before_start": "session_end is before session_start",
-    "out_of_range": "a negative figure, a join longer than the session, or more stall than watch time",
+    "out_of_range": "a negative figure, a join longer than the session, more stall than watch time, "
+    f"or a video_height outside {HEIGHT_RANGE[0]}..{HEIGHT_RANGE[1]}",
     "duplicate_session_id": "the session_id already appeared in an earlier row (the first row is kept)",
 }
 """Why a row is excluded, in the order they are checked."""

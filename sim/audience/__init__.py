@@ -3,9 +3,10 @@
 A seeded population of viewers (heterogeneous patience, devices, networks, regions, app
 versions) visits rooms that are live on weekly schedules. Each session draws its QoE from its
 network category (the names of ``sim/profiles``), device, region, room and hour, with incidents
-per room and hour; the viewer reacts through a documented, configurable model
-(:mod:`.model`, :mod:`.sessions`). Viewers on weak networks also differ in baseline return rate,
-watch time, patience and purchasing, so naive comparisons are confounded, as real logs are.
+per room and hour, and a picture height (weak networks more often SD); the viewer reacts
+through a documented, configurable model (:mod:`.model`, :mod:`.sessions`). Viewers on weak
+networks also differ in baseline return rate, watch time, patience and purchasing, so naive
+comparisons are confounded, as real logs are.
 
 ``simulate(out, viewers=..., days=..., rng=...)`` writes the sessions in the schema of
 :mod:`qoe.impact` (Parquet, or CSV when ``out`` ends in ``.csv``) and the ground truth beside
@@ -66,6 +67,10 @@ EFFECTS_DOC = {
     "showed no frame, vs the same visit with a frame (mean over such visits with K days of follow-up)",
     "returnK_stall": "the same for a last session with stall ratio above behaviour.stall_threshold, "
     "vs the same visit without",
+    "watch_change_sd": "relative change of watch time when a session mostly shows an SD rendition "
+    "(video_height below 720) instead of an HD one",
+    "returnK_sd": "the same as returnK_failed for a last session that mostly showed an SD rendition, "
+    "vs the same visit in HD",
 }
 """What each true effect in ``<name>.truth.json`` means."""
 
@@ -145,10 +150,12 @@ def _truth_document(
         "early_exit_per_second": truth.early_exit_sum / truth.early_exit_n if truth.early_exit_n else None,
         "watch_change_per_stall_percent": -b.watch_loss_per_stall_percent,
         "watch_change_av_out_of_band": -b.watch_loss_av_out_of_band,
+        "watch_change_sd": -b.watch_loss_sd,
     }
     for days_ in RETURN_DAYS:
         effects[f"return{days_}_failed"] = mean(f"failed_{days_}")
         effects[f"return{days_}_stall"] = mean(f"stall_{days_}")
+        effects[f"return{days_}_sd"] = mean(f"sd_{days_}")
     return {
         "generator": "sim.audience",
         "viewers": viewers,

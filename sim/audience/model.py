@@ -34,6 +34,7 @@ from qoe.errors import ConfigError
 __all__ = [
     "APP_VERSIONS",
     "DEVICES",
+    "HD_HEIGHT",
     "NETWORKS",
     "REGIONS",
     "AudienceModel",
@@ -48,6 +49,10 @@ NETWORKS = ("wifi", "4g", "3g", "slow-3g")
 DEVICES = ("ios", "android", "web")
 REGIONS = ("eu", "na", "latam", "apac", "mena")
 APP_VERSIONS = ("5.2", "5.3", "5.4")
+HD_HEIGHT = 720
+"""Picture height from which a session is HD, pixels; below it SD (the line ``qoe impact`` draws)."""
+HEIGHT_RANGE = (90, 4320)
+"""Picture heights a ladder may hold, pixels (the range ``qoe impact`` accepts)."""
 
 
 @dataclass(frozen=True)
@@ -71,6 +76,9 @@ class Behaviour:
     choice; BT.1359 gives the threshold, not the cost."""
     av_acceptable: tuple[float, float] = (-0.185, 0.09)
     """A/V offset band within which sync is acceptable, seconds, + = audio ahead (ITU-R BT.1359-1)."""
+    watch_loss_sd: float = 0.1
+    """Watch time lost when a session mostly shows an SD rendition (height below 720): its watch
+    time is multiplied by (1 - this). Project choice; no published figure."""
     return_drop_failed: float = 0.023
     """7-day return probability lost after a visit whose last session never showed a frame
     (Krishnan & Sitaraman, IMC 2012: a failed visit is 2.32 % less likely to return in a week)."""
@@ -79,6 +87,11 @@ class Behaviour:
     ``stall_threshold``. Project choice; no published figure."""
     stall_threshold: float = 0.01
     """Stall ratio above which ``return_drop_stall`` applies (the existing alert's 1 %)."""
+    return_drop_sd: float = 0.02
+    """7-day return probability lost after a visit whose last session mostly showed an SD
+    rendition (height below 720). Project choice; no published figure. A visit without a first
+    frame loses ``return_drop_failed`` on top of what the picture it would have shown costs, so
+    that stays the loss against the same visit with a frame."""
     retry_probability: float = 0.4
     """Chance a viewer tries again after a session without a first frame. Project choice."""
     max_retries: int = 2
@@ -170,6 +183,18 @@ class Qoe:
     """Chance by device that a session drifts out of sync by 0.12-0.35 s either way."""
     chat_median_seconds: tuple[float, ...] = (0.12, 0.25, 0.5, 1.0)
     chat_sigma: float = 0.5
+    hd_share: tuple[float, ...] = (0.85, 0.6, 0.3, 0.1)
+    """Chance by session network that a joined session mostly shows an HD rendition (a height
+    of 720 or more in ``heights``); otherwise an SD one. An adaptive player steps down on a weak
+    network, so SD is confounded with the network like stalls are; within a network it is
+    drawn independently of everything else."""
+    heights: tuple[float, ...] = (360, 540, 720, 1080)
+    """The rendition ladder's picture heights, ascending, with at least one SD (below 720) and
+    one HD: within its band a session shows one of them, each equally likely."""
+    height_bitrate_kbps: tuple[float, ...] = (800, 1200, 2500, 4500)
+    """Typical bitrate of each rendition of ``heights``, kbit/s; a session's mean bitrate is this
+    times a uniform draw from 0.8 to 1.15. With the defaults every SD session stays below 1500
+    kbit/s and every HD one above, so the analysis's bitrate line agrees with its height line."""
 
 
 @dataclass(frozen=True)
@@ -203,6 +228,7 @@ class AudienceModel:
             "qoe.stall_any": q.stall_any,
             "qoe.stall_median": q.stall_median,
             "qoe.chat_median_seconds": q.chat_median_seconds,
+            "qoe.hd_share": q.hd_share,
         }
         for name, values in per_network.items():
             if len(values) != len(NETWORKS):
@@ -211,6 +237,7 @@ class AudienceModel:
             "population.return_base": p.return_base,
             "qoe.failure": q.failure,
             "qoe.stall_any": q.stall_any,
+            "qoe.hd_share": q.hd_share,
         }.items():
             if not all(0 <= v <= 1 for v in values):
                 raise ConfigError(f"{name} must be probabilities 0..1, got {list(values)}")
@@ -221,6 +248,8 @@ class AudienceModel:
             "behaviour.watch_loss_av_out_of_band": b.watch_loss_av_out_of_band,
             "behaviour.return_drop_failed": b.return_drop_failed,
             "behaviour.return_drop_stall": b.return_drop_stall,
+            "behaviour.watch_loss_sd": b.watch_loss_sd,
+            "behaviour.return_drop_sd": b.return_drop_sd,
             "behaviour.retry_probability": b.retry_probability,
             "behaviour.hop_probability": b.hop_probability,
             "population.network_stickiness": p.network_stickiness,
@@ -229,6 +258,22 @@ class AudienceModel:
         for name, value in probabilities.items():
             if not 0 <= value < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {value}")
+        low, high = HEIGHT_RANGE
+        h = q.heights
+        if (
+            not all(v == round(v) and low <= v <= high for v in h)
+            or list(h) != sorted(set(h))  # ascending, no height twice
+            or not (min(h, default=HD_HEIGHT) < HD_HEIGHT <= max(h, default=0))
+        ):
+            raise ConfigError(
+                f"qoe.heights must be whole numbers of pixels from {low} to {high}, ascending, with one "
+                f"below {HD_HEIGHT} (SD) and one at {HD_HEIGHT} or above (HD), got {list(h)}"
+            )
+        if len(q.height_bitrate_kbps) != len(h) or not all(v > 0 for v in q.height_bitrate_kbps):
+            raise ConfigError(
+                f"qoe.height_bitrate_kbps needs one positive bitrate per height {list(h)}, "
+                f"got {list(q.height_bitrate_kbps)}"
+            )
         if b.abandon_knee_seconds < 0 or b.visit_gap_seconds <= 0:
             raise ConfigError("behaviour.abandon_knee_seconds must be >= 0 and visit_gap_seconds > 0")
         return self

@@ -9,17 +9,21 @@ visit ends, the QoE of its *last* session decides the chance to come back (the s
 Per session (all documented in :mod:`.model`):
 
 1. QoE: join time ``J`` (log-normal by network, device, app, region, room, incident), a
-   failure (the first frame never arrives: ``J`` is infinite), stall ratio, A/V offset, chat echo.
+   failure (the first frame never arrives: ``J`` is infinite), stall ratio, A/V offset, chat echo,
+   and the picture: HD with a chance by network, else SD, a height of the ladder within its band
+   and a mean bitrate near that rendition's.
 2. Patience ``P = knee + U / (m * a)`` with ``U`` uniform, so ``P(P <= t) = m a (t - knee)``:
    the viewer leaves without a frame at ``P`` if ``P < J``; otherwise joins at ``J``.
-3. Watch time ``W = W0 * (1 - l_s)^(100 s) * (1 - l_av)^[A/V outside]`` where ``W0`` is
-   log-normal and, after a slow join, sometimes cut below 60 s (early exit).
+3. Watch time ``W = W0 * (1 - l_s)^(100 s) * (1 - l_av)^[A/V outside] * (1 - l_sd)^[SD]`` where
+   ``W0`` is log-normal and, after a slow join, sometimes cut below 60 s (early exit).
 4. Orders: Poisson in hours watched.
 
 A viewer's first visit starts near their preferred time of day. Return after a visit ending at
 ``E``: the viewer comes back with chance ``rho_eff``, after ``gap + G`` with ``G`` exponential.
 ``rho_eff = rho - drop / P7`` where ``P7`` is the chance that such a return lands within 7 days,
-so a drop in ``rho_eff`` lowers the 7-day return rate by exactly ``drop``.
+so a drop in ``rho_eff`` lowers the 7-day return rate by exactly ``drop``; the drops of a failed,
+a stalled and an SD last session add up (a failed one's on top of what the picture it drew
+would have cost, see :func:`_return_decision`).
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.special import ndtr
 
-from .model import DEVICES, NETWORKS, AudienceModel
+from .model import DEVICES, HD_HEIGHT, NETWORKS, AudienceModel
 from .population import DAY, VISIT_WINDOW, Viewers, World, make_viewers, next_slot
 
 __all__ = ["Chunk", "Truth", "simulate_chunk"]
@@ -131,10 +135,22 @@ def _draw_sessions(
     av = av + drift * rng.choice([-1.0, 1.0], n) * rng.uniform(0.12, 0.35, n)
     lo, hi = b.av_acceptable
     av_out = (av < lo) | (av > hi)
+    # The picture: HD by the network's chance, then one rung of the ladder within the band.
+    heights = np.asarray(q.heights, float)
+    ladder_hd, ladder_sd = np.flatnonzero(heights >= HD_HEIGHT), np.flatnonzero(heights < HD_HEIGHT)
+    hd = rng.random(n) < np.asarray(q.hd_share)[network]
+    rung = np.where(
+        hd,
+        ladder_hd[rng.integers(0, ladder_hd.size, n)],
+        ladder_sd[rng.integers(0, ladder_sd.size, n)],
+    )
+    height = heights[rung]
+    kbps = np.asarray(q.height_bitrate_kbps, float)[rung] * rng.uniform(0.8, 1.15, n)
     watch = (
         watch0
         * (1.0 - b.watch_loss_per_stall_percent) ** (100.0 * stall)
         * np.where(av_out, 1.0 - b.watch_loss_av_out_of_band, 1.0)
+        * np.where(hd, 1.0, 1.0 - b.watch_loss_sd)
     )
     chat = np.exp(np.log(np.asarray(q.chat_median_seconds))[network] + rng.normal(0.0, q.chat_sigma, n))
     orders = rng.poisson(v.orders_per_hour[who] * world.buy[room] * watch / 3600.0)
@@ -165,6 +181,9 @@ def _draw_sessions(
         "stall": np.where(joined, stall, 0.0),
         "av": np.where(joined, av, nan),
         "chat": np.where(joined, chat, nan),
+        "height": np.where(joined, height, nan),
+        "kbps": np.where(joined, kbps, nan),
+        "picture_sd": ~hd,  # the picture drawn; shown only when joined
         "orders": np.where(joined, orders, 0),
         "value": np.where(joined, value, 0.0),
     }
@@ -178,6 +197,7 @@ def _return_decision(
     end: np.ndarray,
     failed: np.ndarray,
     stalled: np.ndarray,
+    picture_sd: np.ndarray,
     rng: np.random.Generator,
     truth: Truth,
 ) -> np.ndarray:
@@ -187,6 +207,12 @@ def _return_decision(
     time of day: were it snapped to the viewer's favourite hour, the chance of coming back within
     k days would depend on when the visit ended, and QoE that shortens a visit would change
     returns through that path too, beyond the drop the model states.
+
+    ``picture_sd``: the last session drew an SD picture (shown if it joined). A visit without a
+    first frame loses ``return_drop_failed`` on top of what that picture would have cost, so
+    the failed drop stays the loss against the same visit *with* a frame, whichever picture it
+    would have had: the comparison ``qoe impact`` makes, against joined visits of the same
+    network, SD and HD alike.
     """
     b = model.behaviour
     n = who.size
@@ -194,14 +220,27 @@ def _return_decision(
     mean_gap = v.return_gap_days[who] * DAY
     reach = {d: 1.0 - np.exp(-max(d * DAY - gap0, 0.0) / mean_gap) for d in RETURN_DAYS}
     rho = v.return_chance[who]
-    drop = b.return_drop_failed * failed + b.return_drop_stall * stalled
-    with np.errstate(divide="ignore", invalid="ignore"):
-        rho_eff = np.clip(rho - np.where(drop > 0, drop / reach[7], 0.0), 0.0, 1.0)
+    drops = {
+        "failed": (failed, b.return_drop_failed * failed),
+        "stall": (stalled, b.return_drop_stall * stalled),
+        "sd": (picture_sd & ~failed, b.return_drop_sd * picture_sd),
+    }
+    total = np.sum([d for _, d in drops.values()], axis=0)
+
+    def chance(drop: np.ndarray) -> np.ndarray:
+        with np.errstate(divide="ignore", invalid="ignore"):
+            return np.clip(rho - np.where(drop > 0, drop / reach[7], 0.0), 0.0, 1.0)
+
+    rho_eff = chance(total)
+    # Each effect's truth is the change against the same visit without that one cause, the
+    # others kept: a stalled visit on an SD picture counts its stall drop for the stall and its
+    # SD drop for the picture, never their sum for either; a failed visit, its failed drop alone.
+    without = {key: chance(total - d) for key, (_, d) in drops.items()}
     for days in RETURN_DAYS:
         eligible = end + days * DAY <= world.horizon
-        change = (rho_eff - rho) * reach[days]
-        truth.add_return(f"failed_{days}", change[eligible & failed])
-        truth.add_return(f"stall_{days}", change[eligible & stalled])
+        for key, (flag, _) in drops.items():
+            change = (rho_eff - without[key]) * reach[days]
+            truth.add_return(f"{key}_{days}", change[eligible & flag])
     back = rng.random(n) < rho_eff
     return np.where(back, end + gap0 + rng.exponential(mean_gap), np.inf)
 
@@ -227,6 +266,7 @@ def simulate_chunk(
         last_end = np.zeros(who.size)
         last_failed = np.zeros(who.size, bool)
         last_stalled = np.zeros(who.size, bool)
+        last_picture_sd = np.zeros(who.size, bool)
         cur = np.arange(who.size)
         while cur.size:
             s = _draw_sessions(model, world, v, who[cur], t[cur], room[cur], rng, truth)
@@ -234,6 +274,7 @@ def simulate_chunk(
             last_end[cur] = s["end"]
             last_failed[cur] = ~s["joined"]
             last_stalled[cur] = s["joined"] & (s["stall"] > b.stall_threshold)
+            last_picture_sd[cur] = s["picture_sd"]
             retry = (
                 (~s["joined"]) & (retries[cur] < b.max_retries) & (rng.random(cur.size) < b.retry_probability)
             )
@@ -251,7 +292,16 @@ def simulate_chunk(
         nxt = np.full(who.size, np.inf)
         idx = np.flatnonzero(closed)
         nxt[idx] = _return_decision(
-            model, world, v, who[idx], last_end[idx], last_failed[idx], last_stalled[idx], rng, truth
+            model,
+            world,
+            v,
+            who[idx],
+            last_end[idx],
+            last_failed[idx],
+            last_stalled[idx],
+            last_picture_sd[idx],
+            rng,
+            truth,
         )
         t_next[who] = nxt
         active = who[nxt < world.horizon]
