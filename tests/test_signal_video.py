@@ -27,7 +27,10 @@ def test_render_layout_and_planes() -> None:
     assert (frame[360:] == 128).all()  # neutral chroma
     luma = frame[:360]
     assert read_code(luma) == FrameCode.at(7, START + 0.5, 3)
-    assert np.median(luma[130:260]) == 100  # background outside the code, marker and bar
+    assert np.median(luma[122:138]) == 100  # background between the code and the texture
+    band = luma[140:260].astype(float)  # TEXTURE_BAND: 7/18 to 13/18 of 360 rows
+    assert 110 < band.mean() < 150 and band.std() > 20  # detail an encoder must spend bits on
+    assert (luma[260:270] == 100).sum() > 0.9 * 10 * 640  # flat again above the markers
     # PyAV takes the array as is and gives back the same planes.
     assert (av.VideoFrame.from_ndarray(frame, format="yuv420p").to_ndarray() == frame).all()
 
@@ -60,6 +63,22 @@ def test_bar_moves() -> None:
     video = SignalVideo()
     a, b = video.render(START + 0.5, 0)[200], video.render(START + 1.5, 1)[200]
     assert not np.array_equal(a, b)
+
+
+def test_the_texture_halves_scroll_opposite_ways() -> None:
+    video = SignalVideo(640, 360)
+    # A quarter of the width a second: 160 px; far from the bar, which is near x = 0 here.
+    a, b = video.render(START, 0)[:360], video.render(START + 0.25, 1)[:360]
+    upper, lower = slice(150, 190), slice(210, 250)
+    assert np.array_equal(b[upper, 100:500], a[upper, 140:540])  # moved left by 40 px
+    assert np.array_equal(b[lower, 140:540], a[lower, 100:500])  # moved right by 40 px
+
+
+def test_a_frame_depends_on_capture_time_only_through_whole_ticks() -> None:
+    video = SignalVideo(640, 360)
+    at = START + 0.1234
+    assert np.array_equal(video.render(at, 5), video.render(at + 0.00004, 5))
+    assert not np.array_equal(video.render(at, 5), video.render(at + 0.004, 5))
 
 
 @pytest.mark.parametrize(("width", "height"), [(318, 180), (320, 178), (641, 360), (640, 361)])
