@@ -8,6 +8,7 @@ saturated core shows as a growing backlog before it shows as freezes.
 
     python bench/viewers.py                     # steps 1 5 10 20 30 40 50, 10 s each
     python bench/viewers.py --steps 10 20 --duration 15
+    python bench/viewers.py --quality off       # without picture-quality scoring (default: 2/s)
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ import time
 
 from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, own_cpu_seconds, row, viewer_figures
 
-from probes import ProbeSpec, run_probe
+from probes import probe_spec, run_probe
 from qoe import looplag
 
 ROOM_CORE, PROBE_CORE = 1, 0
@@ -41,8 +42,11 @@ COLUMNS: list[Column] = [
 ]
 
 
-async def step(url: str, room_pid: int, viewers: int, duration: float) -> dict[str, float]:
-    specs = [ProbeSpec(url=url, kind="whep", duration=duration, name=f"v{i}") for i in range(viewers)]
+async def step(url: str, room_pid: int, viewers: int, duration: float, quality: str) -> dict[str, float]:
+    specs = [
+        probe_spec(url, kind="whep", duration=duration, name=f"v{i}", options={"quality": quality})
+        for i in range(viewers)
+    ]
     cpu0, room0, t0 = own_cpu_seconds(), cpu_seconds_of(room_pid), time.monotonic()
     results = await asyncio.gather(*(run_probe(s) for s in specs))
     wall = time.monotonic() - t0
@@ -62,12 +66,15 @@ async def main() -> int:
     )
     parser.add_argument("--steps", type=int, nargs="+", default=[1, 5, 10, 20, 30, 40, 50])
     parser.add_argument("--duration", type=float, default=10.0)
+    parser.add_argument(
+        "--quality", default="2", help="frames a second each viewer scores for picture quality (or all, off)"
+    )
     args = parser.parse_args()
     if (os.cpu_count() or 1) < 2:
         print("bench needs two cores (room on one, viewers on the other)", file=sys.stderr)
         return 2
     room = subprocess.Popen(
-        [sys.executable, "-m", "qoe", "room", "--port", "0"],
+        [sys.executable, "-m", "qoe", "room", "--port", "0", "--renditions", "1"],
         stdout=subprocess.PIPE,
         stderr=subprocess.DEVNULL,
         text=True,
@@ -80,7 +87,7 @@ async def main() -> int:
         print(header(COLUMNS))
         baseline, held = None, 0
         for n in args.steps:
-            r = await step(f"{url}/whep/demo", room.pid, n, args.duration)
+            r = await step(f"{url}/whep/demo", room.pid, n, args.duration, args.quality)
             baseline = r["g2g_p50_ms"] if baseline is None else baseline
             print(row(COLUMNS, r))
             lagging = r["g2g_p50_ms"] > baseline + LATENCY_SLACK_MS

@@ -11,7 +11,7 @@ secret's, such as a bearer token, which no message shows).
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,9 +19,11 @@ from qoe import checks
 from qoe.errors import ConfigError
 from qoe.media import Knobs
 from qoe.signal import HOST_TONE_HZ
+from qoe.signal.quality import DEFAULT_RATE, parse_rate
 
 __all__ = [
     "ICE_TRANSPORTS",
+    "QUALITY_OPTION",
     "SENDER_OPTIONS",
     "WEBRTC_OPTIONS",
     "Option",
@@ -44,8 +46,15 @@ class Option:
     """A number that must be > 0."""
     secret: bool = False
     """A credential: a non-empty string that no message, listing or result shows."""
+    check: Callable[[Any], Any] | None = None
+    """A value's own check, for what the type alone cannot say: returns the value to keep,
+    raises ValueError with the problem."""
+    kind_text: str = ""
+    """What the value is, as --options lists it, where the type says too little."""
 
     def kind_name(self) -> str:
+        if self.kind_text:
+            return self.kind_text
         if self.choices:
             return " | ".join(repr(c) for c in self.choices)
         return {float: "number", int: "whole number", str: "string", bool: "true or false"}.get(
@@ -84,6 +93,24 @@ WEBRTC_OPTIONS: tuple[Option, ...] = (
 """What every WebRTC probe takes (WHEP viewer, WHIP publisher)."""
 
 
+def _quality_rate(value: Any) -> float | str:
+    rate = parse_rate(value)
+    return "all" if rate is None else rate
+
+
+QUALITY_OPTION = Option(
+    "quality",
+    float,
+    DEFAULT_RATE,
+    "frames a second scored for picture quality (PSNR, SSIM) against the test signal they "
+    "carry; 'all' scores every frame, 0 or 'off' none",
+    "frames/s",
+    check=_quality_rate,
+    kind_text="number | 'all' | 'off'",
+)
+"""What every viewer of the test signal takes (WHEP, and the FFmpeg kinds)."""
+
+
 class OptionError(ConfigError):
     """A bad option; ``key`` names it, so a fleet file can point at its line."""
 
@@ -112,6 +139,11 @@ def validate(kind: str, options: Mapping[str, Any], declared: tuple[Option, ...]
 def _check(option: Option, value: Any) -> Any:
     if value is None and option.default is None:
         return None
+    if option.check is not None:
+        try:
+            return option.check(value)
+        except ValueError as exc:
+            raise checks.BadValue((), str(exc)) from None
     if option.secret:
         if not isinstance(value, str) or not value:
             raise checks.BadValue((), "must be a non-empty string (the value given is not shown)")

@@ -27,16 +27,20 @@ from qoe.freeze import (
 from qoe.result import (
     AudioSection,
     AvSyncSection,
+    Bitrate,
     ChatSection,
     CohostSection,
     ErrorInfo,
     IceSection,
     JoinSection,
     LatencySection,
+    LowAndMedian,
     ProbeHostSection,
     ProbeResult,
     PublishSection,
+    Quality,
     Quantiles,
+    Rendition,
     VideoSection,
     iso_time,
     quantile_fields,
@@ -190,6 +194,74 @@ def dropped_frames(seqs: Sequence[int | None]) -> tuple[int, int] | None:
                 dropped += max(0, step - 1 - unread)
         previous, unread = current, 0
     return None if previous is None else (dropped, repeated)
+
+
+def picture_quality(frames: Sequence[VideoFrameEvent], skipped: int = 0) -> Quality | None:
+    """``video.quality``: p5 and p50 of the scored frames' luma PSNR (dB) and SSIM, how many
+    were scored and how many a busy host had to skip; None when none was scored (a stream
+    without the test signal, or scoring off)."""
+    scored = [f for f in frames if f.psnr is not None and f.ssim is not None]
+    if not scored:
+        return None
+    psnr = np.array([f.psnr for f in scored], dtype=float)
+    ssim = np.array([f.ssim for f in scored], dtype=float)
+
+    def low_and_median(a: np.ndarray) -> LowAndMedian:
+        p5, p50 = np.percentile(a, [5, 50])
+        return {"p5": float(p5), "p50": float(p50)}
+
+    return {
+        "psnr_db": low_and_median(psnr),
+        "ssim": low_and_median(ssim),
+        "scored_frames": len(scored),
+        "skipped_frames": skipped,
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Renditions:
+    spans: list[Rendition]
+    """``{width, height, seconds}`` per resolution shown, in order of first appearance."""
+    switches: int
+    """Changes of resolution from one shown frame to the next."""
+
+
+def renditions(frames: Sequence[VideoFrameEvent], end: float | None = None) -> Renditions:
+    """Time shown at each resolution: each frame holds the screen until the next (the last
+    until ``end``), so the seconds add up to the time from the first frame to the end."""
+    seconds: dict[tuple[int, int], float] = {}
+    switches = 0
+    for i, frame in enumerate(frames):
+        size = (frame.width, frame.height)
+        until = frames[i + 1].at if i + 1 < len(frames) else (end if end is not None else frame.at)
+        seconds[size] = seconds.get(size, 0.0) + max(0.0, until - frame.at)
+        if i and size != (frames[i - 1].width, frames[i - 1].height):
+            switches += 1
+    spans: list[Rendition] = [{"width": w, "height": h, "seconds": t} for (w, h), t in seconds.items()]
+    return Renditions(spans, switches)
+
+
+def received_bitrate(frames: Sequence[VideoFrameEvent], end: float | None = None) -> Bitrate | None:
+    """``video.bitrate_kbps``: the encoded video received, in kbit/s: its mean over the time
+    from the first frame shown to ``end``, and p5 and p50 over each whole second of it
+    (bytes counted at the frame they were shown with). None where the probe sees no bytes."""
+    counted = [f for f in frames if f.encoded_bytes is not None]
+    if not counted:
+        return None
+    first = counted[0].at
+    span = (end if end is not None else counted[-1].at) - first
+    if span <= 0:
+        return None
+    whole = max(1, math.floor(span))
+    per_second = np.zeros(whole)
+    for frame in counted:
+        second = math.floor(frame.at - first)
+        if second < whole:
+            per_second[second] += frame.encoded_bytes or 0
+    kbps = per_second * 8 / 1000
+    p5, p50 = np.percentile(kbps, [5, 50])
+    total = sum(f.encoded_bytes or 0 for f in counted)
+    return {"mean": total * 8 / 1000 / span, "p5": float(p5), "p50": float(p50)}
 
 
 def glass_to_glass(frames: Sequence[VideoFrameEvent]) -> Quantiles | None:
@@ -502,6 +574,7 @@ def _fill_viewer(result: ProbeResult, log: Timeline) -> None:
         stalls = stalls_over(times)
         watched = (end if end is not None else times[-1]) - times[0]
         drops = dropped_frames([f.seq for f in frames])
+        shown = renditions(frames, end)
         last = frames[-1]
         result.video = VideoSection(
             frames=len(frames),
@@ -525,6 +598,10 @@ def _fill_viewer(result: ProbeResult, log: Timeline) -> None:
             signal_frames=sum(1 for f in frames if f.seq is not None),
             decode_errors=log.decode_errors,
             frames_dropped_undecodable=log.frames_dropped_undecodable,
+            quality=picture_quality(frames, log.quality_skipped),
+            renditions=shown.spans,
+            switches=shown.switches,
+            bitrate_kbps=received_bitrate(frames, end),
         )
     else:
         result.video = VideoSection(

@@ -21,6 +21,16 @@ def _num(value: float | int | None, fmt: str = "{}") -> str:
     return "-" if value is None else fmt.format(value)
 
 
+def _ssim(result: ProbeResult) -> float | None:
+    quality = result.video.quality
+    return None if quality is None else quality["ssim"]["p50"]
+
+
+def _psnr(result: ProbeResult) -> float | None:
+    quality = result.video.quality
+    return None if quality is None else quality["psnr_db"]["p50"]
+
+
 COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
     ("probe", lambda r: r.probe),
     ("profile", lambda r: r.profile),
@@ -37,6 +47,8 @@ COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
     ("g2g p50 ms", lambda r: _ms(r.latency.glass_to_glass_seconds["p50"])),
     ("g2g p95 ms", lambda r: _ms(r.latency.glass_to_glass_seconds["p95"])),
     ("A/V ms", lambda r: _signed_ms(r.av_sync.offset_seconds["median"])),
+    ("SSIM p50", lambda r: _num(_ssim(r), "{:.3f}")),
+    ("PSNR p50", lambda r: _num(_psnr(r), "{:.1f}")),
 ]
 
 

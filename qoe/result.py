@@ -10,10 +10,13 @@ is always present and a figure that could not be measured is ``null``, so ``vide
 
 from __future__ import annotations
 
+import dataclasses
 import datetime as _dt
 import json
+import types
+import typing
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import Any, TypedDict
 
 from qoe.errors import ProbeError
 from qoe.freeze import STALL_THRESHOLD_SECONDS
@@ -22,20 +25,25 @@ from qoe.redact import clean_text, redact_text
 __all__ = [
     "AudioSection",
     "AvSyncSection",
+    "Bitrate",
     "ChatSection",
     "CohostSection",
     "ErrorInfo",
     "IceSection",
     "JoinSection",
     "LatencySection",
+    "LowAndMedian",
     "ProbeResult",
     "PublishSection",
+    "Quality",
     "Quantiles",
+    "Rendition",
     "VideoSection",
     "field_paths",
     "get_path",
     "iso_time",
     "quantile_fields",
+    "schema_type",
 ]
 
 
@@ -65,6 +73,35 @@ class ErrorInfo:
 class JoinSection:
     total_seconds: float | None = None
     phases: dict[str, float] = field(default_factory=dict)
+
+
+class LowAndMedian(TypedDict):
+    p5: float
+    p50: float
+
+
+class Quality(TypedDict):
+    """``video.quality``: luma PSNR (dB) and SSIM of the scored frames (:mod:`qoe.signal.quality`)."""
+
+    psnr_db: LowAndMedian
+    ssim: LowAndMedian
+    scored_frames: int
+    skipped_frames: int
+    """Frames due for a score that a busy host could not score in time."""
+
+
+class Rendition(TypedDict):
+    width: int
+    height: int
+    seconds: float
+
+
+class Bitrate(TypedDict):
+    """``video.bitrate_kbps``: the mean over the watch, and p5/p50 over its whole seconds."""
+
+    mean: float
+    p5: float
+    p50: float
 
 
 @dataclass
@@ -101,6 +138,15 @@ class VideoSection:
     """Frames received that a libwebrtc player would never show (WebRTC): their references
     were broken by a lost or rejected frame and no keyframe had come yet, or a keyframe that
     completed first overtook them (docs/PLAYOUT.md). Null when no player model ran."""
+    quality: Quality | None = None
+    """Full-reference picture quality against the test signal (docs/METRICS.md); null for a
+    stream without the signal or with scoring off."""
+    renditions: list[Rendition] | None = None
+    """How long each resolution was shown, in order of first appearance."""
+    switches: int | None = None
+    """Resolution changes between consecutive frames shown."""
+    bitrate_kbps: Bitrate | None = None
+    """Encoded video received, kbit/s."""
 
 
 @dataclass
@@ -294,12 +340,26 @@ def field_paths() -> list[str]:
     """
     paths: list[str] = []
 
-    def walk(prefix: str, value: Any) -> None:
-        if isinstance(value, dict) and value and prefix != "join.phases":
+    def walk(prefix: str, value: Any, hint: Any) -> None:
+        hint = schema_type(hint)
+        if typing.is_typeddict(hint):  # a section that is null until measured: its fields
+            for key, sub in typing.get_type_hints(hint).items():
+                walk(f"{prefix}.{key}", None, sub)
+        elif isinstance(value, dict) and value and prefix != "join.phases":
+            hints = typing.get_type_hints(hint) if dataclasses.is_dataclass(hint) else {}
             for key, sub in value.items():
-                walk(f"{prefix}.{key}" if prefix else key, sub)
+                walk(f"{prefix}.{key}" if prefix else key, sub, hints.get(key))
         else:
             paths.append(prefix)
 
-    walk("", ProbeResult(probe="", kind="", target="").to_dict())
+    walk("", ProbeResult(probe="", kind="", target="").to_dict(), ProbeResult)
     return paths
+
+
+def schema_type(hint: Any) -> Any:
+    """``hint`` without its ``| None``, where it is one type or None."""
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        args = [a for a in typing.get_args(hint) if a is not type(None)]
+        if len(args) == 1:
+            return args[0]
+    return hint

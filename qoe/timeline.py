@@ -66,6 +66,14 @@ class VideoFrameEvent:
     arrival: float | None = None
     """Monotonic seconds when the decoded frame reached the probe, where that differs from
     ``at`` (a modelled player shows frames later); None where it does not."""
+    encoded_bytes: int | None = None
+    """Encoded video bytes received since the previous frame shown, this frame's included
+    (what the received bitrate is summed from); None where the probe does not see them."""
+    psnr: float | None = None
+    """Luma PSNR (dB) against the test-signal frame its code names; None if not scored
+    (:mod:`qoe.signal.quality`)."""
+    ssim: float | None = None
+    """Luma SSIM against the same reference; None if not scored."""
 
 
 @dataclass(slots=True)
@@ -220,6 +228,8 @@ class Timeline:
     audio_seconds: float = 0.0
     decode_errors: int | None = None
     """Encoded video the decoder rejected (None: the probe's decoder does not say)."""
+    quality_skipped: int = 0
+    """Frames due for a quality score that a busy host could not score in time."""
     frames_dropped_undecodable: int | None = None
     """Video frames received but never shown by the modelled player, their references broken
     (None: no player model ran)."""

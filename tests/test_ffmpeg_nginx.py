@@ -66,6 +66,17 @@ def assert_smooth(result: ProbeResult) -> None:
 def assert_signal(result: ProbeResult, av_offset: float) -> None:
     assert result.video.dropped_frames == 0
     assert result.video.signal_frames == result.video.frames
+    # Picture quality of our H.264 publisher at 800 kbit/s, scored 2 frames a second.
+    quality = result.video.quality
+    assert quality is not None and quality["scored_frames"] >= 8, quality
+    assert quality["ssim"]["p50"] >= 0.95 and quality["psnr_db"]["p50"] >= 35, quality
+    watched = result.video.watched_seconds
+    assert result.video.renditions == [
+        {"width": 640, "height": 360, "seconds": pytest.approx(watched, abs=0.1)}
+    ]
+    assert result.video.switches == 0
+    bitrate = result.video.bitrate_kbps
+    assert bitrate is not None and 400 < bitrate["mean"] < 1600, bitrate
     assert result.av_sync.samples is not None and result.av_sync.samples >= 3
     median = result.av_sync.offset_seconds["median"]
     assert median == pytest.approx(av_offset, abs=0.015)
@@ -111,6 +122,7 @@ async def test_ffmpeg_testsrc_without_signal(nginx: NginxRtmp, tmp_path: Path) -
     assert result.video.signal_frames == 0
     # Signal-only figures are absent, never zero.
     assert result.video.dropped_frames is None
+    assert result.video.quality is None
     assert result.latency.glass_to_glass_seconds == {"p50": None, "p95": None, "max": None}
     assert result.av_sync.offset_seconds == {"median": None, "p95_abs": None}
     assert result.audio.frames is not None and result.audio.frames > 100
@@ -173,7 +185,10 @@ async def test_profile_goes_through_the_tcp_proxy(nginx: NginxRtmp) -> None:
     # The 22 ms shows; a busy host's proxy delivers later still, which it says.
     assert shaped_g2g - g2g > 0.022 - 0.03
     if not (clean.probe_host.overloaded or shaped.probe_host.overloaded):
-        assert shaped_g2g - g2g == pytest.approx(0.022, abs=0.03)
+        # Plus what TCP adds on a 44 ms round trip: a keyframe of the textured 800 kbit/s
+        # picture (20-30 KB) needs more than the congestion window, so one more round trip
+        # (measured: 50-80 ms in all).
+        assert 0.022 - 0.01 < shaped_g2g - g2g < 0.022 + 0.08
 
 
 @asynccontextmanager

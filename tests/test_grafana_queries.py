@@ -181,6 +181,18 @@ def _result(kind: str, profile: str, minute: int) -> ProbeResult:
         dropped_frames=minute % 3,
         decode_errors=0,
         stalls_over_seconds={"threshold": 0.5, "count": 0, "seconds": 0.0},
+        quality={
+            "psnr_db": {"p5": 33.0, "p50": 38.0 - wobble},
+            "ssim": {"p5": 0.96, "p50": 0.985 - wobble / 10},
+            "scored_frames": 16,
+            "skipped_frames": 0,
+        },
+        renditions=[
+            {"width": 640, "height": 360, "seconds": 6.0},
+            {"width": 320, "height": 180, "seconds": 2.0},
+        ],
+        switches=1 + minute % 2,
+        bitrate_kbps={"mean": 480.0, "p5": 300.0, "p50": 500.0},
     )
     result.latency = LatencySection({"p50": 0.2 + wobble, "p95": 0.3 + wobble, "max": 0.5})
     result.av_sync = AvSyncSection({"median": 0.02, "p95_abs": 0.05}, samples=8)

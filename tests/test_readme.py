@@ -210,6 +210,16 @@ CHECKS: dict[str, Check] = {
     ),
     "qoe probe http://127.0.0.1:8080/flv/demo.flv": watched(av=80),
     "qoe probe http://127.0.0.1:8080/hls/demo/index.m3u8": watched(av=80),
+    "qoe room --port 8080 --bitrate 300 --quality-drop-every 10 --quality-drop-for 2": server(
+        "room", "serving"
+    ),
+    "qoe probe http://127.0.0.1:8080/whep/demo --quality all": finished(
+        lambda done: (
+            (row := table(done.stdout)[0])["ok"] == "yes"
+            and 0.9 <= float(row["SSIM p50"]) < 0.995
+            and 25 <= float(row["PSNR p50"]) < 45
+        )
+    ),
     "qoe rtmp-server": server("rtmp", "Ctrl-C stops it"),
     "qoe publish rtmp://127.0.0.1/live/canary --duration 60": publisher(settle=2.0),
     "qoe probe rtmp://127.0.0.1/live/canary": watched(av=0),

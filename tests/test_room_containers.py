@@ -27,6 +27,8 @@ def assert_watched(result: ProbeResult, av_offset: float) -> None:
         assert video.freeze_count == 0 and video.pause_count == 0, video
         assert video.fps == pytest.approx(30, abs=1.5)
     assert video.signal_frames == video.frames and video.dropped_frames == 0
+    quality = video.quality  # the room's one H.264 rendition, remuxed
+    assert quality is not None and quality["scored_frames"] >= 4 and quality["ssim"]["p50"] >= 0.95, quality
     assert result.av_sync.samples is not None and result.av_sync.samples >= 2
     assert result.av_sync.offset_seconds["median"] == pytest.approx(av_offset, abs=0.010)
 

@@ -24,6 +24,7 @@ import asyncio
 import contextlib
 import threading
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import av
@@ -37,6 +38,7 @@ from qoe import clock
 from qoe.errors import CorruptStreamError, NoMediaError, ProbeError, StreamEndedError
 from qoe.media.frames import luma
 from qoe.signal import flash_level, read_code, unwrap_ticks
+from qoe.signal.quality import QualityScorer, Score, ScoringQueue
 from qoe.timeline import Timeline, ToneOnset, VideoFrameEvent
 
 __all__ = ["Reader", "ReaderConfig"]
@@ -55,7 +57,14 @@ class ReaderConfig:
     tone_hz: float = 1000.0
     slot: int = 0
     """Flash marker slot to read (0 host, 1 co-host)."""
+    quality: float | None = 0.0
+    """Frames a second scored for picture quality (None: every one; 0: none)."""
     host_header: str | None = None
+
+
+def _scored(event: VideoFrameEvent, score: Score | None) -> None:
+    if score is not None:
+        event.psnr, event.ssim = score.psnr_db, score.ssim
 
 
 class Reader:
@@ -80,6 +89,9 @@ class Reader:
         self.corrupt_video_packets = 0
         self._playout = Playout()
         self._scanner = ToneScanner(config.tone_hz)
+        self._video_bytes = 0
+        scorer = QualityScorer(config.slot, config.quality)
+        self._scoring = ScoringQueue(scorer) if config.decode and scorer.enabled else None
         self._thread = threading.Thread(target=self._main, name=f"qoe-ffmpeg-{config.kind}", daemon=True)
 
     def start(self) -> None:
@@ -109,6 +121,17 @@ class Reader:
         timeline.audio_frames = self.audio_frames
         timeline.audio_seconds = self.audio_seconds
         timeline.decode_errors = self.corrupt_video_packets
+
+    @property
+    def scoring_pending(self) -> bool:
+        return self._scoring is not None and self._scoring.pending > 0
+
+    def finish_scoring(self, timeout: float) -> int:
+        """Wait for the frames being scored (blocking); how many were skipped in all."""
+        if self._scoring is None:
+            return 0
+        left = self._scoring.wait(timeout)
+        return self._scoring.skipped + left
 
     # -- in the thread -------------------------------------------------------------------
 
@@ -186,6 +209,8 @@ class Reader:
         is_video = packet.stream_index == video_index
         if packet.size:
             self._mark("first_packet", arrival)
+            if is_video:
+                self._video_bytes += packet.size
             if is_video and packet.is_keyframe:
                 self._mark("first_keyframe", arrival)
         for frame in self._decode(packet, is_video):
@@ -216,7 +241,9 @@ class Reader:
             stream_time=float(pts) if pts is not None else 0.0,
             width=frame.width,
             height=frame.height,
+            encoded_bytes=self._video_bytes,
         )
+        self._video_bytes = 0
         if self.config.decode:
             name = frame.format.name
             y = luma(frame if name.startswith(_PLANAR_LUMA) else frame.reformat(format="gray"))
@@ -225,6 +252,8 @@ class Reader:
                 event.seq = code.seq
                 event.capture_wall = unwrap_ticks(code.ticks, wall)
                 event.tag = code.tag
+                if self._scoring is not None:
+                    self._scoring.offer(y, event.capture_wall, code.seq, code.tag, partial(_scored, event))
             event.flash = flash_level(y, self.config.slot)
         self.video.append(event)
         if "first_decoded_frame" not in self.milestones:

@@ -23,7 +23,7 @@ from probes.ffmpeg.inputs import Limits
 from probes.ffmpeg.reader import Reader, ReaderConfig
 from probes.ffmpeg.route import Route, tcp_connect
 from probes.ffmpeg.target import endpoint
-from probes.options import Option
+from probes.options import QUALITY_OPTION, Option
 from qoe import clock
 from qoe.errors import DisconnectedError, NoMediaError, StreamEndedError
 from qoe.result import ProbeResult
@@ -38,6 +38,9 @@ WATCH_PERIOD = 0.1
 STOP_GRACE = 1.0
 """Seconds the probe waits for its reader thread once it stops watching; a thread still
 blocked in a read then finishes on its own (within the media timeout)."""
+SCORING_GRACE = 1.0
+"""Seconds the report waits for frames still being scored for quality; any left are counted
+as skipped."""
 JOIN_GRACE = 0.5
 """Seconds past the join window the probe waits for the reader's own, more specific error."""
 SILENCE_GRACE = 1.0
@@ -50,6 +53,7 @@ OPTIONS = (
         "tone_hz", float, HOST_TONE_HZ, "frequency of the tone markers to listen for", "Hz", positive=True
     ),
     Option("slot", int, 0, "which flash marker to read: 0 the host's, 1 a co-host's"),
+    QUALITY_OPTION,
 )
 """What ``options`` an RTMP, HTTP-FLV, HLS or RTSP viewer takes (see :mod:`probes.options`)."""
 
@@ -76,6 +80,11 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         if reader is not None:
             await reader.join(STOP_GRACE)
             reader.snapshot(timeline, stopped)
+            timeline.quality_skipped = (
+                await asyncio.to_thread(reader.finish_scoring, SCORING_GRACE)
+                if reader.scoring_pending
+                else reader.finish_scoring(0.0)
+            )
         timeline.finish(stopped)
         identity = [ClockPoint(0.0, 0.0)]
         timeline.sync = {"audio": identity, "video": list(identity)}
@@ -100,6 +109,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         decode=spec.decode,
         tone_hz=spec.options["tone_hz"],
         slot=spec.options["slot"],
+        quality=None if spec.options["quality"] == "all" else spec.options["quality"],
         host_header=route.host_header,
     )
     reader = Reader(config, asyncio.get_running_loop())

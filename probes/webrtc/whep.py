@@ -19,12 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from functools import partial
 
 import numpy as np
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
 from probes.base import ProbeSpec, Watch
-from probes.options import WEBRTC_OPTIONS, Option
+from probes.options import QUALITY_OPTION, WEBRTC_OPTIONS, Option
 from probes.webrtc.answer import negotiated, video_problem
 from probes.webrtc.interaction import InteractionLoop, chat_url_for
 from probes.webrtc.peer import (
@@ -53,6 +54,7 @@ from qoe.media.compose import mix_regions
 from qoe.media.frames import luma
 from qoe.result import ProbeResult
 from qoe.signal import COHOST_TONE_HZ, HOST_TONE_HZ, ToneOnsetDetector, flash_level, read_code, unwrap_ticks
+from qoe.signal.quality import QualityScorer, Score, ScoringQueue
 from qoe.timeline import Timeline, ToneOnset, VideoFrameEvent
 
 __all__ = ["PHASES", "probe"]
@@ -62,6 +64,9 @@ WATCHDOG_PERIOD = 0.1
 AUDIO_RATE = 48000
 AUDIO_BATCH = 4800
 """Samples (100 ms) fed to the tone detector at a time."""
+SCORING_GRACE = 1.0
+"""Seconds the report waits for frames still being scored for quality; any left are counted
+as skipped."""
 VIDEO_CODECS = ("VP8", "H264")
 PLAYOUTS = ("libwebrtc", "arrival")
 
@@ -101,6 +106,7 @@ OPTIONS = (
         "offer (in a 406 or a 201), and the probe PATCHes its answer to the session",
         choices=("client", "server"),
     ),
+    QUALITY_OPTION,
     *WEBRTC_OPTIONS,
 )
 """What ``options`` a WHEP viewer takes (see :mod:`probes.options`)."""
@@ -145,6 +151,11 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     await viewer.watch(session, watch)
 
 
+def _scored(event: VideoFrameEvent, score: Score | None) -> None:
+    if score is not None:
+        event.psnr, event.ssim = score.psnr_db, score.ssim
+
+
 def _check_video(offer: str, answer: str) -> None:
     """Refuse an answer that leaves the viewer no video it can decode, before applying it."""
     problem = video_problem(offer, answer)
@@ -166,7 +177,14 @@ class _Participant:
     """One sender the viewer watches (the host or a co-host): its own timeline and signal."""
 
     def __init__(
-        self, timeline: Timeline, tone_hz: float, other_hz: tuple[float, ...], slot: int, *, half: int | None
+        self,
+        timeline: Timeline,
+        tone_hz: float,
+        other_hz: tuple[float, ...],
+        slot: int,
+        *,
+        half: int | None,
+        quality: float | None,
     ) -> None:
         self.timeline = timeline
         self.tone_hz = tone_hz
@@ -174,6 +192,10 @@ class _Participant:
         self.slot = slot
         self.half = half
         """Which half of the room's mix this participant is in (None: the whole frame)."""
+        # A half of the mix is a tile the room scaled, not a frame the signal renders: it
+        # has no reference, so only whole-frame participants are scored.
+        scorer = QualityScorer(slot, quality)
+        self.scoring = ScoringQueue(scorer) if half is None and scorer.enabled else None
         self.last_video_stream_time = 0.0
         self._pending: list[tuple[int, np.ndarray]] = []
         self._pending_samples = 0
@@ -187,8 +209,16 @@ class _Participant:
                 event.seq = code.seq
                 event.capture_wall = unwrap_ticks(code.ticks, event.wall)
                 event.tag = code.tag
+                if self.scoring is not None:
+                    self.scoring.offer(y, event.capture_wall, code.seq, code.tag, partial(_scored, event))
             event.flash = flash_level(y, self.slot, region=rect)
         return event
+
+    def finish_scoring(self, timeout: float) -> None:
+        """Wait for the frames being scored (on the scoring threads); count what is left."""
+        if self.scoring is not None:
+            left = self.scoring.wait(timeout)
+            self.timeline.quality_skipped = self.scoring.skipped + left
 
     def shown(self, event: VideoFrameEvent) -> None:
         self.timeline.video.append(event)
@@ -229,11 +259,16 @@ class _Viewer:
         host_hz, cohost_hz = options["tone_hz"], options["cohost_tone_hz"]
         mixed = self.cohost_mode == "mixed"
         others = (cohost_hz,) if self.cohost_mode else ()
-        self.host = _Participant(timeline, host_hz, others, 0, half=0 if mixed else None)
+        quality = None if options["quality"] == "all" else options["quality"]
+        if not spec.decode:
+            quality = 0.0
+        self.host = _Participant(timeline, host_hz, others, 0, half=0 if mixed else None, quality=quality)
         self.cohost = None
         if self.cohost_mode:
             cohost = timeline.participants["cohost"] = Timeline(PHASES, tone_hz=cohost_hz)
-            self.cohost = _Participant(cohost, cohost_hz, (host_hz,), 1, half=1 if mixed else None)
+            self.cohost = _Participant(
+                cohost, cohost_hz, (host_hz,), 1, half=1 if mixed else None, quality=quality
+            )
         every = options["interact_every"]
         self.interaction = (
             InteractionLoop(options["chat_url"] or chat_url_for(spec.url), timeline, every) if every else None
@@ -349,6 +384,9 @@ class _Viewer:
                         for participant in participants
                     ]
                     arrivals = [] if decoding is None else decoding.arrivals_through(int(frame.pts or 0))
+                    if arrivals:
+                        for event in events:
+                            event.encoded_bytes = sum(arrival.size for arrival in arrivals)
                     if playout is None or not arrivals or arrivals[-1].timestamp != frame.pts:
                         self._show(pair, participants, events)  # as it came: no arrival noted
                         continue
@@ -409,6 +447,12 @@ class _Viewer:
         for task in self.consumers:
             task.cancel()
         await asyncio.gather(*self.consumers, return_exceptions=True)
+        for participant in (self.host, self.cohost):
+            if participant is not None:
+                if participant.scoring is not None and participant.scoring.pending:
+                    await asyncio.to_thread(participant.finish_scoring, SCORING_GRACE)
+                else:
+                    participant.finish_scoring(0.0)
 
     def collect_sync(self) -> None:
         """Each participant's clock points, from the track pair that carries it."""

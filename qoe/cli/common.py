@@ -25,6 +25,7 @@ __all__ = [
     "add_knobs",
     "address",
     "at_least_one",
+    "kbps",
     "knobs_from",
     "listen_address",
     "listen_port",
@@ -173,6 +174,17 @@ def size(text: str) -> tuple[int, int]:
     return width, height
 
 
+def kbps(text: str) -> int:
+    """A video bit rate in kbit/s, 50 to 20000."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number of kbit/s, got {text!r}") from None
+    if not 50 <= value <= 20_000:
+        raise argparse.ArgumentTypeError(f"must be from 50 to 20000 kbit/s, got {text}")
+    return value
+
+
 def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
     group = parser.add_argument_group("ground-truth knobs (the host injects exactly these)")
     group.add_argument(
@@ -196,6 +208,20 @@ def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
             default=None,
             metavar="S",
             help="...for S seconds each time",
+        )
+        group.add_argument(
+            "--quality-drop-every",
+            type=positive,
+            metavar="S",
+            help="starve the video encoder (its coarsest quantizer: about 31 dB PSNR at 640x360 "
+            "against 38 at 500 kbit/s) at every multiple of S seconds of wall time...",
+        )
+        group.add_argument(
+            "--quality-drop-for",
+            type=positive,
+            default=None,
+            metavar="S",
+            help="...for S seconds each time (probes see the dips in video.quality)",
         )
     group.add_argument(
         "--delay",
@@ -247,6 +273,8 @@ def knobs_from(args: argparse.Namespace) -> Any:
         chat_delay=getattr(args, "chat_delay", 0.0),
         chat_drop_every=getattr(args, "chat_drop_every", 0),
         cohost_offset=getattr(args, "cohost_offset", 0.0),
+        quality_drop_every=getattr(args, "quality_drop_every", None),
+        quality_drop_for=getattr(args, "quality_drop_for", None) or 0.0,
     )
 
 

@@ -16,6 +16,7 @@ from qoe.cli.common import (
     INCIDENT_HELP,
     PROFILE_HELP,
     add_knobs,
+    kbps,
     knobs_from,
     listen_port,
     positive,
@@ -90,6 +91,23 @@ def add_commands(sub: Any) -> None:
         metavar="WxH",
         help="the built-in host's video size: even, from 320x180 to 3840x2160",
     )
+    room.add_argument(
+        "--bitrate",
+        type=kbps,
+        default=500,
+        metavar="KBPS",
+        help="the built-in host's video bit rate, kbit/s (default 500; 50 to 20000): picture "
+        "quality (video.quality) follows it",
+    )
+    room.add_argument(
+        "--renditions",
+        type=int,
+        metavar="N",
+        help="renditions of the built-in host, as an SFU's simulcast (default 3, as many as fit "
+        "above 320x180: 640x360, 480x270 and 320x180 at the full, 0.6 and 0.3 of --bitrate); "
+        "each WebRTC viewer takes one, switched at a keyframe by its bandwidth estimate (REMB) "
+        "and losses. 1: one encoding for everyone",
+    )
     add_knobs(room)
     room.set_defaults(handler=_cmd_room, media=("sim.room.server",))
 
@@ -129,6 +147,12 @@ def add_commands(sub: Any) -> None:
     probe.add_argument("--name", default="", help="the probe's label in the result (default: the kind)")
     probe.add_argument("--profile", default="none", metavar="NAME", help=PROFILE_HELP)
     probe.add_argument("--seed", type=int, help="seed for the emulated network's random loss and jitter")
+    probe.add_argument(
+        "--quality",
+        metavar="RATE",
+        help="frames a second to score for picture quality (PSNR, SSIM against the test signal "
+        "the frame's code names; default 2), 'all' for every frame, 'off' for none",
+    )
     probe.add_argument(
         "--clock-offset",
         type=float,
@@ -299,6 +323,10 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         if value is not None:
             options[key] = value
     options.update(_webrtc_options(args, kind, "whep"))
+    if args.quality is not None:
+        if kind == "chat":
+            raise ConfigError(f"--quality is for video viewers; {args.url} is a chat URL")
+        options["quality"] = args.quality
     spec = probe_spec(  # a bad option or profile is a usage error, before anything starts
         args.url,
         kind=kind,
@@ -415,11 +443,20 @@ async def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 async def _cmd_room(args: argparse.Namespace) -> int:
+    from qoe.media.ladder import fitting
     from sim.room.server import LiveRoom
 
     width, height = args.size
     room = LiveRoom(
-        args.host, args.port, knobs=knobs_from(args), host_options={"width": width, "height": height}
+        args.host,
+        args.port,
+        knobs=knobs_from(args),
+        host_options={
+            "width": width,
+            "height": height,
+            "video_bitrate": args.bitrate * 1000,
+            "renditions": fitting(width, height) if args.renditions is None else args.renditions,
+        },
     )
     return await serve_until_signalled(
         room,

@@ -70,6 +70,9 @@ class _Totals:
     decode_errors: float | None = None
     chat_sent: float | None = None
     chat_lost: float | None = None
+    rendition_seconds: dict[str, float] = field(default_factory=dict)
+    """Seconds shown at each picture height ("360", ...), summed over runs."""
+    rendition_switches: float | None = None
     join_buckets: list[int] = field(default_factory=lambda: [0] * (len(JOIN_BUCKETS) + 1))
     join_sum: float = 0.0
     join_count: int = 0
@@ -126,6 +129,11 @@ class ResultCollector(Collector):
         totals.decode_errors = _plus(totals.decode_errors, video.decode_errors)
         totals.chat_sent = _plus(totals.chat_sent, result.chat.sent)
         totals.chat_lost = _plus(totals.chat_lost, result.chat.lost)
+        for span in video.renditions or ():
+            height = str(int(span["height"]))
+            shown = totals.rendition_seconds.get(height, 0.0)
+            totals.rendition_seconds[height] = shown + float(span["seconds"])
+        totals.rendition_switches = _plus(totals.rendition_switches, video.switches)
         join = result.join.total_seconds
         if join is not None:
             totals.join_buckets[bisect.bisect_left(JOIN_BUCKETS, join)] += 1
@@ -174,6 +182,18 @@ class ResultCollector(Collector):
             add("qoe_av_offset_seconds", key, r.av_sync.offset_seconds.get("median"), "0.5")
             add("qoe_av_offset_abs_seconds", key, r.av_sync.offset_seconds.get("p95_abs"), "0.95")
             add("qoe_cohost_offset_seconds", key, r.cohost.offset_seconds.get("median"), "0.5")
+            quality = r.video.quality
+            if quality is not None:
+                ssim, psnr = quality["ssim"], quality["psnr_db"]
+                for quantile, ssim_value, psnr_value in (
+                    ("0.05", ssim["p5"], psnr["p5"]),
+                    ("0.5", ssim["p50"], psnr["p50"]),
+                ):
+                    add("qoe_video_ssim", key, ssim_value, quantile)
+                    add("qoe_video_psnr_decibels", key, psnr_value, quantile)
+            bitrate = r.video.bitrate_kbps
+            if bitrate is not None:
+                add("qoe_video_received_bytes_per_second", key, bitrate["mean"] * 1000 / 8)
         for key, t in sorted(self._totals.items()):
             add("qoe_probe_runs", key, t.runs)
             for kind, count in sorted(t.failures.items()):
@@ -187,6 +207,9 @@ class ResultCollector(Collector):
             add("qoe_video_decode_errors", key, t.decode_errors)
             add("qoe_chat_messages_sent", key, t.chat_sent)
             add("qoe_chat_messages_lost", key, t.chat_lost)
+            for height, seconds in sorted(t.rendition_seconds.items(), key=lambda item: int(item[0])):
+                add("qoe_video_rendition_seconds", key, seconds, height)
+            add("qoe_video_rendition_switches", key, t.rendition_switches)
             cumulative, buckets = 0, []
             for bound, count in zip((*JOIN_BUCKETS, float("inf")), t.join_buckets, strict=True):
                 cumulative += count
@@ -230,6 +253,22 @@ class ResultCollector(Collector):
                 labels=[*labels, "phase"],
             ),
             g("qoe_video_fps", "Rendered frames per second in the latest run.", labels=labels),
+            g(
+                "qoe_video_ssim",
+                "Luma SSIM of the latest run's scored frames against the test signal (quantile "
+                "0.05 is the worst twentieth): 1 is a perfect copy; below 0.9 looks visibly coded.",
+                labels=[*labels, "quantile"],
+            ),
+            g(
+                "qoe_video_psnr_decibels",
+                "Luma PSNR of the latest run's scored frames against the test signal, dB (100: identical).",
+                labels=[*labels, "quantile"],
+            ),
+            g(
+                "qoe_video_received_bytes_per_second",
+                "Encoded video received in the latest run, mean bytes per second.",
+                labels=labels,
+            ),
             g(
                 "qoe_video_stall_ratio",
                 "Frozen and paused time over watched time in the latest run (W3C webrtc-stats).",
@@ -298,6 +337,16 @@ class ResultCollector(Collector):
             c(
                 "qoe_video_decode_errors",
                 "Encoded video frames (WebRTC) or packets (FFmpeg) the decoder rejected.",
+                labels=labels,
+            ),
+            c(
+                "qoe_video_rendition_seconds",
+                "Seconds of video shown at each picture height (a rendition), first frame to end.",
+                labels=[*labels, "height"],
+            ),
+            c(
+                "qoe_video_rendition_switches",
+                "Changes of picture size between consecutive frames shown.",
                 labels=labels,
             ),
             c("qoe_chat_messages_sent", "Chat messages sent by probes.", labels=labels),

@@ -35,7 +35,7 @@ from typing import Any
 import numpy as np
 
 from qoe.redact import clean_text
-from qoe.result import ProbeResult, field_paths, get_path
+from qoe.result import ProbeResult, field_paths, get_path, schema_type
 
 __all__ = ["AGGREGATES", "SLO", "Verdict", "evaluate", "figure_types", "numeric_fields", "parse_slo"]
 
@@ -81,7 +81,8 @@ def figure_types() -> dict[str, frozenset[type]]:
             continue
         hint: Any = ProbeResult
         for part in path.split("."):
-            if dataclasses.is_dataclass(hint):
+            hint = schema_type(hint)
+            if dataclasses.is_dataclass(hint) or typing.is_typeddict(hint):
                 hint = typing.get_type_hints(hint)[part]
             elif typing.get_origin(hint) is dict:
                 hint = typing.get_args(hint)[1]
