@@ -11,13 +11,15 @@ Three module attributes are replaced, by :func:`install` and nowhere else:
 - ``aiortc.rtcrtpreceiver.decoder_worker``: does nothing for a receiver whose decoder queue is
   a :class:`LoopDecodeQueue` (the probe decodes those frames on the event loop).
 
-Two functions reach into aiortc and aioice instead of replacing anything:
+Three functions reach into aiortc and aioice instead of replacing anything:
 :func:`gather_more` gathers candidates from STUN and TURN servers on an agent that has
 gathered already, which neither aiortc nor aioice can do (a WHIP or WHEP server names its
-servers only in the answer to an offer that had to be gathered first); and
+servers only in the answer to an offer that had to be gathered first);
 :func:`leave_unoffered` lets a peer answer an offer that has no media section for one of its
 transceivers (a WHEP server that offers video only to a viewer ready for audio too), which
-aiortc's ``setLocalDescription`` otherwise fails on.
+aiortc's ``setLocalDescription`` otherwise fails on; and :func:`on_feedback` hands the room
+each viewer's bandwidth estimate (REMB) and loss (receiver reports), which aiortc applies
+only to encoders of its own.
 
 The probes and the room also read private attributes of aiortc's receivers, jitter buffer,
 senders and ICE agent (:data:`PRIVATE`). An aiortc release may move any of them, and a probe would then
@@ -46,6 +48,7 @@ from typing import Any
 
 import aioice.ice
 import aiortc.rtcrtpreceiver
+import aiortc.rtp
 from aioice import Candidate
 from aiortc import RTCIceServer
 from aiortc.rtcicetransport import RTCIceGatherer, connection_kwargs
@@ -61,6 +64,7 @@ __all__ = [
     "install",
     "installed",
     "leave_unoffered",
+    "on_feedback",
 ]
 
 ICE_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
@@ -115,6 +119,12 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aiortc.mediastreams", "MediaStreamTrack", ""),
     ("aiortc.rtcrtpreceiver", "RemoteStreamTrack", "init:_queue"),
     ("aiortc.rtcrtpsender", "RTCRtpSender", "_send_keyframe"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "_handle_rtcp_packet"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "init:_ssrc"),
+    ("aiortc.rtp", "", "unpack_remb_fci"),
+    ("aiortc.rtp", "RtcpPsfbPacket", ""),
+    ("aiortc.rtp", "RtcpRrPacket", ""),
+    ("aiortc.rtp", "RtcpSrPacket", ""),
     ("aiortc.rtcicetransport", "RTCIceGatherer", "init:_connection"),
     ("aiortc.rtcicetransport", "", "connection_kwargs"),
     ("aioice.ice", "", "server_reflexive_candidate"),
@@ -243,6 +253,31 @@ def _decoder_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -
 
 AIORTC_COMPONENT = 1
 """The one ICE component of an aiortc agent: it multiplexes RTP and RTCP (rtcp-mux)."""
+
+
+def on_feedback(sender: Any, remb: Callable[[int], None], loss: Callable[[float], None]) -> None:
+    """Call ``remb`` with the bitrate (bit/s) of every REMB the remote receiver sends about
+    ``sender``'s stream, and ``loss`` with the fraction lost (0..1) of every receiver report
+    block about it, before aiortc's own handling (which applies a REMB only to an encoder of
+    its own, and a room sending pre-encoded packets has none)."""
+    handle = sender._handle_rtcp_packet
+
+    async def handle_rtcp(packet: Any) -> None:
+        if isinstance(packet, aiortc.rtp.RtcpPsfbPacket) and packet.fmt == aiortc.rtp.RTCP_PSFB_APP:
+            try:
+                bitrate, ssrcs = aiortc.rtp.unpack_remb_fci(packet.fci)
+            except ValueError:
+                pass  # another application's feedback
+            else:
+                if sender._ssrc in ssrcs:
+                    remb(bitrate)
+        elif isinstance(packet, aiortc.rtp.RtcpRrPacket | aiortc.rtp.RtcpSrPacket):
+            for report in packet.reports:
+                if report.ssrc == sender._ssrc:
+                    loss(report.fraction_lost / 256)
+        await handle(packet)
+
+    sender._handle_rtcp_packet = handle_rtcp
 
 
 def leave_unoffered(pc: Any) -> None:

@@ -25,6 +25,8 @@ def test_freeze_schedule_is_anchored_to_wall_clock() -> None:
         ({"delay": -0.1}, "--delay must be between 0 and 30"),
         ({"av_offset": 5.5}, "--av-offset must be between -5 and 5"),
         ({"av_offset": -5.01}, "--av-offset must be between -5 and 5"),
+        ({"quality_drop_for": 0.5}, "--quality-drop-for needs --quality-drop-every"),
+        ({"quality_drop_every": 2, "quality_drop_for": 2.0}, "shorter than --quality-drop-every"),
     ],
 )
 def test_bad_knobs(kwargs: dict, message: str) -> None:
@@ -39,8 +41,8 @@ def test_av_offset_knob_covers_the_measured_range_and_beyond() -> None:
 
 
 async def test_fanout_starts_each_subscriber_at_a_keyframe() -> None:
-    requests: list[str | None] = []
-    fanout = Fanout(on_keyframe_request=requests.append)
+    requests: list[tuple[str | None, int]] = []
+    fanout = Fanout(on_keyframe_request=lambda codec=None, rung=0: requests.append((codec, rung)))
     audio, video = fanout.subscribe()
     assert requests and fanout.subscribers == 1
     encoder = VideoEncoder(320, 180, gop=100)

@@ -213,7 +213,7 @@ class Compositor:
                 await asyncio.sleep(delay)
             image = self.compose(at)
             pts = round((at - self.epoch) * 90000)
-            for codec, packets in await self._video.encode(self._executor, image, pts, at):
+            for codec, _, packets in await self._video.encode(self._executor, image, pts, at):
                 self._pacer.release("video", packets, codec)
             self.frames_sent += 1
 

@@ -8,18 +8,29 @@ SFU forwards a PLI to its publisher.
 A source may encode its video in more than one codec (one encoder per codec, not per
 viewer): each video subscriber names the codec it takes, or none for the source's own, and
 :attr:`Fanout.codecs` tells the source which encoders someone is watching.
+
+A source may also encode more than one rendition (rung 0 the best, :mod:`qoe.media.ladder`).
+Each video subscriber is on one rung at a time; :meth:`PacketTrack.switch_to` moves it, at
+the next keyframe of the new rung, which it asks for. :attr:`Fanout.wanted` tells the source
+which (codec, rung) pairs to encode.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+from collections import deque
+from typing import Protocol
 
 import av
 from aiortc.mediastreams import MediaStreamError, MediaStreamTrack
 
+from qoe import clock
+from qoe.media.ladder import RungChooser
+
 __all__ = ["Fanout", "PacketTrack"]
 
+RATE_WINDOW = 2.0
+"""Seconds over which :meth:`Fanout.sending` measures a rendition's bitrate."""
 QUEUE_PACKETS = 256
 """Per-subscriber backlog (about 4 s of audio and video) before packets are dropped."""
 
@@ -38,11 +49,56 @@ class PacketTrack(MediaStreamTrack):
         self._queue: asyncio.Queue[av.Packet | None] = asyncio.Queue(QUEUE_PACKETS)
         self._awaiting_keyframe = kind == "video"
         self.dropped = 0
+        self.rung = 0
+        """The rendition this track sends (0: the best)."""
+        self.target: int | None = None
+        """A rung it is switching to, at that rung's next keyframe."""
+        self.history: list[tuple[float, int]] = [(clock.wall(), 0)]
+        """(wall-clock time, rung) at the start and at each switch: the room's ground truth."""
+        self.chooser: RungChooser | None = None
+        """Moves the track between rungs by its viewer's bandwidth estimates, when set."""
 
-    def offer(self, packet: av.Packet) -> None:
-        """Queue ``packet`` for sending, or drop it (see the module docstring)."""
+    @property
+    def fanout(self) -> Fanout:
+        """The fanout this track is subscribed to."""
+        return self._fanout
+
+    def estimate(self, bitrate: float) -> None:
+        """Take the viewer's bandwidth estimate (bit/s, from its REMB)."""
+        if self.chooser is None:
+            return
+        sending = self._fanout.sending(self.codec, self.rung)
+        if (rung := self.chooser.update(bitrate, clock.monotonic(), sending)) is not None:
+            self.switch_to(rung)
+
+    def lost(self, fraction: float) -> None:
+        """Take the fraction of this track's packets the viewer reports lost (0..1)."""
+        if self.chooser is None:
+            return
+        sending = self._fanout.sending(self.codec, self.rung)
+        if (rung := self.chooser.lost(fraction, clock.monotonic(), sending)) is not None:
+            self.switch_to(rung)
+
+    def switch_to(self, rung: int) -> None:
+        """Send rung ``rung`` from its next keyframe on (asked for now)."""
+        if rung == self.rung:
+            self.target = None
+            return
+        self.target = rung
+        self._fanout.request_keyframe(self.codec, rung)
+
+    def offer(self, packet: av.Packet, rung: int = 0) -> None:
+        """Queue ``packet`` (of rendition ``rung``) for sending, or drop it (see the module
+        docstring)."""
         if self.readyState != "live":
             return
+        if rung != self.rung:
+            if rung != self.target or not packet.is_keyframe:
+                return
+            self.rung, self.target = rung, None
+            self.history.append((clock.wall(), rung))
+            del self.history[1:-1000]
+            self._awaiting_keyframe = False
         if self._awaiting_keyframe:
             if not packet.is_keyframe:
                 return
@@ -61,7 +117,7 @@ class PacketTrack(MediaStreamTrack):
             self.dropped += 1
             if self.kind == "video":
                 self._awaiting_keyframe = True
-                self._fanout.request_keyframe(self.codec)
+                self._fanout.request_keyframe(self.codec, self.rung)
 
     async def recv(self) -> av.Packet:
         if self.readyState != "live":
@@ -83,8 +139,10 @@ class PacketTrack(MediaStreamTrack):
                 self._queue.put_nowait(None)
 
 
-KeyframeHandler = Callable[[str | None], None]
-"""Called with the codec a keyframe is wanted in (None: the source's own)."""
+class KeyframeHandler(Protocol):
+    """Called with the codec a keyframe is wanted in (None: the source's own) and its rung."""
+
+    def __call__(self, codec: str | None = None, rung: int = 0) -> None: ...
 
 
 class Fanout:
@@ -93,6 +151,8 @@ class Fanout:
     def __init__(self, on_keyframe_request: KeyframeHandler | None = None) -> None:
         self._tracks: set[PacketTrack] = set()
         self._on_keyframe_request = on_keyframe_request
+        self._meters: dict[tuple[str | None, int], deque[tuple[float, int]]] = {}
+        """(monotonic time, bytes) of the video pushed per (codec, rung), over RATE_WINDOW."""
         self.codec: str | None = None
         """The source's own video codec, which subscribers that name none take."""
 
@@ -107,24 +167,55 @@ class Fanout:
     def remove(self, track: PacketTrack) -> None:
         self._tracks.discard(track)
 
-    def push(self, kind: str, packets: list[av.Packet], codec: str | None = None) -> None:
+    def push(self, kind: str, packets: list[av.Packet], codec: str | None = None, rung: int = 0) -> None:
         """Offer ``packets`` to every track of ``kind``; video only to the tracks that take
-        ``codec`` (None: the source's own)."""
+        ``codec`` (None: the source's own) and are on rung ``rung`` or switching to it."""
         wanted = codec or self.codec
+        if kind == "video":
+            meter = self._meters.setdefault((wanted, rung), deque())
+            now = clock.monotonic()
+            meter.extend((now, packet.size) for packet in packets)
+            while meter and meter[0][0] < now - RATE_WINDOW:
+                meter.popleft()
         for track in list(self._tracks):
-            if track.kind == kind and (kind != "video" or (track.codec or self.codec) == wanted):
-                for packet in packets:
-                    track.offer(packet)
+            if track.kind != kind:
+                continue
+            if kind == "video" and (
+                (track.codec or self.codec) != wanted or rung not in (track.rung, track.target)
+            ):
+                continue
+            for packet in packets:
+                track.offer(packet, rung)
+
+    def sending(self, codec: str | None = None, rung: int = 0) -> float | None:
+        """Bit/s of video pushed in ``codec`` at ``rung`` over the last :data:`RATE_WINDOW`
+        seconds; None before a whole window of it was pushed."""
+        meter = self._meters.get((codec or self.codec, rung))
+        if not meter or clock.monotonic() - meter[0][0] < 0.9 * RATE_WINDOW:
+            return None
+        return 8 * sum(size for _, size in meter) / RATE_WINDOW
 
     @property
     def codecs(self) -> frozenset[str]:
         """The video codecs live subscribers named (the source's own when they named none)."""
-        named = {t.codec or self.codec for t in self._tracks if t.kind == "video"}
-        return frozenset(c for c in named if c is not None)
+        return frozenset(codec for codec, _ in self.wanted)
 
-    def request_keyframe(self, codec: str | None = None) -> None:
+    @property
+    def wanted(self) -> frozenset[tuple[str, int]]:
+        """(codec, rung) of every live video subscriber, and of every rung one is switching to."""
+        pairs = set()
+        for track in self._tracks:
+            codec = track.codec or self.codec
+            if track.kind != "video" or codec is None:
+                continue
+            pairs.add((codec, track.rung))
+            if track.target is not None:
+                pairs.add((codec, track.target))
+        return frozenset(pairs)
+
+    def request_keyframe(self, codec: str | None = None, rung: int = 0) -> None:
         if self._on_keyframe_request is not None:
-            self._on_keyframe_request(codec)
+            self._on_keyframe_request(codec, rung)
 
     def set_keyframe_handler(self, handler: KeyframeHandler | None, codec: str | None = None) -> None:
         """Route keyframe requests to ``handler``; ``codec`` (when given) is the source's own."""

@@ -33,8 +33,9 @@ class Pacer:
         """How far past its release time the latest of those was ready (seconds)."""
         self._pending: deque[asyncio.TimerHandle] = deque()
 
-    def release(self, kind: str, packets: list[av.Packet], codec: str | None = None) -> None:
-        """Hand ``packets`` (video in ``codec``, None: the source's own) on at their time."""
+    def release(self, kind: str, packets: list[av.Packet], codec: str | None = None, rung: int = 0) -> None:
+        """Hand ``packets`` (video in ``codec``, None: the source's own, of rendition
+        ``rung``) on at their time."""
         loop = asyncio.get_running_loop()
         for packet in packets:
             if packet.pts is None or packet.time_base is None:
@@ -45,9 +46,9 @@ class Pacer:
             if wait <= 0:
                 self.late += 1
                 self.late_max = max(self.late_max, -wait)
-                self.fanout.push(kind, [packet], codec)
+                self.fanout.push(kind, [packet], codec, rung)
             else:
-                self._pending.append(loop.call_later(wait, self.fanout.push, kind, [packet], codec))
+                self._pending.append(loop.call_later(wait, self.fanout.push, kind, [packet], codec, rung))
         # Forget handles that are due: they have fired or are about to; cancel() need only
         # reach the ones still waiting.
         now = loop.time()

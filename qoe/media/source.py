@@ -26,17 +26,22 @@ from qoe.errors import ConfigError
 from qoe.media.compose import RawTap
 from qoe.media.encode import AUDIO_RATE, AudioEncoder
 from qoe.media.fanout import Fanout
+from qoe.media.ladder import make_ladder
 from qoe.media.pacing import Pacer
 from qoe.media.renditions import Renditions
 from qoe.signal import SignalAudio, SignalVideo
 
-__all__ = ["PIPELINE_LATENCY", "Knobs", "SignalSource"]
+__all__ = ["PIPELINE_LATENCY", "QUALITY_DROP_BITRATE", "Knobs", "SignalSource"]
 
 PIPELINE_LATENCY = 0.040
 """Capture-to-send latency of the source, seconds: covers the encode (about 2 ms for VP8 at
 640x360 here, up to 10 ms on a busy core) with room to spare, as a hardware encoder's fixed
 latency would."""
 AUDIO_BLOCK = 960
+QUALITY_DROP_BITRATE = 60_000
+"""Video bit rate (bit/s) asked of the encoder in the ``quality_drop`` knob's windows: below
+what it can reach, so it codes at its coarsest quantizer. On the test signal at 640x360 that
+is about 200 kbit/s and a luma PSNR near 31 dB, against 38 dB at the default 500 kbit/s."""
 KEYFRAME_MIN_INTERVAL = 0.25
 """Forced keyframes are at most this often, however many viewers join or ask."""
 AV_OFFSET_LIMIT = 5.0
@@ -63,6 +68,11 @@ class Knobs:
     """The room's chat drops every Nth message it receives (0: none)."""
     cohost_offset: float = 0.0
     """Seconds the room delays a co-host's media behind the host's."""
+    quality_drop_every: float | None = None
+    """Encode video at its coarsest (:data:`QUALITY_DROP_BITRATE`) for ``quality_drop_for``
+    seconds at every multiple of this many Unix seconds (a starved uplink's picture, on a known
+    schedule)."""
+    quality_drop_for: float = 0.0
 
     def __post_init__(self) -> None:
         if not -AV_OFFSET_LIMIT <= self.av_offset <= AV_OFFSET_LIMIT:
@@ -90,10 +100,24 @@ class Knobs:
                 )
         elif self.freeze_for:
             raise ConfigError("--freeze-for needs --freeze-every")
+        if self.quality_drop_every is not None:
+            if self.quality_drop_every <= 0:
+                raise ConfigError(f"--quality-drop-every must be positive, got {self.quality_drop_every}")
+            if not 0 < self.quality_drop_for < self.quality_drop_every:
+                raise ConfigError(
+                    f"--quality-drop-for must be positive and shorter than --quality-drop-every "
+                    f"({self.quality_drop_every}), got {self.quality_drop_for}"
+                )
+        elif self.quality_drop_for:
+            raise ConfigError("--quality-drop-for needs --quality-drop-every")
 
     def frozen(self, capture: float) -> bool:
         every = self.freeze_every
         return every is not None and capture % every < self.freeze_for
+
+    def quality_dropped(self, capture: float) -> bool:
+        every = self.quality_drop_every
+        return every is not None and capture % every < self.quality_drop_for
 
 
 class SignalSource:
@@ -114,6 +138,7 @@ class SignalSource:
         video_bitrate: int = 500_000,
         audio_codec: str = "opus",
         audio_bitrate: int = 64_000,
+        renditions: int = 1,
     ) -> None:
         self.knobs = knobs or Knobs()
         self.fanout = fanout
@@ -121,7 +146,13 @@ class SignalSource:
         self.latency = latency
         self.tag = 0
         """Shown in every frame's code from now on (the host "answers" a chat nonce)."""
-        self._video = SignalVideo(width, height, slot=slot)
+        try:
+            self.ladder = make_ladder(width, height, video_bitrate, renditions)
+        except ValueError as exc:
+            raise ConfigError(f"--renditions: {exc}") from None
+        self._videos = [SignalVideo(rung.width, rung.height, slot=slot) for rung in self.ladder]
+        """The signal at each rung's size: a lower rendition is rendered, not scaled."""
+        self._video = self._videos[0]
         self._audio = SignalAudio(tone_hz=tone_hz, offset_seconds=self.knobs.av_offset)
         # The fanout's keyframe requests go to the encoders, one per codec viewers take.
         self._video_out = Renditions(
@@ -131,6 +162,8 @@ class SignalSource:
             gop=2 * fps,
             fps=fps,
             keyframe_interval=KEYFRAME_MIN_INTERVAL,
+            starved_bitrate=QUALITY_DROP_BITRATE,
+            ladder=self.ladder,
         )
         self._aenc = AudioEncoder(codec=audio_codec, bitrate=audio_bitrate)
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="qoe-encode")
@@ -140,6 +173,7 @@ class SignalSource:
         self.frames_sent = 0
         self.audio_frames_sent = 0
         self.injected_freezes: list[tuple[float, float]] = []
+        self.injected_quality_drops: list[tuple[float, float]] = []
         self.tap: RawTap | None = None
         """Receives every rendered frame and audio block on the send clock (for a co-host mix)."""
 
@@ -154,10 +188,10 @@ class SignalSource:
         a subscriber of the fanout takes."""
         return self._video_out.codecs
 
-    def request_keyframe(self, codec: str | None = None) -> None:
-        """Make the next frame in ``codec`` (None: the source's own) a keyframe, unless one
-        went out less than ``KEYFRAME_MIN_INTERVAL`` ago."""
-        self._video_out.request_keyframe(codec)
+    def request_keyframe(self, codec: str | None = None, rung: int = 0) -> None:
+        """Make the next frame in ``codec`` (None: the source's own) at rendition ``rung`` a
+        keyframe, unless one went out less than ``KEYFRAME_MIN_INTERVAL`` ago."""
+        self._video_out.request_keyframe(codec, rung)
 
     async def start(self) -> None:
         if self._tasks:
@@ -195,8 +229,19 @@ class SignalSource:
             if self.tap is not None:
                 self.tap.video(capture + self.latency, image, self._video.width, self._video.height)
             pts = round((capture - self.epoch) * 90000)
-            for codec, packets in await self._video_out.encode(self._executor, image, pts, capture):
-                pacer.release("video", packets, codec)
+            starved = self.knobs.quality_dropped(capture)
+            if starved:
+                self._note_drop(capture)
+            lower = {
+                rung: self._videos[rung].render(capture, seq, self.tag)
+                for rung in self._video_out.rungs()
+                if rung > 0
+            }
+            encoded = await self._video_out.encode(
+                self._executor, image, pts, capture, starved=starved, lower=lower
+            )
+            for codec, rung, packets in encoded:
+                pacer.release("video", packets, codec, rung)
             self.frames_sent += 1
             seq = (seq + 1) & 0xFFFF
 
@@ -217,6 +262,14 @@ class SignalSource:
             packets = self._aenc.encode(samples, start - first)
             pacer.release("audio", packets)
             self.audio_frames_sent += 1
+
+    def _note_drop(self, capture: float) -> None:
+        every = self.knobs.quality_drop_every
+        assert every is not None
+        begin = math.floor(capture / every) * every
+        if not self.injected_quality_drops or self.injected_quality_drops[-1][0] != begin:
+            self.injected_quality_drops.append((begin, begin + self.knobs.quality_drop_for))
+            del self.injected_quality_drops[:-1000]
 
     def _note_freeze(self, capture: float) -> None:
         every = self.knobs.freeze_every

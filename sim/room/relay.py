@@ -91,7 +91,7 @@ class RelaySource:
                     planes = np.asarray(image.to_ndarray(), dtype=np.uint8)
                     self.tap.video(sender_time, planes, frame.width, frame.height)
                 pts = round((sender_time - self.epoch) * 90000)
-                for codec, packets in await self._video.encode(self._executor, frame, pts, sender_time):
+                for codec, _, packets in await self._video.encode(self._executor, frame, pts, sender_time):
                     self._pacer.release("video", packets, codec)
                 self.frames_sent += 1
 

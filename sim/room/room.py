@@ -7,6 +7,7 @@ ground-truth knobs; any other room comes into being when a WHIP publisher posts 
 from __future__ import annotations
 
 import secrets
+from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -14,7 +15,7 @@ from aiortc import RTCPeerConnection
 from aiortc.mediastreams import MediaStreamTrack
 
 from qoe import clock
-from qoe.media import Fanout, Knobs, SignalSource
+from qoe.media import Fanout, Knobs, PacketTrack, SignalSource
 from qoe.media.compose import Compositor, RawTap
 from sim.room.chat import ChatKnobs, ChatRoom
 from sim.room.containers import ContainerOutput
@@ -24,6 +25,8 @@ from sim.room.relay import RelaySource
 __all__ = ["DEMO_ROOM", "Peer", "Room"]
 
 DEMO_ROOM = "demo"
+DEPARTED_KEPT = 100
+"""Viewers that left whose renditions a room's ground truth keeps."""
 
 
 @dataclass
@@ -65,6 +68,8 @@ class Room:
         self.compositor: Compositor | None = None
         self.containers: ContainerOutput | None = None
         """The room as HTTP-FLV and HLS, while someone watches it so."""
+        self.departed: deque[dict[str, Any]] = deque(maxlen=DEPARTED_KEPT)
+        """Renditions of the viewers that left, latest last (see :meth:`remember_viewer`)."""
 
     @property
     def builtin(self) -> bool:
@@ -81,6 +86,31 @@ class Room:
         self.chat.listeners.append(lambda message: _answer_on_camera(source, message))
         await source.start()
         return source
+
+    def _renditions_of(self, peer: Peer, left: float | None = None) -> dict[str, Any] | None:
+        """A WHEP viewer of the built-in host: when it joined (and left) and the renditions
+        it was sent, each from when the room switched to it; None for any other peer."""
+        source = self.source
+        if not isinstance(source, SignalSource):
+            return None
+        for track in peer.tracks:
+            if isinstance(track, PacketTrack) and track.kind == "video" and track.fanout is self.fanout:
+                ladder = source.ladder
+                return {
+                    "joined": peer.created,
+                    "left": left,
+                    "renditions": [
+                        {"at": at, "width": ladder[rung].width, "height": ladder[rung].height}
+                        for at, rung in track.history
+                    ],
+                }
+        return None
+
+    def remember_viewer(self, peer: Peer) -> None:
+        """Keep a leaving viewer's renditions in the room's ground truth (the latest
+        :data:`DEPARTED_KEPT`)."""
+        if (record := self._renditions_of(peer, left=clock.wall())) is not None:
+            self.departed.append(record)
 
     async def start_mix(self) -> None:
         """Start mixing host and co-host (once, when the first co-host arrives)."""
@@ -181,11 +211,21 @@ class Room:
                 "freeze_for": knobs.freeze_for,
                 "delay": knobs.delay,
                 "join_delay": knobs.join_delay,
+                "quality_drop_every": knobs.quality_drop_every,
+                "quality_drop_for": knobs.quality_drop_for,
             }
             data["frames_sent"] = source.frames_sent
             # H.264 appears here while some viewer takes it, and goes when the last one leaves.
             data["video_codecs"] = list(source.video_codecs)
             data["injected_freezes"] = [list(f) for f in source.injected_freezes]
+            data["injected_quality_drops"] = [list(f) for f in source.injected_quality_drops]
+            data["renditions"] = [
+                {"width": r.width, "height": r.height, "bitrate": r.bitrate} for r in source.ladder
+            ]
+            data["viewer_renditions"] = [
+                *self.departed,
+                *(record for peer in self.viewers.values() if (record := self._renditions_of(peer))),
+            ]
             data["knobs"]["chat_delay"] = self.chat.knobs.chat_delay
             data["knobs"]["chat_drop_every"] = self.chat.knobs.chat_drop_every
         elif isinstance(source, RelaySource):

@@ -59,7 +59,8 @@ from probes.webrtc.peer import (
     rtc_configuration,
 )
 from qoe import clock, looplag, rtcpatch
-from qoe.media import Knobs
+from qoe.media import Fanout, Knobs, PacketTrack, SignalSource
+from qoe.media.ladder import RungChooser
 from sim.room.codecs import SENDS, UnusableOffer, restrict_video, video_codecs_for
 from sim.room.limits import RoomLimits
 from sim.room.relay import RELAY_LATENCY, RelaySource
@@ -82,6 +83,10 @@ CORS = {
     "Access-Control-Allow-Headers": "Authorization, Content-Type, If-Match",
     "Access-Control-Expose-Headers": "Location, ETag, Link, Accept-Post, Accept-Patch",
 }
+
+
+def _keyframe_for(fanout: Fanout, track: PacketTrack) -> None:
+    fanout.request_keyframe(track.codec, track.rung)
 
 
 def _first_kind(offer: str) -> str:
@@ -445,6 +450,7 @@ class LiveRoom:
             pairs = [(room.fanout, 0.0)]
         tracks: list[MediaStreamTrack] = []
         first = _first_kind(offer)
+        ladder = room.source.ladder if isinstance(room.source, SignalSource) else ()
         for index, (fanout, delay) in enumerate(pairs):
             codec = codecs[index] if index < len(codecs) else "vp8"
             audio, video = fanout.subscribe(delay, codec)
@@ -455,11 +461,15 @@ class LiveRoom:
                     restrict_video(transceiver, codec)
                 else:
                     prefer_codecs(transceiver, "audio", ("opus",))
-                # Forward the viewer's picture-loss reports to the one encoder of its codec,
-                # as an SFU would.
+                # Forward the viewer's picture-loss reports to the one encoder of its codec
+                # and rendition, as an SFU would.
                 transceiver.sender._send_keyframe = functools.partial(  # type: ignore[method-assign]
-                    fanout.request_keyframe, codec
+                    _keyframe_for, fanout, track
                 )
+                if track is video and fanout is room.fanout and len(ladder) > 1:
+                    # The built-in host's renditions: the viewer's REMB and loss pick its rung.
+                    video.chooser = RungChooser([rung.bitrate for rung in ladder])
+                    rtcpatch.on_feedback(transceiver.sender, video.estimate, video.lost)
         peer = Peer(pc, "whep", tracks=tracks)
         answer = await self._negotiate(pc, offer)
         if answer is None:
@@ -513,6 +523,7 @@ class LiveRoom:
 
     async def _end_viewer(self, room: Room, peer: Peer) -> None:
         if room.viewers.pop(peer.id, None) is not None:
+            room.remember_viewer(peer)
             await peer.pc.close()
             # A sender that never started does not stop its track; the fanout would keep it.
             for track in peer.tracks:
