@@ -22,6 +22,7 @@ __all__ = [
     "JOIN_P95",
     "LOOP_LAG",
     "ONE",
+    "QUALITY",
     "STALE",
     "STALL",
     "STALL_RATIO",
@@ -54,6 +55,9 @@ LOOP_LAG: Steps = [(None, "green"), (0.1, "red")]
 STALE: Steps = [(None, "green"), (600.0, "red")]
 """Result age: QoEProbeStale fires past 600 s."""
 SUCCESS: Steps = [(None, "red"), (0.95, "yellow"), (1.0, "green")]
+QUALITY: Steps = [(None, "red"), (0.95, "green")]
+"""Median luma SSIM against the test signal: QoEPictureQualityLow fires under 0.95 (a picture
+coded at the encoder's coarsest quantizer scores about 0.947; 300 kbit/s at 360p, 0.97)."""
 
 JOIN_P95 = "histogram_quantile(0.95, sum by ({by}le) ({fn}(qoe_join_duration_seconds_bucket{{{sel}}}[{w}])))"
 STALL_RATIO = (

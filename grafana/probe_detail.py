@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from grafana_foundation_sdk.builders.dashboard import Dashboard
 
-from grafana.figures import AV_BANDS, CHAT, JOIN, LOOP_LAG, ONE, STALE, STALL, STALL_RATIO, dashboard
+from grafana.figures import AV_BANDS, CHAT, JOIN, LOOP_LAG, ONE, QUALITY, STALE, STALL, STALL_RATIO, dashboard
 from grafana.panels import (
     Ids,
     bargauge_panel,
@@ -174,6 +174,39 @@ def probe_detail() -> Dashboard:
                 (name, [("unit", "short"), ("custom.axisPlacement", "right")])
                 for name in ("dropped frames", "decode errors")
             ],
+        ),
+        timeseries_panel(
+            ids(),
+            "Picture quality",
+            "Luma SSIM of the latest run's scored frames against the test-signal frame each one's code "
+            "names: median and worst twentieth (p5); PSNR in dB on the right axis. Red under SSIM 0.95.",
+            [
+                prom(f"qoe_video_ssim{{{ONE}}}", "SSIM quantile {{quantile}}", ref="A"),
+                prom(f"qoe_video_psnr_decibels{{{ONE}}}", "PSNR quantile {{quantile}}", ref="B"),
+            ],
+            unit="none",
+            steps=QUALITY,
+            overrides=[
+                (name, [("unit", "dB"), ("custom.axisPlacement", "right")])
+                for name in ("PSNR quantile 0.05", "PSNR quantile 0.5")
+            ],
+        ),
+        timeseries_panel(
+            ids(),
+            "Renditions and received bitrate",
+            "Seconds of video shown at each picture height over the last $window (stacked), and the "
+            "latest run's mean received video bitrate on the right axis.",
+            [
+                prom(
+                    f"sum by (height) (increase(qoe_video_rendition_seconds_total{{{ONE}}}[$window]))",
+                    "{{height}}p",
+                    ref="A",
+                ),
+                prom(f"8 * qoe_video_received_bytes_per_second{{{ONE}}}", "bitrate", ref="B"),
+            ],
+            unit="s",
+            min_value=0,
+            overrides=[("bitrate", [("unit", "bps"), ("custom.axisPlacement", "right")])],
         ),
         timeseries_panel(
             ids(),

@@ -11,6 +11,7 @@ from grafana.figures import (
     FREEZES_PER_MIN,
     JOIN,
     JOIN_P95,
+    QUALITY,
     STALL,
     STALL_RATIO,
     SUCCESS,
@@ -48,6 +49,7 @@ def profiles() -> Dashboard:
         .with_variable(window_variable())
     )
     over = "over the dashboard's time range"
+    rendition_seconds = f"increase(qoe_video_rendition_seconds_total{{{ALL}}}[$__range])"
     panels = [
         bargauge_panel(
             ids(),
@@ -109,6 +111,34 @@ def profiles() -> Dashboard:
                 )
             ],
             unit="fps",
+        ),
+        bargauge_panel(
+            ids(),
+            "Picture quality (SSIM p50)",
+            f"Mean of the runs' median luma SSIM against the test signal {over}; red under 0.95.",
+            [
+                prom(
+                    mean_over_range(f'qoe_video_ssim{{{ALL}, quantile="0.5"}}'),
+                    "{{profile}}",
+                    instant=True,
+                )
+            ],
+            unit="none",
+            steps=QUALITY,
+        ),
+        bargauge_panel(
+            ids(),
+            "Time at each rendition",
+            f"Share of the video shown at each picture height {over}, per profile.",
+            [
+                prom(
+                    f"sum by (profile, height) ({rendition_seconds})"
+                    f" / ignoring (height) group_left sum by (profile) ({rendition_seconds})",
+                    "{{profile}} {{height}}p",
+                    instant=True,
+                )
+            ],
+            unit="percentunit",
         ),
         bargauge_panel(
             ids(),
