@@ -65,18 +65,19 @@ class PacketTrack(MediaStreamTrack):
 
     def estimate(self, bitrate: float) -> None:
         """Take the viewer's bandwidth estimate (bit/s, from its REMB)."""
-        if self.chooser is None:
-            return
-        sending = self._fanout.sending(self.codec, self.rung)
-        if (rung := self.chooser.update(bitrate, clock.monotonic(), sending)) is not None:
-            self.switch_to(rung)
+        if self.chooser is not None:
+            self._move(self.chooser.update(bitrate, clock.monotonic(), self._sending()))
 
     def lost(self, fraction: float) -> None:
         """Take the fraction of this track's packets the viewer reports lost (0..1)."""
-        if self.chooser is None:
-            return
-        sending = self._fanout.sending(self.codec, self.rung)
-        if (rung := self.chooser.lost(fraction, clock.monotonic(), sending)) is not None:
+        if self.chooser is not None:
+            self._move(self.chooser.lost(fraction, clock.monotonic(), self._sending()))
+
+    def _sending(self) -> float | None:
+        return self._fanout.sending(self.codec, self.rung)
+
+    def _move(self, rung: int | None) -> None:
+        if rung is not None:
             self.switch_to(rung)
 
     def switch_to(self, rung: int) -> None:

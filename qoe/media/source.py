@@ -90,26 +90,8 @@ class Knobs:
             raise ConfigError(f"--chat-drop-every must be 0 or more, got {self.chat_drop_every}")
         if not 0 <= self.join_delay <= 30:
             raise ConfigError(f"--join-delay must be between 0 and 30 seconds, got {self.join_delay}")
-        if self.freeze_every is not None:
-            if self.freeze_every <= 0:
-                raise ConfigError(f"--freeze-every must be positive, got {self.freeze_every}")
-            if not 0 < self.freeze_for < self.freeze_every:
-                raise ConfigError(
-                    f"--freeze-for must be positive and shorter than --freeze-every "
-                    f"({self.freeze_every}), got {self.freeze_for}"
-                )
-        elif self.freeze_for:
-            raise ConfigError("--freeze-for needs --freeze-every")
-        if self.quality_drop_every is not None:
-            if self.quality_drop_every <= 0:
-                raise ConfigError(f"--quality-drop-every must be positive, got {self.quality_drop_every}")
-            if not 0 < self.quality_drop_for < self.quality_drop_every:
-                raise ConfigError(
-                    f"--quality-drop-for must be positive and shorter than --quality-drop-every "
-                    f"({self.quality_drop_every}), got {self.quality_drop_for}"
-                )
-        elif self.quality_drop_for:
-            raise ConfigError("--quality-drop-for needs --quality-drop-every")
+        _check_schedule("freeze", self.freeze_every, self.freeze_for)
+        _check_schedule("quality-drop", self.quality_drop_every, self.quality_drop_for)
 
     def frozen(self, capture: float) -> bool:
         every = self.freeze_every
@@ -118,6 +100,19 @@ class Knobs:
     def quality_dropped(self, capture: float) -> bool:
         every = self.quality_drop_every
         return every is not None and capture % every < self.quality_drop_for
+
+
+def _check_schedule(name: str, every: float | None, length: float) -> None:
+    """``--NAME-every`` and ``--NAME-for``: windows of ``length`` s at each multiple of ``every``."""
+    if every is not None:
+        if every <= 0:
+            raise ConfigError(f"--{name}-every must be positive, got {every}")
+        if not 0 < length < every:
+            raise ConfigError(
+                f"--{name}-for must be positive and shorter than --{name}-every ({every}), got {length}"
+            )
+    elif length:
+        raise ConfigError(f"--{name}-for needs --{name}-every")
 
 
 class SignalSource:
