@@ -193,6 +193,7 @@ class ScoringQueue:
         """Frames that were due but found the queue full."""
         self._pending: set[Future[None]] = set()
         self._lock = threading.Lock()
+        self._closed = False
 
     def offer(
         self,
@@ -210,10 +211,23 @@ class ScoringQueue:
                 self.skipped += 1
                 return False
             plane = np.array(y, dtype=np.uint8, copy=True)  # the decoder may reuse its buffer
-            future = _workers().submit(lambda: done(self.scorer.score(plane, capture_wall, seq, tag)))
+            future = _workers().submit(self._score, plane, capture_wall, seq, tag, done)
             self._pending.add(future)
         future.add_done_callback(self._finished)
         return True
+
+    def _score(
+        self,
+        plane: npt.NDArray[np.uint8],
+        capture_wall: float,
+        seq: int,
+        tag: int,
+        done: Callable[[Score | None], None],
+    ) -> None:
+        score = self.scorer.score(plane, capture_wall, seq, tag)
+        with self._lock:
+            if not self._closed:  # a score that comes after wait() gave up stays out of the log
+                done(score)
 
     @property
     def pending(self) -> int:
@@ -227,10 +241,13 @@ class ScoringQueue:
 
     def wait(self, timeout: float) -> int:
         """Block until every queued frame is scored or ``timeout`` seconds pass; how many
-        were left unscored (they are then cancelled where not started)."""
+        were left unscored. No score is recorded after it returns, so the event log the
+        result is computed from stays the log that is saved."""
         with self._lock:
             pending = list(self._pending)
         _, left = wait(pending, timeout=timeout)
+        with self._lock:
+            self._closed = True
         for future in left:
             future.cancel()
         return len(left)
