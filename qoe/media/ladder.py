@@ -64,13 +64,18 @@ class Rung:
 def fitting(width: int, height: int, wanted: int = 3) -> int:
     """How many of ``wanted`` rungs fit above the signal's smallest size from ``width`` x
     ``height`` (at least 1)."""
-    for count in range(wanted, 1, -1):
-        try:
-            make_ladder(width, height, 1, count)
-        except ValueError:
-            continue
-        return count
-    return 1
+    return max(1, min(wanted, len(_all_rungs(width, height, 1))))
+
+
+def _all_rungs(width: int, height: int, bitrate: int) -> list[Rung]:
+    """Every rung of the steps that fits above the signal's smallest size, best first."""
+    rungs = []
+    for size, rate in zip(SIZE_STEPS, BITRATE_STEPS, strict=True):
+        w, h = 2 * round(width * size / 2), 2 * round(height * size / 2)
+        if w < MIN_SIZE[0] or h < MIN_SIZE[1]:
+            break
+        rungs.append(Rung(w, h, round(bitrate * rate)))
+    return rungs
 
 
 def make_ladder(width: int, height: int, bitrate: int, count: int) -> tuple[Rung, ...]:
@@ -81,12 +86,7 @@ def make_ladder(width: int, height: int, bitrate: int, count: int) -> tuple[Rung
     """
     if count < 1:
         raise ValueError(f"renditions must be 1 or more, got {count}")
-    rungs = []
-    for size, rate in zip(SIZE_STEPS, BITRATE_STEPS, strict=True):
-        w, h = 2 * round(width * size / 2), 2 * round(height * size / 2)
-        if w < MIN_SIZE[0] or h < MIN_SIZE[1]:
-            break
-        rungs.append(Rung(w, h, round(bitrate * rate)))
+    rungs = _all_rungs(width, height, bitrate)
     if count > len(rungs):
         raise ValueError(
             f"{count} renditions of {width}x{height} do not fit above {MIN_SIZE[0]}x{MIN_SIZE[1]}: "

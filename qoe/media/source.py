@@ -259,20 +259,22 @@ class SignalSource:
             self.audio_frames_sent += 1
 
     def _note_drop(self, capture: float) -> None:
-        every = self.knobs.quality_drop_every
-        assert every is not None
-        begin = math.floor(capture / every) * every
-        if not self.injected_quality_drops or self.injected_quality_drops[-1][0] != begin:
-            self.injected_quality_drops.append((begin, begin + self.knobs.quality_drop_for))
-            del self.injected_quality_drops[:-1000]
+        assert self.knobs.quality_drop_every is not None
+        _note_window(
+            self.injected_quality_drops, capture, self.knobs.quality_drop_every, self.knobs.quality_drop_for
+        )
 
     def _note_freeze(self, capture: float) -> None:
-        every = self.knobs.freeze_every
-        assert every is not None
-        begin = math.floor(capture / every) * every
-        if not self.injected_freezes or self.injected_freezes[-1][0] != begin:
-            self.injected_freezes.append((begin, begin + self.knobs.freeze_for))
-            del self.injected_freezes[:-1000]
+        assert self.knobs.freeze_every is not None
+        _note_window(self.injected_freezes, capture, self.knobs.freeze_every, self.knobs.freeze_for)
+
+
+def _note_window(windows: list[tuple[float, float]], capture: float, every: float, length: float) -> None:
+    """Record the knob's window ``capture`` falls in (once; the latest 1,000 are kept)."""
+    begin = math.floor(capture / every) * every
+    if not windows or windows[-1][0] != begin:
+        windows.append((begin, begin + length))
+        del windows[:-1000]
 
 
 async def _sleep_until(wall_time: float) -> None:
