@@ -122,16 +122,9 @@ class Reader:
         timeline.audio_seconds = self.audio_seconds
         timeline.decode_errors = self.corrupt_video_packets
 
-    @property
-    def scoring_pending(self) -> bool:
-        return self._scoring is not None and self._scoring.pending > 0
-
-    def finish_scoring(self, timeout: float) -> int:
-        """Wait for the frames being scored (blocking); how many were skipped in all."""
-        if self._scoring is None:
-            return 0
-        left = self._scoring.wait(timeout)
-        return self._scoring.skipped + left
+    async def settle_scoring(self) -> int:
+        """Wait a moment for the frames being scored; how many due went unscored in all."""
+        return 0 if self._scoring is None else await self._scoring.settle()
 
     # -- in the thread -------------------------------------------------------------------
 

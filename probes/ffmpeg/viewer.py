@@ -38,9 +38,6 @@ WATCH_PERIOD = 0.1
 STOP_GRACE = 1.0
 """Seconds the probe waits for its reader thread once it stops watching; a thread still
 blocked in a read then finishes on its own (within the media timeout)."""
-SCORING_GRACE = 1.0
-"""Seconds the report waits for frames still being scored for quality; any left are counted
-as skipped."""
 JOIN_GRACE = 0.5
 """Seconds past the join window the probe waits for the reader's own, more specific error."""
 SILENCE_GRACE = 1.0
@@ -80,11 +77,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         if reader is not None:
             await reader.join(STOP_GRACE)
             reader.snapshot(timeline, stopped)
-            timeline.quality_skipped = (
-                await asyncio.to_thread(reader.finish_scoring, SCORING_GRACE)
-                if reader.scoring_pending
-                else reader.finish_scoring(0.0)
-            )
+            timeline.quality_skipped = await reader.settle_scoring()
         timeline.finish(stopped)
         identity = [ClockPoint(0.0, 0.0)]
         timeline.sync = {"audio": identity, "video": list(identity)}

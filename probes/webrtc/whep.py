@@ -64,9 +64,6 @@ WATCHDOG_PERIOD = 0.1
 AUDIO_RATE = 48000
 AUDIO_BATCH = 4800
 """Samples (100 ms) fed to the tone detector at a time."""
-SCORING_GRACE = 1.0
-"""Seconds the report waits for frames still being scored for quality; any left are counted
-as skipped."""
 VIDEO_CODECS = ("VP8", "H264")
 PLAYOUTS = ("libwebrtc", "arrival")
 
@@ -213,12 +210,6 @@ class _Participant:
                     self.scoring.offer(y, event.capture_wall, code.seq, code.tag, partial(_scored, event))
             event.flash = flash_level(y, self.slot, region=rect)
         return event
-
-    def finish_scoring(self, timeout: float) -> None:
-        """Wait for the frames being scored (on the scoring threads); count what is left."""
-        if self.scoring is not None:
-            left = self.scoring.wait(timeout)
-            self.timeline.quality_skipped = self.scoring.skipped + left
 
     def shown(self, event: VideoFrameEvent) -> None:
         self.timeline.video.append(event)
@@ -448,11 +439,8 @@ class _Viewer:
             task.cancel()
         await asyncio.gather(*self.consumers, return_exceptions=True)
         for participant in (self.host, self.cohost):
-            if participant is not None:
-                if participant.scoring is not None and participant.scoring.pending:
-                    await asyncio.to_thread(participant.finish_scoring, SCORING_GRACE)
-                else:
-                    participant.finish_scoring(0.0)
+            if participant is not None and participant.scoring is not None:
+                participant.timeline.quality_skipped = await participant.scoring.settle()
 
     def collect_sync(self) -> None:
         """Each participant's clock points, from the track pair that carries it."""

@@ -26,6 +26,7 @@ viewer of one stream scores the same frames (:class:`QualityScorer`).
 
 from __future__ import annotations
 
+import asyncio
 import math
 import os
 import threading
@@ -42,6 +43,7 @@ __all__ = [
     "DEFAULT_RATE",
     "MAX_PENDING",
     "PSNR_CAP_DB",
+    "SETTLE_SECONDS",
     "QualityScorer",
     "Score",
     "ScoringQueue",
@@ -165,6 +167,9 @@ class QualityScorer:
         return Score(psnr(reference, y), ssim(reference, y))
 
 
+SETTLE_SECONDS = 1.0
+"""Seconds a probe's report waits for frames still being scored; any left count as skipped."""
+
 MAX_PENDING = 4
 """Frames a scorer queues for its worker at most; a frame due beyond that is skipped and
 counted, so a host too busy to keep up loses scores, never memory or timing."""
@@ -238,6 +243,15 @@ class ScoringQueue:
     def _finished(self, future: Future[None]) -> None:
         with self._lock:
             self._pending.discard(future)
+
+    async def settle(self, timeout: float = SETTLE_SECONDS) -> int:
+        """:meth:`wait` off the event loop (on it when nothing is pending): the frames due
+        that went unscored in all, skipped and left."""
+        if self.pending:
+            left = await asyncio.to_thread(self.wait, timeout)
+        else:
+            left = self.wait(0.0)
+        return self.skipped + left
 
     def wait(self, timeout: float) -> int:
         """Block until every queued frame is scored or ``timeout`` seconds pass; how many
