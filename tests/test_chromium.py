@@ -175,7 +175,8 @@ async def test_chromium_publishes_and_the_probe_watches(room_proc: RoomProcess, 
 
 @slow
 async def test_room_page_plays_in_chromium(room_proc: RoomProcess, browser: Chromium, tmp_path: Path) -> None:
-    with room_proc() as url:
+    # One rendition: the picture's size is exact, whatever Chromium's estimate does on a busy host.
+    with room_proc("--renditions", "1") as url:
         page = await browser.new_page(f"{url}/")
         await page.evaluate("document.getElementById('play').click(), true")
         await page.wait_for(
@@ -202,7 +203,9 @@ async def test_room_page_plays_in_chromium(room_proc: RoomProcess, browser: Chro
 
 @slow
 async def test_h264_only_offer_gets_a_working_answer(room_proc: RoomProcess, browser: Chromium) -> None:
-    with room_proc() as url:
+    # One rendition: on a busy host Chromium's delay-based estimate can fall below the top
+    # rung's rate and move it down, which is the ladder working, not this test's subject.
+    with room_proc("--renditions", "1") as url:
         page = await browser.new_page(f"{url}/healthz")
         async with joined(page, f"{url}/whep/demo", codecs=["video/H264"]) as session:
             assert session.status == 201, session.answer
