@@ -4,7 +4,8 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --servers
-# One process: the suite's timing tests each want the machine to themselves. (Run by hand,
-# `-n 2 --dist loadfile` spreads test files over two cores in about half the time, at the
-# price of those tests' figures on a busier host.)
-exec .venv/bin/python -m pytest "$@"
+# Three workers share the machine: most of the suite plays media in real time and waits far
+# more than it computes. End-to-end tests run side by side; those marked `alone` (a flood,
+# the checks whose ground truth a busy host would move) run with no other end-to-end test
+# beside them (tests/sharing.py). `-n 0` runs one test at a time.
+exec .venv/bin/python -m pytest -n 3 --dist load --maxschedchunk 1 "$@"

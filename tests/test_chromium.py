@@ -18,6 +18,7 @@ Tolerances and why:
 
 from __future__ import annotations
 
+import asyncio
 import re
 from collections.abc import AsyncIterator, Callable
 from contextlib import AbstractContextManager
@@ -90,6 +91,7 @@ async def test_clean_room_neither_freezes(room_proc: RoomProcess, browser: Chrom
 
 
 @slow
+@pytest.mark.alone  # exact counts from both players: neither may freeze for want of CPU
 async def test_injected_freezes_counted_alike(room_proc: RoomProcess, browser: Chromium) -> None:
     with room_proc(*FREEZES) as url:
         page = await browser.new_page(f"{url}/healthz")
@@ -212,12 +214,17 @@ async def test_h264_only_offer_gets_a_working_answer(room_proc: RoomProcess, bro
             assert video_codecs(session.answer) == {"H264"}
             assert session.state == "connected"
             await playing(page, 60)
+            first = await stats(page)
+            await asyncio.sleep(3)
             seen = await stats(page)
     assert seen.codec == "video/H264"
-    assert seen.inbound is not None
+    assert first.inbound is not None and seen.inbound is not None
     assert (seen.inbound["frameWidth"], seen.inbound["frameHeight"]) == (640, 360)
-    assert seen.inbound["freezeCount"] == 0
-    assert seen.inbound["framesPerSecond"] == pytest.approx(30, abs=3)
+    # Smoothness is not this test's to judge (Chromium's own freezes on a shared host are
+    # counted where the room injects them, alone), nor is the instant framesPerSecond, which
+    # jumps as a busy player catches up: over 3 s the stream decodes at its 30 frames a second.
+    rate = seen.inbound_delta(first, "framesDecoded") / (seen.at - first.at)
+    assert rate == pytest.approx(30, rel=0.2)
 
 
 @slow

@@ -12,7 +12,11 @@ from __future__ import annotations
 import collections
 from pathlib import Path
 
+import pytest
+
 from tests.conftest import run_bench
+
+pytestmark = pytest.mark.alone  # a flood loads the machine on purpose: no test beside it
 
 SCRIPT, ARGS = "flood.py", "--whip 100 --whep 50 --chat 1000 --scrapes 20 --viewer-seconds 6"
 

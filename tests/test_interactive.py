@@ -229,6 +229,7 @@ async def test_cohost_offset_and_each_participants_av_offset(room) -> None:
         )
 
 
+@pytest.mark.alone  # the host's picture must not freeze as the co-host leaves: the room is the truth
 async def test_a_cohost_leaving_is_reported_and_the_host_stays_valid(room) -> None:
     async with room() as live:
         mixed, separate = await cohost_scenario(live, publish_for=6, watch_for=9)

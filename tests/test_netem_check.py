@@ -24,6 +24,8 @@ from sim.netem import LinkConfig
 from sim.profiles import Profile
 from sim.proxy.check import CAPACITY_SECONDS, CheckReport, Metric, check_profile, host_too_busy
 
+pytestmark = pytest.mark.alone  # the emulator's millisecond promise, on a host with no other test
+
 
 def _profile(config: LinkConfig, direction: str = "downlink") -> Profile:
     other = LinkConfig()
@@ -99,6 +101,7 @@ async def test_capacity_within_3_percent(rate: float) -> None:
     assert_on_time(report, CAPACITY_SECONDS * 0.03 / 3)
 
 
+@pytest.mark.slow  # timed as the others are: the heap frozen out of the collector's passes
 async def test_uplink_and_report_formats() -> None:
     config = LinkConfig(delay=0.01, loss=0.05)
     report = await check_profile(

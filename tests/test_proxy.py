@@ -173,6 +173,7 @@ async def fetch(address: tuple[str, int]) -> tuple[bytes, float]:
     return data, elapsed
 
 
+@pytest.mark.alone  # the clean transfer is timed against the emulated rate
 async def test_tcp_loss_shows_as_stalls_never_as_corruption() -> None:
     payload = os.urandom(1_000_000)  # 0.4 s at 20 Mbit/s
     clean = _profile(LinkConfig(delay=0.01, rate=20e6), LinkConfig(delay=0.01))

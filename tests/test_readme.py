@@ -6,6 +6,9 @@ user's shell, and only these: ports are free ones (8080, 8081, 1935 and 1936 may
 a CI host), and watching is capped at a few seconds (``--duration``) so the suite stays within
 its time. Servers (``qoe room``, ``qoe rtmp-server``, ``qoe netem proxy``) and publishers run
 in the background, as a user runs them in another terminal, and are stopped by pid.
+
+The tour runs in chapters, each a test: a chapter starts where a line starts a server or runs
+a demo, and first starts the servers the lines before it left running.
 """
 
 from __future__ import annotations
@@ -246,14 +249,58 @@ def tour_in(tmp: Path) -> Iterator[Tour]:
             stop_process(serving)
 
 
-def test_the_quick_start_and_every_tour_command_work_as_written(tmp_path: Path) -> None:
-    require("nginx")  # the tour's RTMP lines need nginx-rtmp (installed by bootstrap --servers)
+def readme_lines() -> list[str]:
+    """The quick start's commands, then the tour's, as README.md has them."""
     quick = [line.split("&&")[-1].strip().removeprefix(".venv/bin/") for line in readme_block("Quick start")]
-    lines = quick + readme_block("A tour of the commands")
+    return quick + readme_block("A tour of the commands")
+
+
+SERVERS = ("qoe room", "qoe rtmp-server")
+"""The lines that start a server the lines after them use."""
+
+
+def starts_chapter(line: str) -> bool:
+    """Whether the tour can be picked up again at ``line``: it starts a server, or is a demo
+    (which runs its own room). Each chapter is a test of its own, so that the suite's
+    parallel workers share the tour."""
+    return line.startswith((*SERVERS, "qoe demo"))
+
+
+def chapters(lines: list[str]) -> list[tuple[list[str], list[str]]]:
+    """The tour in chapters: each the servers it finds running (the last line that started
+    each one, in order) and its own lines."""
+    found: list[tuple[list[str], list[str]]] = []
+    running: dict[str, str] = {}
+    for line in lines:
+        if starts_chapter(line) or not found:
+            found.append((list(running.values()), []))
+        found[-1][1].append(line)
+        if line.startswith(SERVERS):
+            running[line.split()[1]] = line
+    return found
+
+
+CHAPTERS = chapters(readme_lines())
+
+
+def test_every_readme_line_has_a_check() -> None:
+    lines = readme_lines()
     assert "qoe demo" in lines and len(lines) > 20
     unchecked = [line for line in lines if line not in CHECKS]
     assert not unchecked, f"README lines without a check here: {unchecked}"
+    # Every line runs in exactly one chapter, in README order.
+    assert [line for _, own in CHAPTERS for line in own] == lines
+
+
+@pytest.mark.parametrize(
+    ("running", "lines"), CHAPTERS, ids=[own[0].removeprefix("qoe ")[:40] for _, own in CHAPTERS]
+)
+def test_the_quick_start_and_tour_work_as_written(
+    running: list[str], lines: list[str], tmp_path: Path
+) -> None:
+    if any("rtmp" in line for line in running + lines):
+        require("nginx")  # the tour's RTMP lines need nginx-rtmp (installed by bootstrap --servers)
     with tour_in(tmp_path) as tour:
-        for line in lines:
+        for line in running + lines:
             # RTMP's default port, written out so that it is replaced like the others.
             CHECKS[line](tour, line.replace("rtmp://127.0.0.1/", "rtmp://127.0.0.1:1935/"))

@@ -62,6 +62,7 @@ async def test_clean_room_on_loopback(room) -> None:
 OFFSETS = (0.08, -0.12, 0.6, -0.8, 2.0)
 
 
+@pytest.mark.alone  # six rooms and six probes at once: a load of its own, and the rooms are the truth
 def test_cli_probe_reports_the_injected_av_offset() -> None:
     """Offsets past half a second are paired by the markers' identities: +0.6 s is not read as
     -0.4 s. The watch is longer by the offset, as only seconds whose audio and video both
@@ -131,6 +132,7 @@ async def test_delay_knob_raises_glass_to_glass_by_its_value(room) -> None:
     assert late.video.freeze_count == 0
 
 
+@pytest.mark.alone  # the publisher is the ground truth: a busy host moves what it sends
 async def test_whip_publisher_gives_the_same_figures_as_the_builtin_host(room) -> None:
     """Our publisher -> room -> our viewer, beside the built-in host with the same knob."""
     offset = 0.05
@@ -159,10 +161,14 @@ async def test_whip_publisher_gives_the_same_figures_as_the_builtin_host(room) -
         if not result.probe_host.overloaded:  # smoothness and join time are a calm host's to keep
             assert_clean(result)
             assert result.join.total_seconds is not None and result.join.total_seconds < 1.0
-        assert result.av_sync.offset_seconds["median"] == pytest.approx(offset, abs=0.010)
-    assert via_whip.av_sync.offset_seconds["median"] == pytest.approx(
-        via_host.av_sync.offset_seconds["median"], abs=0.010
-    )
+        median = result.av_sync.offset_seconds["median"]
+        if median is None:  # no pair of markers read in time: unknown, never a wrong figure
+            assert result.probe_host.overloaded, result.av_sync
+            continue
+        assert median == pytest.approx(offset, abs=0.010)
+    whip_median, host_median = (r.av_sync.offset_seconds["median"] for r in (via_whip, via_host))
+    if whip_median is not None and host_median is not None:
+        assert whip_median == pytest.approx(host_median, abs=0.010)
     # The WHIP path has one more hop: the publisher's own pipeline and the room's relay.
     extra = via_whip.latency.glass_to_glass_seconds["p50"] - via_host.latency.glass_to_glass_seconds["p50"]
     assert 0.1 < extra < 0.3
