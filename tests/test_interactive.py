@@ -209,6 +209,7 @@ def cohost_figures_off(result: ProbeResult, fps: float) -> list[str]:
     return off
 
 
+@pytest.mark.alone  # room, co-host and two viewers in one process: a load of its own
 async def test_cohost_offset_and_each_participants_av_offset(room) -> None:
     # Room, co-host and both viewers share this process. When the machine cannot carry them
     # (other work on its cores), media reaches the room's mix after its slot or the mix is
