@@ -1,7 +1,7 @@
 """How the suite's parallel workers share the machine: most tests side by side, a few alone.
 
-``scripts/test.sh`` runs the suite on several pytest-xdist workers, because most of its time
-is real media played in real time, which waits far more than it computes. Three kinds of test:
+``scripts/test.sh -n 3`` runs the suite on three pytest-xdist workers: most of its time is
+real media played in real time, which waits far more than it computes. Three kinds of test:
 
 - ``alone``: those that load the machine on purpose (a flood of viewers), those whose ground
   truth a busy host would move (a room or a publisher that must send on time, a reference

@@ -127,7 +127,9 @@ async def test_stream_that_goes_silent(tmp_path: Path) -> None:
         async with RtmpPublisher(url) as publisher:
             await asyncio.wait_for(publisher.publishing.wait(), 5)
             watching = asyncio.create_task(probe(url, duration=5.0, media_timeout=1.5))
-            await asyncio.sleep(1.5)
+            # Long enough for the probe to have started its media on a busy host (else it
+            # rightly reports no_media), short enough that the silence falls in its 5 s.
+            await asyncio.sleep(2.5)
         stopped = time.monotonic()
         result, _ = await watching
     assert_failed(result, "disconnected")

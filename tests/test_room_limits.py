@@ -173,9 +173,12 @@ async def half_sent_connections_close(url: str, path: str, bound: float, count: 
     host, port = url.removeprefix("http://").rsplit(":", 1)
     opened: list[tuple[float, asyncio.StreamReader, asyncio.StreamWriter]] = []
     for i in range(count):
+        # Timed from before the connect: the server's clock for it starts later than that,
+        # never earlier, however late this loop gets back to it on a busy host.
+        start = time.monotonic()
         reader, writer = await asyncio.open_connection(host, int(port))
         writer.write(f"GET {path} HTTP/1.1\r\nHost: x\r\nX-Slow: ".encode() if i % 6 == 0 else b"GET /heal")
-        opened.append((time.monotonic(), reader, writer))
+        opened.append((start, reader, writer))
 
     async def trickle(writer: asyncio.StreamWriter) -> None:
         with contextlib.suppress(OSError):
