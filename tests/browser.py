@@ -140,7 +140,13 @@ class Chromium:
         args = [self.binary, f"--user-data-dir={self._profile}", *FLAGS, *self.extra_flags, "about:blank"]
         with open(self.log, "wb") as out:
             self.proc = subprocess.Popen(
-                args, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+                args,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                start_new_session=True,
+                # Chromium's singleton socket goes to TMPDIR: inside the profile, it goes with it.
+                env={**os.environ, "TMPDIR": self._profile},
             )
         endpoint = await self._endpoint()
         self._http = aiohttp.ClientSession()
