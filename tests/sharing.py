@@ -89,10 +89,10 @@ def share_machine(item: pytest.Item) -> Iterator[None]:
 def order(items: list[pytest.Item]) -> None:
     """Reorder ``items`` in place for parallel workers: each ``alone`` test after an even
     share of the quick ones, then the slow tests (see the module doc)."""
-    kinds = {id(item): kind(item) for item in items}
-    alone = [item for item in items if kinds[id(item)] == "alone"]
-    quick = [item for item in items if kinds[id(item)] == "quick"]
-    slow = [item for item in items if kinds[id(item)] == "slow"]
+    groups: dict[Kind, list[pytest.Item]] = {"alone": [], "quick": [], "slow": []}
+    for item in items:
+        groups[kind(item)].append(item)
+    alone, quick, slow = groups["alone"], groups["quick"], groups["slow"]
     share = len(quick) // max(1, len(alone))
     mixed: list[pytest.Item] = []
     for i, item in enumerate(alone):
