@@ -28,7 +28,12 @@ import pytest
 from qoe.media import Knobs
 from sim.room.server import LiveRoom
 from tests.servers import stop_process
-from tests.sharing import RUN_ID, order, share_machine
+from tests.sharing import (  # noqa: F401 (hooks: parallel workers share the machine)
+    pytest_collection_modifyitems,
+    pytest_runtest_logreport,
+    pytest_runtest_protocol,
+    pytest_terminal_summary,
+)
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
@@ -170,17 +175,3 @@ def freezes_within(knobs: Knobs, start: float, end: float) -> tuple[int, int]:
     inside = sum(1 for a, b in spans if start < a and b < end)
     straddling = sum(1 for a, b in spans if a < start < b or a < end < b)
     return inside, straddling
-
-
-@pytest.hookimpl(wrapper=True)
-def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[object]:
-    """Under parallel workers, hold the machine as the test's kind needs (``alone``, ``slow``
-    or quick; see :mod:`tests.sharing`), its setup and teardown included."""
-    with share_machine(item):
-        return (yield)
-
-
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Under parallel workers, the order :func:`tests.sharing.order` gives."""
-    if os.environ.get(RUN_ID):
-        order(items)

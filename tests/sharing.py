@@ -1,6 +1,6 @@
 """How the suite's parallel workers share the machine: most tests side by side, a few alone.
 
-``scripts/test.sh -n 3`` runs the suite on three pytest-xdist workers: most of its time is
+``scripts/test.sh`` runs the suite on three pytest-xdist workers: most of its time is
 real media played in real time, which waits far more than it computes. Three kinds of test:
 
 - ``alone``: those that load the machine on purpose (a flood of viewers), those whose ground
@@ -11,6 +11,13 @@ real media played in real time, which waits far more than it computes. Three kin
 - the rest, quick and in one process, run beside anything and take no lock. At worst two of
   them beside an ``alone`` test are two busy cores, which every timing test is held to
   (it must pass with two CPU burners beside it, or say its host was overloaded).
+
+A ``slow`` test whose figures fail beside others is measured once more, alone
+(:func:`pytest_runtest_protocol`): what it asserts is held on a host with two busy cores,
+not on one where three real-time tests play media at once, and no ``alone`` mark can
+foresee every pair of tests that crowd each other out. A test that fails alone too fails
+the run; one that passes alone is listed at the end of the run with its first failure, so
+the crowding stays in view.
 
 The lock is a readers-writer lock of two files:
 
@@ -35,6 +42,7 @@ from pathlib import Path
 from typing import Literal
 
 import pytest
+from _pytest.runner import runtestprotocol
 
 RUN_ID = "PYTEST_XDIST_TESTRUNUID"
 """Set by pytest-xdist to one value for every worker of one run."""
@@ -67,10 +75,11 @@ def kind(item: pytest.Item) -> Kind:
 
 
 @contextmanager
-def share_machine(item: pytest.Item) -> Iterator[None]:
-    """Hold the machine as ``item``'s kind needs while it runs (see the module doc)."""
+def share_machine(item: pytest.Item, what: Kind | None = None) -> Iterator[None]:
+    """Hold the machine as ``item``'s kind needs (or as ``what`` says) while it runs (see the
+    module doc)."""
     where = lock_dir()
-    what = kind(item)
+    what = what or kind(item)
     if where is None or what == "quick":
         yield
         return
@@ -84,6 +93,46 @@ def share_machine(item: pytest.Item) -> Iterator[None]:
         yield
     finally:
         os.close(room)
+
+
+REMEASURED = "failed beside others, passed alone"
+"""The user property a test measured again alone carries, with its first failure."""
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> bool | None:
+    """The test protocol under parallel workers (None outside them: pytest's own runs it).
+
+    Runs ``item`` holding the machine as its kind needs; a ``slow`` test whose call failed
+    runs again from its setup holding the machine alone, and only that second run's reports
+    count (if it passes, each carries :data:`REMEASURED` with the first failure's message).
+    """
+    if lock_dir() is None:
+        return None
+    hook = item.ihook
+    hook.pytest_runtest_logstart(nodeid=item.nodeid, location=item.location)
+    with share_machine(item):
+        reports = runtestprotocol(item, nextitem=nextitem, log=False)
+    failed = next((r for r in reports if r.when == "call" and r.failed), None)
+    if failed is not None and kind(item) == "slow":
+        if isinstance(item, pytest.Function):
+            item._initrequest()  # fresh fixture values, as for a test never run
+        with share_machine(item, "alone"):
+            reports = runtestprotocol(item, nextitem=nextitem, log=False)
+        if not any(r.failed for r in reports):
+            for report in reports:
+                report.user_properties.append((REMEASURED, _crash(failed)))
+    for report in reports:
+        hook.pytest_runtest_logreport(report=report)
+    hook.pytest_runtest_logfinish(nodeid=item.nodeid, location=item.location)
+    return True
+
+
+def _crash(report: pytest.TestReport) -> str:
+    """The one line that says why ``report`` failed."""
+    crash = getattr(report.longrepr, "reprcrash", None)
+    message = str(getattr(crash, "message", "") or report.longreprtext)
+    return " ".join(message.split())[:300]
 
 
 def order(items: list[pytest.Item]) -> None:
@@ -100,3 +149,27 @@ def order(items: list[pytest.Item]) -> None:
         mixed.extend(quick[i * share : (i + 1) * share])
     mixed.extend(quick[len(alone) * share :])
     items[:] = mixed + slow
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Under parallel workers, the order :func:`order` gives."""
+    if lock_dir() is not None:
+        order(items)
+
+
+_remeasured: list[tuple[str, str]] = []
+
+
+def pytest_runtest_logreport(report: pytest.TestReport) -> None:
+    if report.when == "call":
+        _remeasured.extend(
+            (report.nodeid, str(why)) for key, why in report.user_properties if key == REMEASURED
+        )
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """List the tests that failed beside others and passed alone, with their first failure."""
+    if _remeasured:
+        terminalreporter.write_sep("=", f"{len(_remeasured)} {REMEASURED}")
+        for nodeid, why in _remeasured:
+            terminalreporter.write_line(f"{nodeid}: {why}")
