@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from qoe.timeline import (
+    AudioBlock,
     ChatReceived,
     ChatSent,
     ClockPoint,
@@ -37,6 +38,7 @@ FORMAT = "qoe-event-log/1"
 _EVENTS: dict[str, type[Any]] = {
     "video": VideoFrameEvent,
     "tones": ToneOnset,
+    "audio_blocks": AudioBlock,
     "chat_sent": ChatSent,
     "chat_received": ChatReceived,
     "asked": InteractionAsked,

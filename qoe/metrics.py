@@ -43,10 +43,12 @@ from qoe.result import (
     Rendition,
     VideoSection,
     iso_time,
+    no_dropouts,
     quantile_fields,
 )
-from qoe.signal import IDENTITY_MODULUS, AudioMarker, FlashDetector, identify_markers
+from qoe.signal import IDENTITY_MODULUS, AudioMarker, FlashDetector, audioquality, identify_markers
 from qoe.timeline import (
+    AudioBlock,
     ChatReceived,
     ChatSent,
     ClockPoint,
@@ -74,8 +76,10 @@ __all__ = [
     "Quantiles",
     "StallStats",
     "audio_markers",
+    "audio_quality",
     "av_sync",
     "chat",
+    "cohost_echo",
     "cohost_offset",
     "cohost_section",
     "cpu_busy",
@@ -609,10 +613,14 @@ def _fill_viewer(result: ProbeResult, log: Timeline) -> None:
             decode_errors=log.decode_errors,
             frames_dropped_undecodable=log.frames_dropped_undecodable,
         )
+    heard = audio_quality(log)
     result.audio = AudioSection(
         frames=log.audio_frames,
         seconds=log.audio_seconds,
         tone_onsets=len(audio_markers(log.tones)),
+        dropouts=heard.dropouts,
+        snr_db=heard.snr_db,
+        noise_floor_dbfs=heard.noise_floor_dbfs,
     )
     result.latency = LatencySection(quantile_fields(glass_to_glass(frames)))
     sync = av_sync(log, log.tone_hz)
@@ -639,13 +647,100 @@ def cohost_section(host: Timeline, cohost: Timeline) -> CohostSection:
     sync = av_sync(within, cohost.tone_hz)
     offset = cohost_offset(host.video, cohost.video)
     coded = [f for f in cohost.video if f.capture_wall is not None]
+    heard = audio_quality(within)
     return CohostSection(
         offset_seconds={"median": offset.median if offset else None},
         av_offset_seconds={"median": sync.median if sync else None},
         samples=offset.samples if offset else 0,
         frames=len(coded),
         left=None if not coded or end is None else coded[-1].at < end - COHOST_GONE_SECONDS,
+        echo=cohost_echo(host, cohost),
+        audio={
+            "snr_db": heard.snr_db,
+            "noise_floor_dbfs": heard.noise_floor_dbfs,
+            "dropouts": heard.dropouts,
+        },
     )
+
+
+@dataclass(frozen=True, slots=True)
+class AudioQuality:
+    dropouts: dict[str, float | int | None]
+    snr_db: float | None
+    noise_floor_dbfs: float | None
+
+
+def _blocks_within(log: Timeline) -> list[AudioBlock]:
+    return [b for b in log.audio_blocks if log.end is None or b.at <= log.end]
+
+
+def audio_quality(log: Timeline) -> AudioQuality:
+    """A participant's dropouts, noise floor and SNR, from the audio blocks and tones of its
+    timeline (see :mod:`qoe.signal.audioquality`; docs/METRICS.md defines them).
+
+    Dropouts are the gaps between decoded blocks, and the markers of the participant's tone
+    (``log.tone_hz``) missing where audio came. The noise floor is the median power of blocks
+    away from every tone the log holds; the SNR sets the median plateau of the participant's
+    own tones against it. Each is None when the log has no blocks, or no tone of its own.
+    """
+    blocks = _blocks_within(log)
+    if not blocks:
+        return AudioQuality(no_dropouts(), None, None)
+    starts = [b.stream_time for b in blocks]
+    lengths = [b.seconds for b in blocks]
+    gaps = audioquality.dropouts(starts, lengths)
+    own = [t for t in log.tones if log.tone_hz is None or math.isclose(t.tone_hz, log.tone_hz)]
+    markers = [m.at for m in audio_markers(own)]
+    missing = audioquality.missing_markers(markers, [t.stream_time for t in own], gaps.gaps)
+    noise = audioquality.noise_power(
+        starts, lengths, [b.power for b in blocks], [t.stream_time for t in log.tones]
+    )
+    levels = [t.level for t in own if t.level is not None]
+    snr = None
+    if noise is not None and levels:
+        snr = audioquality.snr_db(float(np.median(levels)), noise)
+    return AudioQuality(
+        {"count": gaps.count, "seconds": gaps.seconds, "missing_markers": missing if markers else None},
+        snr,
+        None if noise is None else audioquality.dbfs(noise),
+    )
+
+
+def cohost_echo(host: Timeline, cohost: Timeline) -> dict[str, bool | float | None]:
+    """``cohost.echo``: the host's tones returning in the co-host's own audio track.
+
+    The host's onsets (its tone, in its stream) and the co-host track's onsets of that tone are
+    each mapped onto their sender's clock through their stream's clock points, then matched
+    by :func:`qoe.signal.audioquality.echo`. All null when the co-host's audio was not
+    searched for the host's tone (a mix, where the host's tone sounds anyway) or either
+    stream has no sender clock.
+    """
+    unmeasured: dict[str, bool | float | None] = {
+        "detected": None,
+        "delay_seconds": None,
+        "return_loss_db": None,
+    }
+    far_hz = cohost.echo_hz
+    host_map, cohost_map = host.sync.get("audio", []), cohost.sync.get("audio", [])
+    if far_hz is None or not host_map or not cohost_map:
+        return unmeasured
+
+    def mapped(tones: Sequence[ToneOnset], points: Sequence[ClockPoint]) -> tuple[list[float], list[float]]:
+        times, levels = [], []
+        for tone in tones:
+            at = to_sender_time(points, tone.stream_time)
+            if math.isclose(tone.tone_hz, far_hz) and tone.level is not None and at is not None:
+                times.append(at)
+                levels.append(tone.level)
+        return times, levels
+
+    far = mapped(host.tones, host_map)
+    if not far[0]:
+        return unmeasured
+    found = audioquality.echo(*far, *mapped(cohost.tones, cohost_map))
+    if found is None:
+        return {"detected": False, "delay_seconds": None, "return_loss_db": None}
+    return {"detected": True, "delay_seconds": found.delay_seconds, "return_loss_db": found.return_loss_db}
 
 
 def interaction_latencies(

@@ -149,12 +149,30 @@ class VideoSection:
     """Encoded video received, kbit/s."""
 
 
+def no_dropouts() -> dict[str, float | int | None]:
+    """``dropouts`` before anything was measured."""
+    return {"count": None, "seconds": None, "missing_markers": None}
+
+
 @dataclass
 class AudioSection:
     frames: int | None = None
     seconds: float | None = None
     tone_onsets: int | None = None
     """Audio markers found (one a second; their identity bursts are not counted)."""
+    dropouts: dict[str, float | int | None] = field(default_factory=no_dropouts)
+    """Gaps in the decoded audio's media timeline (``count``, ``seconds``), and markers that
+    should have sounded in audio that did arrive but were silent (``missing_markers``)."""
+    snr_db: float | None = None
+    """The participant's marker tone power over the noise floor's, dB."""
+    noise_floor_dbfs: float | None = None
+    """Median power of the audio away from the tones, dB relative to a full-scale sine (AES17)."""
+    concealed_samples: int | None = None
+    """Samples the decoder concealed (W3C webrtc-stats ``concealedSamples``). Null: aiortc
+    and FFmpeg decode only the packets that came and conceal nothing; a loss is a gap in the
+    media timeline instead, counted in ``dropouts``."""
+    concealment_events: int | None = None
+    """Concealment events (webrtc-stats ``concealmentEvents``); null for the same reason."""
 
 
 @dataclass
@@ -205,6 +223,16 @@ class CohostSection:
     """Frames in which the co-host's signal was read."""
     left: bool | None = None
     """True if the co-host was seen and then left before the probe ended."""
+    echo: dict[str, bool | float | None] = field(
+        default_factory=lambda: {"detected": None, "delay_seconds": None, "return_loss_db": None}
+    )
+    """The host's tone returning in the co-host's own audio track: whether, how late (echo
+    minus host, on their senders' clocks) and how much quieter (echo return loss, ITU-T G.168
+    ERL, W3C webrtc-stats ``echoReturnLoss``, dB). Null when not looked for (a mix)."""
+    audio: dict[str, Any] = field(
+        default_factory=lambda: {"snr_db": None, "noise_floor_dbfs": None, "dropouts": no_dropouts()}
+    )
+    """The co-host's own audio figures, defined as ``audio``'s (its track, or the mix)."""
 
 
 @dataclass

@@ -24,6 +24,7 @@ from typing import Any
 from qoe import clock
 
 __all__ = [
+    "AudioBlock",
     "ChatReceived",
     "ChatSent",
     "ClockPoint",
@@ -83,6 +84,23 @@ class ToneOnset:
     stream_time: float
     """Onset on the audio stream's media timeline, seconds (sub-sample precision)."""
     tone_hz: float
+    level: float | None = None
+    """The tone's plateau: its envelope 10..30 ms after the onset, half its amplitude
+    (full scale 1.0); None where the detector did not say."""
+
+
+@dataclass(slots=True)
+class AudioBlock:
+    """One block of decoded audio as it came out of the decoder (a 20 ms Opus frame)."""
+
+    at: float
+    """Monotonic seconds when the probe had it."""
+    stream_time: float
+    """Its first sample on the audio stream's media timeline, seconds."""
+    seconds: float
+    """Its length."""
+    power: float
+    """Mean square of its samples (full scale 1.0; a full-scale sine is 0.5)."""
 
 
 @dataclass(slots=True)
@@ -226,6 +244,9 @@ class Timeline:
     sync: dict[str, list[ClockPoint]] = field(default_factory=lambda: {"audio": [], "video": []})
     audio_frames: int = 0
     audio_seconds: float = 0.0
+    audio_blocks: list[AudioBlock] = field(default_factory=list)
+    """Each decoded audio block, in the order decoded: gaps between them are dropouts, and
+    their power away from the tones is the noise floor."""
     decode_errors: int | None = None
     """Encoded video the decoder rejected (None: the probe's decoder does not say)."""
     quality_skipped: int = 0
@@ -239,6 +260,9 @@ class Timeline:
     empty (join and the run's own figures only)."""
     tone_hz: float | None = None
     """The tone this timeline's audio markers use (None: any test-signal tone)."""
+    echo_hz: float | None = None
+    """The far end's tone (the host's) that this participant's own audio track was searched
+    for, its echo (None: not searched, as in a mix, where the host's own tone sounds)."""
     participants: dict[str, Timeline] = field(default_factory=dict)
     """Other participants seen in the same stream, each in its own timeline, by id
     (``cohost``): their frames, tones and clock points."""

@@ -55,7 +55,7 @@ from qoe.media.frames import luma
 from qoe.result import ProbeResult
 from qoe.signal import COHOST_TONE_HZ, HOST_TONE_HZ, ToneOnsetDetector, flash_level, read_code, unwrap_ticks
 from qoe.signal.quality import QualityScorer, Score, ScoringQueue
-from qoe.timeline import Timeline, ToneOnset, VideoFrameEvent
+from qoe.timeline import AudioBlock, Timeline, ToneOnset, VideoFrameEvent
 
 __all__ = ["PHASES", "probe"]
 
@@ -182,10 +182,13 @@ class _Participant:
         *,
         half: int | None,
         quality: float | None,
+        echo_hz: float | None = None,
     ) -> None:
         self.timeline = timeline
         self.tone_hz = tone_hz
         self.detector = ToneOnsetDetector(tone_hz, other_hz=other_hz)
+        # A co-host's own track is searched for the host's tone too: its echo.
+        self.echo = None if echo_hz is None else ToneOnsetDetector(echo_hz, other_hz=(tone_hz,))
         self.slot = slot
         self.half = half
         """Which half of the room's mix this participant is in (None: the whole frame)."""
@@ -226,8 +229,10 @@ class _Participant:
         if pending and (mono is None or not contiguous or self._pending_samples >= AUDIO_BATCH):
             start = pending[0][0]
             samples = np.concatenate([block for _, block in pending])
-            for onset in self.detector.add(samples, start):
-                self.timeline.tones.append(ToneOnset(onset / AUDIO_RATE, self.tone_hz))
+            for detector in (self.detector, self.echo):
+                if detector is not None:
+                    for onset, level in detector.add_with_levels(samples, start):
+                        self.timeline.tones.append(ToneOnset(onset / AUDIO_RATE, detector.tone_hz, level))
             pending.clear()
             self._pending_samples = 0
         if mono is not None:
@@ -256,9 +261,10 @@ class _Viewer:
         self.host = _Participant(timeline, host_hz, others, 0, half=0 if mixed else None, quality=quality)
         self.cohost = None
         if self.cohost_mode:
-            cohost = timeline.participants["cohost"] = Timeline(PHASES, tone_hz=cohost_hz)
+            echo_hz = None if mixed else host_hz
+            cohost = timeline.participants["cohost"] = Timeline(PHASES, tone_hz=cohost_hz, echo_hz=echo_hz)
             self.cohost = _Participant(
-                cohost, cohost_hz, (host_hz,), 1, half=1 if mixed else None, quality=quality
+                cohost, cohost_hz, (host_hz,), 1, half=1 if mixed else None, quality=quality, echo_hz=echo_hz
             )
         every = options["interact_every"]
         self.interaction = (
@@ -427,9 +433,17 @@ class _Viewer:
                 pcm = frame.to_ndarray()
                 channels = len(frame.layout.channels)
                 mono = pcm.reshape(-1)[::channels] if pcm.shape[0] == 1 else pcm[0]
+                scale = 32768.0 if mono.dtype == np.int16 else 1.0
+                block = AudioBlock(
+                    at=clock.monotonic(),
+                    stream_time=stream_seconds(frame),
+                    seconds=frame.samples / frame.sample_rate,
+                    power=float(np.mean(np.square(mono / scale))) if len(mono) else 0.0,
+                )
                 for participant in participants:
                     participant.timeline.audio_frames += 1
                     participant.timeline.audio_seconds += frame.samples / frame.sample_rate
+                    participant.timeline.audio_blocks.append(block)
                     participant.audio(mono, int(frame.pts or 0))
         for participant in participants:
             participant.audio(None, 0)

@@ -158,6 +158,11 @@ class ToneOnsetDetector:
         of ``samples[0]``. Samples already seen are skipped; a gap resets the detector, as
         the envelope across it would be meaningless.
         """
+        return [position for position, _ in self.add_with_levels(samples, first_index)]
+
+    def add_with_levels(self, samples: npt.ArrayLike, first_index: int) -> list[tuple[float, float]]:
+        """As :meth:`add`, with each onset's plateau level: the envelope's median 10..30 ms
+        after the onset, half the tone's amplitude (0.25 for the test signal's 0.5)."""
         chunk = np.asarray(samples)
         if chunk.ndim != 1:
             raise ValueError(f"samples must be 1-D mono, got shape {chunk.shape}")
@@ -173,7 +178,7 @@ class ToneOnsetDetector:
             # Too quiet to hold an onset: a tone's envelope is half its amplitude, so its
             # plateau would be under min_level. Settle what a scan would have settled, unfiltered.
             self._settle_quiet()
-            onsets: list[float] = []
+            onsets: list[tuple[float, float]] = []
         else:
             onsets = self._scan()
         self._trim()
@@ -200,7 +205,7 @@ class ToneOnsetDetector:
         envelope: npt.NDArray[np.float64] = np.abs(z)
         return envelope
 
-    def _scan(self) -> list[float]:
+    def _scan(self) -> list[tuple[float, float]]:
         e = self._envelope()
         blocks = len(e) // self._block
         p0, p1 = (p // self._block for p in self._plateau)
@@ -229,18 +234,20 @@ class ToneOnsetDetector:
             start = int(block) * self._block
             if start < skip_to:
                 continue
-            found = self._crossing(e, start, float(level[block - first]))
-            if found is None:
+            crossing = self._crossing(e, start, float(level[block - first]))
+            if crossing is None:
                 continue
+            found, plateau = crossing
             position = self._start + self._delay + found
             skip_to = int(found) + self._quiet
             if decided_before <= position < self._decided and position > self._last_onset:
-                onsets.append(float(position))
+                onsets.append((float(position), plateau))
                 self._last_onset = position
         return onsets
 
-    def _crossing(self, e: npt.NDArray[np.float64], start: int, level: float) -> float | None:
-        """Fractional envelope index of the half-plateau crossing near ``start``, if valid."""
+    def _crossing(self, e: npt.NDArray[np.float64], start: int, level: float) -> tuple[float, float] | None:
+        """Fractional envelope index of the half-plateau crossing near ``start`` and the
+        plateau level, if valid."""
         half = level / 2
         above = np.flatnonzero(e[start : start + 3 * self._block] >= half)
         if len(above) == 0:
@@ -274,7 +281,7 @@ class ToneOnsetDetector:
             return None
         if e[k + self._guard : k + p1].min() < _HOLD_RATIO * level:
             return None
-        return k + (half - e[k]) / (e[k + 1] - e[k])
+        return k + (half - e[k]) / (e[k + 1] - e[k]), level
 
     def _trim(self) -> None:
         # Keep what a crossing at the first undecided position still needs: its quiet window,
