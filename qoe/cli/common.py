@@ -230,6 +230,35 @@ def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
         metavar="S",
         help="extra one-way delay before media leaves, seconds",
     )
+    group.add_argument(
+        "--mute-every",
+        type=positive,
+        metavar="S",
+        help="send no audio at every multiple of S seconds of wall time...",
+    )
+    group.add_argument(
+        "--mute-for",
+        type=positive,
+        default=None,
+        metavar="S",
+        help="...for S seconds each time (viewers count the gaps in audio.dropouts)",
+    )
+    if not freeze:  # a co-host publisher's own knobs
+        group.add_argument(
+            "--echo-gain",
+            type=float,
+            default=0.0,
+            metavar="G",
+            help="leak G (0..1, amplitude) of the host's test signal back into the audio, as an "
+            "open loudspeaker would (0.3: an echo return loss of 10.5 dB); for --cohost",
+        )
+        group.add_argument(
+            "--echo-delay",
+            type=seconds,
+            default=0.0,
+            metavar="S",
+            help="...S seconds (0..1) after the host's signal on the shared wall clock",
+        )
     if freeze:  # a room's knob: a publisher has no signaling answer to hold
         group.add_argument(
             "--join-delay",
@@ -251,6 +280,28 @@ def add_knobs(parser: argparse.ArgumentParser, *, freeze: bool = True) -> None:
             default=0.0,
             metavar="S",
             help="delay a co-host's media S seconds behind the host's (in the mix and its own tracks)",
+        )
+        group.add_argument(
+            "--cohost-echo",
+            type=float,
+            default=0.0,
+            metavar="G",
+            help="leak G (0..1, amplitude) of the host's audio into a co-host's, as its open "
+            "loudspeaker would...",
+        )
+        group.add_argument(
+            "--cohost-echo-delay",
+            type=seconds,
+            default=0.0,
+            metavar="S",
+            help="...S seconds (0..1) after the host sent it",
+        )
+        group.add_argument(
+            "--cohost-noise-db",
+            type=float,
+            metavar="DB",
+            help="add white noise to a co-host's audio, DB (0..60) below the marker tone's power "
+            "(the co-host's audio.snr_db then reads about DB)",
         )
         group.add_argument(
             "--chat-drop-every",
@@ -275,6 +326,13 @@ def knobs_from(args: argparse.Namespace) -> Any:
         cohost_offset=getattr(args, "cohost_offset", 0.0),
         quality_drop_every=getattr(args, "quality_drop_every", None),
         quality_drop_for=getattr(args, "quality_drop_for", None) or 0.0,
+        mute_every=getattr(args, "mute_every", None),
+        mute_for=getattr(args, "mute_for", None) or 0.0,
+        echo_gain=getattr(args, "echo_gain", 0.0),
+        echo_delay=getattr(args, "echo_delay", 0.0),
+        cohost_echo_gain=getattr(args, "cohost_echo", 0.0),
+        cohost_echo_delay=getattr(args, "cohost_echo_delay", 0.0),
+        cohost_noise_db=getattr(args, "cohost_noise_db", None),
     )
 
 

@@ -122,10 +122,15 @@ class RawTap:
             return None  # nothing yet, or the participant has left: that half goes dark
         return self._frames[i]
 
-    def samples_at(self, send_time: float, count: int) -> npt.NDArray[np.float32]:
-        """``count`` samples from ``send_time`` on; silence where nothing was received."""
+    def samples_at(self, send_time: float, count: int, *, mark_read: bool = True) -> npt.NDArray[np.float32]:
+        """``count`` samples from ``send_time`` on; silence where nothing was received.
+
+        ``mark_read=False`` reads without moving the mix's read position (a co-host's echo
+        reads the host's audio on its own schedule), so late samples are not miscounted.
+        """
         start = round(send_time * AUDIO_RATE)
-        self._audio_read = max(self._audio_read, start + count)
+        if mark_read:
+            self._audio_read = max(self._audio_read, start + count)
         if not len(self._ring):
             return np.zeros(count, dtype=np.float32)
         wanted = start + np.arange(count)

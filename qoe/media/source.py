@@ -21,6 +21,8 @@ import math
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
+import numpy as np
+
 from qoe import clock
 from qoe.errors import ConfigError
 from qoe.media.compose import RawTap
@@ -29,9 +31,9 @@ from qoe.media.fanout import Fanout
 from qoe.media.ladder import make_ladder
 from qoe.media.pacing import Pacer
 from qoe.media.renditions import Renditions
-from qoe.signal import SignalAudio, SignalVideo
+from qoe.signal import HOST_TONE_HZ, SignalAudio, SignalVideo
 
-__all__ = ["PIPELINE_LATENCY", "QUALITY_DROP_BITRATE", "Knobs", "SignalSource"]
+__all__ = ["ECHO_DELAY_LIMIT", "PIPELINE_LATENCY", "QUALITY_DROP_BITRATE", "Knobs", "SignalSource"]
 
 PIPELINE_LATENCY = 0.040
 """Capture-to-send latency of the source, seconds: covers the encode (about 2 ms for VP8 at
@@ -44,6 +46,9 @@ what it can reach, so it codes at its coarsest quantizer. On the test signal at 
 is about 200 kbit/s and a luma PSNR near 31 dB, against 38 dB at the default 500 kbit/s."""
 KEYFRAME_MIN_INTERVAL = 0.25
 """Forced keyframes are at most this often, however many viewers join or ask."""
+ECHO_DELAY_LIMIT = 1.0
+"""Longest echo delay the knobs inject, seconds: a probe looks for an echo up to
+:data:`qoe.metrics.ECHO_MAX_DELAY_SECONDS` after the host's tone."""
 AV_OFFSET_LIMIT = 5.0
 """Largest ``--av-offset`` either way, seconds: probes measure +-3 s and must report anything
 up to here as out of range (pairing by a second's identity mod 16 tells them apart up to 8 s)."""
@@ -73,6 +78,23 @@ class Knobs:
     seconds at every multiple of this many Unix seconds (a starved uplink's picture, on a known
     schedule)."""
     quality_drop_for: float = 0.0
+    mute_every: float | None = None
+    """Send no audio for ``mute_for`` seconds at every multiple of this many Unix seconds: the
+    audio blocks captured then are never encoded, so a receiver sees a gap of that length in
+    the audio's RTP timestamps (a sender whose capture stalled, or a path that lost them)."""
+    mute_for: float = 0.0
+    echo_gain: float = 0.0
+    """A co-host publisher leaks this share (amplitude) of the host's test signal, as it would
+    hear it from an open loudspeaker, back into its microphone (0: none)."""
+    echo_delay: float = 0.0
+    """Seconds from the host's signal (on the shared wall clock) to its echo in the audio."""
+    cohost_echo_gain: float = 0.0
+    """The room leaks this share of its host's audio into a co-host's audio (0: none)."""
+    cohost_echo_delay: float = 0.0
+    """Seconds from the host's audio (its send clock) to its echo in the co-host's."""
+    cohost_noise_db: float | None = None
+    """The room adds white noise to a co-host's audio, this many dB below the marker tone's
+    power (a sine of amplitude 0.5: 0.125, -3 dBFS); None: no noise."""
 
     def __post_init__(self) -> None:
         if not -AV_OFFSET_LIMIT <= self.av_offset <= AV_OFFSET_LIMIT:
@@ -92,6 +114,19 @@ class Knobs:
             raise ConfigError(f"--join-delay must be between 0 and 30 seconds, got {self.join_delay}")
         _check_schedule("freeze", self.freeze_every, self.freeze_for)
         _check_schedule("quality-drop", self.quality_drop_every, self.quality_drop_for)
+        _check_schedule("mute", self.mute_every, self.mute_for)
+        for gain_flag, gain, delay_flag, delay in (
+            ("--echo-gain", self.echo_gain, "--echo-delay", self.echo_delay),
+            ("--cohost-echo", self.cohost_echo_gain, "--cohost-echo-delay", self.cohost_echo_delay),
+        ):
+            if not 0 <= gain <= 1:
+                raise ConfigError(f"{gain_flag} must be between 0 and 1, got {gain}")
+            if not 0 <= delay <= ECHO_DELAY_LIMIT:
+                raise ConfigError(
+                    f"{delay_flag} must be between 0 and {ECHO_DELAY_LIMIT:g} seconds, got {delay}"
+                )
+        if self.cohost_noise_db is not None and not 0 <= self.cohost_noise_db <= 60:
+            raise ConfigError(f"--cohost-noise-db must be between 0 and 60 dB, got {self.cohost_noise_db}")
 
     def frozen(self, capture: float) -> bool:
         every = self.freeze_every
@@ -100,6 +135,13 @@ class Knobs:
     def quality_dropped(self, capture: float) -> bool:
         every = self.quality_drop_every
         return every is not None and capture % every < self.quality_drop_for
+
+    def muted(self, sample: int, rate: int) -> bool:
+        """Whether the audio sample of index ``sample`` (Unix time x ``rate``) is muted; on
+        whole samples, as Unix seconds near 2e9 in a float cannot place a 20 ms block's
+        start on the right side of a window's edge."""
+        every = self.mute_every
+        return every is not None and sample % round(every * rate) < round(self.mute_for * rate)
 
 
 def _check_schedule(name: str, every: float | None, length: float) -> None:
@@ -149,6 +191,8 @@ class SignalSource:
         """The signal at each rung's size: a lower rendition is rendered, not scaled."""
         self._video = self._videos[0]
         self._audio = SignalAudio(tone_hz=tone_hz, offset_seconds=self.knobs.av_offset)
+        # What a co-host hears of the host: its test signal on the shared wall clock.
+        self._heard = SignalAudio(tone_hz=HOST_TONE_HZ) if self.knobs.echo_gain else None
         # The fanout's keyframe requests go to the encoders, one per codec viewers take.
         self._video_out = Renditions(
             fanout,
@@ -251,10 +295,21 @@ class SignalSource:
             # A block is "captured" once its last sample has been.
             captured = (start + AUDIO_BLOCK) / AUDIO_RATE
             await _sleep_until(captured)
-            samples = self._audio.render(start, AUDIO_BLOCK)
-            if self.tap is not None:
-                self.tap.audio(start / AUDIO_RATE + self.latency, samples)
+            muted = self.knobs.muted(start, AUDIO_RATE)
+            if muted:
+                samples = np.zeros(AUDIO_BLOCK, dtype=np.float32)
+            else:
+                samples = self._audio.render(start, AUDIO_BLOCK)
+                if self._heard is not None:
+                    back = start - round(self.knobs.echo_delay * AUDIO_RATE)
+                    samples = samples + self.knobs.echo_gain * self._heard.render(back, AUDIO_BLOCK)
+                if self.tap is not None:
+                    self.tap.audio(start / AUDIO_RATE + self.latency, samples)
+            # A muted block is still encoded (silence) and its packet dropped: the encoder's
+            # timestamps stay on the 20 ms grid, so the receiver's gap is exactly the mute.
             packets = self._aenc.encode(samples, start - first)
+            if muted:
+                continue
             pacer.release("audio", packets)
             self.audio_frames_sent += 1
 

@@ -23,6 +23,7 @@ from qoe.media.compose import RawTap
 from qoe.media.pacing import Pacer
 from qoe.media.renditions import Renditions
 from qoe.metrics import to_sender_time
+from sim.room.impair import CohostImpairment
 
 __all__ = ["RELAY_LATENCY", "RelaySource"]
 
@@ -51,6 +52,8 @@ class RelaySource:
         """Receives every decoded frame and audio block on the publisher's send clock."""
         self.unplaced = 0
         """Frames dropped because no sender report had arrived for their stream yet."""
+        self.impairment: CohostImpairment | None = None
+        """Changes the audio before it is re-encoded and tapped (the room's co-host knobs)."""
 
     @property
     def video_codecs(self) -> tuple[str, ...]:
@@ -96,15 +99,37 @@ class RelaySource:
                 self.frames_sent += 1
 
     async def _run_audio(self, track: MediaStreamTrack, observer: RtpObserver) -> None:
+        expected: int | None = None  # the pts the next block has if none is missing
         with contextlib.suppress(MediaStreamError):
             while True:
                 audio = await next_audio_frame(track)
                 sender_time = self._place(observer, stream_seconds(audio))
                 if sender_time is None:
                     continue
-                if self.tap is not None:
-                    pcm = audio.to_ndarray().reshape(-1)[:: len(audio.layout.channels)]
-                    self.tap.audio(sender_time, (pcm / 32768.0).astype("float32"))
+                pcm = None
+                if self.tap is not None or self.impairment is not None:
+                    s16 = audio.to_ndarray().reshape(-1)[:: len(audio.layout.channels)]
+                    pcm = (s16 / 32768.0).astype("float32")
+                    if self.impairment is not None:
+                        pcm = self.impairment.apply(sender_time, pcm)
+                    if self.tap is not None:
+                        self.tap.audio(sender_time, pcm)
                 pts = round((sender_time - self.epoch) * 48000)
-                self._pacer.release("audio", self._audio.encode_frame(audio, pts))
+                if expected is not None and pts - expected >= AudioEncoder.SAMPLES // 2:
+                    self._skip_audio(expected, pts)
+                expected = pts + audio.samples
+                if self.impairment is not None and pcm is not None:
+                    packets = self._audio.encode(pcm, pts)
+                else:
+                    packets = self._audio.encode_frame(audio, pts)
+                self._pacer.release("audio", packets)
                 self.audio_frames_sent += 1
+
+    def _skip_audio(self, start: int, end: int) -> None:
+        """Keep the publisher's audio gap from ``start`` to ``end`` (pts) a gap of the same
+        length: the encoder is fed silence for it, in whole blocks, and those packets are
+        dropped. Fed across the gap instead, libopus would stamp the packet that straddles it
+        with the time before the gap and shift the gap by a block."""
+        block = AudioEncoder.SAMPLES
+        for k in range(round((end - start) / block)):
+            self._audio.encode(np.zeros(block, dtype=np.float32), start + k * block)

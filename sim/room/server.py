@@ -46,6 +46,7 @@ import re
 from importlib import resources
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 from aiortc import RTCPeerConnection, RTCSessionDescription
 from aiortc.mediastreams import MediaStreamTrack
@@ -62,6 +63,7 @@ from qoe import clock, looplag, rtcpatch
 from qoe.media import Fanout, Knobs, PacketTrack, SignalSource
 from qoe.media.ladder import RungChooser
 from sim.room.codecs import SENDS, UnusableOffer, restrict_video, video_codecs_for
+from sim.room.impair import CohostImpairment
 from sim.room.limits import RoomLimits
 from sim.room.relay import RELAY_LATENCY, RelaySource
 from sim.room.room import DEMO_ROOM, Peer, Room
@@ -164,6 +166,8 @@ class LiveRoom:
         self._unwarned = 0
         self._timers: set[asyncio.Task[None]] = set()
         """Background work that is cancelled, not awaited, at stop (expiries, the reaper)."""
+        self._rng = np.random.default_rng()
+        """The co-host noise knob's randomness."""
 
     @property
     def url(self) -> str:
@@ -486,6 +490,8 @@ class LiveRoom:
         if cohost:
             relay = RelaySource(room.cohost_fanout, delay=self.knobs.delay + self.knobs.cohost_offset)
             relay.tap = room.cohost_tap
+            if CohostImpairment.wanted(self.knobs):
+                relay.impairment = CohostImpairment(room.host_tap, self.knobs, self._rng)
         else:
             relay = RelaySource(room.fanout, delay=self.knobs.delay)
             relay.tap = room.host_tap
