@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders.dashboard import Dashboard
+from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 
 from grafana.figures import AV_BANDS, CHAT, JOIN, LOOP_LAG, ONE, QUALITY, STALE, STALL, STALL_RATIO, dashboard
 from grafana.panels import (
@@ -292,6 +292,74 @@ def probe_detail() -> Dashboard:
                 (name, [("unit", "percentunit"), ("custom.axisPlacement", "right")])
                 for name in ("CPU busy", "CPU stolen")
             ],
+        ),
+    ]
+    for panel in panels:
+        board = board.with_panel(panel)
+    return _cohost_audio(board, ids)
+
+
+def _cohost_audio(board: Dashboard, ids: Ids) -> Dashboard:
+    """The row "Co-host audio": echo, noise and dropouts of host and co-host (docs/METRICS.md)."""
+    board = board.with_row(Row("Co-host audio").id(ids()))
+    panels = [
+        timeseries_panel(
+            ids(),
+            "Co-host echo",
+            "The host's tone returning in the co-host's own audio (latest run): its echo return loss "
+            "(ITU-T G.168 ERL, webrtc-stats echoReturnLoss; the lower, the louder) and its delay behind "
+            "the host (right axis). Empty: no echo, or the co-host watched in the mix only. "
+            "QoECohostEcho fires on an echo in every run for 5 min.",
+            [
+                prom(f"qoe_cohost_echo_return_loss_decibels{{{ONE}}}", "return loss", ref="A"),
+                prom(f"qoe_cohost_echo_delay_seconds{{{ONE}}}", "delay", ref="B"),
+            ],
+            unit="dB",
+            min_value=0,
+            overrides=[("delay", [("unit", "s"), ("custom.axisPlacement", "right")])],
+        ),
+        timeseries_panel(
+            ids(),
+            "Audio SNR and noise floor",
+            "Each participant's marker tone over its audio's noise floor, dB (latest run), and the "
+            "noise floor itself in dBFS (AES17, right axis). A clean Opus stream reads the floor "
+            "at -120 dBFS.",
+            [
+                prom(f"qoe_audio_snr_decibels{{{ONE}}}", "SNR {{participant}}", ref="A"),
+                prom(f"qoe_audio_noise_floor_dbfs{{{ONE}}}", "floor {{participant}}", ref="B"),
+            ],
+            unit="dB",
+            overrides=[
+                (f"floor {who}", [("unit", "dB"), ("custom.axisPlacement", "right")])
+                for who in ("host", "cohost")
+            ],
+        ),
+        timeseries_panel(
+            ids(),
+            "Audio dropouts",
+            "Gaps in each participant's decoded audio, and the seconds they lasted, in the last $window; "
+            "missing markers: tones silent in audio that did come. QoEAudioDropouts fires past 1 % "
+            "of the watched time.",
+            [
+                prom(
+                    f"sum by (participant) (increase(qoe_audio_dropouts_total{{{ONE}}}[$window]))",
+                    "dropouts {{participant}}",
+                    ref="A",
+                ),
+                prom(
+                    f"sum by (participant) (increase(qoe_audio_dropout_seconds_total{{{ONE}}}[$window]))",
+                    "seconds {{participant}}",
+                    ref="B",
+                ),
+                prom(
+                    f"sum by (participant) (increase(qoe_audio_missing_markers_total{{{ONE}}}[$window]))",
+                    "missing markers {{participant}}",
+                    ref="C",
+                ),
+            ],
+            unit="short",
+            bars=True,
+            min_value=0,
         ),
     ]
     for panel in panels:

@@ -266,6 +266,35 @@ def test_stall_counters_add_up_every_run() -> None:
     assert value["qoe_video_frozen_seconds"] / value["qoe_video_watched_seconds"] == pytest.approx(2.6 / 6.5)
 
 
+def test_cohost_audio_figures_are_exported_per_participant() -> None:
+    registry = CollectorRegistry()
+    collector = ResultCollector(registry)
+    result = ProbeResult(probe="p", kind="whep", target="t", success=True)
+    result.audio.dropouts = {"count": 0, "seconds": 0.0, "missing_markers": 0}
+    result.audio.snr_db = 90.0
+    result.cohost.echo = {"detected": True, "delay_seconds": 0.12, "return_loss_db": 10.5}
+    result.cohost.audio = {
+        "snr_db": 20.0,
+        "noise_floor_dbfs": -23.0,
+        "dropouts": {"count": 2, "seconds": 0.6, "missing_markers": 1},
+    }
+    collector.observe(result, finished_at=0.0)
+    collector.observe(result, finished_at=60.0)
+    families = {f.name: f for f in text_string_to_metric_families(generate_latest(registry).decode())}
+
+    def values(name: str) -> dict[str | None, float]:
+        return {s.labels.get("participant"): s.value for s in families[name].samples}
+
+    assert values("qoe_cohost_echo_detected") == {None: 1.0}
+    assert values("qoe_cohost_echo_delay_seconds") == {None: 0.12}
+    assert values("qoe_cohost_echo_return_loss_decibels") == {None: 10.5}
+    assert values("qoe_audio_snr_decibels") == {"host": 90.0, "cohost": 20.0}
+    assert values("qoe_audio_noise_floor_dbfs") == {"cohost": -23.0}  # the host's not measured
+    assert values("qoe_audio_dropouts") == {"host": 0.0, "cohost": 4.0}  # two runs added up
+    assert values("qoe_audio_dropout_seconds") == {"host": 0.0, "cohost": pytest.approx(1.2)}
+    assert values("qoe_audio_missing_markers") == {"host": 0.0, "cohost": 2.0}
+
+
 def test_figures_a_kind_does_not_measure_are_null_and_never_exported() -> None:
     # A WHEP viewer sends no chat and a chat probe watches no video: their results say null
     # for those figures (as the README promises), and the exporter leaves them out rather

@@ -27,6 +27,7 @@ from grafana.queries import (
 )
 from qoe.exporter.metrics import ResultCollector, family_names
 from qoe.result import (
+    AudioSection,
     AvSyncSection,
     ChatSection,
     CohostSection,
@@ -197,7 +198,21 @@ def _result(kind: str, profile: str, minute: int) -> ProbeResult:
     result.latency = LatencySection({"p50": 0.2 + wobble, "p95": 0.3 + wobble, "max": 0.5})
     result.av_sync = AvSyncSection({"median": 0.02, "p95_abs": 0.05}, samples=8)
     result.chat = ChatSection({"p50": 0.1, "p95": 0.2, "max": 0.3}, sent=10, lost=minute % 2)
-    result.cohost = CohostSection({"median": 0.03}, {"median": 0.01})
+    dropouts = {"count": minute % 2, "seconds": 0.3 * (minute % 2), "missing_markers": 0}
+    result.audio = AudioSection(
+        frames=400, seconds=8.0, dropouts=dropouts, snr_db=60.0, noise_floor_dbfs=-66.0
+    )
+    echoed = minute % 3 == 0
+    result.cohost = CohostSection(
+        {"median": 0.03},
+        {"median": 0.01},
+        echo={
+            "detected": echoed,
+            "delay_seconds": 0.12 if echoed else None,
+            "return_loss_db": 10.5 if echoed else None,
+        },
+        audio={"snr_db": 20.0, "noise_floor_dbfs": -23.0, "dropouts": dropouts},
+    )
     lag = {"p50": 0.001, "p95": 0.004, "max": 0.01 + wobble}
     result.probe_host = ProbeHostSection(
         lag, cpu_busy_ratio=0.4 + wobble, cpu_stolen_ratio=0.01, overloaded=lag["max"] > 0.1

@@ -31,6 +31,7 @@ import importlib.metadata
 import platform
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any
 
 from prometheus_client.core import (
     CollectorRegistry,
@@ -73,6 +74,10 @@ class _Totals:
     rendition_seconds: dict[str, float] = field(default_factory=dict)
     """Seconds shown at each picture height ("360", ...), summed over runs."""
     rendition_switches: float | None = None
+    audio_dropouts: dict[str, float] = field(default_factory=dict)
+    """Dropouts counted per participant (``host``, ``cohost``), summed over runs."""
+    audio_dropout_seconds: dict[str, float] = field(default_factory=dict)
+    audio_missing_markers: dict[str, float] = field(default_factory=dict)
     join_buckets: list[int] = field(default_factory=lambda: [0] * (len(JOIN_BUCKETS) + 1))
     join_sum: float = 0.0
     join_count: int = 0
@@ -90,6 +95,13 @@ def _plus(total: float | None, value: float | None) -> float | None:
 class _Latest:
     result: ProbeResult
     finished_at: float
+
+
+def _participants_audio(result: ProbeResult, name: str) -> list[tuple[str, Any]]:
+    """``(participant, value)`` of the audio figure ``name`` for the host and, when a co-host
+    was watched, for it; values not measured are left out."""
+    pairs = [("host", getattr(result.audio, name)), ("cohost", result.cohost.audio.get(name))]
+    return [(who, value) for who, value in pairs if value is not None]
 
 
 def _version(package: str) -> str:
@@ -134,6 +146,14 @@ class ResultCollector(Collector):
             shown = totals.rendition_seconds.get(height, 0.0)
             totals.rendition_seconds[height] = shown + float(span["seconds"])
         totals.rendition_switches = _plus(totals.rendition_switches, video.switches)
+        for participant, dropouts in _participants_audio(result, "dropouts"):
+            for store, name in (
+                (totals.audio_dropouts, "count"),
+                (totals.audio_dropout_seconds, "seconds"),
+                (totals.audio_missing_markers, "missing_markers"),
+            ):
+                if (value := dropouts.get(name)) is not None:
+                    store[participant] = store.get(participant, 0.0) + float(value)
         join = result.join.total_seconds
         if join is not None:
             totals.join_buckets[bisect.bisect_left(JOIN_BUCKETS, join)] += 1
@@ -182,6 +202,15 @@ class ResultCollector(Collector):
             add("qoe_av_offset_seconds", key, r.av_sync.offset_seconds.get("median"), "0.5")
             add("qoe_av_offset_abs_seconds", key, r.av_sync.offset_seconds.get("p95_abs"), "0.95")
             add("qoe_cohost_offset_seconds", key, r.cohost.offset_seconds.get("median"), "0.5")
+            echo = r.cohost.echo
+            if echo.get("detected") is not None:
+                add("qoe_cohost_echo_detected", key, 1.0 if echo["detected"] else 0.0)
+            add("qoe_cohost_echo_delay_seconds", key, echo.get("delay_seconds"))
+            add("qoe_cohost_echo_return_loss_decibels", key, echo.get("return_loss_db"))
+            for participant, snr in _participants_audio(r, "snr_db"):
+                add("qoe_audio_snr_decibels", key, snr, participant)
+            for participant, floor in _participants_audio(r, "noise_floor_dbfs"):
+                add("qoe_audio_noise_floor_dbfs", key, floor, participant)
             quality = r.video.quality
             if quality is not None:
                 ssim, psnr = quality["ssim"], quality["psnr_db"]
@@ -210,6 +239,13 @@ class ResultCollector(Collector):
             for height, seconds in sorted(t.rendition_seconds.items(), key=lambda item: int(item[0])):
                 add("qoe_video_rendition_seconds", key, seconds, height)
             add("qoe_video_rendition_switches", key, t.rendition_switches)
+            for name, store in (
+                ("qoe_audio_dropouts", t.audio_dropouts),
+                ("qoe_audio_dropout_seconds", t.audio_dropout_seconds),
+                ("qoe_audio_missing_markers", t.audio_missing_markers),
+            ):
+                for participant, value in sorted(store.items()):
+                    add(name, key, value, participant)
             cumulative, buckets = 0, []
             for bound, count in zip((*JOIN_BUCKETS, float("inf")), t.join_buckets, strict=True):
                 cumulative += count
@@ -313,6 +349,34 @@ class ResultCollector(Collector):
                 labels=[*labels, "quantile"],
             ),
             g(
+                "qoe_cohost_echo_detected",
+                "1 if the latest run heard the host's tone return in the co-host's own audio (an "
+                "echo), else 0; absent where not looked for (a mix).",
+                labels=labels,
+            ),
+            g(
+                "qoe_cohost_echo_delay_seconds",
+                "Delay of that echo behind the host's tone, on the senders' clocks, latest run.",
+                labels=labels,
+            ),
+            g(
+                "qoe_cohost_echo_return_loss_decibels",
+                "Echo return loss of that echo (ITU-T G.168 ERL, webrtc-stats echoReturnLoss): how "
+                "far below the host's tone it is, dB; the lower, the louder the echo.",
+                labels=labels,
+            ),
+            g(
+                "qoe_audio_snr_decibels",
+                "Power of a participant's marker tone over its audio's noise floor, latest run, dB.",
+                labels=[*labels, "participant"],
+            ),
+            g(
+                "qoe_audio_noise_floor_dbfs",
+                "Median power of a participant's audio away from the tones, latest run, dB "
+                "relative to a full-scale sine (AES17).",
+                labels=[*labels, "participant"],
+            ),
+            g(
                 "qoe_chat_echo_seconds",
                 "Chat send-to-receive latency over the latest run's messages (quantile 1 is the max).",
                 labels=[*labels, "quantile"],
@@ -348,6 +412,22 @@ class ResultCollector(Collector):
                 "qoe_video_rendition_switches",
                 "Changes of picture size between consecutive frames shown.",
                 labels=labels,
+            ),
+            c(
+                "qoe_audio_dropouts",
+                "Gaps in a participant's decoded audio (its media timeline) seen.",
+                labels=[*labels, "participant"],
+            ),
+            c(
+                "qoe_audio_dropout_seconds",
+                "Seconds of a participant's audio missing in those gaps; rate over watched seconds "
+                "is the share of the audio lost.",
+                labels=[*labels, "participant"],
+            ),
+            c(
+                "qoe_audio_missing_markers",
+                "A participant's marker tones silent in audio that did arrive.",
+                labels=[*labels, "participant"],
             ),
             c("qoe_chat_messages_sent", "Chat messages sent by probes.", labels=labels),
             c("qoe_chat_messages_lost", "Chat messages never echoed within the timeout.", labels=labels),
