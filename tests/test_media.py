@@ -7,8 +7,10 @@ import pytest
 
 from qoe.errors import ConfigError
 from qoe.media import Fanout, Knobs
+from qoe.media.compose import RawTap
 from qoe.media.encode import AudioEncoder, VideoEncoder
 from qoe.signal import SignalVideo
+from sim.room.impair import CohostImpairment
 
 
 def test_freeze_schedule_is_anchored_to_wall_clock() -> None:
@@ -27,11 +29,41 @@ def test_freeze_schedule_is_anchored_to_wall_clock() -> None:
         ({"av_offset": -5.01}, "--av-offset must be between -5 and 5"),
         ({"quality_drop_for": 0.5}, "--quality-drop-for needs --quality-drop-every"),
         ({"quality_drop_every": 2, "quality_drop_for": 2.0}, "shorter than --quality-drop-every"),
+        ({"mute_for": 0.3}, "--mute-for needs --mute-every"),
+        ({"echo_gain": 1.5}, "--echo-gain must be between 0 and 1"),
+        ({"echo_gain": 0.3, "echo_delay": 1.5}, "--echo-delay must be between 0 and 1 seconds"),
+        ({"cohost_echo_gain": -0.1}, "--cohost-echo must be between 0 and 1"),
+        ({"cohost_noise_db": 61.0}, "--cohost-noise-db must be between 0 and 60 dB"),
     ],
 )
 def test_bad_knobs(kwargs: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         Knobs(**kwargs)
+
+
+def test_mute_schedule_is_on_whole_samples() -> None:
+    # 4 s from a Unix second near 1.7e9: as a float, the block starting 0.3 s in reads as
+    # 0.29999995 s in and would be muted too, making the gap a block longer than the knob.
+    knobs = Knobs(mute_every=4, mute_for=0.3)
+    first = 1_700_000_000 * 48000
+    muted = [j for j in range(250) if knobs.muted(first + j * 960, 48000)]
+    assert muted == list(range(15)) + list(range(200, 215))  # 15 blocks of 20 ms each time
+
+
+def test_the_rooms_cohost_impairment_adds_the_hosts_echo_and_noise() -> None:
+    host = RawTap()
+    host.audio(100.0, np.full(48000, 0.5, dtype=np.float32))  # a second of the host from t=100
+    impaired = CohostImpairment(
+        host,
+        Knobs(cohost_echo_gain=0.3, cohost_echo_delay=0.2, cohost_noise_db=20.0),
+        np.random.default_rng(1),
+    )
+    block = impaired.apply(100.1, np.zeros(48000, dtype=np.float32))
+    # The block heard the host 0.2 s back, from 99.9 s: silence for 0.1 s, then 0.3 x 0.5.
+    assert abs(float(np.mean(block[:4800]))) < 0.01
+    assert float(np.mean(block[4800:])) == pytest.approx(0.15, abs=0.01)
+    # Noise 20 dB below the marker tone's power (0.125): a standard deviation of 0.0354.
+    assert float(np.std(block[:4800])) == pytest.approx(np.sqrt(0.125 / 100), rel=0.05)
 
 
 def test_av_offset_knob_covers_the_measured_range_and_beyond() -> None:

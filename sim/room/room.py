@@ -213,6 +213,11 @@ class Room:
                 "join_delay": knobs.join_delay,
                 "quality_drop_every": knobs.quality_drop_every,
                 "quality_drop_for": knobs.quality_drop_for,
+                "mute_every": knobs.mute_every,
+                "mute_for": knobs.mute_for,
+                "cohost_echo_gain": knobs.cohost_echo_gain,
+                "cohost_echo_delay": knobs.cohost_echo_delay,
+                "cohost_noise_db": knobs.cohost_noise_db,
             }
             data["frames_sent"] = source.frames_sent
             # H.264 appears here while some viewer takes it, and goes when the last one leaves.
