@@ -17,8 +17,9 @@ import av
 import numpy as np
 import pytest
 
+from qoe import eventlog
 from qoe.media.encode import AudioEncoder
-from qoe.metrics import audio_quality, cohost_echo
+from qoe.metrics import audio_quality, cohost_echo, result_of
 from qoe.signal import (
     COHOST_TONE_HZ,
     HOST_TONE_HZ,
@@ -235,3 +236,17 @@ def test_through_opus_a_clean_track_has_no_dropouts_and_a_high_snr(host: Track) 
     figures = audio_quality(host.timeline)
     assert figures.dropouts == {"count": 0, "seconds": 0.0, "missing_markers": 0}
     assert figures.snr_db is not None and figures.snr_db > 60
+
+
+def test_the_figures_replay_from_a_saved_event_log(host: Track) -> None:
+    cohost = through_opus(COHOST_TONE_HZ, 4, echo=(0.3, 0.12), mute=(4.0, 0.3))
+    log = Timeline(("first",), role="viewer", tone_hz=HOST_TONE_HZ)
+    log.audio_blocks, log.tones, log.sync = (
+        host.timeline.audio_blocks,
+        host.timeline.tones,
+        host.timeline.sync,
+    )
+    log.participants["cohost"] = cohost.timeline
+    live = result_of(log)
+    assert live.cohost.echo["detected"] is True and live.audio.dropouts["count"] == 0
+    assert result_of(eventlog.loads(eventlog.dumps(log))).to_json() == live.to_json()
