@@ -17,6 +17,9 @@
         │   ├── NoRtpError             "no_rtp"           connected, but no video RTP came
         │   └── UndecodableError       "undecodable"      video RTP came, no frame could be shown
         ├── NoEchoError            "no_echo"        chat messages sent, none came back
+        ├── NoSignalError          "no_signal"      no coupon drop was seen within the watch
+        ├── GrabError              "grab_failed"    a grab got an error status or no answer
+        │   └── GrabAnswerError        "grab_garbled"   a grab answer that says neither won nor sold out
         ├── ProtocolError          "protocol"       the server broke its protocol (e.g. non-JSON chat)
         ├── DisconnectedError      "disconnected"   media stopped mid-probe (peer gone)
         │   └── StreamEndedError       "stream_ended"   the server ended the stream mid-probe
@@ -38,11 +41,14 @@ __all__ = [
     "DeadlineError",
     "DisconnectedError",
     "DtlsError",
+    "GrabAnswerError",
+    "GrabError",
     "IceError",
     "NoCommonCodecError",
     "NoEchoError",
     "NoMediaError",
     "NoRtpError",
+    "NoSignalError",
     "NotFoundError",
     "ProbeError",
     "ProtocolError",
@@ -119,6 +125,27 @@ class UndecodableError(NoMediaError):
 
 class NoEchoError(ProbeError):
     kind = "no_echo"
+
+
+class NoSignalError(ProbeError):
+    """A grab probe saw no coupon drop within its watch: no frame announced one, or the drop
+    signal (a polled URL, a WebSocket message) never matched its template."""
+
+    kind = "no_signal"
+
+
+class GrabError(ProbeError):
+    """A grab request failed: the endpoint answered an error status (a 5xx, an unexpected
+    4xx) or nothing at all. A sold-out answer is not one: it is a normal outcome."""
+
+    kind = "grab_failed"
+
+
+class GrabAnswerError(GrabError):
+    """The grab endpoint answered, but its answer says neither won nor sold out (not JSON,
+    or no outcome where the template says it is)."""
+
+    kind = "grab_garbled"
 
 
 class ProtocolError(ProbeError):

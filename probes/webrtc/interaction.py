@@ -17,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 import aiohttp
 
 from qoe import clock
+from qoe.signal import NONCE_MAX
 from qoe.timeline import InteractionAsked, Timeline
 
 __all__ = ["InteractionLoop", "chat_url_for"]
@@ -66,6 +67,6 @@ class InteractionLoop:
 
     def _nonce(self) -> int:
         while True:
-            nonce = secrets.randbelow(0xFFFF) + 1
+            nonce = secrets.randbelow(NONCE_MAX) + 1  # never the drop bit (qoe.signal.code)
             if nonce not in self._sent:
                 return nonce

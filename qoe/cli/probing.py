@@ -108,6 +108,27 @@ def add_commands(sub: Any) -> None:
         "each WebRTC viewer takes one, switched at a keyframe by its bandwidth estimate (REMB) "
         "and losses. 1: one encoding for everyone",
     )
+    coupons = room.add_argument_group(
+        "coupon drops",
+        "The built-in host announces a coupon drop every S seconds: it shows the drop's id in its "
+        'video code for 2 s, and viewers POST {"drop": ID, "client": "..."} to '
+        "/rooms/demo/grab; the first N distinct clients win, everyone after is told sold_out. "
+        "GET /rooms/demo lists each drop's open and sold-out times. Watch it with: "
+        "qoe probe --kind grab http://HOST:PORT/whep/demo",
+    )
+    coupons.add_argument(
+        "--coupon-every",
+        type=positive,
+        metavar="S",
+        help="open a drop at every multiple of S Unix seconds (more than 2; e.g. 5)",
+    )
+    coupons.add_argument(
+        "--coupon-stock",
+        type=int,
+        default=None,
+        metavar="N",
+        help="coupons per drop (default 5)",
+    )
     add_knobs(room)
     room.set_defaults(handler=_cmd_room, media=("sim.room.server",))
 
@@ -120,8 +141,10 @@ def add_commands(sub: Any) -> None:
     probe.add_argument("url", metavar="URL", nargs="?", help="e.g. http://127.0.0.1:8080/whep/demo")
     probe.add_argument(
         "--kind",
-        choices=["whep", "chat", "rtmp", "flv", "hls", "rtsp"],
-        help="probe kind (default from the URL: http(s) WHEP, ws chat, rtmp, .flv, .m3u8, rtsp)",
+        choices=["whep", "grab", "chat", "rtmp", "flv", "hls", "rtsp"],
+        help="probe kind (default from the URL: http(s) WHEP, ws chat, rtmp, .flv, .m3u8, rtsp); "
+        "grab watches a room over WHEP and grabs each coupon drop it sees "
+        "('qoe probe --options grab' lists its options)",
     )
     probe.add_argument(
         "--duration",
@@ -447,6 +470,9 @@ async def _cmd_room(args: argparse.Namespace) -> int:
     from sim.room.server import LiveRoom
 
     width, height = args.size
+    if args.coupon_stock is not None and args.coupon_every is None:
+        raise ConfigError("--coupon-stock needs --coupon-every")
+    coupons = None if args.coupon_every is None else (args.coupon_every, args.coupon_stock or 5)
     room = LiveRoom(
         args.host,
         args.port,
@@ -457,6 +483,7 @@ async def _cmd_room(args: argparse.Namespace) -> int:
             "video_bitrate": args.bitrate * 1000,
             "renditions": fitting(width, height) if args.renditions is None else args.renditions,
         },
+        coupons=coupons,
     )
     return await serve_until_signalled(
         room,

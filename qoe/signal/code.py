@@ -14,6 +14,16 @@ preceding 68 bits, packed most significant bit first into 9 bytes whose last 4 b
 It detects every error of up to 3 bits and every odd number of bit errors (Hamming distance
 4 at this length); :func:`read_code` also refuses ambiguous cells, so a damaged code reads as
 ``None`` rather than as a wrong number.
+
+The tag's layout (part of the signal's definition; docs/METRICS.md): its top bit tells two
+uses apart, so a reader never takes one for the other::
+
+    0                      nothing shown
+    0x0001..0x7FFF         a chat-interaction nonce the host answers on camera (1..32767)
+    0x8000 | id            a coupon drop the host announces, id 1..32767 (0x8001..0xFFFF)
+
+A drop takes the field for :data:`DROP_SHOW_SECONDS` from the instant it opens; a chat nonce
+that arrives meanwhile waits, and once the drop's time is up the latest nonce returns (or 0).
 """
 
 from __future__ import annotations
@@ -29,11 +39,18 @@ __all__ = [
     "CODE_COLUMNS",
     "CODE_ROWS",
     "CODE_VERSION",
+    "DROP_FLAG",
+    "DROP_ID_MAX",
+    "DROP_SHOW_SECONDS",
     "GRID_ROWS",
+    "NONCE_MAX",
     "TICKS_PER_SECOND",
     "WHITE",
     "FrameCode",
     "crc16_ccitt_false",
+    "drop_of",
+    "drop_tag",
+    "nonce_of",
     "paint_code",
     "read_code",
     "unwrap_ticks",
@@ -57,6 +74,35 @@ _MIN_CONTRAST = 64.0
 _MIN_MARGIN = 0.25  # of the row's contrast
 
 Rect = tuple[int, int, int, int]
+
+DROP_FLAG = 0x8000
+"""The tag's top bit: set, the other 15 bits are a coupon drop's id; clear, a chat nonce."""
+DROP_ID_MAX = DROP_FLAG - 1
+NONCE_MAX = DROP_FLAG - 1
+"""Chat-interaction nonces are drawn from 1..NONCE_MAX, so they never set the drop bit."""
+DROP_SHOW_SECONDS = 2.0
+"""Seconds a drop holds the tag from its opening; then the latest chat nonce returns."""
+
+
+def drop_tag(drop_id: int) -> int:
+    """The tag that announces drop ``drop_id`` (1..32767)."""
+    if not 1 <= drop_id <= DROP_ID_MAX:
+        raise ValueError(f"a drop id is from 1 to {DROP_ID_MAX}, got {drop_id}")
+    return DROP_FLAG | drop_id
+
+
+def drop_of(tag: int | None) -> int | None:
+    """The drop id a tag announces, or None (no tag, a chat nonce, or 0)."""
+    if tag is None or not tag & DROP_FLAG or tag == DROP_FLAG:
+        return None
+    return tag & DROP_ID_MAX
+
+
+def nonce_of(tag: int | None) -> int | None:
+    """The chat nonce a tag shows, or None (no tag, 0, or a drop)."""
+    if not tag or tag & DROP_FLAG:
+        return None
+    return tag
 
 
 @dataclass(frozen=True)

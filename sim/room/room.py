@@ -6,6 +6,8 @@ ground-truth knobs; any other room comes into being when a WHIP publisher posts 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import secrets
 from collections import deque
 from dataclasses import dataclass, field
@@ -17,8 +19,10 @@ from aiortc.mediastreams import MediaStreamTrack
 from qoe import clock
 from qoe.media import Fanout, Knobs, PacketTrack, SignalSource
 from qoe.media.compose import Compositor, RawTap
+from qoe.signal import DROP_SHOW_SECONDS, NONCE_MAX, drop_tag
 from sim.room.chat import ChatKnobs, ChatRoom
 from sim.room.containers import ContainerOutput
+from sim.room.drops import CouponDrops
 from sim.room.limits import RoomLimits
 from sim.room.relay import RelaySource
 
@@ -42,8 +46,19 @@ class Peer:
 
 
 class Room:
-    def __init__(self, name: str, knobs: Knobs | None = None, limits: RoomLimits | None = None) -> None:
+    def __init__(
+        self,
+        name: str,
+        knobs: Knobs | None = None,
+        limits: RoomLimits | None = None,
+        coupons: CouponDrops | None = None,
+    ) -> None:
         self.name = name
+        self.coupons = coupons
+        """Timed coupon drops the built-in host announces (:mod:`sim.room.drops`); None: none."""
+        self.nonce = 0
+        """The latest chat nonce the host was asked to show (it waits while a drop shows)."""
+        self._drops_task: asyncio.Task[None] | None = None
         knobs = knobs or Knobs()
         limits = limits or RoomLimits()
         self.chat = ChatRoom(
@@ -83,9 +98,36 @@ class Room:
         source = SignalSource(self.fanout, knobs=knobs, **options)
         source.tap = self.host_tap
         self.source = source
-        self.chat.listeners.append(lambda message: _answer_on_camera(source, message))
+        self.chat.listeners.append(self._answer_on_camera)
         await source.start()
+        if self.coupons is not None:
+            self._drops_task = asyncio.create_task(self._run_drops(self.coupons), name="room-drops")
         return source
+
+    def _show_tag(self) -> None:
+        """The host's tag: the drop on show, else the latest chat nonce (qoe.signal.code)."""
+        source = self.source
+        if not isinstance(source, SignalSource):
+            return
+        showing = self.coupons.showing(clock.wall()) if self.coupons is not None else None
+        source.tag = drop_tag(showing.id) if showing is not None else self.nonce
+
+    def _answer_on_camera(self, message: dict[str, object]) -> None:
+        """The host reads a chat message and shows its nonce in the video code's tag field."""
+        nonce = message.get("nonce")
+        if isinstance(nonce, int) and not isinstance(nonce, bool) and 0 < nonce <= NONCE_MAX:
+            self.nonce = nonce
+            self._show_tag()
+
+    async def _run_drops(self, coupons: CouponDrops) -> None:
+        """Open a drop at each multiple of ``coupons.every`` Unix seconds; the tag shows it
+        from the instant it opens for DROP_SHOW_SECONDS."""
+        while True:
+            await asyncio.sleep(max(0.0, coupons.next_opening(clock.wall()) - clock.wall()))
+            coupons.open(clock.wall())
+            self._show_tag()
+            await asyncio.sleep(DROP_SHOW_SECONDS)
+            self._show_tag()
 
     def _renditions_of(self, peer: Peer, left: float | None = None) -> dict[str, Any] | None:
         """A WHEP viewer of the built-in host: when it joined (and left) and the renditions
@@ -151,6 +193,11 @@ class Room:
         return output
 
     async def close(self) -> None:
+        if self._drops_task is not None:
+            self._drops_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._drops_task
+            self._drops_task = None
         if self.containers is not None:
             await self.containers.stop()
             self.containers = None
@@ -231,6 +278,7 @@ class Room:
                 *self.departed,
                 *(record for peer in self.viewers.values() if (record := self._renditions_of(peer))),
             ]
+            data["coupons"] = None if self.coupons is None else self.coupons.info()
             data["knobs"]["chat_delay"] = self.chat.knobs.chat_delay
             data["knobs"]["chat_drop_every"] = self.chat.knobs.chat_drop_every
         elif isinstance(source, RelaySource):
@@ -238,10 +286,3 @@ class Room:
             data["video_codecs"] = list(source.video_codecs)
             data["unplaced_frames"] = source.unplaced
         return data
-
-
-def _answer_on_camera(source: SignalSource, message: dict[str, object]) -> None:
-    """The host reads a chat message and shows its nonce in the video code's tag field."""
-    nonce = message.get("nonce")
-    if isinstance(nonce, int) and not isinstance(nonce, bool) and 0 < nonce < 1 << 16:
-        source.tag = nonce

@@ -9,6 +9,10 @@ Endpoints (``ROOM`` is any name; ``demo`` has the built-in host):
 - ``OPTIONS`` on any of them answers CORS pre-flights, so a browser page can use the room.
 - ``GET /flv/ROOM.flv`` and ``GET /hls/ROOM/index.m3u8``: the room as HTTP-FLV and HLS
   players take it, H.264 and AAC muxed once per room (:mod:`sim.room.containers`).
+- ``POST /rooms/ROOM/grab``: grab a coupon of a drop the host announced (``qoe room
+  --coupon-every S --coupon-stock N``, :mod:`sim.room.drops`): ``{"drop": ID, "client":
+  "..."}`` in, ``{"outcome": "won" | "sold_out", ...}`` out; 404 an unknown drop, 410 a
+  closed one, 400 a body that is not such an object, 413 one over 4 KiB.
 - ``GET /rooms``, ``GET /rooms/ROOM``: state and ground truth as JSON; ``GET /stats``: the
   server's rooms, sessions and event-loop tasks; ``GET /healthz``; ``GET /`` a page with a
   WHEP player.
@@ -41,6 +45,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import json
 import logging
 import re
 from importlib import resources
@@ -63,6 +68,7 @@ from qoe import clock, looplag, rtcpatch
 from qoe.media import Fanout, Knobs, PacketTrack, SignalSource
 from qoe.media.ladder import RungChooser
 from sim.room.codecs import SENDS, UnusableOffer, restrict_video, video_codecs_for
+from sim.room.drops import CouponDrops, DropError, parse_grab
 from sim.room.impair import CohostImpairment
 from sim.room.limits import RoomLimits
 from sim.room.relay import RELAY_LATENCY, RelaySource
@@ -77,6 +83,8 @@ STALL_WARNING_INTERVAL = 10.0
 ROOM_NAME = re.compile(r"^(?=.*[A-Za-z0-9])[A-Za-z0-9._~-]{1,64}$")
 """Letters, digits and ``._~-``, with at least one letter or digit (``.`` and ``..`` would
 make a Location that resolves elsewhere)."""
+GRAB_BODY_BYTES = 4096
+"""Largest grab body: a drop id and a client id need a few dozen bytes."""
 REAP_INTERVAL = 5.0
 """Seconds between looks for rooms that have been empty past the idle limit."""
 CORS = {
@@ -149,8 +157,11 @@ class LiveRoom:
         demo: bool = True,
         host_options: dict[str, Any] | None = None,
         limits: RoomLimits | None = None,
+        coupons: tuple[float, int] | None = None,
     ) -> None:
         self.host = host
+        self.coupons = None if coupons is None else CouponDrops(*coupons)
+        """The built-in host's coupon drops, (every seconds, stock) (:mod:`sim.room.drops`)."""
         self.limits = limits or RoomLimits()
         self.port = port
         self.knobs = knobs or Knobs()
@@ -185,7 +196,7 @@ class LiveRoom:
         rtcpatch.install()  # before the first peer connection: checks aiortc, then patches it
         self._lag = looplag.open_window(keep_samples=False, on_stall=self._on_stall)
         if self.demo:
-            room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM, self.knobs, self.limits)
+            room = self.rooms[DEMO_ROOM] = Room(DEMO_ROOM, self.knobs, self.limits, self.coupons)
             await room.start_host(self.knobs, **self.host_options)
         self._background(self._reap())
         app = web.Application(client_max_size=self.limits.body_bytes)
@@ -195,6 +206,8 @@ class LiveRoom:
                 web.get("/healthz", self._healthz),
                 web.get("/rooms", self._list_rooms),
                 web.get("/rooms/{room}", self._room_info),
+                web.post("/rooms/{room}/grab", self._grab),
+                web.options("/rooms/{room}/grab", self._options),
                 web.get("/stats", self._stats),
                 web.get("/chat/{room}", self._chat),
                 web.get("/flv/{room}.flv", self._flv),
@@ -246,6 +259,28 @@ class LiveRoom:
         if room is None:
             return _error(404, f"no room {request.match_info['room']!r}")
         return web.json_response(self._info(room), headers=CORS)
+
+    async def _grab(self, request: web.Request) -> web.Response:
+        """A viewer grabs a coupon of the drop it saw (:mod:`sim.room.drops`)."""
+        name = request.match_info["room"]
+        room = self.rooms.get(name)
+        if room is None or room.coupons is None:
+            return _error(404, f"room {name!r} has no coupon drops")
+        if (request.content_length or 0) > GRAB_BODY_BYTES:
+            return _error(413, f"a grab body is at most {GRAB_BODY_BYTES} bytes")
+        raw = await request.content.read(GRAB_BODY_BYTES + 1)
+        if len(raw) > GRAB_BODY_BYTES:
+            return _error(413, f"a grab body is at most {GRAB_BODY_BYTES} bytes")
+        try:
+            drop, client = parse_grab(json.loads(raw))
+        except (ValueError, UnicodeDecodeError) as exc:  # JSONDecodeError is a ValueError
+            reason = str(exc) if not isinstance(exc, json.JSONDecodeError) else "the body is not JSON"
+            return _error(400, reason)
+        try:
+            answer = room.coupons.grab(drop, client, clock.wall())
+        except DropError as exc:
+            return _error(exc.status, str(exc))
+        return web.json_response(answer.to_json(), headers=CORS)
 
     async def _stats(self, request: web.Request) -> web.Response:
         """The server's own holdings, which a soak run watches for growth: rooms, sessions
