@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import urlsplit
 
-from probes import ffmpeg
+from probes import ffmpeg, grab
 from probes.base import ProbeFn, ProbeSpec, run
 from probes.chat import echo
 from probes.ffmpeg import publisher as rtmp_publish
@@ -37,6 +37,7 @@ __all__ = [
 
 PROBES: dict[str, ProbeFn] = {
     "whep": whep.probe,
+    "grab": grab.probe,
     "whip": whip.probe,
     "chat": echo.probe,
     **{kind: ffmpeg_viewer.probe for kind in ffmpeg.KINDS},
@@ -49,6 +50,7 @@ PUBLISHERS = frozenset({"whip", ffmpeg.PUBLISH_KIND})
 
 OPTIONS: dict[str, tuple[Option, ...]] = {
     "whep": whep.OPTIONS,
+    "grab": grab.OPTIONS,
     "whip": whip.OPTIONS,
     "chat": echo.OPTIONS,
     **{kind: ffmpeg_viewer.OPTIONS for kind in ffmpeg.KINDS},
@@ -66,6 +68,7 @@ def checked_options(kind: str, options: Mapping[str, Any]) -> dict[str, Any]:
 
 PHASES: dict[str, tuple[str, ...]] = {
     "whep": whep.PHASES,
+    "grab": grab.PHASES,
     "whip": whip.PHASES,
     "chat": echo.PHASES,
     **ffmpeg.PHASES,

@@ -31,6 +31,8 @@ from qoe.result import (
     ChatSection,
     CohostSection,
     ErrorInfo,
+    GrabDrop,
+    GrabSection,
     IceSection,
     JoinSection,
     LatencySection,
@@ -46,13 +48,14 @@ from qoe.result import (
     no_dropouts,
     quantile_fields,
 )
-from qoe.signal import IDENTITY_MODULUS, AudioMarker, FlashDetector, audioquality, identify_markers
+from qoe.signal import IDENTITY_MODULUS, AudioMarker, FlashDetector, audioquality, identify_markers, nonce_of
 from qoe.timeline import (
     AudioBlock,
     ChatReceived,
     ChatSent,
     ClockPoint,
     CpuReading,
+    Grab,
     IcePair,
     InteractionAsked,
     Timeline,
@@ -90,6 +93,7 @@ __all__ = [
     "fps",
     "freezes",
     "glass_to_glass",
+    "grabs",
     "ice",
     "interaction_latencies",
     "join",
@@ -542,6 +546,8 @@ def fill_result(result: ProbeResult, log: Timeline) -> None:
         result.publish = PublishSection(*log.published)
     elif log.role == "chat":
         result.chat = chat(log.chat_sent, log.chat_received)
+    if log.grabs or log.role == "grab" or log.run.kind == "grab":
+        result.grab = grabs(log.grabs, log.end)
     if log.role:
         result.network = log.network
     result.ice = ice(log.ice_pairs, log.end)
@@ -750,9 +756,47 @@ def interaction_latencies(
     seen: dict[int, float] = {}
     posted = {a.nonce: a.wall for a in asked}
     for frame in frames:
-        if frame.tag and frame.tag in posted and frame.tag not in seen:
-            seen[frame.tag] = frame.wall
+        nonce = nonce_of(frame.tag)
+        if nonce is not None and nonce in posted and nonce not in seen:
+            seen[nonce] = frame.wall
     return [seen[n] - wall for n, wall in posted.items() if n in seen]
+
+
+def grabs(attempts: Sequence[Grab], end: float | None = None) -> GrabSection:
+    """Coupon grabs: each drop seen, how soon after it opened, how soon its grab was
+    answered and what the answer was (docs/METRICS.md, "Coupon grabs").
+
+    ``seen_after_seconds`` is the drop's sighting (the viewer's wall clock) minus its opening
+    (the sender's wall clock; one clock on one host, else as synchronised as the hosts are);
+    ``answer_seconds`` the grab's answer minus its request (monotonic). An answer that came
+    after ``end`` (monotonic; the window's close) is not counted: the run had stopped waiting.
+    """
+    drops: list[GrabDrop] = []
+    for g in attempts:
+        answered = g.answered is not None and g.sent is not None and (end is None or g.answered <= end)
+        seen_after = None if g.opened_wall is None else g.seen_wall - g.opened_wall
+        outcome = g.outcome if answered else None
+        drops.append(
+            {
+                "drop": g.drop,
+                "seen_after_seconds": seen_after,
+                "answer_seconds": g.answered - g.sent if answered else None,  # type: ignore[operator]
+                "won": None if outcome is None else outcome == "won",
+                "sold_out_at": g.sold_out_wall if answered else None,
+            }
+        )
+    seen_afters = quantiles([d["seen_after_seconds"] for d in drops if d["seen_after_seconds"] is not None])
+    answers = quantiles([d["answer_seconds"] for d in drops if d["answer_seconds"] is not None])
+    sent = [d for g, d in zip(attempts, drops, strict=True) if g.sent is not None]
+    return GrabSection(
+        seen_after_seconds=quantile_fields(seen_afters),
+        answer_seconds=quantile_fields(answers),
+        seen=len(drops),
+        won=sum(1 for d in drops if d["won"] is True),
+        sold_out=sum(1 for d in drops if d["won"] is False),
+        unanswered=sum(1 for d in sent if d["won"] is None),
+        drops=drops,
+    )
 
 
 def chat(sent: Sequence[ChatSent], received: Sequence[ChatReceived]) -> ChatSection:

@@ -29,6 +29,8 @@ __all__ = [
     "ChatSection",
     "CohostSection",
     "ErrorInfo",
+    "GrabDrop",
+    "GrabSection",
     "IceSection",
     "JoinSection",
     "LatencySection",
@@ -235,6 +237,40 @@ class CohostSection:
     """The co-host's own audio figures, defined as ``audio``'s (its track, or the mix)."""
 
 
+class GrabDrop(TypedDict):
+    """One coupon drop a grab probe saw (``grab.drops``)."""
+
+    drop: str
+    seen_after_seconds: float | None
+    """Drop opened (sender's clock) to seen on screen (the viewer's clock)."""
+    answer_seconds: float | None
+    """Grab request sent to its answer."""
+    won: bool | None
+    """True won, False sold out, None no answer that said."""
+    sold_out_at: float | None
+    """Unix seconds the drop sold out, as the grab's answer said (None: not yet, or not said)."""
+
+
+@dataclass
+class GrabSection:
+    """Coupon grabs (docs/METRICS.md): how soon each drop was seen and answered, who won."""
+
+    seen_after_seconds: dict[str, float | None] = field(default_factory=lambda: quantile_fields(None))
+    """Over the drops seen whose opening time is known: opened -> seen on screen."""
+    answer_seconds: dict[str, float | None] = field(default_factory=lambda: quantile_fields(None))
+    """Over the grabs answered: request sent -> answer."""
+    seen: int | None = None
+    """Drops seen."""
+    won: int | None = None
+    """Drops won (a coupon each)."""
+    sold_out: int | None = None
+    """Grabs answered sold out: a normal outcome, not an error."""
+    unanswered: int | None = None
+    """Grabs sent that got no answer within the watch."""
+    drops: list[GrabDrop] | None = None
+    """Each drop seen, in order."""
+
+
 @dataclass
 class PublishSection:
     """Figures of a publishing probe (WHIP, RTMP publish)."""
@@ -303,6 +339,7 @@ class ProbeResult:
     chat: ChatSection = field(default_factory=ChatSection)
     cohost: CohostSection = field(default_factory=CohostSection)
     publish: PublishSection = field(default_factory=PublishSection)
+    grab: GrabSection = field(default_factory=GrabSection)
     ice: IceSection = field(default_factory=IceSection)
     probe_host: ProbeHostSection = field(default_factory=ProbeHostSection)
     network: dict[str, Any] = field(default_factory=dict)
@@ -334,6 +371,7 @@ class ProbeResult:
             "chat": ChatSection,
             "cohost": CohostSection,
             "publish": PublishSection,
+            "grab": GrabSection,
             "ice": IceSection,
             "probe_host": ProbeHostSection,
         }

@@ -30,6 +30,7 @@ __all__ = [
     "ClockPoint",
     "CpuReading",
     "Failure",
+    "Grab",
     "HttpExchange",
     "IcePair",
     "InteractionAsked",
@@ -140,6 +141,30 @@ class InteractionAsked:
     nonce: int
     wall: float
     """Unix seconds when it was posted."""
+
+
+@dataclass(slots=True)
+class Grab:
+    """A coupon drop the probe saw, and its grab of it (:mod:`probes.grab`)."""
+
+    drop: str
+    """The drop's id as the signal gave it."""
+    seen_wall: float
+    """Unix seconds when the probe saw the drop: the frame announcing it was shown (or the
+    drop signal matched, in generic mode)."""
+    opened_wall: float | None = None
+    """Unix seconds the drop opened, on the sender's clock (the room's answer or the drop
+    signal says; None where neither did)."""
+    sent: float | None = None
+    """Monotonic seconds the grab request was sent (None: not sent)."""
+    answered: float | None = None
+    """Monotonic seconds its answer came (None: none came)."""
+    outcome: str | None = None
+    """``won`` or ``sold_out``; None without an answer that says."""
+    sold_out_wall: float | None = None
+    """Unix seconds the drop sold out, as the answer says (None: not yet, or not said)."""
+    status: int | None = None
+    """The answer's HTTP status."""
 
 
 @dataclass(slots=True)
@@ -269,6 +294,8 @@ class Timeline:
     chat_sent: list[ChatSent] = field(default_factory=list)
     chat_received: list[ChatReceived] = field(default_factory=list)
     asked: list[InteractionAsked] = field(default_factory=list)
+    grabs: list[Grab] = field(default_factory=list)
+    """Coupon drops seen and grabbed, in the order seen."""
     loop_ticks: list[LoopTick] = field(default_factory=list)
     cpu: list[CpuReading] = field(default_factory=list)
     published: tuple[int, int] | None = None

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+from collections.abc import Callable
 from functools import partial
 
 import numpy as np
@@ -57,7 +58,7 @@ from qoe.signal import COHOST_TONE_HZ, HOST_TONE_HZ, ToneOnsetDetector, flash_le
 from qoe.signal.quality import QualityScorer, Score, ScoringQueue
 from qoe.timeline import AudioBlock, Timeline, ToneOnset, VideoFrameEvent
 
-__all__ = ["PHASES", "probe"]
+__all__ = ["OPTIONS", "PHASES", "probe", "view"]
 
 PHASES = ("signaling", "ice_connected", "dtls_connected", "first_rtp_packet", "first_decoded_frame")
 WATCHDOG_PERIOD = 0.1
@@ -122,8 +123,18 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
     ``"arrival"`` stamps every decoded frame when it reaches the probe; ``token`` and
     ``ice_transport`` as for every WebRTC session (:mod:`probes.webrtc.session`).
     """
+    await view(spec, watch)
+
+
+async def view(
+    spec: ProbeSpec, watch: Watch, on_shown: Callable[[VideoFrameEvent], None] | None = None
+) -> None:
+    """The WHEP viewer itself, for :func:`probe` and for probes that watch as a viewer does
+    (the coupon grab, :mod:`probes.grab`): ``on_shown`` is handed each host frame as the
+    player shows it, its code read, to act on what the screen says."""
     timeline = watch.open_log(PHASES, "viewer")
     viewer = _Viewer(spec, timeline)
+    viewer.on_shown = on_shown
     session = Session(
         spec.url,
         timeline,
@@ -270,6 +281,7 @@ class _Viewer:
         self.interaction = (
             InteractionLoop(options["chat_url"] or chat_url_for(spec.url), timeline, every) if every else None
         )
+        self.on_shown: Callable[[VideoFrameEvent], None] | None = None
 
     def participants_of(self, pair: int) -> list[_Participant]:
         """Who a track pair carries: the host, the co-host, or both (the mix)."""
@@ -420,6 +432,8 @@ class _Viewer:
     def _show(self, pair: int, participants: list[_Participant], events: list[VideoFrameEvent]) -> None:
         for participant, event in zip(participants, events, strict=True):
             participant.shown(event)
+        if pair == 0 and self.on_shown is not None:
+            self.on_shown(events[0])
         if pair == 0 and not self.first_frame.is_set():
             first = events[0]
             self.timeline.mark("first_decoded_frame", first.at if first.arrival is None else first.arrival)
