@@ -161,11 +161,14 @@ async def _cmd_fleet_check(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def _finish_judgement(judgement: Any, junit: str | None) -> int:
+def _finish_judgement(judgement: Any, junit: str | None, results: list[dict[str, Any]]) -> int:
     from qoe.fleet import junit_xml, summary_table
+    from qoe.fleet.grabs import fairness, fairness_table
 
     write(junit, junit_xml(judgement))
     print(summary_table(judgement))
+    if grabs := fairness(results):
+        print("\n" + fairness_table(grabs))
     return EXIT_OK if judgement.passed else EXIT_FAILED
 
 
@@ -230,7 +233,8 @@ async def _cmd_fleet_run(args: argparse.Namespace) -> int:
                 unwritten.append(exc)
     instance = f"{socket.gethostname()}-shard-{shard.index}-of-{shard.count}" if shard else None
     pushed = await push(args.push_gateway, results, instance)
-    verdict = _finish_judgement(judge(fleet, runs, [r.to_dict() for r in results]), args.junit)
+    as_dicts = [r.to_dict() for r in results]
+    verdict = _finish_judgement(judge(fleet, runs, as_dicts), args.junit, as_dicts)
     if unwritten:
         # The verdicts, JUnit and push above still went out; the results file is incomplete.
         raise ConfigError(f"cannot write {args.json_out}: {unwritten[0].strerror or unwritten[0]}")
@@ -250,4 +254,4 @@ async def _cmd_fleet_report(args: argparse.Namespace) -> int:
     results, problems = read_results(args.results)
     judgement = judge(fleet, expand(fleet), results)
     judgement.problems[:0] = problems
-    return _finish_judgement(judgement, args.junit)
+    return _finish_judgement(judgement, args.junit, results)

@@ -71,6 +71,9 @@ class _Totals:
     decode_errors: float | None = None
     chat_sent: float | None = None
     chat_lost: float | None = None
+    grab_seen: float | None = None
+    grab_won: float | None = None
+    grab_sold_out: float | None = None
     rendition_seconds: dict[str, float] = field(default_factory=dict)
     """Seconds shown at each picture height ("360", ...), summed over runs."""
     rendition_switches: float | None = None
@@ -141,6 +144,9 @@ class ResultCollector(Collector):
         totals.decode_errors = _plus(totals.decode_errors, video.decode_errors)
         totals.chat_sent = _plus(totals.chat_sent, result.chat.sent)
         totals.chat_lost = _plus(totals.chat_lost, result.chat.lost)
+        totals.grab_seen = _plus(totals.grab_seen, result.grab.seen)
+        totals.grab_won = _plus(totals.grab_won, result.grab.won)
+        totals.grab_sold_out = _plus(totals.grab_sold_out, result.grab.sold_out)
         for span in video.renditions or ():
             height = str(int(span["height"]))
             shown = totals.rendition_seconds.get(height, 0.0)
@@ -197,6 +203,8 @@ class ResultCollector(Collector):
                 add("qoe_glass_to_glass_seconds", key, r.latency.glass_to_glass_seconds.get(stat), quantile)
                 add("qoe_chat_echo_seconds", key, r.chat.echo_seconds.get(stat), quantile)
                 add("qoe_probe_loop_lag_seconds", key, r.probe_host.loop_lag_seconds.get(stat), quantile)
+                add("qoe_grab_seen_after_seconds", key, r.grab.seen_after_seconds.get(stat), quantile)
+                add("qoe_grab_answer_seconds", key, r.grab.answer_seconds.get(stat), quantile)
             add("qoe_probe_host_cpu_busy_ratio", key, r.probe_host.cpu_busy_ratio)
             add("qoe_probe_host_cpu_stolen_ratio", key, r.probe_host.cpu_stolen_ratio)
             add("qoe_av_offset_seconds", key, r.av_sync.offset_seconds.get("median"), "0.5")
@@ -236,6 +244,9 @@ class ResultCollector(Collector):
             add("qoe_video_decode_errors", key, t.decode_errors)
             add("qoe_chat_messages_sent", key, t.chat_sent)
             add("qoe_chat_messages_lost", key, t.chat_lost)
+            add("qoe_grab_drops_seen", key, t.grab_seen)
+            add("qoe_grab_wins", key, t.grab_won)
+            add("qoe_grab_sold_out", key, t.grab_sold_out)
             for height, seconds in sorted(t.rendition_seconds.items(), key=lambda item: int(item[0])):
                 add("qoe_video_rendition_seconds", key, seconds, height)
             add("qoe_video_rendition_switches", key, t.rendition_switches)
@@ -381,6 +392,17 @@ class ResultCollector(Collector):
                 "Chat send-to-receive latency over the latest run's messages (quantile 1 is the max).",
                 labels=[*labels, "quantile"],
             ),
+            g(
+                "qoe_grab_seen_after_seconds",
+                "Coupon drop opened (sender's clock) to seen on screen, over the latest run's drops "
+                "(quantile 1 is the max).",
+                labels=[*labels, "quantile"],
+            ),
+            g(
+                "qoe_grab_answer_seconds",
+                "Coupon grab request to its answer, over the latest run's grabs (quantile 1 is the max).",
+                labels=[*labels, "quantile"],
+            ),
             c("qoe_probe_runs", "Probe runs finished.", labels=labels),
             c("qoe_probe_failures", "Probe runs that failed, by error kind.", labels=[*labels, "error"]),
             c("qoe_video_freezes", "Video freezes seen (W3C webrtc-stats freezeCount).", labels=labels),
@@ -431,6 +453,13 @@ class ResultCollector(Collector):
             ),
             c("qoe_chat_messages_sent", "Chat messages sent by probes.", labels=labels),
             c("qoe_chat_messages_lost", "Chat messages never echoed within the timeout.", labels=labels),
+            c("qoe_grab_drops_seen", "Coupon drops grab probes saw.", labels=labels),
+            c("qoe_grab_wins", "Coupon drops grab probes won (a coupon each).", labels=labels),
+            c(
+                "qoe_grab_sold_out",
+                "Grabs answered sold out: a normal outcome; its share of grabs is the chance of losing.",
+                labels=labels,
+            ),
             HistogramMetricFamily(
                 "qoe_join_duration_seconds",
                 "Join time (click to first frame) per probe run.",

@@ -45,7 +45,19 @@ JUNIT_TEXT_LIMIT = 2000
 """Characters of one message kept in JUnit (a verdict's message is one line)."""
 LISTED_PER_FILE = 20
 """Bad lines of one results file listed one by one; the rest are counted in one more line."""
-SECTIONS = ("join", "video", "audio", "latency", "av_sync", "chat", "cohost", "publish", "ice", "probe_host")
+SECTIONS = (
+    "join",
+    "video",
+    "audio",
+    "latency",
+    "av_sync",
+    "chat",
+    "cohost",
+    "publish",
+    "grab",
+    "ice",
+    "probe_host",
+)
 
 
 class _NotFinite(ValueError):
