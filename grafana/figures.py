@@ -18,6 +18,7 @@ __all__ = [
     "AV_BANDS",
     "CHAT",
     "FREEZES_PER_MIN",
+    "GRAB_ANSWER",
     "JOIN",
     "JOIN_P95",
     "LOOP_LAG",
@@ -50,6 +51,8 @@ AV_BANDS: Steps = [
 """A/V offset (+ = audio ahead): green inside detectability (+45/-125 ms), yellow up to the
 acceptability limits (+90/-185 ms), red beyond (ITU-R BT.1359-1)."""
 CHAT: Steps = [(None, "green"), (1.0, "red")]
+GRAB_ANSWER: Steps = [(None, "green"), (0.5, "red")]
+"""Coupon grab answer p95: QoEGrabAnswerSlow fires past 0.5 s (a project choice)."""
 LOOP_LAG: Steps = [(None, "green"), (0.1, "red")]
 """Probe host loop lag: QoEProbeHostOverloaded fires past 100 ms (150 ms makes a freeze)."""
 STALE: Steps = [(None, "green"), (600.0, "red")]

@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
-from grafana_foundation_sdk.builders.dashboard import Dashboard
+from grafana_foundation_sdk.builders.dashboard import Dashboard, Row
 
 from grafana.figures import (
     ALL,
     AV_BANDS,
     CHAT,
     FREEZES_PER_MIN,
+    GRAB_ANSWER,
     JOIN,
     JOIN_P95,
     QUALITY,
@@ -221,6 +222,64 @@ def profiles() -> Dashboard:
                     "{{profile}} {{kind}}",
                 )
             ],
+            min_value=0,
+        ),
+    ]
+    for panel in panels:
+        board = board.with_panel(panel)
+    return _grabs(board, ids)
+
+
+def _grabs(board: Dashboard, ids: Ids) -> Dashboard:
+    """The row "Grabs by profile": how much later each profile sees a coupon drop, and how
+    many coupons it wins (grab probes; docs/METRICS.md, coupon grabs)."""
+    board = board.with_row(Row("Grabs by profile").id(ids()))
+    over = "over the dashboard's time range"
+    seen_p50 = mean_over_range(f'qoe_grab_seen_after_seconds{{{ALL}, quantile="0.5"}}')
+    wins = f"sum by (profile) (increase(qoe_grab_wins_total{{{ALL}}}[$__range]))"
+    panels = [
+        bargauge_panel(
+            ids(),
+            "Drop seen after (p50)",
+            f"Mean of the runs' median time from a coupon drop opening to its showing on screen {over}.",
+            [prom(seen_p50, "{{profile}}", instant=True)],
+        ),
+        bargauge_panel(
+            ids(),
+            "Fairness gap",
+            f"How much later each profile sees a drop than the quickest profile: its mean median "
+            f"seen-after less the lowest {over}.",
+            [prom(f"{seen_p50} - scalar(min({seen_p50}))", "{{profile}}", instant=True)],
+        ),
+        bargauge_panel(
+            ids(),
+            "Share of coupons won",
+            f"Of the coupons all grab probes won {over}, the share each profile's probes won.",
+            [prom(f"{wins} / scalar(sum({wins}))", "{{profile}}", instant=True)],
+            unit="percentunit",
+        ),
+        bargauge_panel(
+            ids(),
+            "Grabs sold out",
+            f"Grabs answered sold out per drop seen {over}: the chance a viewer on each profile "
+            "loses the race (a normal outcome, not an error).",
+            [
+                prom(
+                    f"sum by (profile) (increase(qoe_grab_sold_out_total{{{ALL}}}[$__range]))"
+                    f" / sum by (profile) (increase(qoe_grab_drops_seen_total{{{ALL}}}[$__range]))",
+                    "{{profile}}",
+                    instant=True,
+                )
+            ],
+            unit="percentunit",
+        ),
+        timeseries_panel(
+            ids(),
+            "Grab answer p95 by profile",
+            "95th percentile of grab request to answer of the latest run, one line per profile; "
+            "dashed: 0.5 s, where QoEGrabAnswerSlow fires.",
+            [prom(f'avg by (profile) (qoe_grab_answer_seconds{{{ALL}, quantile="0.95"}})', "{{profile}}")],
+            steps=GRAB_ANSWER,
             min_value=0,
         ),
     ]

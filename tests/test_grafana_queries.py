@@ -32,6 +32,7 @@ from qoe.result import (
     ChatSection,
     CohostSection,
     ErrorInfo,
+    GrabSection,
     JoinSection,
     LatencySection,
     ProbeHostSection,
@@ -212,6 +213,15 @@ def _result(kind: str, profile: str, minute: int) -> ProbeResult:
             "return_loss_db": 10.5 if echoed else None,
         },
         audio={"snr_db": 20.0, "noise_floor_dbfs": -23.0, "dropouts": dropouts},
+    )
+    late = 0.075 if profile == "3g" else 0.0  # every kind grabs, as every kind chats here
+    result.grab = GrabSection(
+        seen_after_seconds={"p50": 0.1 + late, "p95": 0.12 + late, "max": 0.13 + late},
+        answer_seconds={"p50": 0.01, "p95": 0.3 + wobble * 3, "max": 0.4 + wobble * 3},
+        seen=2,
+        won=0 if profile == "3g" else 1,
+        sold_out=2 if profile == "3g" else 1,
+        unanswered=0,
     )
     lag = {"p50": 0.001, "p95": 0.004, "max": 0.01 + wobble}
     result.probe_host = ProbeHostSection(
