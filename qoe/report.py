@@ -62,6 +62,15 @@ CHAT_COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
 ]
 
 
+GRAB_COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
+    ("drops", lambda r: _num(r.grab.seen)),
+    ("seen after p50 ms", lambda r: _ms(r.grab.seen_after_seconds["p50"])),
+    ("answer p95 ms", lambda r: _ms(r.grab.answer_seconds["p95"])),
+    ("won", lambda r: _num(r.grab.won)),
+    ("sold out", lambda r: _num(r.grab.sold_out)),
+]
+
+
 COHOST_COLUMNS: list[tuple[str, Callable[[ProbeResult], str]]] = [
     ("co-host ms", lambda r: _signed_ms(r.cohost.offset_seconds["median"])),
     ("co A/V ms", lambda r: _signed_ms(r.cohost.av_offset_seconds["median"])),
@@ -72,10 +81,13 @@ def results_table(results: Sequence[ProbeResult]) -> str:
     """A fixed-width table, one row per result; ``-`` marks a figure not measured.
 
     A/V is the median offset, positive when audio is ahead (ITU-R BT.1359). Chat columns
-    replace the video ones when any result measured chat.
+    replace the video ones when any result measured chat; grab columns (coupon drops seen,
+    seen-after, grab answer, won and sold out) replace most of them when any grabbed.
     """
     if any(r.chat.sent is not None for r in results):
         columns = COLUMNS[:4] + CHAT_COLUMNS
+    elif any(r.grab.seen is not None for r in results):
+        columns = COLUMNS[:5] + COLUMNS[9:11] + GRAB_COLUMNS
     elif any(r.cohost.frames for r in results):
         columns = COLUMNS + COHOST_COLUMNS
     else:

@@ -201,3 +201,12 @@ def test_a_grab_run_that_saw_nothing_reports_zero_drops_seen() -> None:
     section = metrics.result_of(log).grab
     assert (section.seen, section.won, section.sold_out) == (0, 0, 0)
     assert section.seen_after_seconds["p50"] is None
+
+
+def test_the_results_table_shows_grab_columns() -> None:
+    from qoe.report import results_table
+
+    table = results_table([metrics.result_of(grab_log())])
+    header, _, row = table.splitlines()
+    assert "seen after p50 ms" in header and "sold out" in header
+    assert row.split()[-5:] == ["3", "200", "39", "1", "1"]  # seen, p50, answer p95 (ms), won, sold out
