@@ -152,6 +152,8 @@ class _Grabber:
         task.add_done_callback(self.tasks.discard)
 
     async def _grab(self, attempt: Grab) -> None:
+        # A frame the player model shows later than now is seen then, and grabbed then.
+        await asyncio.sleep(max(0.0, attempt.seen_wall - clock.wall()))
         try:
             await self._request(attempt)
         except ProbeError as exc:

@@ -547,7 +547,8 @@ def fill_result(result: ProbeResult, log: Timeline) -> None:
     elif log.role == "chat":
         result.chat = chat(log.chat_sent, log.chat_received)
     if log.grabs or log.role == "grab" or log.run.kind == "grab":
-        result.grab = grabs(log.grabs, log.end)
+        first = next((f.capture_wall for f in log.video if f.capture_wall is not None), None)
+        result.grab = grabs(log.grabs, log.end, first)
     if log.role:
         result.network = log.network
     result.ice = ice(log.ice_pairs, log.end)
@@ -762,7 +763,9 @@ def interaction_latencies(
     return [seen[n] - wall for n, wall in posted.items() if n in seen]
 
 
-def grabs(attempts: Sequence[Grab], end: float | None = None) -> GrabSection:
+def grabs(
+    attempts: Sequence[Grab], end: float | None = None, watching_from: float | None = None
+) -> GrabSection:
     """Coupon grabs: each drop seen, how soon after it opened, how soon its grab was
     answered and what the answer was (docs/METRICS.md, "Coupon grabs").
 
@@ -770,11 +773,18 @@ def grabs(attempts: Sequence[Grab], end: float | None = None) -> GrabSection:
     (the sender's wall clock; one clock on one host, else as synchronised as the hosts are);
     ``answer_seconds`` the grab's answer minus its request (monotonic). An answer that came
     after ``end`` (monotonic; the window's close) is not counted: the run had stopped waiting.
+
+    ``watching_from`` is the capture time (sender's clock) of the first frame the viewer
+    read: a drop that opened before it was announced before the viewer watched, so its
+    seen-after would time the viewer's join, not the drop's way to the screen; it is null
+    (the drop still counts as seen, won or sold out).
     """
     drops: list[GrabDrop] = []
     for g in attempts:
         answered = g.answered is not None and g.sent is not None and (end is None or g.answered <= end)
-        seen_after = None if g.opened_wall is None else g.seen_wall - g.opened_wall
+        opened = g.opened_wall
+        joined_late = watching_from is not None and opened is not None and opened < watching_from
+        seen_after = None if opened is None or joined_late else g.seen_wall - opened
         outcome = g.outcome if answered else None
         drops.append(
             {

@@ -210,3 +210,15 @@ def test_the_results_table_shows_grab_columns() -> None:
     header, _, row = table.splitlines()
     assert "seen after p50 ms" in header and "sold out" in header
     assert row.split()[-5:] == ["3", "200", "39", "1", "1"]  # seen, p50, answer p95 (ms), won, sold out
+
+
+def test_a_drop_opened_before_the_viewer_watched_has_no_seen_after() -> None:
+    # The viewer's first frame was captured at T0 + 10.1: drop 1 (opened at T0 + 5) was
+    # announced before it watched, so its seen-after would time the join. Drop 2 opened
+    # at T0 + 10.0, also before; only a drop opened after T0 + 10.1 would count.
+    section = metrics.grabs(grab_log().grabs, 116.0, watching_from=T0 + 10.1)
+    assert section.drops is not None
+    assert [d["seen_after_seconds"] for d in section.drops] == [None, None, None]
+    assert (section.seen, section.won, section.sold_out) == (3, 1, 1)  # still seen, won, sold out
+    kept = metrics.grabs(grab_log().grabs, 116.0, watching_from=T0 + 7.0)
+    assert kept.seen_after_seconds["p50"] == pytest.approx(0.30, abs=1e-6)
