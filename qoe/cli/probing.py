@@ -345,7 +345,7 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         value = getattr(args, f"chat_{key}")
         if value is not None:
             options[key] = value
-    options.update(_webrtc_options(args, kind, "whep"))
+    options.update(_webrtc_options(args, kind, "grab" if kind == "grab" else "whep"))  # grab watches as WHEP
     if args.quality is not None:
         if kind == "chat":
             raise ConfigError(f"--quality is for video viewers; {args.url} is a chat URL")
