@@ -14,7 +14,7 @@ from qoe.errors import ConfigError
 from qoe.signal import DROP_FLAG, DROP_SHOW_SECONDS, NONCE_MAX, drop_of, drop_tag, nonce_of
 from qoe.signal.code import FrameCode, paint_code, read_code
 from qoe.timeline import Grab, InteractionAsked, RunInfo, Timeline, VideoFrameEvent
-from sim.room.drops import KEPT, CouponDrops, DropError, parse_grab
+from sim.room.drops import KEPT, CouponDrops, DropError, host_tag, parse_grab
 
 T0 = 1_700_000_000.0
 
@@ -105,6 +105,14 @@ def test_a_drop_shows_for_its_time_then_the_nonce_returns() -> None:
     assert shown is not None and shown.id == 1
     assert drops.showing(T0 + DROP_SHOW_SECONDS - 0.001) is shown
     assert drops.showing(T0 + DROP_SHOW_SECONDS) is None
+
+
+def test_a_chat_nonce_waits_while_a_drop_shows_then_returns() -> None:
+    drops = CouponDrops(every=5.0, stock=1)
+    assert host_tag(None, 42, T0) == 42 and host_tag(drops, 0, T0) == 0
+    drops.open(T0)
+    assert host_tag(drops, 42, T0 + 0.5) == drop_tag(1)  # the drop holds the field
+    assert host_tag(drops, 43, T0 + DROP_SHOW_SECONDS) == 43  # then the latest nonce returns
 
 
 def test_ids_wrap_and_only_the_latest_drops_are_kept() -> None:

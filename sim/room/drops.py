@@ -22,10 +22,19 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from qoe.errors import ConfigError
-from qoe.signal import DROP_SHOW_SECONDS
+from qoe.signal import DROP_SHOW_SECONDS, drop_tag
 from qoe.signal.code import DROP_ID_MAX
 
-__all__ = ["CLIENT_ID_MAX", "KEPT", "CouponDrops", "Drop", "DropError", "GrabAnswer", "parse_grab"]
+__all__ = [
+    "CLIENT_ID_MAX",
+    "KEPT",
+    "CouponDrops",
+    "Drop",
+    "DropError",
+    "GrabAnswer",
+    "host_tag",
+    "parse_grab",
+]
 
 KEPT = 100
 """Drops a room remembers (for grabs of closed drops and its ground truth); older ones go."""
@@ -154,6 +163,13 @@ class CouponDrops:
             "stock": self.stock,
             "drops": [d.info() for d in self.drops.values()],
         }
+
+
+def host_tag(coupons: CouponDrops | None, nonce: int, now: float) -> int:
+    """What the host shows in the code's tag at ``now``: the drop on show, else the latest
+    chat nonce (0: none); the layout is :mod:`qoe.signal.code`'s."""
+    showing = coupons.showing(now) if coupons is not None else None
+    return drop_tag(showing.id) if showing is not None else nonce
 
 
 def parse_grab(body: Any) -> tuple[int, str]:

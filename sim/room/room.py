@@ -19,10 +19,10 @@ from aiortc.mediastreams import MediaStreamTrack
 from qoe import clock
 from qoe.media import Fanout, Knobs, PacketTrack, SignalSource
 from qoe.media.compose import Compositor, RawTap
-from qoe.signal import DROP_SHOW_SECONDS, NONCE_MAX, drop_tag
+from qoe.signal import DROP_SHOW_SECONDS, NONCE_MAX
 from sim.room.chat import ChatKnobs, ChatRoom
 from sim.room.containers import ContainerOutput
-from sim.room.drops import CouponDrops
+from sim.room.drops import CouponDrops, host_tag
 from sim.room.limits import RoomLimits
 from sim.room.relay import RelaySource
 
@@ -109,8 +109,7 @@ class Room:
         source = self.source
         if not isinstance(source, SignalSource):
             return
-        showing = self.coupons.showing(clock.wall()) if self.coupons is not None else None
-        source.tag = drop_tag(showing.id) if showing is not None else self.nonce
+        source.tag = host_tag(self.coupons, self.nonce, clock.wall())
 
     def _answer_on_camera(self, message: dict[str, object]) -> None:
         """The host reads a chat message and shows its nonce in the video code's tag field."""
