@@ -686,9 +686,11 @@ def audio_quality(log: Timeline) -> AudioQuality:
     timeline (see :mod:`qoe.signal.audioquality`; docs/METRICS.md defines them).
 
     Dropouts are the gaps between decoded blocks, and the markers of the participant's tone
-    (``log.tone_hz``) missing where audio came. The noise floor is the median power of blocks
-    away from every tone the log holds; the SNR sets the median plateau of the participant's
-    own tones against it. Each is None when the log has no blocks, or no tone of its own.
+    (``log.tone_hz``) missing where audio came (null under a noise within
+    :data:`~qoe.signal.audioquality.MARKER_SILENCE_MIN_SNR_DB` of the tone). The noise floor
+    is the median power of blocks away from every tone the log holds; the SNR sets the median
+    plateau of the participant's own tones against it. Each is None when the log has no
+    blocks, or no tone of its own.
     """
     blocks = _blocks_within(log)
     if not blocks:
@@ -706,8 +708,11 @@ def audio_quality(log: Timeline) -> AudioQuality:
     snr = None
     if noise is not None and levels:
         snr = audioquality.snr_db(float(np.median(levels)), noise)
+    # Under noise the detector misses onsets of tones that did sound: a marker not found is
+    # then no evidence of silence.
+    trusted = bool(markers) and (snr is None or snr >= audioquality.MARKER_SILENCE_MIN_SNR_DB)
     return AudioQuality(
-        {"count": gaps.count, "seconds": gaps.seconds, "missing_markers": missing if markers else None},
+        {"count": gaps.count, "seconds": gaps.seconds, "missing_markers": missing if trusted else None},
         snr,
         None if noise is None else audioquality.dbfs(noise),
     )

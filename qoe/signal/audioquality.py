@@ -25,6 +25,7 @@ __all__ = [
     "ECHO_MIN_MATCHES",
     "ECHO_TOLERANCE_SECONDS",
     "FULL_SCALE_SINE_POWER",
+    "MARKER_SILENCE_MIN_SNR_DB",
     "NOISE_FLOOR_MIN_DBFS",
     "Dropouts",
     "Echo",
@@ -52,6 +53,11 @@ FULL_SCALE_SINE_POWER = 0.5
 """Mean square of a full-scale sine: 0 dBFS, as AES17 defines the decibel full scale."""
 NOISE_FLOOR_MIN_DBFS = -120.0
 """Noise floors are reported down to this; digital silence reads as it."""
+MARKER_SILENCE_MIN_SNR_DB = 15.0
+"""Missing markers are counted only at this SNR or more. The onset detector wants the
+envelope under a tenth of the tone's for 50 ms before an onset: at 15 dB the noise's envelope
+reaches that about once in 1e10 samples, at 10 dB often enough that about one onset in 15
+is missed (measured through Opus), which would read as a silenced marker."""
 MARKER_TOLERANCE_SECONDS = 0.020
 """A marker found within this of where the one-second grid puts it is present."""
 _BEFORE_TONE = 0.010  # a block this close before an onset may hold the codec's pre-echo
