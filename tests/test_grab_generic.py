@@ -18,6 +18,8 @@ from probes import probe_spec, run_probe
 from qoe.result import ProbeResult
 from tests.servers import aiohttp_app
 
+pytestmark = pytest.mark.slow  # real probe runs of 1 to 2 s each
+
 OPENED = 1_700_000_000.0
 
 
