@@ -494,5 +494,11 @@ async def _cmd_room(args: argparse.Namespace) -> int:
             f"  watch room demo: {room.url}/whep/demo (WebRTC), {room.url}/flv/demo.flv (HTTP-FLV), "
             f"{room.url}/hls/demo/index.m3u8 (HLS)\n"
             f"  publish a room: {room.url}/whip/ROOM (WHIP); its viewers take the same three forms"
+            + (
+                f"\n  coupon drops: {coupons[1]} coupons every {coupons[0]:g} s; grab at "
+                f"{room.url}/rooms/demo/grab, ground truth at {room.url}/rooms/demo"
+                if coupons
+                else ""
+            )
         ),
     )
