@@ -22,9 +22,11 @@ import threading
 import time
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
+from functools import partial
 from pathlib import Path
 
 import av
+import numpy as np
 import pytest
 from aiohttp import web
 
@@ -33,6 +35,7 @@ from probes.ffmpeg import RtmpPublisher
 from qoe import looplag
 from qoe.media import Knobs
 from qoe.result import ProbeResult
+from qoe.timeline import Timeline
 from tests.servers import NginxRtmp, ffmpeg_publisher, nginx_rtmp
 
 pytestmark = pytest.mark.slow
@@ -164,31 +167,55 @@ async def test_publish_probe(nginx: NginxRtmp) -> None:
     assert result.publish.audio_frames_sent == pytest.approx(3 * 48000 / 1024, abs=12)
 
 
+def arrival_floor(log: Timeline) -> float:
+    """The 5th percentile of the coded frames' delay from capture to their arrival at the
+    probe (seconds): what the path adds, without the player model's start-up buffering."""
+    delays = [
+        f.wall - (f.at - f.arrival) - f.capture_wall
+        for f in log.video
+        if f.capture_wall is not None and f.arrival is not None
+    ]
+    assert len(delays) > 60, len(delays)
+    return float(np.percentile(delays, 5))
+
+
 async def test_profile_goes_through_the_tcp_proxy(nginx: NginxRtmp) -> None:
     """``--profile 4g`` (22 ms one-way each way, 8.1 Mbit/s down): the RTMP session goes
-    through the impairment proxy, and the latency shows the extra delay."""
+    through the impairment proxy, and the latency shows the extra delay.
+
+    The delay is read off the frames' arrival, not the glass-to-glass median: a player that
+    paces frames by their timestamps keeps the largest delay it has met, so its median moves
+    by some 30 ms between runs with how the first frames came in (nginx's burst at join),
+    as much as the 22 ms under test. The floor of the arrival delays does not."""
     stream = "profiled"
+    logs: dict[str, Timeline] = {}
     async with RtmpPublisher(nginx.rtmp_url(stream)) as publisher:
         await asyncio.wait_for(publisher.publishing.wait(), 5)
         clean, shaped = await asyncio.gather(
-            watch(nginx.rtmp_url(stream), "rtmp", 4),
-            watch(nginx.rtmp_url(stream), "rtmp", 4, profile="4g", seed=1),
+            run_probe(
+                ProbeSpec(url=nginx.rtmp_url(stream), kind="rtmp", duration=4),
+                on_log=partial(logs.__setitem__, "clean"),
+            ),
+            run_probe(
+                ProbeSpec(url=nginx.rtmp_url(stream), kind="rtmp", duration=4, profile="4g", seed=1),
+                on_log=partial(logs.__setitem__, "shaped"),
+            ),
         )
     assert clean.success and shaped.success, (clean.error, shaped.error)
     assert clean.network == {}
     assert shaped.network["connections"] == 2  # the probe's connect check, then FFmpeg's session
     assert shaped.network["downlink"]["bytes"] > 20_000
     assert shaped.video.freeze_count == 0
-    g2g = clean.latency.glass_to_glass_seconds["p50"]
+    added = arrival_floor(logs["shaped"]) - arrival_floor(logs["clean"])
     shaped_g2g = shaped.latency.glass_to_glass_seconds["p50"]
-    assert g2g is not None and shaped_g2g is not None
-    # The 22 ms shows; a busy host's proxy delivers later still, which it says.
-    assert shaped_g2g - g2g > 0.022 - 0.03
+    assert shaped_g2g is not None and shaped_g2g > arrival_floor(logs["clean"]) + 0.022 - 0.003
+    # The 22 ms shows, less 3 ms for where a frame falls between the proxy's timer ticks;
+    # a busy host's proxy delivers later still, which it says.
+    assert added > 0.022 - 0.003, added
     if not (clean.probe_host.overloaded or shaped.probe_host.overloaded):
-        # Plus what TCP adds on a 44 ms round trip: a keyframe of the textured 800 kbit/s
-        # picture (20-30 KB) needs more than the congestion window, so one more round trip
-        # (measured: 50-80 ms in all).
-        assert 0.022 - 0.01 < shaped_g2g - g2g < 0.022 + 0.08
+        # Plus a P-frame's time on the 8.1 Mbit/s link (some 3 KB: 3 ms) and the proxy's
+        # scheduling.
+        assert added < 0.022 + 0.015, added
 
 
 @asynccontextmanager

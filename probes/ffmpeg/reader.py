@@ -234,6 +234,7 @@ class Reader:
             stream_time=float(pts) if pts is not None else 0.0,
             width=frame.width,
             height=frame.height,
+            arrival=arrival,
             encoded_bytes=self._video_bytes,
         )
         self._video_bytes = 0
