@@ -4,8 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --servers
-# One test at a time by default: every test is known to pass so, with two CPU burners beside
-# it. `scripts/test.sh -n 3` shares the machine between three workers (tests/sharing.py: the
-# end-to-end tests side by side, those marked `alone` with no other beside them) and takes
-# under half the time, but a few timing tests still fail there now and then.
-exec .venv/bin/python -m pytest "$@"
+# Three pytest-xdist workers share the two cores (tests/sharing.py): the end-to-end tests
+# run side by side, those marked `alone` with no other end-to-end test beside them, and a
+# slow test whose figures fail beside others is measured once more, alone. Each worker takes
+# one test at a time, in the order tests/sharing.py gives. `scripts/test.sh -n 0` runs one
+# test at a time in this process, as pytest alone would.
+exec .venv/bin/python -m pytest -n 3 --dist load --maxschedchunk 1 "$@"
