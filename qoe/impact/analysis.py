@@ -22,6 +22,7 @@ from qoe.errors import ConfigError
 from .bands import BandTable, av_bands, band_table, join_bands, picture_bands, stall_bands
 from .causal import make_cells
 from .contrasts import HD_BITRATE_KBPS, HD_HEIGHT, ContrastResult, picture, run_contrasts
+from .doses import DoseResponse, dose_responses
 from .dropoff import AbandonCurve, abandonment, early_exit_curve
 from .link import link_sessions, load_probes
 from .load import TIMESTAMP_RANGE, Validation, connect, load_sessions
@@ -30,8 +31,6 @@ from .schema import CONTROLS, HEIGHT_RANGE
 
 __all__ = ["TRUTH_KEYS", "Impact", "Options", "analyse"]
 
-MIN_PAIRS = 30
-"""Fewest matched pairs behind a line of the impact table."""
 CODE = {"room_id": "room", "device": "device", "network": "network", "region": "region", "hour": "hour"}
 TRUTH_KEYS = {
     "abandon_knee": "abandon_knee_seconds",
@@ -43,6 +42,8 @@ TRUTH_KEYS = {
     "return7_stall": "return7_stall",
     "watch_sd": "watch_change_sd",
     "return7_sd": "return7_sd",
+    "dose_watch_per_stall_percent": "watch_change_per_stall_percent",
+    "dose_watch_per_chat_echo_second": "watch_change_per_chat_echo_second",
 }
 """Figure key here -> key in a simulator's ground truth (``effects``)."""
 
@@ -114,6 +115,7 @@ class Impact:
     notes: list[str] = field(default_factory=list)
     timings: dict[str, float] = field(default_factory=dict)
     truth: dict[str, Any] | None = None
+    doses: list[DoseResponse] = field(default_factory=list)
 
     def contrast(self, key: str) -> ContrastResult | None:
         return next((c for c in self.contrasts if c.key == key), None)
@@ -141,6 +143,7 @@ class Impact:
             "abandonment": {k: v.to_dict() for k, v in (self.abandonment or {}).items()},
             "early_exit": ee,
             "contrasts": [c.to_dict() for c in self.contrasts],
+            "dose_response": [d.to_dict() for d in self.doses],
             "bands": [b.to_dict() for b in self.bands],
             "thresholds": self.thresholds.to_dict(),
             "notes": self.notes,
@@ -149,7 +152,9 @@ class Impact:
         }
 
 
-def _line(key: str, text: str, method: str, v: float, lo: float, hi: float, scale: str) -> dict[str, Any]:
+def _line(
+    key: str, text: str, method: str, v: float | None, lo: float | None, hi: float | None, scale: str
+) -> dict[str, Any]:
     return {"key": key, "text": text, "method": method, "value": v, "low": lo, "high": hi, "scale": scale}
 
 
@@ -199,11 +204,19 @@ def _impact_lines(
     }
     for key, template in wording.items():
         r = contrasts.get(key)
-        # A headline needs enough pairs for its interval to mean something; the causal table
-        # still lists every contrast with its pair count.
-        if r is None or r.matched.pairs < MIN_PAIRS or not r.matched.effect.se > 0:
+        if r is None:
             continue
-        v, lo, hi = r.shown(r.matched.effect)
+        # A headline comes from the first design with enough support (matched pairs, then the
+        # regression); with none, the line says so and why, never a number without an interval.
+        design, e, note = r.headline()
+        if e is None:
+            title = r.title[:1].upper() + r.title[1:]
+            out.append(
+                _line(key, f"{title} → {r.outcome}: not estimable ({note})", design, None, None, None, r.unit)
+                | {"estimable": False, "reason": note}
+            )
+            continue
+        v, lo, hi = r.shown(e)
         # Read as a cost: positive = harm. Early exits are harm when they rise, the rest when they fall.
         sign = 1.0 if key.startswith("early") else -1.0
         cost, c_lo, c_hi = (
@@ -220,7 +233,9 @@ def _impact_lines(
             template.format(x=x, Title=r.title[:1].upper() + r.title[1:], rule=rule)
             + f" (95 % CI {100 * c_lo:.1f} to {100 * c_hi:.1f}{unit})"
         )
-        out.append(_line(key, text, "matched pairs", v, lo, hi, r.unit))
+        if note:
+            text += f"; {design}, since {note}"
+        out.append(_line(key, text, design, v, lo, hi, r.unit) | {"estimable": True, "note": note})
     return out
 
 
@@ -299,6 +314,7 @@ def analyse(
         s, cells, match_rng, stall_threshold=opt.stall_threshold, knee=knee, picture=pic
     )
     by_key = {c.key: c for c in contrasts}
+    doses = dose_responses(s, cells, validation.columns, picture_value=pic.value if pic else None)
     timings["contrasts"] = time.monotonic() - t3
     t4 = time.monotonic()
     bands = []
@@ -341,6 +357,7 @@ def analyse(
         notes,
         timings,
         _truth_view(truth) if truth else None,
+        doses,
     )
 
 

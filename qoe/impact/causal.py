@@ -60,6 +60,11 @@ class Estimate:
     def covers(self, x: float) -> bool:
         return self.low <= x <= self.high
 
+    @property
+    def ok(self) -> bool:
+        """A value with a finite, non-degenerate interval: something a report may print."""
+        return all(np.isfinite((self.value, self.low, self.high))) and self.se > 0
+
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -30,6 +30,18 @@ Watch-time effects are estimated on the log scale and reported as a relative cha
 The picture contrasts leave out sessions that stalled above the threshold on both sides: a
 rendition drops when the network does, and the same sessions stall, so without it the
 stall's own cost would be read as the picture's wherever the controls leave the two tied.
+
+**Designs and their support.** Each contrast names the design behind its headline
+(:meth:`ContrastResult.headline`), tried in this order:
+
+1. matched pairs, when at least :data:`MIN_PAIRS` pairs formed, holding at least
+   :data:`MIN_MATCH_RATE` of the treated sessions, and their interval is finite;
+2. the fixed-effects regression: for a dose (a per-unit effect) a dose-response slope over every
+   session with the exposure measured, at least :data:`MIN_DOSE_SESSIONS` of them with more than
+   one dose; for a yes/no treatment, at least :data:`MIN_GROUP` treated and :data:`MIN_GROUP`
+   control sessions;
+3. otherwise "not estimable", with the reason (e.g. "1 matched pair, needs 30; 41 control
+   sessions"). No headline is printed from a design below its minimum.
 """
 
 from __future__ import annotations
@@ -47,11 +59,29 @@ __all__ = [
     "AV_ACCEPTABLE",
     "HD_BITRATE_KBPS",
     "HD_HEIGHT",
+    "MIN_DOSE_SESSIONS",
+    "MIN_GROUP",
+    "MIN_MATCH_RATE",
+    "MIN_PAIRS",
     "ContrastResult",
     "Picture",
     "picture",
     "run_contrasts",
 ]
+
+MIN_PAIRS = 30
+"""Fewest matched pairs behind a matched-pair headline: below it the paired interval rests on
+a handful of viewers (one pair has no standard error at all)."""
+MIN_MATCH_RATE = 0.1
+"""Smallest share of the treated sessions the pairs must hold: the paired estimate is the effect
+on the *matched* treated, and a few dozen pairs out of thousands of treated (a log where almost
+every session stalls has few controls) describe the few cells that had controls, not the
+treated; the regression, which uses every session, is then the headline."""
+MIN_GROUP = 30
+"""Fewest treated and fewest control sessions behind a yes/no regression headline."""
+MIN_DOSE_SESSIONS = 100
+"""Fewest sessions behind a dose-response (per-unit) regression headline."""
+NOT_ESTIMABLE = "not estimable"
 
 AV_ACCEPTABLE = (-0.185, 0.09)
 """ITU-R BT.1359-1 acceptability, seconds, + = audio ahead."""
@@ -124,6 +154,8 @@ class ContrastResult:
     naive: Estimate
     matched: Paired
     regression: Estimate
+    dose: bool = False
+    """True when the regression is a dose-response slope (per unit of a continuous exposure)."""
 
     def shown(self, e: Estimate) -> tuple[float, float, float]:
         """(value, low, high) in the reading unit: relative change for log-scale outcomes."""
@@ -131,7 +163,62 @@ class ContrastResult:
             return float(np.expm1(e.value)), float(np.expm1(e.low)), float(np.expm1(e.high))
         return e.value, e.low, e.high
 
+    def support(self) -> dict[str, int]:
+        return {
+            "pairs": self.matched.pairs,
+            "treated": self.treated,
+            "control": self.control,
+            "regression_sessions": self.regression.n,
+        }
+
+    def why_not(self, design: str) -> str | None:
+        """Why ``design`` ("matched", "regression" or "naive") cannot carry a headline, or None."""
+        if design == "matched":
+            m = self.matched
+            if m.pairs < MIN_PAIRS:
+                return (
+                    f"{m.pairs} matched pair{'s' if m.pairs != 1 else ''}, needs {MIN_PAIRS} "
+                    f"({self.treated} treated, {self.control} control sessions)"
+                )
+            if m.pairs < MIN_MATCH_RATE * self.treated:
+                return (
+                    f"{m.pairs} matched pairs hold {100 * m.pairs / self.treated:.1f} % of the "
+                    f"{self.treated} treated sessions, needs {100 * MIN_MATCH_RATE:g} % "
+                    f"({self.control} control sessions)"
+                )
+            return None if m.effect.ok else "matched pairs give no finite interval"
+        if design == "regression":
+            r = self.regression
+            if self.dose:
+                if r.n < MIN_DOSE_SESSIONS:
+                    return f"{r.n} sessions with the exposure measured, needs {MIN_DOSE_SESSIONS}"
+            elif min(self.treated, self.control) < MIN_GROUP:
+                return (
+                    f"{self.treated} treated and {self.control} control sessions, needs {MIN_GROUP} of each"
+                )
+            return None if r.ok else "the regression gives no finite interval (no variation left)"
+        if min(self.treated, self.control) < MIN_GROUP:
+            return f"{self.treated} treated and {self.control} control sessions, needs {MIN_GROUP} of each"
+        return None if self.naive.ok else "no finite interval"
+
+    def headline(self) -> tuple[str, Estimate | None, str]:
+        """(design, estimate, note): the first design with enough support (module docstring),
+        or ``("not estimable", None, reason)``. The note says why earlier designs were passed."""
+        skipped: list[str] = []
+        for design, e in (("matched", self.matched.effect), ("regression", self.regression)):
+            reason = self.why_not(design)
+            if reason is None:
+                name = "matched pairs" if design == "matched" else self.regression_name
+                return name, e, "; ".join(skipped)
+            skipped.append(f"{'matched pairs' if design == 'matched' else self.regression_name}: {reason}")
+        return NOT_ESTIMABLE, None, "; ".join(skipped)
+
+    @property
+    def regression_name(self) -> str:
+        return "dose-response regression" if self.dose else "fixed-effects regression"
+
     def to_dict(self) -> dict[str, Any]:
+        design, e, note = self.headline()
         out: dict[str, Any] = {
             "key": self.key,
             "title": self.title,
@@ -140,15 +227,22 @@ class ContrastResult:
             "log_scale": self.log_scale,
             "treated": self.treated,
             "control": self.control,
+            "support": self.support(),
             "matched_pairs": self.matched.to_dict(),
+            "headline": {"design": design, "note": note}
+            | (dict(zip(("value", "low", "high"), self.shown(e), strict=True)) if e else {"reason": note}),
         }
-        for name, e in (
+        for name, est in (
             ("naive", self.naive),
             ("matched", self.matched.effect),
             ("regression", self.regression),
         ):
-            v, lo, hi = self.shown(e)
-            out[name] = {"value": v, "low": lo, "high": hi, "estimate": e.to_dict()}
+            reason = self.why_not(name)
+            if reason is None:
+                v, lo, hi = self.shown(est)
+                out[name] = {"value": v, "low": lo, "high": hi, "estimate": est.to_dict()}
+            else:
+                out[name] = {"estimable": False, "reason": reason, "n": est.n}
         return out
 
 
@@ -195,6 +289,7 @@ def _contrast(
         ),
         paired(y, ti, ci, cluster, treated=int(treated.sum()), dose=dose, worse=worse),
         fe_regression(np.where(sample, y, 0.0), np.where(sample, reg_dose, 0.0), sample, cells, cluster),
+        dose=dose is not None,
     )
 
 

@@ -60,6 +60,11 @@ METHOD = [
     "threshold on both sides, so a stall's cost is not read as the picture's.",
     "Regression: least squares with additive fixed effects for each control; standard errors "
     "clustered by viewer. Both designs assume no confounder outside the controls.",
+    "Designs and their support: a headline comes from matched pairs when at least 30 pairs hold "
+    "at least 10 % of the treated sessions, else from the regression (a dose-response slope over "
+    "every session with the exposure measured, at least 100 of them; a yes/no regression needs 30 "
+    "treated and 30 control sessions), else the effect is reported as not estimable, with the "
+    "reason. No design prints a figure below its minimum (qoe/impact/SCHEMA.md).",
     "Thresholds are this platform's measurement; the published figures (docs/SOURCES.md) are "
     "defaults, not truths.",
 ]
@@ -230,8 +235,8 @@ def _effect_rows(imp: Impact) -> list[tuple[str, dict[str, tuple[float, float, f
     for c in imp.contrasts:
         ests = {}
         for m, e in (("naive", c.naive), ("matched", c.matched.effect), ("regression", c.regression)):
-            v, lo, hi = c.shown(e)
-            if math.isfinite(v):
+            if c.why_not(m) is None:
+                v, lo, hi = c.shown(e)
                 ests[m] = (100 * v, 100 * lo, 100 * hi)
         t = truth.get(c.key)
         if ests:
@@ -253,7 +258,7 @@ def _img(name: str, data: bytes, alt: str) -> str:
 
 
 def _ci(v: float, lo: float, hi: float, scale: float = 100, digits: int = 2) -> str:
-    if not math.isfinite(v):
+    if not all(math.isfinite(x) for x in (v, lo, hi)):
         return "–"
     interval = f"[{scale * lo:+.{digits}f}, {scale * hi:+.{digits}f}]"
     return f"{scale * v:+.{digits}f} <span class=muted>{interval}</span>"
@@ -349,7 +354,7 @@ def _html(imp: Impact, images: dict[str, bytes]) -> str:
         )
         parts.append(
             "<table><tr><th>effect</th><th>treated / control</th><th>naive</th><th>matched pairs</th>"
-            "<th>net outcome · sign test</th><th>regression</th>"
+            "<th>net outcome · sign test</th><th>regression</th><th>headline design</th>"
             + ("<th>truth</th>" if truth else "")
             + "</tr>"
         )
@@ -363,27 +368,34 @@ def _html(imp: Impact, images: dict[str, bytes]) -> str:
                 f"<td class=n>{_ci(*_vlh(a['stratified'].slope))}"
                 "<br><span class=muted>stratified Kaplan-Meier</span></td><td>–</td>"
                 f"<td class=n>{_ci(*_vlh(a['regression'].slope))}"
-                "<br><span class=muted>proportional hazards</span></td>"
+                "<br><span class=muted>proportional hazards</span></td><td>stratified Kaplan-Meier</td>"
                 + (f"<td class=n>{'–' if tr is None else f'{100 * tr:+.2f}'}</td>" if truth else "")
                 + "</tr>"
             )
         for c in imp.contrasts:
             m = c.matched
             tr = truth.get(c.key)
-            cells = [c.shown(e) for e in (c.naive, m.effect, c.regression)]
+            cells = [
+                _ci(*c.shown(e)) if c.why_not(name) is None else f"not estimable: {_e(c.why_not(name))}"
+                for name, e in (("naive", c.naive), ("matched", m.effect), ("regression", c.regression))
+            ]
+            design, _, note = c.headline()
             parts.append(
                 f"<tr><td>{_e(c.title)} → {_e(c.outcome)}<br><span class=muted>{_e(c.key)}</span></td>"
                 f"<td class=n>{c.treated} / {c.control}</td>"
-                f"<td class=n>{_ci(*cells[0])}</td><td class=n>{_ci(*cells[1])}"
+                f"<td class=n>{cells[0]}</td><td class=n>{cells[1]}"
                 f"<br><span class=muted>{m.pairs} pairs "
                 f"({_pct(m.pairs / m.treated if m.treated else float('nan'), 0)} % of treated)</span></td>"
                 f"<td class=n>{_ci(m.net_outcome, m.net_low, m.net_high)}"
                 f"<br><span class=muted>+{m.worse} / −{m.better}"
-                f" / ={m.ties}, p = {m.sign_p:.2g}</span></td><td class=n>{_ci(*cells[2])}</td>"
+                f" / ={m.ties}, p = {_p(m.sign_p)}</span></td><td class=n>{cells[2]}</td>"
+                f"<td>{_e(design)}<br><span class=muted>{_e(note)}</span></td>"
                 + (f"<td class=n>{'–' if tr is None else f'{100 * tr:+.2f}'}</td>" if truth else "")
                 + "</tr>"
             )
         parts.append("</table>")
+    if imp.doses:
+        parts.append(_doses_html(imp))
     if "effects.png" in images:
         parts.append(_img("effects.png", images["effects.png"], "naive vs matched vs regression estimates"))
     parts.append("<h2>Drop-off against join time</h2>")
@@ -434,6 +446,35 @@ def _html(imp: Impact, images: dict[str, bytes]) -> str:
     parts.append(_method_html())
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+def _p(p: float) -> str:
+    return f"{p:.2g}" if math.isfinite(p) else "–"
+
+
+def _doses_html(imp: Impact) -> str:
+    truth = imp.truth or {}
+    out = [
+        "<h3>Dose-response: watch time per unit of each continuous exposure</h3>"
+        "<p>Slope of log watch time on the exposure, fixed effects for the controls, intervals "
+        "clustered by viewer; every closed session with the exposure measured, so it needs no "
+        "sessions without the exposure. Chat echo time is a placebo where the simulator made the "
+        "log: no viewer reacts to it.</p><table><tr><th>exposure</th><th>per</th><th>sessions</th>"
+        "<th>watch-time change (%)</th>" + ("<th>truth</th>" if truth else "") + "</tr>"
+    ]
+    for d in imp.doses:
+        tr = truth.get(d.key)
+        if d.estimate is None:
+            cell = f"<td>–</td><td>not estimable: {_e(d.reason)}</td>"
+        else:
+            cell = f"<td class=n>{d.estimate.n}</td><td class=n>{_ci(*d.shown())}</td>"
+        out.append(
+            f"<tr><td>{_e(d.exposure)}<br><span class=muted>{_e(d.key)}</span></td><td>{_e(d.per)}</td>{cell}"
+            + (f"<td class=n>{'–' if tr is None else f'{100 * tr:+.2f}'}</td>" if truth else "")
+            + "</tr>"
+        )
+    out.append("</table>")
+    return "".join(out)
 
 
 def _method_html() -> str:

@@ -77,33 +77,41 @@ def recommend(
         lines["join"] = "viewers start abandoning past 2 s (Krishnan & Sitaraman, IMC 2012)"
     stall, stall_basis = DEFAULT_STALL, "no stall figures; published default"
     w = contrasts.get("watch_per_stall_percent")
-    if w is not None and math.isfinite(w.matched.effect.value):
-        e = w.matched.effect
-        v, lo, hi = w.shown(e)
-        lines["stall"] = (
-            f"each 1 % of stall ratio changes watch time by {_pct(v)} (95 % CI {_pct(lo)} to {_pct(hi)})"
-        )
-        if e.high < 0:
-            # Rounded to 0.1 % so the rule reads as a decision, not as the estimate's noise.
-            stall = round(min(max(math.log(1 - budget) / e.value / 100.0, 0.001), 0.1), 3)
-            stall_basis = (
-                f"stall ratio at which the matched-pair watch-time loss reaches the {_pct(budget, 0)} budget"
-            )
+    if w is not None:
+        design, e, note = w.headline()
+        if e is None:
+            lines["stall"] = f"the watch-time cost of stalls is not estimable ({note})"
+            stall_basis = "watch-time cost of stalls not estimable from this log; published default kept"
         else:
-            stall_basis = "no significant watch-time loss from stalls; published default kept"
+            v, lo, hi = w.shown(e)
+            lines["stall"] = (
+                f"each 1 % of stall ratio changes watch time by {_pct(v)} (95 % CI {_pct(lo)} to {_pct(hi)}; "
+                f"{design})"
+            )
+            if e.high < 0:
+                # Rounded to 0.1 % so the rule reads as a decision, not as the estimate's noise.
+                stall = round(min(max(math.log(1 - budget) / e.value / 100.0, 0.001), 0.1), 3)
+                stall_basis = (
+                    f"stall ratio at which the {design} watch-time loss reaches the {_pct(budget, 0)} budget"
+                )
+            else:
+                stall_basis = f"no significant watch-time loss from stalls ({design}); published default kept"
     r = contrasts.get("return7_stall")
-    if r is not None and math.isfinite(r.matched.effect.value):
-        e = r.matched.effect
+    if r is not None:
+        design, e, note = r.headline()
         lines["stall"] = lines.get("stall", "") + (
-            f"; visits ending above the stall threshold return {100 * e.value:+.1f} points within 7 days "
-            f"(95 % CI {100 * e.low:+.1f} to {100 * e.high:+.1f})"
+            f"; 7-day returns after a stalled visit not estimable ({note})"
+            if e is None
+            else f"; visits ending above the stall threshold return {100 * e.value:+.1f} points "
+            f"within 7 days (95 % CI {100 * e.low:+.1f} to {100 * e.high:+.1f}; {design})"
         )
     av_sev, av_basis = "warning", "ITU-R BT.1359-1 acceptability"
     a = contrasts.get("watch_av_out_of_band")
-    if a is not None and math.isfinite(a.matched.effect.value):
-        v, lo, hi = a.shown(a.matched.effect)
+    ae = a.headline()[1] if a is not None else None
+    if a is not None and ae is not None:
+        v, lo, hi = a.shown(ae)
         lines["av"] = f"sessions outside the band watch {_pct(v)} (95 % CI {_pct(lo)} to {_pct(hi)})"
-        if a.matched.effect.high >= 0:
+        if ae.high >= 0:
             av_sev, av_basis = (
                 "info",
                 "ITU-R BT.1359-1 acceptability; no significant watch-time loss measured",

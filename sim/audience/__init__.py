@@ -67,6 +67,9 @@ EFFECTS_DOC = {
     "showed no frame, vs the same visit with a frame (mean over such visits with K days of follow-up)",
     "returnK_stall": "the same for a last session with stall ratio above behaviour.stall_threshold, "
     "vs the same visit without",
+    "watch_change_per_chat_echo_second": "placebo: relative change of watch time per second of chat "
+    "echo time. Zero by construction: chat echo differs by network (a confounder) but no viewer "
+    "reacts to it, so an analysis that finds an effect has missed a confounder",
     "watch_change_sd": "relative change of watch time when a session mostly shows an SD rendition "
     "(video_height below 720) instead of an HD one",
     "returnK_sd": "the same as returnK_failed for a last session that mostly showed an SD rendition, "
@@ -151,6 +154,7 @@ def _truth_document(
         "watch_change_per_stall_percent": -b.watch_loss_per_stall_percent,
         "watch_change_av_out_of_band": -b.watch_loss_av_out_of_band,
         "watch_change_sd": -b.watch_loss_sd,
+        "watch_change_per_chat_echo_second": 0.0,
     }
     for days_ in RETURN_DAYS:
         effects[f"return{days_}_failed"] = mean(f"failed_{days_}")

@@ -139,6 +139,12 @@ class Population:
     prime_hours: tuple[int, int] = (18, 23)
     """UTC hours (inclusive) of prime time: viewers watch longer and networks stall more."""
     prime_watch_shift: float = 0.2
+    hidden_confounder: float = 0.0
+    """Strength of a confounder the log never records (0: none). Each session draws a hidden
+    ``u ~ N(0, 1)`` (say, a crowded home network); its stall ratio is multiplied by
+    ``exp(h u)`` and its watch time by ``exp(-h u)``, so sessions that stall more also watch
+    less for a reason no control can see, and every estimate of a stall's cost is biased. For
+    testing what the analysis cannot do. Project choice."""
     orders_per_hour: float = 0.25
     """Mean orders per hour watched, before viewer, room, network and region factors."""
     orders_network_factor: tuple[float, ...] = (1.0, 0.85, 0.6, 0.45)
@@ -253,6 +259,7 @@ class AudienceModel:
             "behaviour.retry_probability": b.retry_probability,
             "behaviour.hop_probability": b.hop_probability,
             "population.network_stickiness": p.network_stickiness,
+            "population.hidden_confounder": p.hidden_confounder,
             "population.newcomer_share": p.newcomer_share,
         }
         for name, value in probabilities.items():

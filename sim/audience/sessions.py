@@ -124,8 +124,12 @@ def _draw_sessions(
         * np.where(stall_incident, q.incident_stall_factor, 1.0)
         * np.exp(rng.normal(0.0, q.stall_sigma, n))
     )
-    stall = np.where(stalls, np.minimum(stall, q.stall_max), 0.0)
     watch_mu = v.watch_mu[who] + world.engagement[room] + np.where(prime, pop.prime_watch_shift, 0.0)
+    if pop.hidden_confounder > 0:  # drawn only when asked for, so other runs keep their draws
+        hidden = pop.hidden_confounder * rng.normal(0.0, 1.0, n)
+        stall = stall * np.exp(hidden)
+        watch_mu = watch_mu - hidden
+    stall = np.where(stalls, np.minimum(stall, q.stall_max), 0.0)
     watch0 = np.exp(watch_mu + rng.normal(0.0, pop.watch_sigma, n))
     past_knee = np.maximum(np.where(joined, join, 0.0) - b.abandon_knee_seconds, 0.0)
     early = rng.random(n) < b.early_exit_per_second * past_knee
