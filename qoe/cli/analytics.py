@@ -19,6 +19,7 @@ from qoe.impact.analysis import Options, analyse
 from qoe.impact.load import TIMESTAMP_RANGE
 from qoe.impact.report import RULES_NAME, clean, write_report
 from qoe.impact.schema import CONTROLS
+from qoe.impact.segments import Tiers
 from sim.audience import DEFAULT_START, load_model, simulate, truth_path
 
 __all__ = ["impact_command", "parse_time", "simulate_command"]
@@ -61,6 +62,13 @@ def impact_command(args: Any) -> int:
         jackknife_groups=args.jackknife_groups,
         threads=args.threads,
         memory_limit=args.memory_limit,
+        segment_by=tuple(
+            c.strip() for c in (getattr(args, "segment_by", None) or "").split(",") if c.strip()
+        ),
+        tiers=Tiers(
+            high_value=getattr(args, "high_value", None),
+            lapsing_days=getattr(args, "lapsing_days", 7.0),
+        ),
     )
     truth = None
     if args.truth:

@@ -213,6 +213,28 @@ def add_commands(sub: Any) -> None:
     )
     impact.add_argument("--threads", type=int, metavar="N", help="DuckDB threads (default all cores)")
     impact.add_argument("--memory-limit", default="4GB", metavar="SIZE", help="DuckDB memory before spilling")
+    impact.add_argument(
+        "--segment-by",
+        metavar="LIST",
+        help="also run every effect per level of these columns (region, device, network, app_version, "
+        "room_id; e.g. region,device), and rank each column's levels by the 7-day returns their QoE "
+        "lost beyond the other levels'. The tiers first-time, repeat, high-value and lapsing are "
+        "always segments",
+    )
+    impact.add_argument(
+        "--high-value",
+        type=float,
+        metavar="VALUE",
+        help="order value over a viewer's earlier sessions from which they are high-value "
+        "(default: the 90th percentile among earlier customers)",
+    )
+    impact.add_argument(
+        "--lapsing-days",
+        type=float,
+        default=7.0,
+        metavar="D",
+        help="days since a viewer's previous session from which a session is a lapsing viewer's",
+    )
     impact.set_defaults(handler=_cmd_impact)
 
 

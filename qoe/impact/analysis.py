@@ -28,6 +28,7 @@ from .link import link_sessions, load_probes
 from .load import TIMESTAMP_RANGE, Validation, connect, load_sessions
 from .rules import Thresholds, alert_rules, recommend
 from .schema import CONTROLS, HEIGHT_RANGE
+from .segments import DIMENSIONS, SegmentResult, Tiers, attribution, segment_masks, segments
 
 __all__ = ["TRUTH_KEYS", "Impact", "Options", "analyse"]
 
@@ -67,8 +68,17 @@ class Options:
     threads: int | None = None
     memory_limit: str | None = "4GB"
     temp_dir: str | None = None
+    segment_by: tuple[str, ...] = ()
+    """Category columns whose levels are segments (see :mod:`.segments`); tiers always are."""
+    tiers: Tiers = field(default_factory=Tiers)
 
     def check(self) -> Options:
+        bad = [c for c in self.segment_by if c not in DIMENSIONS]
+        if bad:
+            raise ConfigError(
+                f"unknown segment column(s) {', '.join(bad)}; choose from {', '.join(DIMENSIONS)}"
+            )
+        self.tiers.check()
         unknown = [c for c in self.controls if c not in CODE]
         if unknown:
             raise ConfigError(f"unknown control(s) {', '.join(unknown)}; choose from {', '.join(CODE)}")
@@ -116,6 +126,9 @@ class Impact:
     timings: dict[str, float] = field(default_factory=dict)
     truth: dict[str, Any] | None = None
     doses: list[DoseResponse] = field(default_factory=list)
+    segments: list[SegmentResult] = field(default_factory=list)
+    tiers: dict[str, Any] = field(default_factory=dict)
+    attribution: list[dict[str, Any]] = field(default_factory=list)
 
     def contrast(self, key: str) -> ContrastResult | None:
         return next((c for c in self.contrasts if c.key == key), None)
@@ -144,6 +157,9 @@ class Impact:
             "early_exit": ee,
             "contrasts": [c.to_dict() for c in self.contrasts],
             "dose_response": [d.to_dict() for d in self.doses],
+            "tiers": self.tiers,
+            "segments": [g.to_dict() for g in self.segments],
+            "attribution": self.attribution,
             "bands": [b.to_dict() for b in self.bands],
             "thresholds": self.thresholds.to_dict(),
             "notes": self.notes,
@@ -316,6 +332,12 @@ def analyse(
     by_key = {c.key: c for c in contrasts}
     doses = dose_responses(s, cells, validation.columns, picture_value=pic.value if pic else None)
     timings["contrasts"] = time.monotonic() - t3
+    t_seg = time.monotonic()
+    masks, tiers_used = segment_masks(s, list(opt.segment_by), opt.tiers)
+    seg_rng = match_rng.spawn(1)[0]
+    segs = segments(s, cells, seg_rng, masks, stall_threshold=opt.stall_threshold, knee=knee, picture=pic)
+    attributed = attribution(s, masks, by_key, stall_threshold=opt.stall_threshold, picture=pic)
+    timings["segments"] = time.monotonic() - t_seg
     t4 = time.monotonic()
     bands = []
     if np.isfinite(s.stall_ratio).any():
@@ -358,6 +380,9 @@ def analyse(
         timings,
         _truth_view(truth) if truth else None,
         doses,
+        segs,
+        tiers_used,
+        attributed,
     )
 
 

@@ -302,11 +302,14 @@ def run_contrasts(
     knee: float | None,
     days: int = 7,
     picture: Picture | None = None,
+    within: np.ndarray | None = None,
 ) -> list[ContrastResult]:
-    """Every contrast the data supports (a figure absent from the log skips its contrasts)."""
+    """Every contrast the data supports (a figure absent from the log skips its contrasts);
+    ``within`` (n,) bool restricts every contrast to a segment's sessions."""
     out: list[ContrastResult] = []
     cl = s.viewer
-    joined = s.joined == 1
+    inside = np.ones(s.n, bool) if within is None else np.asarray(within, bool)
+    joined = (s.joined == 1) & inside
     closed = joined & ~s.is_open & (s.watch > 0)
     log_watch = np.where(closed, np.log(np.maximum(s.watch, 1e-3)), np.nan)
     has_stall = np.isfinite(s.stall_ratio)
@@ -392,7 +395,7 @@ def run_contrasts(
         ("return", s.returned[days], "came back"),
         ("repurchase", s.rebought[days], "ordered again"),
     ):
-        units = flag >= 0
+        units = (flag >= 0) & inside
         if what == "repurchase":
             units &= s.customer
             if not units.any() or not (s.orders > 0).any():

@@ -69,6 +69,10 @@ class Sessions:
     returned: dict[int, np.ndarray] = field(default_factory=dict)
     rebought: dict[int, np.ndarray] = field(default_factory=dict)
     probe: dict[str, np.ndarray] = field(default_factory=dict)
+    since_last: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """Seconds since the viewer's previous session in the log; NaN for their first."""
+    value_before: np.ndarray = field(default_factory=lambda: np.zeros(0))
+    """The viewer's order value over their earlier sessions in the log."""
     sources: dict[str, str] = field(default_factory=dict)
     """Where each QoE figure came from: client, probe, or client+probe (client where present)."""
 
@@ -168,6 +172,8 @@ def link_sessions(
         WITH w AS (
           SELECT s.*, {codes},
             lead(start) OVER v AS next_start,
+            start - lag(start) OVER v AS since_last,
+            coalesce(sum(value) OVER (v ROWS BETWEEN UNBOUNDED PRECEDING AND 1 PRECEDING), 0) AS value_before,
             sum(orders) OVER (v ROWS UNBOUNDED PRECEDING) AS orders_so_far,
             min(CASE WHEN orders > 0 THEN start END) OVER (v ROWS BETWEEN 1 FOLLOWING AND UNBOUNDED FOLLOWING)
               AS next_order
@@ -218,6 +224,7 @@ def link_sessions(
         coalesce(l.av, {nan})::FLOAT AS av, coalesce(l.chat, {nan})::FLOAT AS chat,
         coalesce(l.height, {nan})::FLOAT AS height, coalesce(l.kbps, {nan})::FLOAT AS kbps,
         l.orders::FLOAT AS orders, l.value::FLOAT AS value, l.visit_end, l.customer,
+        coalesce(l.since_last, {nan})::FLOAT AS since_last, l.value_before::FLOAT AS value_before,
         {", ".join(f"l.ret{k}, l.rb{k}" for k in RETURN_DAYS)}{probe_cols}
         FROM linked l {probe_join}
         ORDER BY l.row"""  # a fixed order: with a seed, matching and jackknife groups repeat exactly
@@ -249,6 +256,8 @@ def link_sessions(
         customer=a["customer"],
         returned={k: a[f"ret{k}"] for k in RETURN_DAYS},
         rebought={k: a[f"rb{k}"] for k in RETURN_DAYS},
+        since_last=a["since_last"],
+        value_before=a["value_before"],
     )
     if probes:
         s.probe = {k: a[f"p_{k}"] for k in ("join", "stall", "av", "chat", "ok")}

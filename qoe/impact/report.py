@@ -191,6 +191,27 @@ def _figures(imp: Impact) -> dict[str, Any]:
             ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         figs[f"{what}.png"] = fig
+    if imp.attribution:
+        fig, axes = plt.subplots(
+            1, len(imp.attribution), figsize=(5 * len(imp.attribution), 3.6), squeeze=False
+        )
+        for ax, a in zip(axes[0], imp.attribution, strict=True):
+            levels = a["levels"]
+            x = np.arange(len(levels))
+            lost = np.array([r["returns_lost"] for r in levels])
+            err = np.array(
+                [
+                    [r["returns_lost"] - r["low"] for r in levels],
+                    [r["high"] - r["returns_lost"] for r in levels],
+                ]
+            )
+            ax.bar(x, lost, yerr=err, capsize=3, color="#1565c0")
+            ax.set_xticks(x, [r["level"] for r in levels], rotation=30, ha="right", fontsize=8)
+            ax.axhline(0, color="#999", lw=0.8)
+            ax.set(ylabel="7-day returns lost to QoE", title=f"By {a['dimension']} (ranked)")
+            ax.grid(alpha=0.3, axis="y")
+        fig.tight_layout()
+        figs["segments.png"] = fig
     rows = _effect_rows(imp)
     if rows:
         fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.55 * len(rows)))
@@ -396,6 +417,8 @@ def _html(imp: Impact, images: dict[str, bytes]) -> str:
         parts.append("</table>")
     if imp.doses:
         parts.append(_doses_html(imp))
+    if imp.segments:
+        parts.append(_segments_html(imp, images))
     if "effects.png" in images:
         parts.append(_img("effects.png", images["effects.png"], "naive vs matched vs regression estimates"))
     parts.append("<h2>Drop-off against join time</h2>")
@@ -446,6 +469,69 @@ def _html(imp: Impact, images: dict[str, bytes]) -> str:
     parts.append(_method_html())
     parts.append("</body></html>")
     return "\n".join(parts)
+
+
+SEGMENT_KEYS = ("watch_per_stall_percent", "return7_stall", "return7_failed", "repurchase7_stall")
+
+
+def _segments_html(imp: Impact, images: dict[str, bytes]) -> str:
+    t = imp.tiers
+    hv = t.get("high_value")
+    out = [
+        "<h2 id=segments>Segments</h2><p>Every headline effect per segment, on the segment's "
+        "sessions alone, with the same controls, designs and minimum support (a small segment "
+        "falls back or is not estimable). Tiers: <b>first-time</b> (the viewer's first session in "
+        "the log), <b>repeat</b>, <b>high-value</b> (order value over earlier sessions at least "
+        f"{'–' if hv is None else f'{hv:.2f}'}, {_e(t.get('high_value_from', ''))}), <b>lapsing</b> "
+        f"(at least {t.get('lapsing_days', 0):g} days since the previous session).</p>",
+        "<table class=segments><tr><th>segment</th><th>sessions</th><th>stalled (%)</th>"
+        "<th>no first frame (%)</th><th>return 7 d (%)</th>"
+        + "".join(f"<th>{_e(k.replace('_', ' '))}</th>" for k in SEGMENT_KEYS)
+        + "</tr>",
+    ]
+    for g in imp.segments:
+        d = g.to_dict()
+        effects = {e["key"]: e for e in d["effects"]}
+        cells = []
+        for k in SEGMENT_KEYS:
+            e = effects.get(k)
+            if e is None:
+                cells.append("<td>–</td>")
+            elif "value" not in e:
+                cells.append(f"<td>not estimable<br><span class=muted>{_e(e['reason'])}</span></td>")
+            else:
+                cells.append(
+                    f"<td class=n>{_ci(e['value'], e['low'], e['high'])}"
+                    f"<br><span class=muted>{_e(e['design'])}</span></td>"
+                )
+        q = d["qoe"]
+        out.append(
+            f"<tr><td>{_e(d['dimension'])}: <b>{_e(d['level'])}</b></td><td class=n>{d['sessions']}</td>"
+            f"<td class=n>{_pct(q['stalled_share'])}</td><td class=n>{_pct(q['no_first_frame_share'])}</td>"
+            f"<td class=n>{_pct(q['return7'])}</td>" + "".join(cells) + "</tr>"
+        )
+    out.append("</table>")
+    if imp.attribution:
+        out.append(
+            "<h3>Dimension attribution: whose QoE explains a drop in returns</h3><p>Per level, the "
+            "7-day returns its QoE lost beyond what the other levels' QoE would have cost it "
+            "(excess visits ending without a first frame, stalled or in SD, times the whole log's "
+            "effect of each), ranked; 95 % intervals from the effects' intervals.</p>"
+            "<table class=attribution><tr><th>column</th><th>rank</th><th>level</th><th>visits</th>"
+            "<th>returns lost to QoE beyond the others</th><th>per 1000 visits</th></tr>"
+        )
+        for a in imp.attribution:
+            for r in a["levels"]:
+                out.append(
+                    f"<tr><td>{_e(a['dimension'])}</td><td class=n>{r['rank']}</td><td>{_e(r['level'])}</td>"
+                    f"<td class=n>{r['visits']}</td>"
+                    f"<td class=n>{_ci(r['returns_lost'], r['low'], r['high'], 1, 1)}</td>"
+                    f"<td class=n>{r['per_1000_visits']:.1f}</td></tr>"
+                )
+        out.append("</table>")
+    if "segments.png" in images:
+        out.append(_img("segments.png", images["segments.png"], "returns lost to QoE by segment"))
+    return "".join(out)
 
 
 def _p(p: float) -> str:

@@ -173,6 +173,10 @@ class Qoe:
     """Chance a joined session stalls at all."""
     stall_median: tuple[float, ...] = (0.003, 0.006, 0.012, 0.025)
     """Median stall ratio of a session that stalls."""
+    region_stall_factor: tuple[float, ...] = (1.0, 1.0, 1.0, 1.0, 1.0)
+    """Multiplier on the stall ratio and on the failure chance by the viewer's region (follows
+    :data:`REGIONS`): 1 everywhere by default; above 1 in one region degrades that region's QoE
+    alone (a CDN edge in trouble), for testing which segment the analysis blames."""
     stall_sigma: float = 0.9
     stall_prime_factor: float = 1.4
     stall_room_spread: float = 0.3
@@ -236,6 +240,11 @@ class AudienceModel:
             "qoe.chat_median_seconds": q.chat_median_seconds,
             "qoe.hd_share": q.hd_share,
         }
+        if len(q.region_stall_factor) != len(REGIONS) or min(q.region_stall_factor) <= 0:
+            raise ConfigError(
+                f"qoe.region_stall_factor needs one positive value per region {list(REGIONS)}, "
+                f"got {list(q.region_stall_factor)}"
+            )
         for name, values in per_network.items():
             if len(values) != len(NETWORKS):
                 raise ConfigError(f"{name} needs one value per network {list(NETWORKS)}, got {list(values)}")

@@ -103,7 +103,12 @@ def _draw_sessions(
         + rng.normal(0.0, q.join_sigma, n)
     )
     join = np.exp(log_join) * np.where(join_incident, q.incident_join_factor, 1.0)
-    fail_p = np.asarray(q.failure)[network] * np.where(join_incident, q.incident_failure_factor, 1.0)
+    region_factor = np.asarray(q.region_stall_factor)[region]
+    fail_p = (
+        np.asarray(q.failure)[network]
+        * np.where(join_incident, q.incident_failure_factor, 1.0)
+        * region_factor
+    )
     join[rng.random(n) < fail_p] = np.inf
 
     by_network = np.asarray(pop.patience) / np.dot(pop.patience, pop.network_share)
@@ -122,6 +127,7 @@ def _draw_sessions(
         * world.stall_factor[room]
         * np.where(prime, q.stall_prime_factor, 1.0)
         * np.where(stall_incident, q.incident_stall_factor, 1.0)
+        * region_factor
         * np.exp(rng.normal(0.0, q.stall_sigma, n))
     )
     watch_mu = v.watch_mu[who] + world.engagement[room] + np.where(prime, pop.prime_watch_shift, 0.0)
