@@ -14,9 +14,12 @@ import pytest
 
 from qoe.cli.analytics import simulate_command
 from qoe.errors import ConfigError
-from qoe.impact.schema import COLUMNS
+from qoe.impact.schema import BEHAVIOUR, COLUMNS
 from sim.audience import NETWORKS, load_model, simulate, truth_path
 from sim.profiles import list_profiles
+
+WRITTEN = sorted(c.name for c in COLUMNS if c.name not in BEHAVIOUR)
+"""Every column but the optional behaviour counts, which the simulator does not model."""
 
 
 def digest(path: Path) -> str:
@@ -47,7 +50,7 @@ def test_schema_is_the_one_qoe_impact_reads(tmp_path: Path) -> None:
     path = tmp_path / "s.parquet"
     simulate(path, viewers=300, days=5, rooms=4, rng=np.random.default_rng(3))
     schema = pq.read_schema(path)
-    assert sorted(schema.names) == sorted(c.name for c in COLUMNS)
+    assert sorted(schema.names) == WRITTEN
     assert b"log_end" in (schema.metadata or {})
     assert set(NETWORKS) <= set(list_profiles())  # the network categories are sim/profiles names
 
@@ -56,7 +59,7 @@ def test_csv_when_the_name_ends_in_csv(tmp_path: Path) -> None:
     path = tmp_path / "s.csv"
     simulate(path, viewers=200, days=5, rooms=4, rng=np.random.default_rng(4))
     header = path.read_text().splitlines()[0]
-    assert sorted(header.replace('"', "").split(",")) == sorted(c.name for c in COLUMNS)
+    assert sorted(header.replace('"', "").split(",")) == WRITTEN
 
 
 def test_weak_networks_differ_in_qoe_and_in_baseline_behaviour(tmp_path: Path) -> None:

@@ -20,6 +20,7 @@ import numpy as np
 from qoe.errors import ConfigError
 
 from .bands import BandTable, av_bands, band_table, join_bands, picture_bands, stall_bands
+from .behaviour import BehaviourResult, behaviour
 from .causal import make_cells
 from .contrasts import HD_BITRATE_KBPS, HD_HEIGHT, ContrastResult, picture, run_contrasts
 from .doses import DoseResponse, dose_responses
@@ -129,6 +130,7 @@ class Impact:
     segments: list[SegmentResult] = field(default_factory=list)
     tiers: dict[str, Any] = field(default_factory=dict)
     attribution: list[dict[str, Any]] = field(default_factory=list)
+    behaviour: list[BehaviourResult] = field(default_factory=list)
 
     def contrast(self, key: str) -> ContrastResult | None:
         return next((c for c in self.contrasts if c.key == key), None)
@@ -160,6 +162,7 @@ class Impact:
             "tiers": self.tiers,
             "segments": [g.to_dict() for g in self.segments],
             "attribution": self.attribution,
+            "behaviour": [b.to_dict() for b in self.behaviour],
             "bands": [b.to_dict() for b in self.bands],
             "thresholds": self.thresholds.to_dict(),
             "notes": self.notes,
@@ -338,6 +341,9 @@ def analyse(
     segs = segments(s, cells, seg_rng, masks, stall_threshold=opt.stall_threshold, knee=knee, picture=pic)
     attributed = attribution(s, masks, by_key, stall_threshold=opt.stall_threshold, picture=pic)
     timings["segments"] = time.monotonic() - t_seg
+    behaved = behaviour(
+        s, cells, seg_rng.spawn(1)[0], stall_threshold=opt.stall_threshold, knee=knee, picture=pic
+    )
     t4 = time.monotonic()
     bands = []
     if np.isfinite(s.stall_ratio).any():
@@ -383,6 +389,7 @@ def analyse(
         segs,
         tiers_used,
         attributed,
+        behaved,
     )
 
 

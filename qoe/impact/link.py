@@ -27,6 +27,8 @@ import numpy as np
 
 from qoe.errors import ConfigError
 
+from .schema import BEHAVIOUR
+
 __all__ = ["RETURN_DAYS", "Sessions", "link_sessions", "load_probes"]
 
 RETURN_DAYS = (1, 7, 30)
@@ -73,6 +75,8 @@ class Sessions:
     """Seconds since the viewer's previous session in the log; NaN for their first."""
     value_before: np.ndarray = field(default_factory=lambda: np.zeros(0))
     """The viewer's order value over their earlier sessions in the log."""
+    behaviour: dict[str, np.ndarray] = field(default_factory=dict)
+    """Per behaviour column the log has (``products_viewed``, ...): the count, NaN where empty."""
     sources: dict[str, str] = field(default_factory=dict)
     """Where each QoE figure came from: client, probe, or client+probe (client where present)."""
 
@@ -225,6 +229,7 @@ def link_sessions(
         coalesce(l.height, {nan})::FLOAT AS height, coalesce(l.kbps, {nan})::FLOAT AS kbps,
         l.orders::FLOAT AS orders, l.value::FLOAT AS value, l.visit_end, l.customer,
         coalesce(l.since_last, {nan})::FLOAT AS since_last, l.value_before::FLOAT AS value_before,
+        {", ".join(f"coalesce(l.b_{b}, {nan})::FLOAT AS b_{b}" for b in BEHAVIOUR)},
         {", ".join(f"l.ret{k}, l.rb{k}" for k in RETURN_DAYS)}{probe_cols}
         FROM linked l {probe_join}
         ORDER BY l.row"""  # a fixed order: with a seed, matching and jackknife groups repeat exactly
@@ -258,6 +263,7 @@ def link_sessions(
         rebought={k: a[f"rb{k}"] for k in RETURN_DAYS},
         since_last=a["since_last"],
         value_before=a["value_before"],
+        behaviour={b: a[f"b_{b}"] for b in BEHAVIOUR if b in present},
     )
     if probes:
         s.probe = {k: a[f"p_{k}"] for k in ("join", "stall", "av", "chat", "ok")}

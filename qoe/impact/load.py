@@ -219,6 +219,10 @@ OUT = {
     "bitrate_kbps": "kbps",
     "order_count": "orders",
     "order_value": "value",
+    "products_viewed": "b_products_viewed",
+    "chat_messages": "b_chat_messages",
+    "shares": "b_shares",
+    "coupon_grabs": "b_coupon_grabs",
     "device": "device",
     "network": "network",
     "region": "region",
@@ -308,6 +312,7 @@ def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validat
         "bitrate_kbps": "kbps < 0",
         "order_count": "orders < 0",
         "order_value": "value < 0",
+        **{n: f"b_{n} < 0" for n in ("products_viewed", "chat_messages", "shares", "coupon_grabs")},
     }
     for n, cond in ranges.items():
         if n in types:
@@ -356,6 +361,10 @@ def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validat
         "kbps",
         "coalesce(orders, 0) AS orders",
         "coalesce(value, 0) AS value",
+        "b_products_viewed",
+        "b_chat_messages",
+        "b_shares",
+        "b_coupon_grabs",
         "device",
         "network",
         "region",

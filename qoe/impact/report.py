@@ -419,6 +419,8 @@ def _html(imp: Impact, images: dict[str, bytes]) -> str:
         parts.append(_doses_html(imp))
     if imp.segments:
         parts.append(_segments_html(imp, images))
+    if imp.behaviour:
+        parts.append(_behaviour_html(imp))
     if "effects.png" in images:
         parts.append(_img("effects.png", images["effects.png"], "naive vs matched vs regression estimates"))
     parts.append("<h2>Drop-off against join time</h2>")
@@ -531,6 +533,50 @@ def _segments_html(imp: Impact, images: dict[str, bytes]) -> str:
         out.append("</table>")
     if "segments.png" in images:
         out.append(_img("segments.png", images["segments.png"], "returns lost to QoE by segment"))
+    return "".join(out)
+
+
+def _num(x: float | None, digits: int = 2) -> str:
+    return "–" if x is None or not math.isfinite(x) else f"{x:.{digits}f}"
+
+
+def _behaviour_html(imp: Impact) -> str:
+    out = [
+        "<h2 id=behaviour>Behaviour by QoE</h2><p>Per session, over joined sessions: the mean in "
+        "each QoE band (descriptive, 95 % intervals clustered by viewer), then the contrasts on "
+        "the same controls and designs as watch time (difference in the count per session).</p>"
+    ]
+    for b in imp.behaviour:
+        out.append(f"<h3>{_e(b.column.replace('_', ' '))}</h3>")
+        for name, t in b.bands.items():
+            out.append(
+                f"<table class=behaviour><tr><th>{_e(name)}</th><th>sessions</th>"
+                "<th>mean per session</th></tr>"
+            )
+            for i, label in enumerate(t["labels"]):
+                lo, hi = t["low"][i], t["high"][i]
+                ci = "" if lo is None or hi is None else f" <span class=muted>[{lo:.2f}, {hi:.2f}]</span>"
+                out.append(
+                    f"<tr><td>{_e(label)}</td><td class=n>{t['sessions'][i]}</td>"
+                    f"<td class=n>{_num(t['mean'][i])}{ci}</td></tr>"
+                )
+            out.append("</table>")
+        out.append(
+            "<table class=behaviour><tr><th>treated vs control</th><th>treated / control</th>"
+            "<th>change per session</th><th>design</th></tr>"
+        )
+        for c in b.contrasts:
+            design, e, note = c.headline()
+            cell = (
+                f"not estimable: {_e(note)}"
+                if e is None
+                else _ci(*c.shown(e), scale=1) + f"<br><span class=muted>{_e(note)}</span>"
+            )
+            out.append(
+                f"<tr><td>{_e(c.title)}</td><td class=n>{c.treated} / {c.control}</td>"
+                f"<td class=n>{cell}</td><td>{_e(design)}</td></tr>"
+            )
+        out.append("</table>")
     return "".join(out)
 
 

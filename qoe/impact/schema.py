@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-__all__ = ["COLUMNS", "CONTROLS", "HEIGHT_RANGE", "REASONS", "REQUIRED", "Column", "column"]
+__all__ = ["BEHAVIOUR", "COLUMNS", "CONTROLS", "HEIGHT_RANGE", "REASONS", "REQUIRED", "Column", "column"]
 
 HEIGHT_RANGE = (90, 4320)
 """Picture heights a session may report, pixels: from a 160x90 thumbnail rendition to 8K UHD.
@@ -77,6 +77,10 @@ COLUMNS: tuple[Column, ...] = (
     Column("bitrate_kbps", "number", False, "mean received video bitrate, kbit/s"),
     Column("order_count", "integer", False, "orders placed in the session (absent: no repurchase analysis)"),
     Column("order_value", "number", False, "value of those orders, any currency"),
+    Column("products_viewed", "integer", False, "behaviour: product cards the viewer opened in the session"),
+    Column("chat_messages", "integer", False, "behaviour: chat messages the viewer sent in the session"),
+    Column("shares", "integer", False, "behaviour: times the viewer shared the room in the session"),
+    Column("coupon_grabs", "integer", False, "behaviour: coupons the viewer grabbed in the session"),
     Column("device", "category", False, "control: device class (ios, android, web, ...)"),
     Column("network", "category", False, "control: network type; names of sim/profiles match probe profiles"),
     Column("region", "category", False, "control: viewer region"),
@@ -84,6 +88,8 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 REQUIRED = tuple(c.name for c in COLUMNS if c.required)
+BEHAVIOUR = ("products_viewed", "chat_messages", "shares", "coupon_grabs")
+"""Optional per-session counts of what viewers did, reported by QoE band (absent: not reported)."""
 CONTROLS = ("room_id", "device", "network", "region", "hour")
 """Confounders matched on and controlled for: ``hour`` is the UTC hour of day of session_start."""
 
