@@ -18,8 +18,8 @@ from qoe.impact.schema import BEHAVIOUR, COLUMNS
 from sim.audience import NETWORKS, load_model, simulate, truth_path
 from sim.profiles import list_profiles
 
-WRITTEN = sorted(c.name for c in COLUMNS if c.name not in BEHAVIOUR)
-"""Every column but the optional behaviour counts, which the simulator does not model."""
+WRITTEN = sorted(c.name for c in COLUMNS if c.name not in (*BEHAVIOUR, "arm"))
+"""Every column but the behaviour counts (not modelled) and the arm (only in an A/B test)."""
 
 
 def digest(path: Path) -> str:

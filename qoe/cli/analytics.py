@@ -16,6 +16,7 @@ import numpy as np
 
 from qoe.errors import ConfigError
 from qoe.impact.analysis import Options, analyse
+from qoe.impact.arms import parse_split
 from qoe.impact.load import TIMESTAMP_RANGE
 from qoe.impact.report import RULES_NAME, clean, write_report
 from qoe.impact.schema import CONTROLS
@@ -69,6 +70,8 @@ def impact_command(args: Any) -> int:
             high_value=getattr(args, "high_value", None),
             lapsing_days=getattr(args, "lapsing_days", 7.0),
         ),
+        arm_from=getattr(args, "arm_from", None),
+        arm_split=parse_split(args.arm_split) if getattr(args, "arm_split", None) else None,
     )
     truth = None
     if args.truth:

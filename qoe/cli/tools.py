@@ -235,6 +235,19 @@ def add_commands(sub: Any) -> None:
         metavar="D",
         help="days since a viewer's previous session from which a session is a lapsing viewer's",
     )
+    impact.add_argument(
+        "--arm-from",
+        metavar="COLUMN",
+        help="A/B test: the column holding each session's arm (default: arm, when the log has it; or "
+        "app_version, device, network, region, room_id). Per arm: QoE, watch time, 7-day return and "
+        "repurchase, differences from the first arm with intervals, and CUPED from the pre-period",
+    )
+    impact.add_argument(
+        "--arm-split",
+        metavar="SHARES",
+        help="intended split of viewers over the arms in name order, like 50/50 (the default: equal) "
+        "or 10/90; a chi-square sample-ratio check warns when the viewers do not match it",
+    )
     impact.set_defaults(handler=_cmd_impact)
 
 

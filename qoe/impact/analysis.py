@@ -19,6 +19,7 @@ import numpy as np
 
 from qoe.errors import ConfigError
 
+from .arms import arms as arm_figures
 from .bands import BandTable, av_bands, band_table, join_bands, picture_bands, stall_bands
 from .behaviour import BehaviourResult, behaviour
 from .causal import make_cells
@@ -32,6 +33,9 @@ from .schema import CONTROLS, HEIGHT_RANGE
 from .segments import DIMENSIONS, SegmentResult, Tiers, attribution, segment_masks, segments
 
 __all__ = ["TRUTH_KEYS", "Impact", "Options", "analyse"]
+
+ARM_COLUMNS = {"arm": "arm", **DIMENSIONS}
+"""Columns an A/B arm may be read from (``--arm-from``) -> the category code."""
 
 CODE = {"room_id": "room", "device": "device", "network": "network", "region": "region", "hour": "hour"}
 TRUTH_KEYS = {
@@ -72,8 +76,16 @@ class Options:
     segment_by: tuple[str, ...] = ()
     """Category columns whose levels are segments (see :mod:`.segments`); tiers always are."""
     tiers: Tiers = field(default_factory=Tiers)
+    arm_from: str | None = None
+    """Category column holding the A/B arm; None: ``arm`` when the log has it."""
+    arm_split: tuple[float, ...] | None = None
+    """Intended share of viewers per arm, in the arms' name order; None: equal."""
 
     def check(self) -> Options:
+        if self.arm_from is not None and self.arm_from not in ARM_COLUMNS:
+            raise ConfigError(
+                f"--arm-from {self.arm_from}: choose a category column: {', '.join(ARM_COLUMNS)}"
+            )
         bad = [c for c in self.segment_by if c not in DIMENSIONS]
         if bad:
             raise ConfigError(
@@ -131,6 +143,7 @@ class Impact:
     tiers: dict[str, Any] = field(default_factory=dict)
     attribution: list[dict[str, Any]] = field(default_factory=list)
     behaviour: list[BehaviourResult] = field(default_factory=list)
+    ab: dict[str, Any] | None = None
 
     def contrast(self, key: str) -> ContrastResult | None:
         return next((c for c in self.contrasts if c.key == key), None)
@@ -163,6 +176,7 @@ class Impact:
             "segments": [g.to_dict() for g in self.segments],
             "attribution": self.attribution,
             "behaviour": [b.to_dict() for b in self.behaviour],
+            "ab_test": self.ab,
             "bands": [b.to_dict() for b in self.bands],
             "thresholds": self.thresholds.to_dict(),
             "notes": self.notes,
@@ -341,6 +355,15 @@ def analyse(
     segs = segments(s, cells, seg_rng, masks, stall_threshold=opt.stall_threshold, knee=knee, picture=pic)
     attributed = attribution(s, masks, by_key, stall_threshold=opt.stall_threshold, picture=pic)
     timings["segments"] = time.monotonic() - t_seg
+    abtest = None
+    arm_col = opt.arm_from or ("arm" if "arm" in validation.columns else None)
+    if arm_col is not None:
+        if arm_col not in validation.columns:
+            raise ConfigError(f"--arm-from {arm_col}: the log has no such column")
+        key = ARM_COLUMNS[arm_col]
+        abtest = arm_figures(s, s.codes[key], s.levels[key], split=opt.arm_split, source=arm_col)
+        if "warning" in abtest:
+            notes.append(abtest["warning"])
     behaved = behaviour(
         s, cells, seg_rng.spawn(1)[0], stall_threshold=opt.stall_threshold, knee=knee, picture=pic
     )
@@ -390,6 +413,7 @@ def analyse(
         tiers_used,
         attributed,
         behaved,
+        abtest,
     )
 
 

@@ -33,7 +33,7 @@ __all__ = ["RETURN_DAYS", "Sessions", "link_sessions", "load_probes"]
 
 RETURN_DAYS = (1, 7, 30)
 DAY = 86400.0
-CATEGORIES = ("room", "device", "network", "region", "app")
+CATEGORIES = ("room", "device", "network", "region", "app", "arm")
 
 
 @dataclass
@@ -216,7 +216,7 @@ def link_sessions(
     joined = "(l.join_s IS NOT NULL)::TINYINT" if has_join else "(-1)::TINYINT"
     # Without join_seconds the whole session counts as watched (join time unknown).
     watch = f'(coalesce(l."end", {log_end}) - l.start - ' + ("l.join_s)" if has_join else "0)")
-    query = f"""SELECT l.c_viewer, l.c_room, l.c_device, l.c_network, l.c_region, l.c_app,
+    query = f"""SELECT l.c_viewer, l.c_room, l.c_device, l.c_network, l.c_region, l.c_app, l.c_arm,
         (CAST(floor(l.start / 3600) AS BIGINT) % 24)::INTEGER AS c_hour,
         l.start, (l."end" IS NULL) AS is_open, {joined} AS joined,
         coalesce(CASE WHEN l.join_s IS NOT NULL THEN l.join_s

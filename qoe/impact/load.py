@@ -227,6 +227,7 @@ OUT = {
     "network": "network",
     "region": "region",
     "app_version": "app",
+    "arm": "arm",
 }
 
 
@@ -369,6 +370,7 @@ def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validat
         "network",
         "region",
         "app",
+        "arm",
     ]
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE sessions AS "

@@ -212,6 +212,33 @@ def _figures(imp: Impact) -> dict[str, Any]:
             ax.grid(alpha=0.3, axis="y")
         fig.tight_layout()
         figs["segments.png"] = fig
+    if imp.ab and imp.ab.get("differences"):
+        keys = [
+            k for k in ("no_first_frame", "return7", "repurchase7") if "value" in imp.ab["differences"][0][k]
+        ]
+        fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.5 * len(keys) * len(imp.ab["differences"])))
+        y = 0.0
+        labels = []
+        for d in imp.ab["differences"]:
+            for k in keys:
+                e = d[k]
+                ax.errorbar(
+                    [100 * e["value"]],
+                    [y],
+                    xerr=[[100 * (e["value"] - e["low"])], [100 * (e["high"] - e["value"])]],
+                    fmt="o",
+                    color="#1565c0",
+                    capsize=3,
+                )
+                labels.append(f"{d['arm']} − {d['against']}: {k}")
+                y += 1
+        ax.set_yticks(range(len(labels)), labels, fontsize=8)
+        ax.axvline(0, color="#999", lw=0.8)
+        ax.invert_yaxis()
+        ax.set(xlabel="difference (points)", title="A/B test: differences between arms (95 % CI)")
+        ax.grid(alpha=0.3, axis="x")
+        fig.tight_layout()
+        figs["arms.png"] = fig
     rows = _effect_rows(imp)
     if rows:
         fig, ax = plt.subplots(figsize=(7.5, 0.9 + 0.55 * len(rows)))
@@ -421,6 +448,8 @@ def _html(imp: Impact, images: dict[str, bytes]) -> str:
         parts.append(_segments_html(imp, images))
     if imp.behaviour:
         parts.append(_behaviour_html(imp))
+    if imp.ab:
+        parts.append(_ab_html(imp.ab, images))
     if "effects.png" in images:
         parts.append(_img("effects.png", images["effects.png"], "naive vs matched vs regression estimates"))
     parts.append("<h2>Drop-off against join time</h2>")
@@ -533,6 +562,86 @@ def _segments_html(imp: Impact, images: dict[str, bytes]) -> str:
         out.append("</table>")
     if "segments.png" in images:
         out.append(_img("segments.png", images["segments.png"], "returns lost to QoE by segment"))
+    return "".join(out)
+
+
+AB_FIGURES = {
+    "join_seconds": ("join time (s)", 1, "s"),
+    "no_first_frame": ("no first frame (%)", 100, "points"),
+    "stall_ratio": ("stall ratio (%)", 100, "points"),
+    "watch": ("watch time (geometric mean, s)", 100, "%"),
+    "return7": ("return 7 d (%)", 100, "points"),
+    "repurchase7": ("repurchase 7 d (%)", 100, "points"),
+}
+
+
+def _ab_html(ab: dict[str, Any], images: dict[str, bytes]) -> str:
+    if "arms" not in ab:
+        return f"<h2 id=abtest>A/B test</h2><p class=bad>{_e(ab.get('note', ''))}</p>"
+    srm = ab["srm"]
+    out = [
+        "<h2 id=abtest>A/B test</h2>",
+        f"<p>Arms from <code>{_e(ab['source'])}</code>; the test starts {_e(_time(ab['start']))}; "
+        f"{ab['pre_period_sessions']} sessions before it form the pre-period (CUPED); "
+        f"{ab['viewers_in_several_arms']} viewers appear in more than one arm (counted in their first).</p>",
+        f"<p class={'bad' if srm['mismatch'] else 'ok'}>Sample ratio: viewers "
+        f"{_e(', '.join(f'{a} {n}' for a, n in zip(ab['arms'], srm['observed'], strict=True)))} against "
+        f"an intended {_e('/'.join(f'{100 * x:g}' for x in srm['intended']))}: chi-square "
+        f"{srm['chi2']:.2f}, p = {srm['p_value']:.2g}"
+        + (" — <b>sample ratio mismatch: the differences below are suspect</b>" if srm["mismatch"] else "")
+        + "</p>",
+        "<table class=arms><tr><th>arm</th><th>sessions</th><th>viewers</th>"
+        + "".join(f"<th>{_e(label)}</th>" for label, _, _ in AB_FIGURES.values())
+        + "</tr>",
+    ]
+    for r in ab["per_arm"]:
+        cells = []
+        for key, (_, scale, _) in AB_FIGURES.items():
+            v = r.get(key)
+            shown = "–" if v is None else (f"{v:.1f}" if key == "watch" else f"{scale * v:.2f}")
+            cells.append(f"<td class=n>{shown}</td>")
+        out.append(
+            f"<tr><td><b>{_e(r['arm'])}</b></td><td class=n>{r['sessions']}</td>"
+            f"<td class=n>{r['viewers']}</td>" + "".join(cells) + "</tr>"
+        )
+    out.append("</table><table class=arms><tr><th>difference</th>")
+    out.append(
+        "".join(f"<th>{_e(label.split(' (')[0])}</th>" for label, _, _ in AB_FIGURES.values()) + "</tr>"
+    )
+    for d in ab["differences"]:
+        cells = []
+        for key, (_, scale, unit) in AB_FIGURES.items():
+            e = d[key]
+            cells.append(
+                f"<td class=n>{_ci(e['value'], e['low'], e['high'], scale)} {unit}</td>"
+                if "value" in e
+                else f"<td>not estimable: {_e(e['reason'])}</td>"
+            )
+        out.append(f"<tr><td>{_e(d['arm'])} − {_e(d['against'])}</td>" + "".join(cells) + "</tr>")
+    out.append("</table>")
+    out.append(
+        "<p>CUPED (Deng et al. 2013): per viewer, the outcome in the test adjusted by the same "
+        "outcome in the pre-period; the headline where it reduces the variance by 1 % or more.</p>"
+        "<table class=cuped><tr><th>difference</th><th>outcome</th><th>plain</th><th>CUPED</th>"
+        "<th>variance reduction</th><th>viewers (with pre-period)</th><th>headline</th></tr>"
+    )
+    for d in ab["differences"]:
+        for key, c in d["cuped"].items():
+            scale = 100
+            cells = [
+                _ci(e["value"], e["low"], e["high"], scale) if "value" in e else "not estimable"
+                for e in (c["plain"], c["cuped"])
+            ]
+            out.append(
+                f"<tr><td>{_e(d['arm'])} − {_e(d['against'])}</td><td>{_e(key)}</td>"
+                f"<td class=n>{cells[0]}</td>"
+                f"<td class=n>{cells[1]}</td><td class=n>{100 * c['variance_reduction']:.1f} %</td>"
+                f"<td class=n>{c['viewers']} ({c['viewers_with_pre_period']})</td>"
+                f"<td>{_e(c['headline'])}</td></tr>"
+            )
+    out.append("</table>")
+    if "arms.png" in images:
+        out.append(_img("arms.png", images["arms.png"], "A/B differences with 95 % intervals"))
     return "".join(out)
 
 

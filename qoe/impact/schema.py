@@ -85,6 +85,7 @@ COLUMNS: tuple[Column, ...] = (
     Column("network", "category", False, "control: network type; names of sim/profiles match probe profiles"),
     Column("region", "category", False, "control: viewer region"),
     Column("app_version", "category", False, "covariate: client version (reported, not a control)"),
+    Column("arm", "category", False, "A/B test arm; empty when the session was not in the test"),
 )
 
 REQUIRED = tuple(c.name for c in COLUMNS if c.required)

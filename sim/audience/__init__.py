@@ -70,6 +70,10 @@ EFFECTS_DOC = {
     "watch_change_per_chat_echo_second": "placebo: relative change of watch time per second of chat "
     "echo time. Zero by construction: chat echo differs by network (a confounder) but no viewer "
     "reacts to it, so an analysis that finds an effect has missed a confounder",
+    "arm_b_return7": "A/B test: change of the chance to return within 7 days after a visit of arm B "
+    "(qoe.ab_join_seconds more join time), against the same visit without the added join time; "
+    "the mean over arm B's visits with 7 days of follow-up (arm A's is zero), so the B - A "
+    "difference of 7-day return rates",
     "watch_change_sd": "relative change of watch time when a session mostly shows an SD rendition "
     "(video_height below 720) instead of an HD one",
     "returnK_sd": "the same as returnK_failed for a last session that mostly showed an SD rendition, "
@@ -112,7 +116,7 @@ def simulate(
     world = make_world(model, n_rooms, days, start.timestamp(), world_rng)
     truth = Truth()
     began = time.monotonic()
-    writer = SessionWriter(out, world)
+    writer = SessionWriter(out, world, arm=model.qoe.ab_share_b > 0)
     try:
         done = 0
         while done < viewers:
@@ -156,6 +160,8 @@ def _truth_document(
         "watch_change_sd": -b.watch_loss_sd,
         "watch_change_per_chat_echo_second": 0.0,
     }
+    if model.qoe.ab_share_b > 0:
+        effects["arm_b_return7"] = mean("arm_b_7")
     for days_ in RETURN_DAYS:
         effects[f"return{days_}_failed"] = mean(f"failed_{days_}")
         effects[f"return{days_}_stall"] = mean(f"stall_{days_}")

@@ -177,6 +177,15 @@ class Qoe:
     """Multiplier on the stall ratio and on the failure chance by the viewer's region (follows
     :data:`REGIONS`): 1 everywhere by default; above 1 in one region degrades that region's QoE
     alone (a CDN edge in trouble), for testing which segment the analysis blames."""
+    ab_share_b: float = 0.0
+    """Share of viewers randomised into arm B of an A/B test, the rest in arm A; 0: no test and
+    no ``arm`` column. Viewers are the unit of randomisation."""
+    ab_join_seconds: float = 0.0
+    """Join time arm B adds to every session from ``ab_start_day`` on, seconds (a slower player
+    build, say): through abandonment it costs arm B failed visits and, through them, returns."""
+    ab_start_day: float = 0.0
+    """Day of the log the test starts; sessions before it carry no arm (the pre-period that
+    CUPED reads)."""
     stall_sigma: float = 0.9
     stall_prime_factor: float = 1.4
     stall_room_spread: float = 0.3
@@ -240,6 +249,11 @@ class AudienceModel:
             "qoe.chat_median_seconds": q.chat_median_seconds,
             "qoe.hd_share": q.hd_share,
         }
+        if not (0 <= q.ab_share_b < 1 and q.ab_join_seconds >= 0 and q.ab_start_day >= 0):
+            raise ConfigError(
+                "qoe.ab_share_b must be in [0, 1), qoe.ab_join_seconds and qoe.ab_start_day at least 0, "
+                f"got {q.ab_share_b}, {q.ab_join_seconds}, {q.ab_start_day}"
+            )
         if len(q.region_stall_factor) != len(REGIONS) or min(q.region_stall_factor) <= 0:
             raise ConfigError(
                 f"qoe.region_stall_factor needs one positive value per region {list(REGIONS)}, "

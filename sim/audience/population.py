@@ -140,6 +140,8 @@ class Viewers:
     watch_mu: np.ndarray
     """Log of the viewer's median watch time, seconds, before room and hour."""
     orders_per_hour: np.ndarray
+    arm_b: np.ndarray | None = None
+    """bool (n,): the viewer is in arm B of the A/B test (None: no test)."""
 
 
 def make_viewers(

@@ -103,6 +103,9 @@ def _draw_sessions(
         + rng.normal(0.0, q.join_sigma, n)
     )
     join = np.exp(log_join) * np.where(join_incident, q.incident_join_factor, 1.0)
+    in_test = np.zeros(n, bool) if v.arm_b is None else t >= q.ab_start_day * DAY
+    added = np.where(in_test & v.arm_b[who], q.ab_join_seconds, 0.0) if v.arm_b is not None else 0.0
+    join = join + added
     region_factor = np.asarray(q.region_stall_factor)[region]
     fail_p = (
         np.asarray(q.failure)[network]
@@ -119,6 +122,8 @@ def _draw_sessions(
         )
     joined = join < patience
     truth.patience_sum += float(multiplier.sum())
+    # Arm B's counterfactual: the same session without the added join time.
+    joined_without = (join - added) < patience
 
     # Playback, drawn for everyone (keeps the draws aligned), used where joined.
     stalls = rng.random(n) < np.asarray(q.stall_any)[network]
@@ -194,6 +199,10 @@ def _draw_sessions(
         "height": np.where(joined, height, nan),
         "kbps": np.where(joined, kbps, nan),
         "picture_sd": ~hd,  # the picture drawn; shown only when joined
+        "arm": np.where(in_test, np.where(v.arm_b[who], 2, 1) if v.arm_b is not None else 0, 0).astype(
+            np.int8
+        ),
+        "failed_without_arm": ~joined_without,
         "orders": np.where(joined, orders, 0),
         "value": np.where(joined, value, 0.0),
     }
@@ -210,6 +219,8 @@ def _return_decision(
     picture_sd: np.ndarray,
     rng: np.random.Generator,
     truth: Truth,
+    arm: np.ndarray | None = None,
+    failed_without: np.ndarray | None = None,
 ) -> np.ndarray:
     """Start of each viewer's next visit after a visit ending at ``end`` (inf: never).
 
@@ -251,6 +262,12 @@ def _return_decision(
         for key, (flag, _) in drops.items():
             change = (rho_eff - without[key]) * reach[days]
             truth.add_return(f"{key}_{days}", change[eligible & flag])
+    if arm is not None and failed_without is not None:
+        # The arm's effect on 7-day returns: against the same visit whose last session had no
+        # added join time (failed or not without it), over arm B's visits; arm A's is zero.
+        cf = chance(total - drops["failed"][1] + b.return_drop_failed * failed_without)
+        eligible = end + 7 * DAY <= world.horizon
+        truth.add_return("arm_b_7", ((rho_eff - cf) * reach[7])[eligible & (arm == 2)])
     back = rng.random(n) < rho_eff
     return np.where(back, end + gap0 + rng.exponential(mean_gap), np.inf)
 
@@ -261,6 +278,8 @@ def simulate_chunk(
     """All sessions of viewers ``first_viewer .. first_viewer + n - 1`` within the log."""
     b = model.behaviour
     v = make_viewers(model, world, first_viewer, n, rng)
+    if model.qoe.ab_share_b > 0:  # drawn only for a test, so other runs keep their draws
+        v.arm_b = rng.random(n) < model.qoe.ab_share_b
     truth.viewers += n
     newcomer = rng.random(n) < model.population.newcomer_share
     first = rng.random(n) * np.where(newcomer, world.horizon, min(2 * DAY, world.horizon))
@@ -277,6 +296,8 @@ def simulate_chunk(
         last_failed = np.zeros(who.size, bool)
         last_stalled = np.zeros(who.size, bool)
         last_picture_sd = np.zeros(who.size, bool)
+        last_arm = np.zeros(who.size, np.int8)
+        last_failed_without = np.zeros(who.size, bool)
         cur = np.arange(who.size)
         while cur.size:
             s = _draw_sessions(model, world, v, who[cur], t[cur], room[cur], rng, truth)
@@ -285,6 +306,8 @@ def simulate_chunk(
             last_failed[cur] = ~s["joined"]
             last_stalled[cur] = s["joined"] & (s["stall"] > b.stall_threshold)
             last_picture_sd[cur] = s["picture_sd"]
+            last_arm[cur] = s["arm"]
+            last_failed_without[cur] = s["failed_without_arm"]
             retry = (
                 (~s["joined"]) & (retries[cur] < b.max_retries) & (rng.random(cur.size) < b.retry_probability)
             )
@@ -312,6 +335,8 @@ def simulate_chunk(
             last_picture_sd[idx],
             rng,
             truth,
+            last_arm[idx] if v.arm_b is not None else None,
+            last_failed_without[idx],
         )
         t_next[who] = nxt
         active = who[nxt < world.horizon]

@@ -70,17 +70,20 @@ def _categorical(
 class SessionWriter:
     """Appends chunks of simulated sessions to one Parquet or CSV file."""
 
-    def __init__(self, path: str | Path, world: World) -> None:
+    def __init__(self, path: str | Path, world: World, *, arm: bool = False) -> None:
         self.path = Path(path)
         self.world = world
         self.csv = self.path.suffix.lower() == ".csv"
         self.next_id = 1
+        self.arm = arm
+        """Write the A/B test's ``arm`` column (A, B; empty before the test starts)."""
+        schema = SCHEMA.append(pa.field("arm", _dictionary())) if arm else SCHEMA
         meta = {"log_start": _iso(world.start_epoch), "log_end": _iso(world.start_epoch + world.horizon)}
-        self.schema = SCHEMA.with_metadata({k.encode(): v.encode() for k, v in meta.items()})
+        self.schema = schema.with_metadata({k.encode(): v.encode() for k, v in meta.items()})
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             if self.csv:
-                self._plain_schema = pa.schema([pa.field(f.name, self._plain(f.type)) for f in SCHEMA])
+                self._plain_schema = pa.schema([pa.field(f.name, self._plain(f.type)) for f in schema])
                 self._writer: Any = pacsv.CSVWriter(str(self.path), self._plain_schema)
             else:
                 self._writer = pq.ParquetWriter(str(self.path), self.schema, compression="zstd")
@@ -119,6 +122,13 @@ class SessionWriter:
             _categorical(cols["region"], REGIONS),
             _categorical(cols["app"], APP_VERSIONS),
         ]
+        if self.arm:
+            arm = cols["arm"]
+            arrays.append(
+                pa.DictionaryArray.from_arrays(
+                    pa.array(np.maximum(arm - 1, 0).astype(np.int8), mask=arm == 0), pa.array(["A", "B"])
+                )
+            )
         self.next_id += n
         if self.csv:
             arrays = [a.dictionary_decode() if isinstance(a, pa.DictionaryArray) else a for a in arrays]
