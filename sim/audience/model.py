@@ -92,6 +92,11 @@ class Behaviour:
     rendition (height below 720). Project choice; no published figure. A visit without a first
     frame loses ``return_drop_failed`` on top of what the picture it would have shown costs, so
     that stays the loss against the same visit with a frame."""
+    return_drop_per_join_second: float = 0.0
+    """7-day return probability lost per second of join time of a visit's last session, when
+    it joined. 0 by default (no published figure; the published cost of a slow join is
+    abandonment): set it to give an A/B test of join time (``qoe.ab_join_seconds``) a cost in
+    returns beyond the visits it fails. Project choice."""
     retry_probability: float = 0.4
     """Chance a viewer tries again after a session without a first frame. Project choice."""
     max_retries: int = 2
@@ -279,6 +284,7 @@ class AudienceModel:
             "behaviour.return_drop_stall": b.return_drop_stall,
             "behaviour.watch_loss_sd": b.watch_loss_sd,
             "behaviour.return_drop_sd": b.return_drop_sd,
+            "behaviour.return_drop_per_join_second": b.return_drop_per_join_second,
             "behaviour.retry_probability": b.retry_probability,
             "behaviour.hop_probability": b.hop_probability,
             "population.network_stickiness": p.network_stickiness,

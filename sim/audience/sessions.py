@@ -203,6 +203,8 @@ def _draw_sessions(
             np.int8
         ),
         "failed_without_arm": ~joined_without,
+        "join_paid": np.where(joined, join, 0.0),
+        "join_paid_without": np.where(joined_without, join - added, 0.0),
         "orders": np.where(joined, orders, 0),
         "value": np.where(joined, value, 0.0),
     }
@@ -221,6 +223,8 @@ def _return_decision(
     truth: Truth,
     arm: np.ndarray | None = None,
     failed_without: np.ndarray | None = None,
+    join_paid: np.ndarray | None = None,
+    join_paid_without: np.ndarray | None = None,
 ) -> np.ndarray:
     """Start of each viewer's next visit after a visit ending at ``end`` (inf: never).
 
@@ -246,6 +250,8 @@ def _return_decision(
         "stall": (stalled, b.return_drop_stall * stalled),
         "sd": (picture_sd & ~failed, b.return_drop_sd * picture_sd),
     }
+    if b.return_drop_per_join_second > 0 and join_paid is not None:
+        drops["join"] = (join_paid > 0, b.return_drop_per_join_second * join_paid)
     total = np.sum([d for _, d in drops.values()], axis=0)
 
     def chance(drop: np.ndarray) -> np.ndarray:
@@ -265,7 +271,10 @@ def _return_decision(
     if arm is not None and failed_without is not None:
         # The arm's effect on 7-day returns: against the same visit whose last session had no
         # added join time (failed or not without it), over arm B's visits; arm A's is zero.
-        cf = chance(total - drops["failed"][1] + b.return_drop_failed * failed_without)
+        cf_total = total - drops["failed"][1] + b.return_drop_failed * failed_without
+        if "join" in drops and join_paid_without is not None:
+            cf_total = cf_total - drops["join"][1] + b.return_drop_per_join_second * join_paid_without
+        cf = chance(cf_total)
         eligible = end + 7 * DAY <= world.horizon
         truth.add_return("arm_b_7", ((rho_eff - cf) * reach[7])[eligible & (arm == 2)])
     back = rng.random(n) < rho_eff
@@ -298,6 +307,8 @@ def simulate_chunk(
         last_picture_sd = np.zeros(who.size, bool)
         last_arm = np.zeros(who.size, np.int8)
         last_failed_without = np.zeros(who.size, bool)
+        last_join = np.zeros(who.size)
+        last_join_without = np.zeros(who.size)
         cur = np.arange(who.size)
         while cur.size:
             s = _draw_sessions(model, world, v, who[cur], t[cur], room[cur], rng, truth)
@@ -308,6 +319,8 @@ def simulate_chunk(
             last_picture_sd[cur] = s["picture_sd"]
             last_arm[cur] = s["arm"]
             last_failed_without[cur] = s["failed_without_arm"]
+            last_join[cur] = s["join_paid"]
+            last_join_without[cur] = s["join_paid_without"]
             retry = (
                 (~s["joined"]) & (retries[cur] < b.max_retries) & (rng.random(cur.size) < b.retry_probability)
             )
@@ -337,6 +350,8 @@ def simulate_chunk(
             truth,
             last_arm[idx] if v.arm_b is not None else None,
             last_failed_without[idx],
+            last_join[idx],
+            last_join_without[idx],
         )
         t_next[who] = nxt
         active = who[nxt < world.horizon]
