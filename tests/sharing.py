@@ -3,10 +3,11 @@
 ``scripts/test.sh`` runs the suite on three pytest-xdist workers: most of its time is
 real media played in real time, which waits far more than it computes. Three kinds of test:
 
-- ``alone``: those that load the machine on purpose (a flood of viewers), those whose ground
-  truth a busy host would move (a room or a publisher that must send on time, a reference
-  player that must not freeze for want of CPU) and those that check this host's own timing
-  (the emulator's scheduling). No ``slow`` test runs beside one, nor another ``alone`` one;
+- ``alone``: those that load the machine on purpose (a flood of viewers, six rooms at once),
+  those that check this host's own timing (the emulator's scheduling, the proxy's rate), and
+  two long ones that a neighbour's load would spoil and a second run would cost dearly
+  (Prometheus's "no alert fires for the clean room", Chromium's exact freeze counts). No
+  ``slow`` test runs beside one, nor another ``alone`` one;
 - ``slow``: the end-to-end tests, which run rooms, probes and browsers; they run side by side;
 - the rest, quick and in one process, run beside anything and take no lock. At worst two of
   them beside an ``alone`` test are two busy cores, which every timing test is held to
@@ -27,7 +28,9 @@ The lock is a readers-writer lock of two files:
   ahead of it (otherwise the workers' back-to-back tests could keep it waiting to the end).
 
 :func:`order` hands the workers the ``alone`` tests spread among the quick ones, so that the
-other workers have quick tests to run meanwhile, and the slow tests after them.
+other workers have quick tests to run meanwhile, and the slow tests after them, the longest
+first (those of 20 s or more say so: ``@pytest.mark.slow(seconds=N)``), so that no long test
+starts when the others are nearly done.
 Outside xdist nothing is locked or reordered: the tests run one at a time anyway.
 """
 
@@ -135,6 +138,13 @@ def _crash(report: pytest.TestReport) -> str:
     return " ".join(message.split())[:300]
 
 
+def expected_seconds(item: pytest.Item) -> float:
+    """What a slow test says it takes (``@pytest.mark.slow(seconds=N)``, for those of 20 s
+    or more), else 0."""
+    mark = item.get_closest_marker("slow")
+    return float(mark.kwargs.get("seconds", 0)) if mark else 0.0
+
+
 def order(items: list[pytest.Item]) -> None:
     """Reorder ``items`` in place for parallel workers: each ``alone`` test after an even
     share of the quick ones, then the slow tests (see the module doc)."""
@@ -148,6 +158,7 @@ def order(items: list[pytest.Item]) -> None:
         mixed.append(item)
         mixed.extend(quick[i * share : (i + 1) * share])
     mixed.extend(quick[len(alone) * share :])
+    slow.sort(key=lambda item: -expected_seconds(item))  # longest first: no long tail
     items[:] = mixed + slow
 
 

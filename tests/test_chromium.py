@@ -72,7 +72,7 @@ def assert_same_window(seen: Beside) -> None:
     assert end <= seen.after.at < end + 0.5, (seen.after.at, end)
 
 
-@slow
+@pytest.mark.slow(seconds=23)
 async def test_clean_room_neither_freezes(room_proc: RoomProcess, browser: Chromium) -> None:
     with room_proc() as url:
         page = await browser.new_page(f"{url}/healthz")
@@ -116,7 +116,7 @@ async def test_injected_freezes_counted_alike(room_proc: RoomProcess, browser: C
     assert seen.chromium("pauseCount") == video["pause_count"] == 0
 
 
-@slow
+@pytest.mark.slow(seconds=22)
 async def test_burst_loss_on_both_paths(room_proc: RoomProcess, browser: Chromium) -> None:
     profile = "lossy-wifi"
     with room_proc(*FREEZES) as url:
@@ -146,7 +146,6 @@ async def test_burst_loss_on_both_paths(room_proc: RoomProcess, browser: Chromiu
 
 
 @slow
-@pytest.mark.alone  # Chromium is the sender and its frame counts the truth: it must not starve
 async def test_chromium_publishes_and_the_probe_watches(room_proc: RoomProcess, browser: Chromium) -> None:
     with room_proc() as url:
         page = await browser.new_page(f"{url}/healthz")

@@ -117,7 +117,7 @@ def test_room_on_a_busy_port_is_a_config_error(room_proc, cli) -> None:
     assert len(done.stderr.strip().splitlines()) == 1
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=20)
 def test_demo_prints_a_table_and_json(cli) -> None:
     table = cli("demo", "--duration", "3", "--viewers", "2")
     assert table.returncode == 0, table.stderr

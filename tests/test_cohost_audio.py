@@ -76,7 +76,6 @@ def mutes_within(cohost: Timeline, end: float | None, every: float, length: floa
     return sum(1 for start in starts if first + 0.01 < start and start + length + 0.01 < last)
 
 
-@pytest.mark.alone  # the echo's delay is held to 10 ms: room, co-host and viewer need a calm machine
 async def test_a_cohost_echo_and_mutes_are_measured_as_injected(room) -> None:
     knobs = Knobs(echo_gain=0.3, echo_delay=0.12, mute_every=4.0, mute_for=0.3)
     async with room() as live:
@@ -96,7 +95,6 @@ async def test_a_cohost_echo_and_mutes_are_measured_as_injected(room) -> None:
     assert result.audio.dropouts["count"] == 0
 
 
-@pytest.mark.alone  # the room's noise and echo ride on its relay's timing: a calm machine
 async def test_the_rooms_cohost_noise_sets_the_snr_and_is_no_echo(room) -> None:
     async with room(cohost_noise_db=10.0) as live:
         result, _ = await watch_cohost(live, Knobs(), watch_for=6)
@@ -108,7 +106,6 @@ async def test_the_rooms_cohost_noise_sets_the_snr_and_is_no_echo(room) -> None:
     assert result.audio.snr_db is not None and result.audio.snr_db > 40  # the host's track is clean
 
 
-@pytest.mark.alone  # as above
 async def test_the_rooms_cohost_echo_is_measured_as_injected(room) -> None:
     async with room(cohost_echo_gain=0.5, cohost_echo_delay=0.25) as live:
         result, _ = await watch_cohost(live, Knobs(), watch_for=6)

@@ -282,7 +282,6 @@ async def test_publishing_to_an_unknown_application(nginx: NginxRtmp) -> None:
     assert list(result.join.phases) == ["connect"]
 
 
-@pytest.mark.alone  # on a busy host the refusal can come late (see the docstring)
 async def test_publishing_a_stream_someone_else_publishes(nginx: NginxRtmp) -> None:
     """nginx-rtmp refuses a second publisher of a name with an error status, which FFmpeg reads
     while opening: ``rejected``. With the machine shared, the status was once read only after

@@ -59,6 +59,7 @@ def cases(junit: Path) -> dict[tuple[str, str], str | None]:
     return out
 
 
+@pytest.mark.slow(seconds=35)
 def test_fleet_passes_on_a_clean_room_and_fails_exactly_the_broken_slo(room_proc, cli, tmp_path) -> None:
     with room_proc() as url:
         fleet = write_fleet(tmp_path, url)
@@ -95,6 +96,7 @@ def test_fleet_passes_on_a_clean_room_and_fails_exactly_the_broken_slo(room_proc
     assert "6 of 8 SLOs hold" in done.stdout
 
 
+@pytest.mark.slow(seconds=28)
 async def test_shards_merge_to_the_unsharded_verdict(room_proc, tmp_path) -> None:
     async def qoe(*args: str) -> int:
         proc = await asyncio.create_subprocess_exec(

@@ -61,7 +61,6 @@ async def test_the_grab_endpoint_answers_won_sold_out_and_clear_4xx() -> None:
     assert truth["drops"][0]["sold_out_at"] is not None
 
 
-@pytest.mark.alone  # the gap between profiles is held to 30 ms: the four viewers need a calm machine
 async def test_a_3g_viewer_sees_drops_later_and_wins_less() -> None:
     logs: dict[int, Timeline] = {}
     async with LiveRoom("127.0.0.1", 0, coupons=(3.0, 2), host_options=LIGHT) as room:

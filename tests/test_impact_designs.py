@@ -155,7 +155,7 @@ def coverage(tmp: Path, seeds: range, viewers: int = 1500, days: int = 14) -> di
     return {"seeds": len(seeds), "placebo_null": placebo, "stall_covered": stall}
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=35)
 def test_intervals_cover_at_the_nominal_rate(tmp_path: Path) -> None:
     # 100 seeds of 1 500 viewers x 14 days, about 0.3 s each. The placebo must be null in 93 or
     # more. The stall slope's truth: at a true 95 %, fewer than 89 covered happens with

@@ -209,7 +209,6 @@ def cohost_figures_off(result: ProbeResult, fps: float) -> list[str]:
     return off
 
 
-@pytest.mark.alone  # room, co-host and two viewers in one process: a load of its own
 async def test_cohost_offset_and_each_participants_av_offset(room) -> None:
     # Room, co-host and both viewers share this process. When the machine cannot carry them
     # (other work on its cores), media reaches the room's mix after its slot or the mix is
@@ -230,7 +229,6 @@ async def test_cohost_offset_and_each_participants_av_offset(room) -> None:
         )
 
 
-@pytest.mark.alone  # the host's picture must not freeze as the co-host leaves: the room is the truth
 async def test_a_cohost_leaving_is_reported_and_the_host_stays_valid(room) -> None:
     async with room() as live:
         mixed, separate = await cohost_scenario(live, publish_for=6, watch_for=9)

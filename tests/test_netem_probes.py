@@ -70,7 +70,6 @@ async def test_join_and_latency_grow_with_the_profile_delay(room) -> None:
     assert dropped["burst"] > 0 and dropped["loss"] == 0  # lossy-wifi's loss comes in bursts
 
 
-@pytest.mark.alone  # the clean link must not freeze: a busy host would make it
 async def test_bursty_loss_freezes_what_a_clean_link_does_not(room, tmp_path) -> None:
     profile = tmp_path / "bursty.toml"
     profile.write_text(BURSTY)

@@ -117,7 +117,6 @@ async def test_a_room_without_a_publisher_is_not_found(pion: str) -> None:
 
 
 @slow
-@pytest.mark.alone  # two publishers are the ground truth: a busy host moves what they send
 async def test_our_publisher_through_pion_gives_the_rooms_figures(room: Room, pion: str) -> None:
     """Our publisher -> pion -> our viewer, beside our publisher -> our room -> our viewer."""
     offset = 0.05

@@ -19,6 +19,7 @@ def pushed(gateway: str) -> list:
     return [s for f in text_string_to_metric_families(text) for s in f.samples if s.name.startswith("qoe_")]
 
 
+@pytest.mark.slow(seconds=35)
 def test_probe_and_sharded_fleet_push_their_results(room_proc, cli, tmp_path) -> None:
     with pushgateway(tmp_path) as gateway, room_proc() as url:
         done = cli("probe", f"{url}/whep/demo", "--duration", "3", "--push-gateway", gateway)

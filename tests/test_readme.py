@@ -311,6 +311,7 @@ def test_every_readme_line_has_a_check() -> None:
     assert [line for _, own in CHAPTERS for line in own] == lines
 
 
+@pytest.mark.slow(seconds=30)
 @pytest.mark.parametrize(
     ("running", "lines"), CHAPTERS, ids=[own[0].removeprefix("qoe ")[:40] for _, own in CHAPTERS]
 )

@@ -16,7 +16,7 @@ import pytest
 
 from tests.conftest import run_bench
 
-pytestmark = pytest.mark.slow
+pytestmark = pytest.mark.slow(seconds=65)
 
 SCRIPT, ARGS = "soak.py", "--minutes 0.5 --warmup 10 --viewers 4 --watch 2 6 --rss-bound 0.25 --slack 2"
 

@@ -132,7 +132,6 @@ async def test_delay_knob_raises_glass_to_glass_by_its_value(room) -> None:
     assert late.video.freeze_count == 0
 
 
-@pytest.mark.alone  # the publisher is the ground truth: a busy host moves what it sends
 async def test_whip_publisher_gives_the_same_figures_as_the_builtin_host(room) -> None:
     """Our publisher -> room -> our viewer, beside the built-in host with the same knob."""
     offset = 0.05
