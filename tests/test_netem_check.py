@@ -58,6 +58,7 @@ def test_a_host_whose_cpus_a_hypervisor_takes_is_too_busy_to_judge() -> None:
     assert host_too_busy(0.001, 0.25, 0.06)
     assert host_too_busy(0.15, 0.25, 0.0)  # a loop held past the freeze margin
     assert host_too_busy(0.001, 0.9, None)  # every core busy, no steal read
+    assert host_too_busy(0.001, 0.78, 0.0)  # other work beside it: p99 3.9 ms was seen so
     assert not host_too_busy(None, None, None)
 
 
