@@ -3,9 +3,13 @@
 from __future__ import annotations
 
 import os
+import re
 import resource
 import statistics
-from collections.abc import Mapping, Sequence
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 
 from qoe.result import ProbeResult
 
@@ -15,6 +19,7 @@ __all__ = [
     "cpu_seconds_of",
     "header",
     "own_cpu_seconds",
+    "room",
     "row",
     "viewer_figures",
 ]
@@ -65,3 +70,24 @@ def viewer_figures(results: Sequence[ProbeResult]) -> dict[str, float]:
         "join_max_ms": 1000 * joins[-1] if joins else nan,
         "join_p95_ms": 1000 * joins[int(0.95 * (len(joins) - 1))] if joins else nan,
     }
+
+
+@contextmanager
+def room(*args: str) -> Iterator[tuple[subprocess.Popen[str], str]]:
+    """``qoe room --port 0 ARGS`` in a process of its own: the process and the URL it serves,
+    until the block ends (then it is stopped). Exits if the room does not start."""
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "qoe", "room", "--port", "0", *args],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+    )
+    try:
+        assert proc.stdout is not None
+        found = re.search(r"serving (\S+)", proc.stdout.readline())
+        if found is None:
+            raise SystemExit("qoe room did not start")
+        yield proc, found.group(1)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import resource
 import subprocess
 import sys
@@ -26,7 +25,7 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, row, viewer_figures
+from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, room, row, viewer_figures
 
 from qoe.result import ProbeResult
 
@@ -108,39 +107,24 @@ def main() -> int:
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; room and fleet share them", flush=True)
     room_args = ["--size", args.room_size] if args.room_size else []
-    room = subprocess.Popen(
-        [sys.executable, "-m", "qoe", "room", "--port", "0", *room_args],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert room.stdout is not None
-        found = re.search(r"serving (\S+)", room.stdout.readline())
-        if found is None:
-            raise SystemExit("qoe room did not start")
-        url = found.group(1)
-        with tempfile.TemporaryDirectory() as tmp:
-            baseline = measure(url, room.pid, 1, min(args.duration, 10.0), Path(tmp))
-            print(header(COLUMNS))
-            print(row(COLUMNS, baseline), flush=True)
-            for viewers in args.viewers:
-                figures = measure(url, room.pid, viewers, args.duration, Path(tmp))
-                print(row(COLUMNS, figures), flush=True)
-                lagging = figures["g2g_max_ms"] > baseline["g2g_p50_ms"] + LATENCY_SLACK_MS
-                held = not (figures["frozen_viewers"] or figures["failed"] or lagging)
-                verdict = "held" if held else "did not hold"
-                print(
-                    f"{viewers} viewers {verdict}: {figures['frozen_viewers']:.0f} froze, "
-                    f"{figures['failed']:.0f} failed, glass-to-glass at most "
-                    f"{figures['g2g_max_ms']:.0f} ms against a lone viewer's "
-                    f"{baseline['g2g_p50_ms']:.0f} ms; "
-                    f"{figures['overloaded']:.0f} runs on an overloaded probe loop, "
-                    f"{figures['room_stalls']:.0f} room stalls"
-                )
-    finally:
-        room.terminate()
-        room.wait(timeout=10)
+    with room(*room_args) as (server, url), tempfile.TemporaryDirectory() as tmp:
+        baseline = measure(url, server.pid, 1, min(args.duration, 10.0), Path(tmp))
+        print(header(COLUMNS))
+        print(row(COLUMNS, baseline), flush=True)
+        for viewers in args.viewers:
+            figures = measure(url, server.pid, viewers, args.duration, Path(tmp))
+            print(row(COLUMNS, figures), flush=True)
+            lagging = figures["g2g_max_ms"] > baseline["g2g_p50_ms"] + LATENCY_SLACK_MS
+            held = not (figures["frozen_viewers"] or figures["failed"] or lagging)
+            verdict = "held" if held else "did not hold"
+            print(
+                f"{viewers} viewers {verdict}: {figures['frozen_viewers']:.0f} froze, "
+                f"{figures['failed']:.0f} failed, glass-to-glass at most "
+                f"{figures['g2g_max_ms']:.0f} ms against a lone viewer's "
+                f"{baseline['g2g_p50_ms']:.0f} ms; "
+                f"{figures['overloaded']:.0f} runs on an overloaded probe loop, "
+                f"{figures['room_stalls']:.0f} room stalls"
+            )
     return 0
 
 

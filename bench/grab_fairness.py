@@ -20,13 +20,14 @@ from __future__ import annotations
 
 import argparse
 import json
-import re
 import statistics
 import subprocess
 import sys
 import tempfile
 from pathlib import Path
 from typing import Any
+
+from common import room
 
 from qoe.fleet.grabs import fairness, fairness_table
 from sim.profiles import load_profile
@@ -73,57 +74,31 @@ def main() -> int:
     args = parser.parse_args()
     fast, slow = args.profiles
     expected = downlink_delay(slow) - downlink_delay(fast)
-    room = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "qoe",
-            "room",
-            "--port",
-            "0",
-            "--size",
-            "320x180",
-            "--renditions",
-            "1",
-            "--coupon-every",
-            str(args.every),
-            "--coupon-stock",
-            str(args.stock),
-        ],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert room.stdout is not None
-        found = re.search(r"serving (\S+)", room.stdout.readline())
-        if found is None:
-            raise SystemExit("qoe room did not start")
-        url = found.group(1)
-        with tempfile.TemporaryDirectory() as tmp:
-            fleet = Path(tmp) / "grabs.toml"
-            out = args.json or Path(tmp) / "grabs.jsonl"
-            fleet.write_text(
-                FLEET.format(
-                    duration=args.duration,
-                    count=args.probes // 2,
-                    profiles=f'"{fast}", "{slow}"',
-                    probes=args.probes,
-                    url=url,
-                )
+    room_args = ("--size", "320x180", "--renditions", "1", "--coupon-every", str(args.every))
+    with (
+        room(*room_args, "--coupon-stock", str(args.stock)) as (_, url),
+        tempfile.TemporaryDirectory() as tmp,
+    ):
+        fleet = Path(tmp) / "grabs.toml"
+        out = args.json or Path(tmp) / "grabs.jsonl"
+        fleet.write_text(
+            FLEET.format(
+                duration=args.duration,
+                count=args.probes // 2,
+                profiles=f'"{fast}", "{slow}"',
+                probes=args.probes,
+                url=url,
             )
-            done = subprocess.run(
-                [sys.executable, "-m", "qoe", "fleet", "run", str(fleet), "--json-out", str(out)],
-                capture_output=True,
-                text=True,
-                stdin=subprocess.DEVNULL,
-            )
-            if done.returncode == 2:
-                raise SystemExit(f"qoe fleet run failed: {done.stderr.strip().splitlines()[-1]}")
-            results = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
-    finally:
-        room.terminate()
-        room.wait(timeout=10)
+        )
+        done = subprocess.run(
+            [sys.executable, "-m", "qoe", "fleet", "run", str(fleet), "--json-out", str(out)],
+            capture_output=True,
+            text=True,
+            stdin=subprocess.DEVNULL,
+        )
+        if done.returncode == 2:
+            raise SystemExit(f"qoe fleet run failed: {done.stderr.strip().splitlines()[-1]}")
+        results = [json.loads(line) for line in out.read_text().splitlines() if line.strip()]
     rows = {row.profile: row for row in fairness(results)}
     print(f"{args.probes} grab probes, {fast} vs {slow}, {args.stock} coupons a drop every {args.every:g} s")
     print(fairness_table(list(rows.values())))
@@ -132,11 +107,11 @@ def main() -> int:
         print("no figures: a profile saw no drop (see the failures above)")
         return 1
     gap = b.seen_after_p50 - a.seen_after_p50
-    g2g = {p: _g2g(results, p) for p in (fast, slow)}
-    if g2g[fast] is not None and g2g[slow] is not None:
+    fast_g2g, slow_g2g = _g2g(results, fast), _g2g(results, slow)
+    if fast_g2g is not None and slow_g2g is not None:
         print(
-            f"glass-to-glass p50 (median over runs): {fast} {1000 * g2g[fast]:.0f} ms, {slow} "
-            f"{1000 * g2g[slow]:.0f} ms: the media path differs by {1000 * (g2g[slow] - g2g[fast]):.0f} ms"
+            f"glass-to-glass p50 (median over runs): {fast} {1000 * fast_g2g:.0f} ms, {slow} "
+            f"{1000 * slow_g2g:.0f} ms: the media path differs by {1000 * (slow_g2g - fast_g2g):.0f} ms"
         )
     checks = {
         f"{slow} sees drops {1000 * gap:.0f} ms later, the downlink delays differ by "

@@ -16,12 +16,19 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import re
-import subprocess
 import sys
 import time
 
-from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, own_cpu_seconds, row, viewer_figures
+from common import (
+    LATENCY_SLACK_MS,
+    Column,
+    cpu_seconds_of,
+    header,
+    own_cpu_seconds,
+    room,
+    row,
+    viewer_figures,
+)
 
 from probes import probe_spec, run_probe
 from qoe import looplag
@@ -73,21 +80,13 @@ async def main() -> int:
     if (os.cpu_count() or 1) < 2:
         print("bench needs two cores (room on one, viewers on the other)", file=sys.stderr)
         return 2
-    room = subprocess.Popen(
-        [sys.executable, "-m", "qoe", "room", "--port", "0", "--renditions", "1"],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.DEVNULL,
-        text=True,
-    )
-    try:
-        assert room.stdout is not None
-        url = re.search(r"serving (\S+)", room.stdout.readline()).group(1)  # type: ignore[union-attr]
-        os.sched_setaffinity(room.pid, {ROOM_CORE})
+    with room("--renditions", "1") as (server, url):
+        os.sched_setaffinity(server.pid, {ROOM_CORE})
         os.sched_setaffinity(0, {PROBE_CORE})
         print(header(COLUMNS))
         baseline, held = None, 0
         for n in args.steps:
-            r = await step(f"{url}/whep/demo", room.pid, n, args.duration, args.quality)
+            r = await step(f"{url}/whep/demo", server.pid, n, args.duration, args.quality)
             baseline = r["g2g_p50_ms"] if baseline is None else baseline
             print(row(COLUMNS, r))
             lagging = r["g2g_p50_ms"] > baseline + LATENCY_SLACK_MS
@@ -98,9 +97,6 @@ async def main() -> int:
             held = n
         else:
             print(f"one core held every step, up to {held} viewers")
-    finally:
-        room.terminate()
-        room.wait(timeout=10)
     return 0
 
 
