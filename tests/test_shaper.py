@@ -220,6 +220,30 @@ async def test_scheduler_runs_in_time_order_and_survives_failures(precise: bool)
     scheduler.close()
 
 
+async def test_a_paced_chain_survives_a_held_loop() -> None:
+    """A sender that plans its next datagram from each one (the netem check's) finds 2,400
+    due at once after the loop was held 0.6 s: they run in turn, none by recursion (which
+    broke the chain with a RecursionError once a loop was held past some 250 ms)."""
+    scheduler = Scheduler()
+    loop = asyncio.get_running_loop()
+    done: asyncio.Future[None] = loop.create_future()
+    sent: list[int] = []
+    count, pace, start = 5000, 4000.0, time.monotonic()
+
+    def send(seq: int) -> None:
+        sent.append(seq)
+        if seq + 1 < count:
+            scheduler.at(start + (seq + 1) / pace, send, seq + 1)
+        else:
+            done.set_result(None)
+
+    scheduler.at(start + 0.001, send, 0)
+    time.sleep(0.6)  # the loop held, as a busy host holds it
+    await asyncio.wait_for(done, 10)
+    assert sent == list(range(count)) and scheduler.failures == 0
+    scheduler.close()
+
+
 async def test_scheduler_delivers_due_items_at_once_and_clears() -> None:
     scheduler = Scheduler()
     ran: list[int] = []

@@ -126,6 +126,7 @@ class Scheduler:
         self._handle: asyncio.TimerHandle | None = None
         self._watching = False
         self._closed = False
+        self._running = False
         self._armed_for = math.inf
         self._loop: asyncio.AbstractEventLoop | None = None
         self.lateness = lateness if lateness is not None else Lateness()
@@ -146,14 +147,21 @@ class Scheduler:
         """Run ``callback(*args)`` at ``when`` (on the scheduler's clock); needs a running loop.
 
         A delivery already due with nothing pending before it runs at once, inside this call:
-        an unimpaired link (profile ``none``) then costs no timer and no wake-up.
+        an unimpaired link (profile ``none``) then costs no timer and no wake-up. Not from
+        inside a callback, though: a callback that plans the next one (a paced sender) would
+        then recurse once per delivery due, and a loop held for a few hundred milliseconds
+        leaves more due than Python's stack holds; it goes in the queue, and runs in turn.
         """
         if self._closed:
             return
-        if not self._heap and when <= self._clock():
+        if not self._heap and not self._running and when <= self._clock():
             self.lateness.add(self._clock() - when)
             self.ran += 1
-            callback(*args)
+            self._running = True
+            try:
+                callback(*args)
+            finally:
+                self._running = False
             return
         self._seq += 1
         heapq.heappush(self._heap, (when, self._seq, callback, args))
@@ -217,15 +225,19 @@ class Scheduler:
         clock = self._clock
         record = self.lateness.add
         horizon = clock() + self._batch
-        while heap and heap[0][0] <= horizon:
-            when, _, callback, args = heapq.heappop(heap)
-            record(clock() - when)
-            self.ran += 1
-            try:
-                callback(*args)
-            except Exception:
-                self.failures += 1
-                log.exception("delivery callback %r failed", callback)
+        self._running = True
+        try:
+            while heap and heap[0][0] <= horizon:
+                when, _, callback, args = heapq.heappop(heap)
+                record(clock() - when)
+                self.ran += 1
+                try:
+                    callback(*args)
+                except Exception:
+                    self.failures += 1
+                    log.exception("delivery callback %r failed", callback)
+        finally:
+            self._running = False
         if not heap:
             self._disarm()
         elif heap[0][0] < self._armed_for:
