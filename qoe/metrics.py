@@ -751,7 +751,7 @@ def cohost_echo(host: Timeline, cohost: Timeline) -> dict[str, bool | float | No
         return unmeasured
     found = audioquality.echo(*far, *mapped(cohost.tones, cohost_map))
     if found is None:
-        return {"detected": False, "delay_seconds": None, "return_loss_db": None}
+        return {**unmeasured, "detected": False}
     return {"detected": True, "delay_seconds": found.delay_seconds, "return_loss_db": found.return_loss_db}
 
 

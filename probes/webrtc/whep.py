@@ -133,8 +133,7 @@ async def view(
     (the coupon grab, :mod:`probes.grab`): ``on_shown`` is handed each host frame as the
     player shows it, its code read, to act on what the screen says."""
     timeline = watch.open_log(PHASES, "viewer")
-    viewer = _Viewer(spec, timeline)
-    viewer.on_shown = on_shown
+    viewer = _Viewer(spec, timeline, on_shown)
     session = Session(
         spec.url,
         timeline,
@@ -252,9 +251,15 @@ class _Participant:
 
 
 class _Viewer:
-    def __init__(self, spec: ProbeSpec, timeline: Timeline) -> None:
+    def __init__(
+        self,
+        spec: ProbeSpec,
+        timeline: Timeline,
+        on_shown: Callable[[VideoFrameEvent], None] | None = None,
+    ) -> None:
         self.spec = spec
         self.timeline = timeline
+        self.on_shown = on_shown
         self.first_frame = asyncio.Event()
         self.observers: dict[tuple[str, int], RtpObserver] = {}
         self.video_decoders: list[LoopDecoding] = []
@@ -281,7 +286,6 @@ class _Viewer:
         self.interaction = (
             InteractionLoop(options["chat_url"] or chat_url_for(spec.url), timeline, every) if every else None
         )
-        self.on_shown: Callable[[VideoFrameEvent], None] | None = None
 
     def participants_of(self, pair: int) -> list[_Participant]:
         """Who a track pair carries: the host, the co-host, or both (the mix)."""
