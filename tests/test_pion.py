@@ -139,7 +139,9 @@ async def test_our_publisher_through_pion_gives_the_rooms_figures(room: Room, pi
         assert result.success, result.error
         assert result.video.decode_errors == 0
         assert result.video.signal_frames == result.video.frames
-        assert result.av_sync.offset_seconds["median"] == pytest.approx(offset, abs=0.010)
+        assert result.av_sync.offset_seconds["median"] == pytest.approx(offset, abs=0.010), (
+            result.av_sync.reason
+        )
         if not result.probe_host.overloaded:
             assert result.join.total_seconds is not None and result.join.total_seconds < 1.0
             assert result.video.fps == pytest.approx(30, abs=1.5)
