@@ -1,6 +1,6 @@
 """Every change this project makes to aiortc and aioice, in one module, installed explicitly.
 
-Three module attributes are replaced, by :func:`install` and nowhere else:
+Four module attributes are replaced, by :func:`install` and nowhere else:
 
 - ``aioice.ice.get_host_addresses``: inside :data:`ICE_ADDRESSES` (set by
   :func:`probes.webrtc.peer.candidate_addresses`) the host candidates are exactly the given
@@ -10,6 +10,13 @@ Three module attributes are replaced, by :func:`install` and nowhere else:
   datagrams through the weak-network shaper. Outside a hook it is aioice's own.
 - ``aiortc.rtcrtpreceiver.decoder_worker``: does nothing for a receiver whose decoder queue is
   a :class:`LoopDecodeQueue` (the probe decodes those frames on the event loop).
+- ``aiortc.rtp.HeaderExtensionsMap``: a subclass that also knows the ``abs-capture-time``
+  header extension (:data:`ABS_CAPTURE_TIME_URI`), which aiortc neither offers nor parses:
+  an incoming packet's ``extensions.abs_capture_time`` is its sender's capture time (Unix
+  seconds, or None), and a sender given a clock by :func:`send_capture_time` stamps it on
+  every packet. ``install`` also adds the extension to the video header extensions aiortc
+  offers and accepts (``aiortc.codecs.HEADER_EXTENSIONS``), so two patched peers negotiate it;
+  a server that does not know it leaves it out of its answer, and nothing is sent.
 
 Three functions reach into aiortc and aioice instead of replacing anything:
 :func:`gather_more` gathers candidates from STUN and TURN servers on an agent that has
@@ -47,13 +54,17 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import aioice.ice
+import aiortc.codecs
 import aiortc.rtcrtpreceiver
 import aiortc.rtp
 from aioice import Candidate
 from aiortc import RTCIceServer
 from aiortc.rtcicetransport import RTCIceGatherer, connection_kwargs
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 
 __all__ = [
+    "ABS_CAPTURE_TIME_ID",
+    "ABS_CAPTURE_TIME_URI",
     "DATAGRAM_HOOK",
     "ICE_ADDRESSES",
     "PRIVATE",
@@ -65,6 +76,9 @@ __all__ = [
     "installed",
     "leave_unoffered",
     "on_feedback",
+    "pack_abs_capture_time",
+    "parse_abs_capture_time",
+    "send_capture_time",
 ]
 
 ICE_ADDRESSES: contextvars.ContextVar[tuple[str, ...] | None] = contextvars.ContextVar(
@@ -97,6 +111,16 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aioice.ice", "Connection", "uses:get_host_addresses"),
     ("aioice.ice", "Connection", "uses:StunProtocol"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "uses:decoder_worker"),
+    ("aiortc.rtp", "", "HeaderExtensionsMap"),
+    ("aiortc.rtp", "", "unpack_header_extensions"),
+    ("aiortc.rtp", "", "pack_header_extensions"),
+    ("aiortc.rtp", "HeaderExtensionsMap", "configure"),
+    ("aiortc.rtp", "HeaderExtensionsMap", "get"),
+    ("aiortc.rtp", "HeaderExtensionsMap", "set"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "uses:HeaderExtensionsMap"),
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport", "uses:HeaderExtensionsMap"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "init:_RTCRtpSender__rtp_header_extensions_map"),
+    ("aiortc.codecs", "", "HEADER_EXTENSIONS"),
     ("aioice.ice", "StunProtocol", "connection_made"),
     ("aioice.ice", "StunProtocol", "connection_lost"),
     ("aioice.ice", "StunProtocol", "datagram_received"),
@@ -139,6 +163,7 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
 _original_get_host_addresses = aioice.ice.get_host_addresses
 _original_stun_protocol = aioice.ice.StunProtocol
 _original_decoder_worker = aiortc.rtcrtpreceiver.decoder_worker
+_original_header_extensions_map = aiortc.rtp.HeaderExtensionsMap
 
 
 def _has(module_name: str, owner: str, attribute: str) -> bool:
@@ -212,7 +237,7 @@ def installed() -> bool:
 
 
 def install() -> None:
-    """Check aiortc and aioice, then replace the three attributes (once per process)."""
+    """Check aiortc and aioice, then replace the four attributes (once per process)."""
     global _installed
     if _installed:
         return
@@ -220,6 +245,10 @@ def install() -> None:
     aioice.ice.get_host_addresses = _get_host_addresses
     aioice.ice.StunProtocol = _HookedStunProtocol  # type: ignore[misc]
     aiortc.rtcrtpreceiver.decoder_worker = _decoder_worker
+    aiortc.rtp.HeaderExtensionsMap = _CaptureTimeMap  # type: ignore[misc]
+    video = aiortc.codecs.HEADER_EXTENSIONS["video"]
+    if not any(e.uri == ABS_CAPTURE_TIME_URI for e in video):
+        video.append(RTCRtpHeaderExtensionParameters(id=ABS_CAPTURE_TIME_ID, uri=ABS_CAPTURE_TIME_URI))
     _installed = True
 
 
@@ -249,6 +278,82 @@ def _decoder_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -
     if isinstance(input_q, LoopDecodeQueue):
         return  # the loop decodes; the thread aiortc starts for it has nothing to do
     _original_decoder_worker(loop, input_q, output_q, decode_error)
+
+
+ABS_CAPTURE_TIME_URI = "http://www.webrtc.org/experiments/rtp-hdrext/abs-capture-time"
+"""The RTP header extension that carries a frame's capture time on the sender's clock."""
+ABS_CAPTURE_TIME_ID = 4
+"""Its extension id in the offers the patched aiortc makes. With BUNDLE the id space is shared
+by audio and video, and aiortc uses 1 and 2 (audio), 1 and 3 (video)."""
+NTP_UNIX_OFFSET = 2_208_988_800
+"""Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
+
+
+def pack_abs_capture_time(unix: float) -> bytes:
+    """The 8-byte ``abs-capture-time`` value for a capture at ``unix`` seconds: a 64-bit NTP
+    timestamp in UQ32.32 format, without the optional estimated clock offset."""
+    return (round((unix + NTP_UNIX_OFFSET) * 2**32) % 2**64).to_bytes(8, "big")
+
+
+def parse_abs_capture_time(value: bytes) -> tuple[float, float | None] | None:
+    """``(capture Unix seconds, estimated capture clock offset seconds or None)`` from an
+    ``abs-capture-time`` value: 8 bytes (UQ32.32 NTP time) or 16 (plus the sender's estimate
+    of the capturer's clock offset, Q32.32 signed). None for any other length."""
+    if len(value) not in (8, 16):
+        return None
+    capture = int.from_bytes(value[:8], "big") / 2**32 - NTP_UNIX_OFFSET
+    if len(value) == 8:
+        return capture, None
+    return capture, int.from_bytes(value[8:], "big", signed=True) / 2**32
+
+
+class _CaptureTimeMap(_original_header_extensions_map):
+    """aiortc's header extension map, knowing ``abs-capture-time`` too (see the module)."""
+
+    capture_id: int | None = None
+    capture: Callable[[], float | None] | None = None
+    """The sending track's capture time of the frame being sent (set by
+    :func:`send_capture_time`); None: this map stamps nothing."""
+
+    def configure(self, parameters: RTCRtpParameters) -> None:
+        super().configure(parameters)
+        for extension in parameters.headerExtensions:
+            if extension.uri == ABS_CAPTURE_TIME_URI:
+                self.capture_id = extension.id
+
+    def get(self, extension_profile: int, extension_value: bytes) -> Any:
+        values = super().get(extension_profile, extension_value)
+        wanted = self.capture_id
+        if wanted is not None and extension_value:
+            for x_id, x_value in aiortc.rtp.unpack_header_extensions(extension_profile, extension_value):
+                if x_id == wanted:
+                    parsed = parse_abs_capture_time(x_value)
+                    values.abs_capture_time = None if parsed is None else parsed[0]  # type: ignore[attr-defined]
+        return values
+
+    def set(self, values: Any) -> tuple[int, bytes]:
+        packed: tuple[int, bytes] = super().set(values)
+        if self.capture_id is None or self.capture is None:
+            return packed
+        # A packet keeps the capture time of its first sending: a retransmission from the
+        # sender's history serializes the same extensions again.
+        stamp = getattr(values, "abs_capture_time", False)
+        if stamp is False:
+            stamp = values.abs_capture_time = self.capture()
+        if stamp is None:
+            return packed
+        extensions = aiortc.rtp.unpack_header_extensions(*packed)
+        extensions.append((self.capture_id, pack_abs_capture_time(stamp)))
+        return aiortc.rtp.pack_header_extensions(extensions)
+
+
+def send_capture_time(sender: Any, capture: Callable[[], float | None]) -> None:
+    """Have ``sender`` stamp each RTP packet with ``capture()``, the capture time (Unix
+    seconds) of the frame it is sending, as ``abs-capture-time``, when the remote side
+    accepted the extension. Call it before the sender starts."""
+    extension_map = sender._RTCRtpSender__rtp_header_extensions_map
+    if isinstance(extension_map, _CaptureTimeMap):
+        extension_map.capture = capture
 
 
 AIORTC_COMPONENT = 1

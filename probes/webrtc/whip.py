@@ -11,7 +11,7 @@ from probes.base import ProbeSpec, Watch
 from probes.options import SENDER_OPTIONS, WEBRTC_OPTIONS
 from probes.webrtc.peer import prefer_codecs
 from probes.webrtc.session import Session
-from qoe import clock
+from qoe import clock, rtcpatch
 from qoe.errors import IceError
 from qoe.media import Fanout, Knobs, SignalSource
 from qoe.result import ProbeResult
@@ -68,6 +68,8 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         transceiver = session.pc.addTransceiver(track, direction="sendonly")
         prefer_codecs(transceiver, track.kind, codecs)
         transceiver.sender._send_keyframe = fanout.request_keyframe  # type: ignore[method-assign]
+        if track is video:
+            rtcpatch.send_capture_time(transceiver.sender, lambda: video.capture_wall)
     await source.start()
     deadline = watch.until
     await session.negotiate(timeout=min(spec.join_timeout, spec.duration))

@@ -57,6 +57,9 @@ class PacketTrack(MediaStreamTrack):
         """(wall-clock time, rung) at the start and at each switch: the room's ground truth."""
         self.chooser: RungChooser | None = None
         """Moves the track between rungs by its viewer's bandwidth estimates, when set."""
+        self.capture_wall: float | None = None
+        """Capture time (Unix seconds) of the packet ``recv`` returned last, when the fanout's
+        source says (:attr:`Fanout.capture_epoch`): what its sender stamps as abs-capture-time."""
 
     @property
     def fanout(self) -> Fanout:
@@ -126,6 +129,9 @@ class PacketTrack(MediaStreamTrack):
         packet = await self._queue.get()
         if packet is None:
             raise MediaStreamError
+        epoch = self._fanout.capture_epoch
+        if epoch is not None and packet.pts is not None and packet.time_base is not None:
+            self.capture_wall = epoch + float(packet.pts * packet.time_base)
         return packet
 
     def stop(self) -> None:
@@ -156,6 +162,9 @@ class Fanout:
         """(monotonic time, bytes) of the video pushed per (codec, rung), over RATE_WINDOW."""
         self.codec: str | None = None
         """The source's own video codec, which subscribers that name none take."""
+        self.capture_epoch: float | None = None
+        """Unix seconds of pts 0: a packet was captured at ``capture_epoch + pts``, when the
+        source stamps its packets so (None: the capture time is not known)."""
 
     def subscribe(self, delay: float = 0.0, codec: str | None = None) -> tuple[PacketTrack, PacketTrack]:
         """A new (audio, video) pair of tracks, the video in ``codec`` (None: the source's

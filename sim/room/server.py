@@ -95,6 +95,11 @@ CORS = {
 }
 
 
+def _capture_of(track: PacketTrack) -> float | None:
+    """The capture time of the frame ``track`` is sending (abs-capture-time)."""
+    return track.capture_wall
+
+
 def _keyframe_for(fanout: Fanout, track: PacketTrack) -> None:
     fanout.request_keyframe(track.codec, track.rung)
 
@@ -498,6 +503,7 @@ class LiveRoom:
                 transceiver = pc.addTransceiver(track, direction="sendonly")
                 if track.kind == "video":
                     restrict_video(transceiver, codec)
+                    rtcpatch.send_capture_time(transceiver.sender, functools.partial(_capture_of, track))
                 else:
                     prefer_codecs(transceiver, "audio", ("opus",))
                 # Forward the viewer's picture-loss reports to the one encoder of its codec
