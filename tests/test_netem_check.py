@@ -24,7 +24,9 @@ from sim.netem import LinkConfig
 from sim.profiles import Profile
 from sim.proxy.check import CAPACITY_SECONDS, CheckReport, Metric, check_profile, host_too_busy
 
-pytestmark = pytest.mark.alone  # the emulator's millisecond promise, on a host with no other test
+TIMED = pytest.mark.alone
+"""The emulator's millisecond promise, checked on a host with no other test beside it; the
+rest of this module only reads arguments and formats, and runs beside anything."""
 
 
 def _profile(config: LinkConfig, direction: str = "downlink") -> Profile:
@@ -65,6 +67,7 @@ def test_a_host_whose_cpus_a_hypervisor_takes_is_too_busy_to_judge() -> None:
 # The timing tests run as slow tests do: with the suite's heap frozen out of the collector's
 # passes, which in a process crowded by earlier tests hold the loop for milliseconds, more
 # than the promise (a qoe netem check process never carries that heap; see conftest).
+@TIMED
 @pytest.mark.slow
 async def test_delay_loss_and_bursts_over_20000_packets() -> None:
     # reorder=True: without it, jitter wider than the 0.2 ms packet spacing would raise the
@@ -85,6 +88,7 @@ async def test_delay_loss_and_bursts_over_20000_packets() -> None:
     assert abs(measured(burst) - 3.0) / 3.0 < 0.10
 
 
+@TIMED
 @pytest.mark.slow
 @pytest.mark.parametrize("rate", [2_000_000, 20_000_000])
 async def test_capacity_within_3_percent(rate: float) -> None:
@@ -102,6 +106,7 @@ async def test_capacity_within_3_percent(rate: float) -> None:
     assert_on_time(report, CAPACITY_SECONDS * 0.03 / 3)
 
 
+@TIMED
 @pytest.mark.slow  # timed as the others are: the heap frozen out of the collector's passes
 async def test_uplink_and_report_formats() -> None:
     config = LinkConfig(delay=0.01, loss=0.05)
