@@ -29,7 +29,7 @@ The lock is a readers-writer lock of two files:
 
 :func:`order` hands the workers the ``alone`` tests spread among the quick ones, so that the
 other workers have quick tests to run meanwhile, and the slow tests after them, the longest
-first (those of 20 s or more say so: ``@pytest.mark.slow(seconds=N)``), so that no long test
+first (those of 10 s or more say so: ``@pytest.mark.slow(seconds=N)``), so that no long test
 starts when the others are nearly done.
 Outside xdist nothing is locked or reordered: the tests run one at a time anyway.
 """
@@ -139,7 +139,7 @@ def _crash(report: pytest.TestReport) -> str:
 
 
 def expected_seconds(item: pytest.Item) -> float:
-    """What a slow test says it takes (``@pytest.mark.slow(seconds=N)``, for those of 20 s
+    """What a slow test says it takes (``@pytest.mark.slow(seconds=N)``, for those of 10 s
     or more), else 0."""
     mark = item.get_closest_marker("slow")
     return float(mark.kwargs.get("seconds", 0)) if mark else 0.0

@@ -145,7 +145,7 @@ async def test_burst_loss_on_both_paths(room_proc: RoomProcess, browser: Chromiu
     )
 
 
-@slow
+@pytest.mark.slow(seconds=13)
 async def test_chromium_publishes_and_the_probe_watches(room_proc: RoomProcess, browser: Chromium) -> None:
     with room_proc() as url:
         page = await browser.new_page(f"{url}/healthz")

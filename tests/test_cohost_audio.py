@@ -76,6 +76,7 @@ def mutes_within(cohost: Timeline, end: float | None, every: float, length: floa
     return sum(1 for start in starts if first + 0.01 < start and start + length + 0.01 < last)
 
 
+@pytest.mark.slow(seconds=13)
 async def test_a_cohost_echo_and_mutes_are_measured_as_injected(room) -> None:
     knobs = Knobs(echo_gain=0.3, echo_delay=0.12, mute_every=4.0, mute_for=0.3)
     async with room() as live:
@@ -100,6 +101,7 @@ async def test_a_cohost_echo_and_mutes_are_measured_as_injected(room) -> None:
     assert result.audio.dropouts["count"] == 0
 
 
+@pytest.mark.slow(seconds=11)
 async def test_the_rooms_cohost_noise_sets_the_snr_and_is_no_echo(room) -> None:
     async with room(cohost_noise_db=10.0) as live:
         result, _ = await watch_cohost(live, Knobs(), watch_for=6)

@@ -396,7 +396,7 @@ async def test_probes_beyond_the_limit_are_refused_at_once_with_retry_after(room
     assert counters["qoe_exporter_probe_requests_in_flight"] == 0
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=16)
 async def test_a_probe_slower_than_its_interval_skips_turns(room, monkeypatch, caplog) -> None:
     # A 2.5 s probe due every second: before, each run started as the last one ended, its
     # turns silently lost; a loop that queued them would stack runs without end.

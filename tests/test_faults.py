@@ -183,7 +183,7 @@ def test_a_room_killed_then_restarted_mid_probe_is_a_disconnect_and_the_room_ser
             assert after.returncode == 0 and json.loads(after.stdout)["success"] is True
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=18)
 def test_a_room_stopped_for_5_s_mid_probe_is_a_freeze_not_a_failure() -> None:
     with room_at(0) as (room, url):
         viewer = probe_process(url, "--duration", "11", "--media-timeout", "8")

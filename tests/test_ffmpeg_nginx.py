@@ -85,6 +85,7 @@ def assert_signal(result: ProbeResult, av_offset: float) -> None:
     assert median == pytest.approx(av_offset, abs=0.015)
 
 
+@pytest.mark.slow(seconds=10)
 async def test_our_publisher_over_rtmp_and_hls(nginx: NginxRtmp) -> None:
     """One publisher, two viewers in one process and one event loop: RTMP from the start,
     HLS once nginx has cut three segments (so the player has its usual buffer)."""

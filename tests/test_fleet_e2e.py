@@ -163,6 +163,7 @@ async def test_shards_merge_to_the_unsharded_verdict(room_proc, tmp_path) -> Non
     assert sum(not passed for passed in verdict.values()) == 2
 
 
+@pytest.mark.slow(seconds=14)
 def test_the_fleet_waits_for_a_room_started_after_it_and_warms_up_unscored(tmp_path) -> None:  # type: ignore[no-untyped-def]
     """A CI job that starts the room and the fleet together gets a verdict on the room, not
     connection errors for the runs that came first, nor the start-up of either side."""

@@ -127,6 +127,7 @@ async def test_bad_chat_servers_end_as_results(handler: Handler, kind: str) -> N
     assert result.error is not None and result.error.kind == kind, result.error
 
 
+@pytest.mark.slow(seconds=10)
 async def test_interaction_loop_latency_follows_chat_and_media_delay(room) -> None:
     options = {"interact_every": 1.0}
     async with room() as base, room(chat_delay=0.1, delay=0.2) as slow:
@@ -229,6 +230,7 @@ async def test_cohost_offset_and_each_participants_av_offset(room) -> None:
         )
 
 
+@pytest.mark.slow(seconds=12)
 async def test_a_cohost_leaving_is_reported_and_the_host_stays_valid(room) -> None:
     async with room() as live:
         mixed, separate = await cohost_scenario(live, publish_for=6, watch_for=9)

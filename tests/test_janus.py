@@ -129,7 +129,7 @@ def test_janus_runs_with_only_the_plugins_and_transport_asked_for(server: Janus)
     assert sorted(info["transports"]) == ["janus.transport.http", "janus.transport.websockets"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 async def test_our_publisher_through_the_videoroom_gives_the_rooms_figures(
     room: Room, front: tuple[str, Front], meetecho: MeetechoWhep
 ) -> None:
@@ -171,7 +171,7 @@ async def test_our_publisher_through_the_videoroom_gives_the_rooms_figures(
     assert PIPELINE_LATENCY <= janus_g2g <= room_g2g + 0.020
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=18)
 async def test_freezes_through_a_streaming_mountpoint_are_counted_exactly(front: tuple[str, Front]) -> None:
     """Our publisher -> VideoRoom -> RTP forward -> Streaming mountpoint -> our viewer.
 

@@ -70,6 +70,7 @@ async def test_join_and_latency_grow_with_the_profile_delay(room) -> None:
     assert dropped["burst"] > 0 and dropped["loss"] == 0  # lossy-wifi's loss comes in bursts
 
 
+@pytest.mark.slow(seconds=12)
 async def test_bursty_loss_freezes_what_a_clean_link_does_not(room, tmp_path) -> None:
     profile = tmp_path / "bursty.toml"
     profile.write_text(BURSTY)
@@ -86,6 +87,7 @@ async def test_bursty_loss_freezes_what_a_clean_link_does_not(room, tmp_path) ->
     assert all(r.network["downlink"]["dropped"]["burst"] > 10 for r in bursty)
 
 
+@pytest.mark.slow(seconds=11)
 def test_demo_shows_profiles_side_by_side(cli) -> None:
     done = cli("demo", "--duration", "4", "--viewers", "1", "--profile", "3g", "--profile", "4g")
     assert done.returncode == 0, done.stderr

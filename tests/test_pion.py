@@ -160,7 +160,7 @@ async def test_our_publisher_through_pion_gives_the_rooms_figures(room: Room, pi
         assert response.status == 404, await response.text()
 
 
-@slow
+@pytest.mark.slow(seconds=18)
 async def test_injected_freezes_are_counted_exactly_through_pion(room: Room, pion: str) -> None:
     knobs = Knobs(freeze_every=EVERY, freeze_for=LENGTH)
     async with room() as live:

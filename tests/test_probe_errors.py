@@ -184,6 +184,7 @@ async def start_room_process() -> tuple[asyncio.subprocess.Process, str]:
     return proc, url
 
 
+@pytest.mark.slow(seconds=19)
 async def test_server_dies_mid_probe(warmed) -> None:
     for in_process in (False, True):
         proc, url = await start_room_process()

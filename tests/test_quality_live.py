@@ -48,6 +48,7 @@ async def test_quality_follows_the_hosts_bitrate() -> None:
         assert (result.video.width, result.video.height) == (640, 360) and result.video.switches == 0
 
 
+@pytest.mark.slow(seconds=12)
 async def test_injected_quality_drops_show_as_psnr_dips_at_their_times() -> None:
     every, length = 5.0, 1.5
     with room_process("--quality-drop-every", str(every), "--quality-drop-for", str(length)) as url:
@@ -76,6 +77,7 @@ async def test_injected_quality_drops_show_as_psnr_dips_at_their_times() -> None
     assert result.video.quality["psnr_db"]["p5"] < statistics.median(inside) + 1.0
 
 
+@pytest.mark.slow(seconds=15)
 async def test_a_weak_network_moves_a_viewer_down_the_ladder_and_the_room_agrees() -> None:
     """A host at 2.5 Mbit/s (ladder 2500, 1500 and 750 kbit/s at 640x360, 480x270, 320x180)
     watched over 3G (1.44 Mbit/s down) and over a clean loopback, at once."""

@@ -74,6 +74,7 @@ async def test_a_chat_probe_replays(room) -> None:  # type: ignore[no-untyped-de
     assert_replays(result, log)
 
 
+@pytest.mark.slow(seconds=10)
 async def test_a_cohost_run_and_its_interactions_replay(room) -> None:  # type: ignore[no-untyped-def]
     async with room(cohost_offset=0.15) as live:
         cohost = asyncio.create_task(
@@ -111,6 +112,7 @@ async def test_a_cohost_run_and_its_interactions_replay(room) -> None:  # type: 
         assert_replays(result, log)
 
 
+@pytest.mark.slow(seconds=10)
 def test_qoe_replay_prints_what_qoe_probe_printed(cli, room_proc, tmp_path) -> None:  # type: ignore[no-untyped-def]
     events = tmp_path / "run.json"
     with room_proc("--av-offset", "0.05") as url:

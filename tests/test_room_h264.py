@@ -186,7 +186,7 @@ async def answers_while_watched(live: LiveRoom, viewers: int) -> tuple[list[str]
     return [p.pc.localDescription.sdp for p in room.viewers.values()], room.info()["video_codecs"]
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=12)
 async def test_vp8_and_h264_viewers_at_once_get_their_codecs_and_the_same_figures(room) -> None:
     every, length, offset = 3.0, 0.5, 0.08
     async with room(freeze_every=every, freeze_for=length, av_offset=offset) as live:

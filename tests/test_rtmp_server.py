@@ -118,7 +118,7 @@ def qoe_process(*args: str) -> subprocess.Popen[str]:
     )
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=11)
 def test_publish_and_probe_through_the_server_then_stop_it() -> None:
     require("nginx")
     require_file(NGINX_RTMP_MODULE, "libnginx-mod-rtmp")

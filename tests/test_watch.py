@@ -118,7 +118,7 @@ class SlowDeleteRelay:
             )
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=10)
 async def test_a_server_whose_delete_takes_2_s(room) -> None:
     async with room() as live, SlowDeleteRelay(live.url, 2.0) as relay:
         direct = await run_probe(ProbeSpec(url=f"{live.url}/whep/demo", kind="whep", duration=4))

@@ -99,6 +99,7 @@ def test_cli_probe_reports_the_injected_av_offset() -> None:
         assert result["audio"]["tone_onsets"] == pytest.approx(duration, abs=1)  # markers, not bursts
 
 
+@pytest.mark.slow(seconds=15)
 async def test_injected_freezes_are_counted_exactly(room) -> None:
     every, length = 3.0, 0.5
     async with room(freeze_every=every, freeze_for=length) as live:

@@ -310,7 +310,7 @@ async def test_a_fenced_probe_sends_nothing_to_a_session_location_on_another_hos
 # -- the token in no output ----------------------------------------------------------
 
 
-@pytest.mark.slow
+@pytest.mark.slow(seconds=11)
 async def test_the_token_goes_on_every_request_and_into_no_output(room, cli, tmp_path) -> None:
     async with room() as live, IceServer.serve() as (_, port):
         front = Front(live.url, token=TOKEN, links=[f"<stun:127.0.0.1:{port}>; rel=ice-server"])
