@@ -153,6 +153,7 @@ def run_bench(
         stdin=subprocess.DEVNULL,
     )
     assert "Traceback" not in done.stderr, done.stderr
+    assert summary.exists(), f"{script} {args}: exit {done.returncode}, no figures: {done.stderr.strip()}"
     return done, json.loads(summary.read_text())
 
 
