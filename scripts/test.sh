@@ -4,9 +4,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 scripts/bootstrap.sh --servers
-# Three pytest-xdist workers share the two cores (tests/sharing.py): the end-to-end tests
-# run side by side, those marked `alone` with no other end-to-end test beside them, and a
-# slow test whose figures fail beside others is measured once more, alone. Each worker takes
-# one test at a time, in the order tests/sharing.py gives. `scripts/test.sh -n 0` runs one
-# test at a time in this process, as pytest alone would.
-exec .venv/bin/python -m pytest -n 3 --dist load --maxschedchunk 1 "$@"
+# Four pytest-xdist workers share the two cores (tests/sharing.py): the end-to-end tests
+# run side by side (two `heavy` ones at most), those marked `alone` with no other end-to-end
+# test beside them, and a slow test whose figures fail beside others is measured once more,
+# alone. Each worker takes one test at a time, in the order tests/sharing.py gives.
+# `scripts/test.sh -n 0` runs one test at a time in this process, as pytest alone would.
+exec .venv/bin/python -m pytest -n 4 --dist load --maxschedchunk 1 "$@"

@@ -1,6 +1,6 @@
 """How the suite's parallel workers share the machine: most tests side by side, a few alone.
 
-``scripts/test.sh`` runs the suite on three pytest-xdist workers: most of its time is
+``scripts/test.sh`` runs the suite on four pytest-xdist workers: most of its time is
 real media played in real time, which waits far more than it computes. Three kinds of test:
 
 - ``alone``: those that load the machine on purpose (a flood of viewers, six rooms at once),
@@ -8,24 +8,30 @@ real media played in real time, which waits far more than it computes. Three kin
   two long ones that a neighbour's load would spoil and a second run would cost dearly
   (Prometheus's "no alert fires for the clean room", Chromium's exact freeze counts). No
   ``slow`` test runs beside one, nor another ``alone`` one;
-- ``slow``: the end-to-end tests, which run rooms, probes and browsers; they run side by side;
+- ``slow``: the end-to-end tests, which run rooms, probes and browsers; they run side by side,
+  but those also marked ``heavy`` (a room, its publisher and its viewers in one process, a
+  browser, a fleet: half a core or more while they play) only :data:`HEAVY_SEATS` at a time,
+  so the other workers spend the spare cores on tests that mostly wait;
 - the rest, quick and in one process, run beside anything and take no lock. At worst two of
   them beside an ``alone`` test are two busy cores, which every timing test is held to
   (it must pass with two CPU burners beside it, or say its host was overloaded).
 
 A ``slow`` test whose figures fail beside others is measured once more, alone
 (:func:`pytest_runtest_protocol`): what it asserts is held on a host with two busy cores,
-not on one where three real-time tests play media at once, and no ``alone`` mark can
+not on one where four real-time tests play media at once, and no ``alone`` mark can
 foresee every pair of tests that crowd each other out. A test that fails alone too fails
 the run; one that passes alone is listed at the end of the run with its first failure, so
 the crowding stays in view.
 
-The lock is a readers-writer lock of two files:
+The lock is a readers-writer lock of two files, and seats for the heavy tests:
 
 - a ``slow`` test holds the *room* lock shared while it runs; an ``alone`` test holds it alone;
 - both pass a *door* lock on their way to the room lock, and hold it until they have the
   room: an ``alone`` test waiting for the room thus keeps new slow tests from slipping in
-  ahead of it (otherwise the workers' back-to-back tests could keep it waiting to the end).
+  ahead of it (otherwise the workers' back-to-back tests could keep it waiting to the end);
+- a ``heavy`` slow test first takes one of :data:`HEAVY_SEATS` seat files, holding nothing
+  else while it waits for one, so no lock is ever waited for by a holder of another the
+  waiter needs.
 
 :func:`order` hands the workers the ``alone`` tests spread among the quick ones, so that the
 other workers have quick tests to run meanwhile, and the slow tests after them, the longest
@@ -39,6 +45,7 @@ from __future__ import annotations
 import fcntl
 import os
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -49,6 +56,11 @@ from _pytest.runner import runtestprotocol
 
 RUN_ID = "PYTEST_XDIST_TESTRUNUID"
 """Set by pytest-xdist to one value for every worker of one run."""
+
+
+HEAVY_SEATS = 2
+"""How many ``heavy`` tests run at once: with the suite's four workers, at least two cores'
+worth of the machine stays with tests that mostly wait."""
 
 
 def lock_dir() -> Path | None:
@@ -87,15 +99,34 @@ def share_machine(item: pytest.Item, what: Kind | None = None) -> Iterator[None]
         yield
         return
     where.mkdir(exist_ok=True)
-    door = _locked(where / "door", fcntl.LOCK_EX)
+    seat = _seat(where) if what == "slow" and item.get_closest_marker("heavy") else None
     try:
-        room = _locked(where / "room", fcntl.LOCK_EX if what == "alone" else fcntl.LOCK_SH)
+        door = _locked(where / "door", fcntl.LOCK_EX)
+        try:
+            room = _locked(where / "room", fcntl.LOCK_EX if what == "alone" else fcntl.LOCK_SH)
+        finally:
+            os.close(door)
+        try:
+            yield
+        finally:
+            os.close(room)
     finally:
-        os.close(door)
-    try:
-        yield
-    finally:
-        os.close(room)
+        if seat is not None:
+            os.close(seat)
+
+
+def _seat(where: Path) -> int:
+    """An open descriptor holding one of the heavy tests' seats; waits until one is free."""
+    while True:
+        for number in range(HEAVY_SEATS):
+            fd = os.open(where / f"seat-{number}", os.O_RDWR | os.O_CREAT, 0o600)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+            else:
+                return fd
+        time.sleep(0.1)
 
 
 REMEASURED = "failed beside others, passed alone"

@@ -38,6 +38,7 @@ from tests.browser import (
 )
 
 slow = pytest.mark.slow
+pytestmark = pytest.mark.heavy  # a browser beside our room and probe (its slow tests)
 RoomProcess = Callable[..., AbstractContextManager[str]]
 
 FREEZES = ("--freeze-every", "3", "--freeze-for", "0.5")

@@ -25,7 +25,7 @@ from qoe.timeline import AudioBlock, Timeline
 from sim.room.relay import RELAY_LATENCY
 from tests.conftest import run_bench
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # a room, a co-host publisher and viewers in one process
 
 SETTLE = 2.5
 """The room places a WHIP publisher by its first RTCP sender report (about a second)."""

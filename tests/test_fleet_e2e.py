@@ -15,7 +15,7 @@ import pytest
 from tests.conftest import ROOT, room_process
 from tests.servers import free_port, stop_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # fleets of six viewers
 
 AV_SLO = "av_sync.offset_seconds.median within [-0.185, 0.09]"
 FLEET = """\

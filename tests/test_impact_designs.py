@@ -156,6 +156,7 @@ def coverage(tmp: Path, seeds: range, viewers: int = 1500, days: int = 14) -> di
 
 
 @pytest.mark.slow(seconds=35)
+@pytest.mark.heavy  # a core for the whole run
 def test_intervals_cover_at_the_nominal_rate(tmp_path: Path) -> None:
     # 100 seeds of 1 500 viewers x 14 days, about 0.3 s each. The placebo must be null in 93 or
     # more. The stall slope's truth: at a true 95 %, fewer than 89 covered happens with

@@ -22,7 +22,7 @@ from qoe.media import Knobs
 from qoe.result import ProbeResult
 from tests.servers import aiohttp_app
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # a room, its publishers and viewers in one process
 
 Handler = Callable[[web.WebSocketResponse, list[web.WebSocketResponse]], Awaitable[None]]
 

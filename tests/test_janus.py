@@ -130,6 +130,7 @@ def test_janus_runs_with_only_the_plugins_and_transport_asked_for(server: Janus)
 
 
 @pytest.mark.slow(seconds=10)
+@pytest.mark.heavy  # our publisher and viewers in one process
 async def test_our_publisher_through_the_videoroom_gives_the_rooms_figures(
     room: Room, front: tuple[str, Front], meetecho: MeetechoWhep
 ) -> None:

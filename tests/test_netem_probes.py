@@ -22,7 +22,7 @@ import pytest
 from probes import ProbeSpec, run_probe
 from qoe.result import ProbeResult
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # rooms and viewers through the emulator in one process
 
 LINK_PHASES = ("ice_connected", "dtls_connected", "first_rtp_packet")
 """The join phases that wait on packets crossing the emulated link."""

@@ -55,6 +55,7 @@ from tests.servers import _process, build, free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 slow = pytest.mark.slow
+pytestmark = pytest.mark.heavy  # our publisher and viewer in one process (its slow tests)
 Room = Callable[..., AbstractAsyncContextManager[LiveRoom]]
 
 WATCH = 6.0

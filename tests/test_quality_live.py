@@ -16,7 +16,7 @@ from qoe.result import ProbeResult
 from qoe.timeline import Timeline
 from tests.conftest import room_process
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # renditions encoded, frames scored
 
 
 async def _watch(url: str, seconds: float, **options: object) -> tuple[ProbeResult, Timeline]:

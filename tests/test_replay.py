@@ -22,7 +22,7 @@ from qoe.result import ProbeResult
 from qoe.timeline import Timeline
 from tests.servers import NginxRtmp, nginx_rtmp
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # probes recorded and replayed beside their room
 
 
 @pytest.fixture(scope="module")

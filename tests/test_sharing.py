@@ -9,7 +9,7 @@ import textwrap
 from pathlib import Path
 
 from tests.conftest import ROOT
-from tests.sharing import RUN_ID
+from tests.sharing import HEAVY_SEATS, RUN_ID
 
 SUITE = """
     import os
@@ -31,6 +31,17 @@ SUITE = """
     def test_wrong_alone_too():
         assert 1 + 1 == 3, "a real regression"
 
+    @pytest.mark.slow
+    @pytest.mark.heavy
+    @pytest.mark.parametrize("n", range(4))
+    def test_heavy(n):
+        # Each notes when it ran; no more than HEAVY_SEATS of them may overlap.
+        import time
+        start = time.time()
+        time.sleep(0.6)
+        with open(FLAGS / "heavy", "a") as f:
+            f.write(f"{start} {time.time()}\\n")
+
     def test_quick_fails_once():
         flag = FLAGS / "quick"
         if not flag.exists():
@@ -51,7 +62,8 @@ CONFTEST = """
 def run_suite(where: Path, *args: str) -> str:
     (where / "test_suite.py").write_text(textwrap.dedent(SUITE))
     (where / "conftest.py").write_text(textwrap.dedent(CONFTEST))
-    (where / "pytest.ini").write_text("[pytest]\nmarkers =\n    slow: real time\n    alone: alone\n")
+    markers = "".join(f"\n    {name}: {name}" for name in ("slow", "alone", "heavy"))
+    (where / "pytest.ini").write_text(f"[pytest]\nmarkers ={markers}\n")
     env = {k: v for k, v in os.environ.items() if k != RUN_ID}
     env["PYTHONPATH"] = ROOT
     env["FLAGS"] = str(where)
@@ -68,7 +80,7 @@ def run_suite(where: Path, *args: str) -> str:
 
 def test_a_slow_test_failing_beside_others_is_measured_again_alone_and_listed(tmp_path: Path) -> None:
     out = run_suite(tmp_path, "-n", "2")
-    assert "2 failed, 1 passed" in out, out
+    assert "2 failed, 5 passed" in out, out
     assert "FAILED test_suite.py::test_wrong_alone_too" in out
     assert "FAILED test_suite.py::test_quick_fails_once" in out
     assert "1 failed beside others, passed alone" in out
@@ -77,5 +89,13 @@ def test_a_slow_test_failing_beside_others_is_measured_again_alone_and_listed(tm
 
 def test_one_at_a_time_nothing_is_measured_twice(tmp_path: Path) -> None:
     out = run_suite(tmp_path)
-    assert "3 failed" in out, out
+    assert "3 failed, 4 passed" in out, out
     assert "passed alone" not in out
+
+
+def test_no_more_heavy_tests_at_once_than_there_are_seats(tmp_path: Path) -> None:
+    run_suite(tmp_path, "-n", "4")
+    spans = [tuple(map(float, line.split())) for line in (tmp_path / "heavy").read_text().splitlines()]
+    assert len(spans) == 4
+    overlap = max(sum(1 for a, b in spans if a <= start < b) for start, _ in spans)
+    assert overlap == HEAVY_SEATS, spans
