@@ -30,6 +30,7 @@ from qoe.result import (
     Bitrate,
     ChatSection,
     CohostSection,
+    DecodeSection,
     ErrorInfo,
     GrabDrop,
     GrabSection,
@@ -585,6 +586,8 @@ def _fill_viewer(result: ProbeResult, log: Timeline) -> None:
         stalls = stalls_over(times)
         watched = (end if end is not None else times[-1]) - times[0]
         drops = dropped_frames([f.seq for f in frames])
+        if log.frames_lost is not None:  # a light viewer: from RTP, not from the few codes it read
+            drops = (log.frames_lost, 0)
         shown = renditions(frames, end)
         last = frames[-1]
         result.video = VideoSection(
@@ -634,6 +637,7 @@ def _fill_viewer(result: ProbeResult, log: Timeline) -> None:
     result.av_sync = AvSyncSection(
         {"median": sync.median, "p95_abs": sync.p95_abs}, sync.samples, sync.reason
     )
+    result.decode = decode_section(log, result)
     cohost = log.participants.get("cohost")
     if cohost is not None:
         result.cohost = cohost_section(log, cohost)
@@ -641,6 +645,33 @@ def _fill_viewer(result: ProbeResult, log: Timeline) -> None:
         q = quantiles(interaction_latencies(log.asked, frames))
         if q is not None:
             result.chat.interaction_seconds = quantile_fields(q)
+
+
+def decode_section(log: Timeline, result: ProbeResult) -> DecodeSection:
+    """How the viewer read its video, and where each figure of ``result`` came from."""
+    full = log.decode_mode == "full"
+    decoded = "decoded_frames" if full else "sampled_frames"
+    measured = result.video.frames is not None and result.video.frames > 0
+    end = log.end
+    windows = [(a, min(b, end) if end is not None else b) for a, b in log.decode_windows]
+    return DecodeSection(
+        mode=log.decode_mode,
+        sampled_seconds=None if full else sum(max(0.0, b - a) for a, b in windows),
+        sampled_frames=None if full else log.sampled_frames,
+        sources={
+            "freezes": ("decoded_frames" if full else "rtp_frames") if measured else None,
+            "dropped_frames": None
+            if result.video.dropped_frames is None
+            else "rtp_sequence"
+            if log.frames_lost is not None
+            else "picture_code",
+            "glass_to_glass": None
+            if result.latency.glass_to_glass_seconds["p50"] is None
+            else log.capture_source or "picture_code",
+            "av_sync": None if result.av_sync.offset_seconds["median"] is None else decoded,
+            "picture_quality": None if result.video.quality is None else decoded,
+        },
+    )
 
 
 COHOST_GONE_SECONDS = 1.0

@@ -28,6 +28,7 @@ __all__ = [
     "Bitrate",
     "ChatSection",
     "CohostSection",
+    "DecodeSection",
     "ErrorInfo",
     "GrabDrop",
     "GrabSection",
@@ -311,6 +312,34 @@ def iso_time(unix_seconds: float) -> str:
     return t.isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 
+DECODE_FIGURES = ("freezes", "dropped_frames", "glass_to_glass", "av_sync", "picture_quality")
+"""The figures whose source :attr:`DecodeSection.sources` names."""
+
+
+def no_sources() -> dict[str, str | None]:
+    return dict.fromkeys(DECODE_FIGURES)
+
+
+@dataclass
+class DecodeSection:
+    """How a viewer read its video, and so where each figure came from (docs/METRICS.md)."""
+
+    mode: str | None = None
+    """``full``: every frame decoded; ``sample``: frames from RTP, pictures decoded a few
+    seconds at a time on the viewer's own schedule; ``none``: frames from RTP, pictures
+    decoded only when a fleet's rotating decoder visits (or never); None: not a viewer."""
+    sampled_seconds: float | None = None
+    """Seconds a light viewer decoded (null with ``full``)."""
+    sampled_frames: int | None = None
+    """Frames it decoded in them."""
+    sources: dict[str, str | None] = field(default_factory=no_sources)
+    """Per figure, what it was measured from: ``freezes`` (``decoded_frames``,
+    ``rtp_frames``), ``dropped_frames`` (``picture_code``, ``rtp_sequence``),
+    ``glass_to_glass`` (``picture_code``, ``abs_capture_time``, ``sampled_picture_code``),
+    ``av_sync`` and ``picture_quality`` (``decoded_frames``, ``sampled_frames``); null where
+    the figure was not measured."""
+
+
 @dataclass
 class ProbeResult:
     probe: str
@@ -342,6 +371,7 @@ class ProbeResult:
     grab: GrabSection = field(default_factory=GrabSection)
     ice: IceSection = field(default_factory=IceSection)
     probe_host: ProbeHostSection = field(default_factory=ProbeHostSection)
+    decode: DecodeSection = field(default_factory=DecodeSection)
     network: dict[str, Any] = field(default_factory=dict)
     """What the network emulation did to this probe's packets, per direction (empty: none)."""
 
@@ -374,6 +404,7 @@ class ProbeResult:
             "grab": GrabSection,
             "ice": IceSection,
             "probe_host": ProbeHostSection,
+            "decode": DecodeSection,
         }
         kwargs: dict[str, Any] = {}
         for name in cls.__dataclass_fields__:

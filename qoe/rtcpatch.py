@@ -134,6 +134,7 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__nack_generator"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__rtx_ssrc"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__timestamp_mapper"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__codecs"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_track"),
     ("aiortc.rtcrtpreceiver", "NackGenerator", "init:missing"),
     ("aiortc.rtcrtpreceiver", "TimestampMapper", "init:_origin"),

@@ -279,6 +279,20 @@ class Timeline:
     frames_dropped_undecodable: int | None = None
     """Video frames received but never shown by the modelled player, their references broken
     (None: no player model ran)."""
+    decode_mode: str = "full"
+    """How the viewer read its video: ``full`` (every frame decoded), ``sample`` or ``none``
+    (frames assembled from RTP; pictures decoded only in :attr:`decode_windows`)."""
+    decode_windows: list[tuple[float, float]] = field(default_factory=list)
+    """(start, end) monotonic seconds of each stretch a light viewer decoded in."""
+    frames_lost: int | None = None
+    """A light viewer's dropped frames: from gaps in the RTP sequence numbers, plus frames
+    the modelled player dropped, from the first frame shown on (None: not counted so)."""
+    sampled_frames: int = 0
+    """Video frames a light viewer decoded in its windows."""
+    capture_source: str | None = None
+    """Where the capture times of the frames' glass-to-glass came from: ``picture_code``
+    (each decoded frame's code), ``abs_capture_time`` (the RTP header extension) or
+    ``sampled_picture_code`` (the code of the frames decoded in windows); None: nowhere."""
     role: str = ""
     """What the run did, and so which sections its figures fill: ``viewer`` (video, audio,
     latency, A/V sync, co-host, interaction), ``publisher`` (publish), ``chat`` (chat), or

@@ -70,6 +70,7 @@ __all__ = [
     "next_audio_frame",
     "next_video_frame",
     "prefer_codecs",
+    "repeat_nacks",
     "rtc_configuration",
     "selected_pair",
     "stream_seconds",
@@ -397,6 +398,12 @@ class LoopDecoding(Protocol):
         ...
 
 
+def repeat_nacks(receiver: RTCRtpReceiver) -> None:
+    """Have a video ``receiver`` ask again for missing packets as libwebrtc does
+    (:class:`_NackRepeater`). Call it before the receiver starts."""
+    _NackRepeater(receiver, receiver._RTCRtpReceiver__nack_generator)  # type: ignore[attr-defined]
+
+
 def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding:
     """Have ``receiver`` decode on the event loop instead of in a thread of its own.
 
@@ -436,6 +443,9 @@ class RtpObserver:
         self.packets = 0
         self.sender_reports: list[tuple[float, int]] = []
         """(sender Unix time, RTP timestamp) from each RTCP sender report."""
+        self.origin: int | None = None
+        """The RTP timestamp of stream time 0 where the probe maps it itself (a light
+        viewer's frames never pass aiortc's timestamp mapper); None: aiortc's."""
         self._on_packet = on_packet
         handle_rtp = receiver._handle_rtp_packet
         handle_rtcp = receiver._handle_rtcp_packet
@@ -464,6 +474,8 @@ class RtpObserver:
 
     def rtp_origin(self) -> int | None:
         """The RTP timestamp aiortc maps to pts 0 (its first decoded frame), if known yet."""
+        if self.origin is not None:
+            return self.origin % 2**32
         mapper = getattr(self.receiver, "_RTCRtpReceiver__timestamp_mapper", None)
         origin = getattr(mapper, "_origin", None)
         return None if origin is None else int(origin) % 2**32

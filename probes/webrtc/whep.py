@@ -29,6 +29,16 @@ from probes.base import ProbeSpec, Watch
 from probes.options import QUALITY_OPTION, WEBRTC_OPTIONS, Option
 from probes.webrtc.answer import negotiated, video_problem
 from probes.webrtc.interaction import InteractionLoop, chat_url_for
+from probes.webrtc.light import (
+    DECODE_MODES,
+    SAMPLE_EVERY,
+    SAMPLE_FOR,
+    DecodeGate,
+    GatedAudio,
+    LightFrame,
+    LightVideo,
+    rotation,
+)
 from probes.webrtc.peer import (
     FrameArrival,
     LoopDecoding,
@@ -104,6 +114,23 @@ OPTIONS = (
         "offer (in a 406 or a 201), and the probe PATCHes its answer to the session",
         choices=("client", "server"),
     ),
+    Option(
+        "decode",
+        str,
+        "full",
+        "how much to decode: full (every frame), sample (frames from RTP; a few seconds decoded "
+        "every 10 s) or none (frames from RTP; decoded only when the process's rotating decoder "
+        "visits); see docs/METRICS.md",
+        choices=DECODE_MODES,
+    ),
+    Option(
+        "verify",
+        str,
+        "rotate",
+        "with decode none: rotate lets one decoder visit this process's light viewers in turn "
+        "(picture code, A/V offset); off never decodes",
+        choices=("rotate", "off"),
+    ),
     QUALITY_OPTION,
     *WEBRTC_OPTIONS,
 )
@@ -148,6 +175,7 @@ async def view(
 
     async def report(stopped: float) -> None:
         await viewer.stop_consumers()
+        viewer.finish_light()
         timeline.finish(stopped)
         if viewer.video_decoders:
             timeline.decode_errors = sum(d.errors for d in viewer.video_decoders)
@@ -197,6 +225,8 @@ class _Participant:
         self.timeline = timeline
         self.tone_hz = tone_hz
         self.detector = ToneOnsetDetector(tone_hz, other_hz=other_hz)
+        self._other_hz = other_hz
+        self._next_audio: int | None = None
         # A co-host's own track is searched for the host's tone too: its echo.
         self.echo = None if echo_hz is None else ToneOnsetDetector(echo_hz, other_hz=(tone_hz,))
         self.slot = slot
@@ -228,6 +258,18 @@ class _Participant:
         self.timeline.video.append(event)
         self.last_video_stream_time = event.stream_time
 
+    def restart_if_gap(self, first: int) -> None:
+        """Start the tone detectors afresh where the audio resumes after a gap (a light
+        viewer decodes audio in windows): a detector carries filter state across calls."""
+        pending = self._pending
+        if pending and pending[-1][0] + len(pending[-1][1]) != first:
+            self.audio(None, 0)
+        if self._next_audio is not None and first != self._next_audio:
+            self.detector = ToneOnsetDetector(self.detector.tone_hz, other_hz=self._other_hz)
+            if self.echo is not None:
+                self.echo = ToneOnsetDetector(self.echo.tone_hz, other_hz=(self.tone_hz,))
+        self._next_audio = first
+
     def audio(self, mono: np.ndarray | None, first: int) -> None:
         """Feed the tone detector in batches of AUDIO_BATCH samples (None: flush).
 
@@ -248,6 +290,7 @@ class _Participant:
         if mono is not None:
             pending.append((first, mono))
             self._pending_samples += len(mono)
+            self._next_audio = first + len(mono)
 
 
 class _Viewer:
@@ -272,8 +315,18 @@ class _Viewer:
         mixed = self.cohost_mode == "mixed"
         others = (cohost_hz,) if self.cohost_mode else ()
         quality = None if options["quality"] == "all" else options["quality"]
-        if not spec.decode:
-            quality = 0.0
+        self.decode_mode: str = options["decode"]
+        self.light = self.decode_mode != "full"
+        timeline.decode_mode = self.decode_mode
+        if self.light:
+            timeline.frames_dropped_undecodable = 0  # the player model runs from the start
+        self.gate = DecodeGate()
+        self.lights: list[LightVideo] = []
+        self.gated_audio: list[GatedAudio] = []
+        self.rotating = self.decode_mode == "none" and options["verify"] == "rotate"
+        self._capture_seen: set[str] = set()
+        if not spec.decode or self.light:
+            quality = 0.0  # a light viewer scores no picture: it decodes a few frames only
         self.host = _Participant(timeline, host_hz, others, 0, half=0 if mixed else None, quality=quality)
         self.cohost = None
         if self.cohost_mode:
@@ -302,14 +355,27 @@ class _Viewer:
             for kind, codecs in (("video", self.video_codecs), ("audio", ("opus",))):
                 transceiver = pc.addTransceiver(kind, direction="recvonly")
                 prefer_codecs(transceiver, kind, codecs)
-                decoding = decode_on_loop(transceiver.receiver)
-                if kind == "video":
-                    self.video_decoders.append(decoding)
+                if self.light and kind == "video":
+                    light = LightVideo(transceiver.receiver, self.gate, partial(self._light_played, pair))
+                    self.lights.append(light)
+                    self.video_decoders.append(light)
+                elif self.light:
+                    self.gated_audio.append(GatedAudio(transceiver.receiver, self.gate))
+                else:
+                    decoding = decode_on_loop(transceiver.receiver)
+                    if kind == "video":
+                        self.video_decoders.append(decoding)
                 rate = 90000 if kind == "video" else 48000
                 self.observers[(kind, pair)] = RtpObserver(transceiver.receiver, rate, self._on_packet)
         pc.on("track", lambda track: self._on_track(session, track))
 
         deadline = watch.until
+        if self.decode_mode == "sample":
+            self.consumers.append(asyncio.create_task(self._sample(), name="whep-sample"))
+        elif self.rotating:
+            shared = rotation()
+            shared.join(self.gate)
+            watch.defer(lambda: shared.leave(self.gate))
         await session.negotiate(timeout=min(spec.join_timeout, spec.duration), check_answer=_check_video)
         join_left = min(self.timeline.start + spec.join_timeout, deadline) - clock.monotonic()
         if not await session.wait(self.first_frame, max(0.0, join_left)):
@@ -355,10 +421,71 @@ class _Viewer:
     def _on_packet(self) -> None:
         self.timeline.mark("first_rtp_packet")
 
+    async def _sample(self) -> None:
+        """``decode = "sample"``: a decoding window every SAMPLE_EVERY seconds, from the join."""
+        while True:
+            self.gate.open(SAMPLE_FOR)
+            await asyncio.sleep(SAMPLE_EVERY)
+
+    def _light_played(self, pair: int, played: Played, noted: LightFrame | None) -> None:
+        """A light viewer's frame as the player model settled it: shown at its render time
+        (glass-to-glass from its abs-capture-time, its code read if it was decoded), or not."""
+        participants = self.participants_of(pair)
+        if played.render_at is None:
+            for participant in participants:
+                dropped = participant.timeline.frames_dropped_undecodable or 0
+                participant.timeline.frames_dropped_undecodable = dropped + 1
+            return
+        if noted is None:
+            return
+        wall = clock.wall() + (played.render_at - clock.monotonic())
+        y = luma(noted.picture) if noted.picture is not None else None
+        events = []
+        for participant in participants:
+            event = VideoFrameEvent(
+                at=played.render_at,
+                wall=wall,
+                stream_time=noted.stream_time,
+                width=noted.width,
+                height=noted.height,
+                arrival=noted.complete,
+                encoded_bytes=noted.size,
+            )
+            if y is not None:
+                participant.read(event, y)
+                participant.timeline.sampled_frames += 1
+                if event.capture_wall is not None:
+                    self._capture_seen.add("sampled_picture_code")
+            if noted.capture is not None:
+                event.capture_wall = noted.capture  # one clock for every frame: the sender's
+                self._capture_seen.add("abs_capture_time")
+            events.append(event)
+        self._show(pair, participants, events)
+
+    def finish_light(self) -> None:
+        """Settle a light viewer's last frames and note how it read its video."""
+        if not self.light:
+            return
+        for light in self.lights:
+            light.flush()
+        self.timeline.decode_windows = list(self.gate.windows)
+        lost = [light.frames_lost for light in self.lights[:1]]
+        self.timeline.frames_lost = lost[0] if lost else None
+        for source in ("abs_capture_time", "sampled_picture_code"):
+            if source in self._capture_seen:
+                self.timeline.capture_source = source
+                break
+        for participant in (self.host, self.cohost):
+            if participant is not None and participant.timeline is not self.timeline:
+                participant.timeline.decode_mode = self.decode_mode
+                participant.timeline.decode_windows = self.timeline.decode_windows
+
     def _on_track(self, session: Session, track: MediaStreamTrack) -> None:
         transceivers = session.pc.getTransceivers()
         index = next((i for i, t in enumerate(transceivers) if t.receiver.track is track), 0)
         pair = index // 2
+        if self.light and track.kind == "video":
+            return  # its frames come from RTP (LightVideo), never through the track
         consume = self._consume_video if track.kind == "video" else self._consume_audio
         task = asyncio.create_task(consume(track, pair), name=f"whep-{track.kind}-{pair}")
         self.consumers.append(task)
@@ -461,7 +588,11 @@ class _Viewer:
                 for participant in participants:
                     participant.timeline.audio_frames += 1
                     participant.timeline.audio_seconds += frame.samples / frame.sample_rate
-                    participant.timeline.audio_blocks.append(block)
+                    if self.light:
+                        # Decoded in windows only: the gaps between them are no dropouts.
+                        participant.restart_if_gap(int(frame.pts or 0))
+                    else:
+                        participant.timeline.audio_blocks.append(block)
                     participant.audio(mono, int(frame.pts or 0))
         for participant in participants:
             participant.audio(None, 0)
@@ -481,6 +612,8 @@ class _Viewer:
                 continue
             pair = 1 if participant is self.cohost and self.cohost_mode == "separate" else 0
             video, audio = self.observers.get(("video", pair)), self.observers.get(("audio", pair))
+            if video is not None and pair < len(self.lights):
+                video.origin = self.lights[pair].origin
             timeline = participant.timeline
             if video is not None:
                 timeline.sync["video"] = video.clock_points(participant.last_video_stream_time)

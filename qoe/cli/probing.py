@@ -177,6 +177,13 @@ def add_commands(sub: Any) -> None:
         "the frame's code names; default 2), 'all' for every frame, 'off' for none",
     )
     probe.add_argument(
+        "--decode",
+        choices=("full", "sample", "none"),
+        help="WebRTC viewers: full decodes every frame (default); sample and none count freezes, "
+        "dropped frames and glass-to-glass from RTP and decode a few seconds at a time (sample: "
+        "every 10 s; none: when a rotating decoder visits), at a fraction of the CPU",
+    )
+    probe.add_argument(
         "--clock-offset",
         type=float,
         metavar="S",
@@ -350,6 +357,10 @@ async def _cmd_probe(args: argparse.Namespace) -> int:
         if kind == "chat":
             raise ConfigError(f"--quality is for video viewers; {args.url} is a chat URL")
         options["quality"] = args.quality
+    if args.decode is not None:
+        if kind not in ("whep", "grab"):
+            raise ConfigError(f"--decode is for WebRTC viewers; {args.url} is a {kind} URL")
+        options["decode"] = args.decode
     spec = probe_spec(  # a bad option or profile is a usage error, before anything starts
         args.url,
         kind=kind,

@@ -1,0 +1,376 @@
+"""Light WHEP viewers: the figures of a decoding viewer, at a fraction of its cost.
+
+A decoding viewer spends most of its CPU in aiortc's receive path and the decoders. A light
+viewer (``decode = "none"`` or ``"sample"``) keeps aiortc's transport (SRTP, RTCP, NACK and
+RTX, REMB) but not its video jitter buffer or decoders:
+
+- **Freezes**: frames are assembled from RTP timestamps, sequence numbers and marker bits
+  (:mod:`probes.webrtc.assembly`) and played out through the same libwebrtc model as a
+  decoding viewer's (:mod:`probes.webrtc.playout`), with the decode time the test signal
+  takes (:data:`LIGHT_DECODE_SECONDS`), so freezes follow the same rule on the same render
+  times.
+- **Dropped frames**: frames lost for good in RTP sequence gaps, and frames the player model
+  dropped, from the first frame shown on.
+- **Glass-to-glass**: each frame's render time on the wall clock minus the capture time its
+  packets carry in the ``abs-capture-time`` header extension (:mod:`qoe.rtcpatch`). Where a
+  server strips the extension, the code of the frames decoded in windows stands in.
+- **Decoding in windows** (:class:`DecodeGate`): for a few seconds at a time the viewer asks
+  for a keyframe (PLI), then decodes video and audio from it: the frames' codes are read
+  (verifying the picture) and the flash and tone markers give the A/V offset. ``sample``
+  opens a window every :data:`SAMPLE_EVERY` seconds on its own; ``none`` only when a
+  process-wide :class:`Rotation` visits it, one viewer at a time.
+
+Audio is never decoded outside a window: Opus packet timing says nothing of the tone
+markers the A/V offset is paired on.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import av
+from aiortc import RTCRtpReceiver
+from aiortc.codecs import get_decoder
+from aiortc.mediastreams import VIDEO_TIME_BASE
+from aiortc.rtp import RtpPacket
+
+from probes.webrtc.assembly import FrameAssembler, RtpFrame
+from probes.webrtc.peer import VIDEO_DECODERS, is_keyframe, repeat_nacks
+from probes.webrtc.playout import EncodedFrame, Played, Playout
+from qoe import clock, rtcpatch
+
+__all__ = [
+    "DECODE_MODES",
+    "LIGHT_DECODE_SECONDS",
+    "SAMPLE_EVERY",
+    "SAMPLE_FOR",
+    "DecodeGate",
+    "GatedAudio",
+    "LightFrame",
+    "LightVideo",
+    "Rotation",
+    "rotation",
+]
+
+DECODE_MODES = ("full", "sample", "none")
+LIGHT_DECODE_SECONDS = 0.0002
+"""Decode time the player model is given for a frame not decoded: what FFmpeg's VP8 decoder
+takes for a frame of the test signal here (0.15 to 0.2 ms; docs/PLAYOUT.md)."""
+SAMPLE_EVERY = 10.0
+"""Seconds from the start of one decoding window to the next (``sample``), and the least
+time between two visits of the rotation to one viewer."""
+SAMPLE_FOR = 3.0
+"""Seconds a window lasts: a keyframe asked for and sent, then at least two whole seconds,
+each with a flash and a tone to pair."""
+KEYFRAME_RETRY = 0.5
+"""Seconds before a window still waiting for its keyframe asks again."""
+
+
+class DecodeGate:
+    """When a light viewer decodes: windows of a few seconds, opened by its own schedule or by
+    a :class:`Rotation`; ``listeners`` are called as each opens."""
+
+    def __init__(self) -> None:
+        self.until = -math.inf
+        self.windows: list[tuple[float, float]] = []
+        """(start, end) monotonic seconds of each window opened."""
+        self.listeners: list[Callable[[], None]] = []
+        self.last_opened = -math.inf
+
+    def open(self, seconds: float) -> None:
+        now = clock.monotonic()
+        self.until = now + seconds
+        self.last_opened = now
+        self.windows.append((now, self.until))
+        for listener in self.listeners:
+            listener()
+
+    def is_open(self, now: float | None = None) -> bool:
+        return (clock.monotonic() if now is None else now) < self.until
+
+
+class Rotation:
+    """One decoder for many light viewers: visits them one at a time, each for ``visit``
+    seconds and at most once every ``every`` seconds, the least recently visited first."""
+
+    def __init__(self, visit: float = SAMPLE_FOR, every: float = SAMPLE_EVERY) -> None:
+        self.visit = visit
+        self.every = every
+        self.gates: list[DecodeGate] = []
+        self._task: asyncio.Task[None] | None = None
+
+    def join(self, gate: DecodeGate) -> None:
+        self.gates.append(gate)
+        if self._task is None or self._task.done():
+            self._task = asyncio.create_task(self._run(), name="light-rotation")
+
+    def leave(self, gate: DecodeGate) -> None:
+        if gate in self.gates:
+            self.gates.remove(gate)
+        if not self.gates and self._task is not None:
+            self._task.cancel()
+            self._task = None
+
+    async def _run(self) -> None:
+        while self.gates:
+            gate = min(self.gates, key=lambda g: g.last_opened)
+            wait = gate.last_opened + self.every - clock.monotonic()
+            if wait > 0:
+                await asyncio.sleep(min(wait, 0.5))
+                continue
+            gate.open(self.visit)
+            await asyncio.sleep(self.visit)
+
+
+_ROTATIONS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Rotation] = weakref.WeakKeyDictionary()
+
+
+def rotation() -> Rotation:
+    """The running event loop's rotation, shared by its light viewers."""
+    loop = asyncio.get_running_loop()
+    found = _ROTATIONS.get(loop)
+    if found is None:
+        found = _ROTATIONS[loop] = Rotation()
+    return found
+
+
+@dataclass(slots=True)
+class LightFrame:
+    """What a light viewer knows of a frame the player model settled."""
+
+    rtp: int
+    stream_time: float
+    """Seconds on the video's media timeline (RTP time since the first frame)."""
+    complete: float
+    size: int
+    capture: float | None
+    """Capture time from abs-capture-time, Unix seconds."""
+    width: int
+    height: int
+    picture: av.VideoFrame | None = None
+    """The decoded picture, for a frame decoded in a window."""
+
+
+class _Idle(rtcpatch.LoopDecodeQueue):
+    """A video receiver's decoder queue when nothing reaches it: its thread returns at once."""
+
+    def put(self, task: Any) -> None:
+        pass
+
+
+class LightVideo:
+    """Takes the place of an aiortc video receiver's jitter buffer (see the module).
+
+    aiortc hands ``add`` each packet, depayloaded, and sends a keyframe request (PLI) when it
+    returns True; it never gets a frame to decode. ``on_played`` is called with each frame
+    the player model settles, and its :class:`LightFrame` (None if it was never noted).
+    """
+
+    def __init__(
+        self,
+        receiver: RTCRtpReceiver,
+        gate: DecodeGate,
+        on_played: Callable[[Played, LightFrame | None], None],
+    ) -> None:
+        if not rtcpatch.installed():
+            raise RuntimeError("LightVideo needs qoe.rtcpatch.install() first")
+        self.gate = gate
+        self.on_played = on_played
+        self.assembler = FrameAssembler()
+        self.playout = Playout()
+        self.errors = 0
+        """Frames that failed to decode in a window."""
+        self.frames = 0
+        self.keyframes = 0
+        self.decoded = 0
+        """Frames decoded in windows."""
+        self.origin: int | None = None
+        """RTP timestamp (unwrapped) of the first frame: stream time 0."""
+        self.lost_before_first: int | None = None
+        self.dropped_after_first = 0
+        self.player_dropped = 0
+        self._codecs: dict[int, Any] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        self._held: dict[int, LightFrame] = {}
+        self._size = (0, 0)
+        self._decoder: Any = None
+        self._awaiting_keyframe = False
+        self._asked = -math.inf
+        self._holes = 0
+        receiver._RTCRtpReceiver__jitter_buffer = self  # type: ignore[attr-defined]
+        receiver._RTCRtpReceiver__decoder_queue = _Idle()  # type: ignore[attr-defined]
+        repeat_nacks(receiver)
+        gate.listeners.append(self._window_opened)
+
+    def _window_opened(self) -> None:
+        self.assembler.keep_payloads = True
+        self._awaiting_keyframe = True
+        self._asked = -math.inf
+
+    def _window_closed(self) -> None:
+        self.assembler.keep_payloads = False
+        self._decoder = None
+        self._awaiting_keyframe = False
+
+    def add(self, packet: RtpPacket) -> tuple[bool, None]:
+        """One RTP packet, depayloaded (``packet._data``); True asks for a keyframe."""
+        now = clock.monotonic()
+        codec = self._codecs.get(packet.payload_type)
+        mime = codec.mimeType.lower() if codec is not None else ""
+        data: bytes = getattr(packet, "_data", b"")
+        payload = packet.payload
+        starts = False
+        if mime == "video/vp8":
+            # Payload descriptor: S bit set on partition 0 (RFC 7741 section 4.2).
+            starts = bool(payload) and payload[0] & 0x17 == 0x10
+            keyframe = starts and is_keyframe(mime, data)
+        else:
+            keyframe = is_keyframe(mime, data)
+        frames = self.assembler.add(
+            packet.sequence_number,
+            packet.timestamp,
+            bool(packet.marker),
+            now,
+            len(data),
+            keyframe=keyframe,
+            starts=starts,
+            first_bytes=data[:10] if keyframe else b"",
+            capture=getattr(packet.extensions, "abs_capture_time", None),
+            payload=data,
+        )
+        keyframe_wanted = self.assembler.holes != self._holes  # a hole given up: refresh the picture
+        self._holes = self.assembler.holes
+        for frame in frames:
+            self._frame(frame, mime)
+        if self.assembler.keep_payloads and not self.gate.is_open(now):
+            self._window_closed()
+        elif self._awaiting_keyframe and now - self._asked >= KEYFRAME_RETRY:
+            self._asked = now
+            keyframe_wanted = True
+        return keyframe_wanted, None
+
+    def _frame(self, frame: RtpFrame, mime: str) -> None:
+        self.frames += 1
+        self.keyframes += frame.keyframe
+        if self.origin is None:
+            self.origin = frame.rtp
+        if frame.keyframe and mime == "video/vp8" and len(frame.first_bytes) >= 10:
+            head = frame.first_bytes
+            self._size = ((head[6] | head[7] << 8) & 0x3FFF, (head[8] | head[9] << 8) & 0x3FFF)
+        noted = LightFrame(
+            rtp=frame.rtp,
+            stream_time=(frame.rtp - self.origin) / 90000,
+            complete=frame.complete,
+            size=frame.size,
+            capture=frame.capture,
+            width=self._size[0],
+            height=self._size[1],
+        )
+        decode_seconds, intact = LIGHT_DECODE_SECONDS, frame.continuous
+        if frame.payloads is not None and self.gate.is_open():
+            started = clock.monotonic()
+            picture, ok = self._decode(frame, mime)
+            if ok is not None:
+                decode_seconds, intact = clock.monotonic() - started, intact and ok
+            if picture is not None:
+                noted.picture = picture
+                noted.width, noted.height = picture.width, picture.height
+                self._size = (picture.width, picture.height)
+        self._held[frame.rtp] = noted
+        encoded = EncodedFrame(
+            rtp=frame.rtp,
+            complete=frame.complete,
+            keyframe=frame.keyframe,
+            intact=intact,
+            retransmitted=frame.retransmitted,
+            size=frame.size,
+            decode_seconds=decode_seconds,
+        )
+        for played in self.playout.add(encoded):
+            self._settle(played)
+
+    def _decode(self, frame: RtpFrame, mime: str) -> tuple[av.VideoFrame | None, bool | None]:
+        """Decode ``frame`` in a window: (its picture, whether the decoder took it); (None,
+        None) while the window waits for its keyframe."""
+        if self._awaiting_keyframe:
+            if not frame.keyframe:
+                return None, None
+            name = VIDEO_DECODERS.get(mime)
+            if name is None:
+                return None, None
+            context = av.CodecContext.create(name, "r")
+            context.thread_count = 1
+            self._decoder, self._awaiting_keyframe = context, False
+        if self._decoder is None:
+            return None, None
+        packet = av.Packet(b"".join(frame.payloads or ()))
+        packet.pts = frame.rtp
+        packet.time_base = VIDEO_TIME_BASE
+        try:
+            pictures = list(self._decoder.decode(packet))
+        except av.FFmpegError:
+            self.errors += 1
+            self._awaiting_keyframe = True
+            return None, False
+        self.decoded += 1
+        return (pictures[-1] if pictures else None), True
+
+    def _settle(self, played: Played) -> None:
+        noted = self._held.pop(played.frame.rtp, None)
+        if played.render_at is None:
+            self.player_dropped += 1
+            if self.lost_before_first is not None:
+                self.dropped_after_first += 1
+        elif self.lost_before_first is None:
+            self.lost_before_first = self.assembler.frames_lost
+        self.on_played(played, noted)
+
+    def flush(self) -> None:
+        """Settle the frames still pending: the viewer stopped watching."""
+        for played in self.playout.flush():
+            self._settle(played)
+
+    @property
+    def frames_lost(self) -> int | None:
+        """Dropped frames from the first frame shown on (None before one was)."""
+        if self.lost_before_first is None:
+            return None
+        return self.assembler.frames_lost - self.lost_before_first + self.dropped_after_first
+
+    def arrivals_through(self, pts: int) -> list[Any]:
+        return []
+
+
+class GatedAudio(rtcpatch.LoopDecodeQueue):
+    """An audio receiver's decoder queue that decodes only while ``gate`` is open, each window
+    with a decoder of its own, onto the track's queue; outside windows frames are dropped."""
+
+    def __init__(self, receiver: RTCRtpReceiver, gate: DecodeGate) -> None:
+        self._receiver = receiver
+        self.gate = gate
+        self._decoder: Any = None
+        self.frames = 0
+        self.keyframes = 0
+        self.errors = 0
+        receiver._RTCRtpReceiver__decoder_queue = self  # type: ignore[attr-defined]
+
+    def put(self, task: Any) -> None:
+        output = self._receiver._track._queue  # type: ignore[union-attr]
+        if task is None:
+            output.put_nowait(None)
+            return
+        if not self.gate.is_open():
+            self._decoder = None
+            return
+        codec, encoded_frame = task
+        if self._decoder is None:
+            self._decoder = get_decoder(codec)
+        for frame in self._decoder.decode(encoded_frame):
+            output.put_nowait(frame)
+
+    def arrivals_through(self, pts: int) -> list[Any]:
+        return []

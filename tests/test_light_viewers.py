@@ -1,0 +1,100 @@
+"""Light WHEP viewers (decode none and sample) against full ones, on the room's ground truth.
+
+Tolerances and why:
+- Freeze count exact, as for a full viewer: both play the same frames through the same model.
+- Glass-to-glass p50 within 5 ms of a full viewer's watching the same room at the same time:
+  the abs-capture-time a light viewer reads is the very capture time the code carries (to its
+  0.1 ms tick), and both stamp frames at the model's render times; the rest is two viewers
+  taking turns on one event loop.
+- A/V offset within 10 ms of the knob (the promise), from the seconds decoded in windows.
+"""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+
+import sim.room.server
+from probes import probe_spec, run_probe
+from qoe.result import ProbeResult
+
+pytestmark = pytest.mark.slow
+
+MODES = ("full", "sample", "none")
+
+
+async def watch_all(url: str, duration: float) -> dict[str, ProbeResult]:
+    specs = [
+        probe_spec(url, duration=duration, name=mode, options={"decode": mode, "quality": "off"})
+        for mode in MODES
+    ]
+    results = await asyncio.gather(*(run_probe(spec) for spec in specs))
+    return {r.probe: r for r in results}
+
+
+async def test_light_viewers_count_the_injected_freezes_exactly(room) -> None:
+    every, length = 3.0, 0.5
+    async with room(freeze_every=every, freeze_for=length) as live:
+        results = await watch_all(f"{live.url}/whep/demo", 8)
+    for mode, result in results.items():
+        assert result.success, (mode, result.error)
+        assert not result.probe_host.overloaded, mode
+    full = results["full"]
+    assert full.video.freeze_count in (2, 3)
+    for mode in ("sample", "none"):
+        light = results[mode]
+        assert light.video.freeze_count == full.video.freeze_count, mode
+        assert light.video.freeze_seconds == pytest.approx(full.video.freeze_seconds, abs=0.035), mode
+        assert light.video.dropped_frames == 0 and light.video.frames_dropped_undecodable == 0
+        assert light.decode.mode == mode
+        assert light.decode.sources["freezes"] == "rtp_frames"
+        assert light.decode.sources["dropped_frames"] == "rtp_sequence"
+    assert full.decode.sources["freezes"] == "decoded_frames"
+
+
+async def test_light_glass_to_glass_follows_the_delay_knob_as_a_full_viewers_does(room) -> None:
+    async with room(delay=0.2, av_offset=0.08) as live:
+        results = await watch_all(f"{live.url}/whep/demo", 6)
+    full = results["full"]
+    assert full.success, full.error
+    for mode in ("sample", "none"):
+        light = results[mode]
+        assert light.success, (mode, light.error)
+        g2g = light.latency.glass_to_glass_seconds["p50"]
+        reference = full.latency.glass_to_glass_seconds["p50"]
+        assert g2g is not None and reference is not None
+        assert g2g == pytest.approx(reference, abs=0.005), mode
+        assert light.decode.sources["glass_to_glass"] == "abs_capture_time"
+        # A window decoded at the join: its seconds give the A/V offset and verify the code.
+        assert light.av_sync.offset_seconds["median"] == pytest.approx(0.08, abs=0.010), mode
+        assert light.decode.sources["av_sync"] == "sampled_frames"
+        assert light.decode.sampled_frames and light.video.signal_frames == light.decode.sampled_frames
+        assert light.decode.sampled_seconds == pytest.approx(3.0, abs=0.1)
+
+
+async def test_a_light_viewer_that_never_decodes_still_times_the_stream(room) -> None:
+    async with room() as live:
+        spec = probe_spec(
+            f"{live.url}/whep/demo", duration=4, options={"decode": "none", "verify": "off", "quality": "off"}
+        )
+        result = await run_probe(spec)
+    assert result.success, result.error
+    assert result.video.freeze_count == 0 and result.video.fps == pytest.approx(30, abs=1)
+    assert (result.video.width, result.video.height) == (640, 360)  # from the VP8 keyframe header
+    assert result.latency.glass_to_glass_seconds["p50"] is not None
+    assert result.video.signal_frames == 0 and result.decode.sampled_seconds == 0
+    assert result.av_sync.offset_seconds["median"] is None and result.decode.sources["av_sync"] is None
+
+
+async def test_without_abs_capture_time_glass_to_glass_comes_from_decoded_windows(room, monkeypatch) -> None:
+    """A server that strips the extension (here: a room that never stamps it)."""
+    monkeypatch.setattr(sim.room.server.rtcpatch, "send_capture_time", lambda sender, capture: None)
+    async with room() as live:
+        results = await watch_all(f"{live.url}/whep/demo", 5)
+    full, light = results["full"], results["sample"]
+    assert light.success, light.error
+    assert light.decode.sources["glass_to_glass"] == "sampled_picture_code"
+    g2g = light.latency.glass_to_glass_seconds["p50"]
+    reference = full.latency.glass_to_glass_seconds["p50"]
+    assert g2g is not None and reference is not None and g2g == pytest.approx(reference, abs=0.005)
