@@ -36,7 +36,7 @@ The lock is a readers-writer lock of two files, and seats for the heavy tests:
 :func:`order` hands the workers the ``alone`` tests spread among the quick ones, so that the
 other workers have quick tests to run meanwhile, and the slow tests after them, the longest
 first (those of 10 s or more say so: ``@pytest.mark.slow(seconds=N)``), so that no long test
-starts when the others are nearly done.
+starts when the others are nearly done, the heavy ones spread among the others.
 Outside xdist nothing is locked or reordered: the tests run one at a time anyway.
 """
 
@@ -189,8 +189,38 @@ def order(items: list[pytest.Item]) -> None:
         mixed.append(item)
         mixed.extend(quick[i * share : (i + 1) * share])
     mixed.extend(quick[len(alone) * share :])
-    slow.sort(key=lambda item: -expected_seconds(item))  # longest first: no long tail
-    items[:] = mixed + slow
+    items[:] = mixed + _heavy_beside_light(slow)
+
+
+UNSTATED_SECONDS = 5.0
+"""What a slow test that states no duration is taken to last, for the order."""
+
+
+def _heavy_beside_light(slow: list[pytest.Item]) -> list[pytest.Item]:
+    """The slow tests, each kind longest first (no long tail), heavy and light interleaved in
+    proportion to the lanes each has: a worker that takes a heavy test while both seats are
+    held waits for one, doing nothing, so the heavy tests come no faster than their seats
+    free up."""
+
+    def seconds(item: pytest.Item) -> float:
+        return expected_seconds(item) or UNSTATED_SECONDS
+
+    heavy = sorted((i for i in slow if i.get_closest_marker("heavy")), key=lambda i: -seconds(i))
+    light = sorted((i for i in slow if not i.get_closest_marker("heavy")), key=lambda i: -seconds(i))
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    lanes = {"heavy": float(HEAVY_SEATS), "light": float(max(1, workers - HEAVY_SEATS))}
+    queued = {"heavy": 0.0, "light": 0.0}
+    ordered: list[pytest.Item] = []
+    while heavy or light:
+        take = (
+            "heavy"
+            if heavy and (not light or queued["heavy"] / lanes["heavy"] <= queued["light"] / lanes["light"])
+            else "light"
+        )
+        item = (heavy if take == "heavy" else light).pop(0)
+        queued[take] += seconds(item)
+        ordered.append(item)
+    return ordered
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
