@@ -150,16 +150,20 @@ def publisher(settle: float) -> Check:
     """Publish in the background (stopped by pid at the end); give it ``settle`` s to go live."""
 
     def run(tour: Tour, line: str) -> None:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "qoe", *tour.args(line)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-            cwd=tour.tmp,
-            stdin=subprocess.DEVNULL,
-        )
+        said = tour.tmp / f"publisher-{len(tour.background)}.err"
+        with said.open("w") as stderr:
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "qoe", *tour.args(line)],
+                stdout=subprocess.DEVNULL,
+                stderr=stderr,
+                cwd=tour.tmp,
+                stdin=subprocess.DEVNULL,
+            )
         tour.background.append(proc)
         time.sleep(settle)
-        assert proc.poll() is None, f"{line}: exited with {proc.returncode} before its viewers came"
+        assert proc.poll() is None, (
+            f"{line}: exited with {proc.returncode} before its viewers came: {said.read_text()}"
+        )
 
     return run
 
