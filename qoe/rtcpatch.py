@@ -135,6 +135,9 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__rtx_ssrc"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__timestamp_mapper"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__codecs"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__remote_streams"),
+    ("aiortc.rtcrtpreceiver", "StreamStatistics", "add"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "_send_rtcp"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_track"),
     ("aiortc.rtcrtpreceiver", "NackGenerator", "init:missing"),
     ("aiortc.rtcrtpreceiver", "TimestampMapper", "init:_origin"),
@@ -325,7 +328,17 @@ class _CaptureTimeMap(_original_header_extensions_map):
     def get(self, extension_profile: int, extension_value: bytes) -> Any:
         values = super().get(extension_profile, extension_value)
         wanted = self.capture_id
-        if wanted is not None and extension_value:
+        # Most packets (audio) carry no capture time: a one-byte header with its id and the
+        # 8- or 16-byte length is looked for in C before anything is parsed in Python.
+        if (
+            wanted is not None
+            and extension_value
+            and (
+                extension_profile != 0xBEDE
+                or bytes((wanted << 4 | 7,)) in extension_value
+                or bytes((wanted << 4 | 15,)) in extension_value
+            )
+        ):
             for x_id, x_value in aiortc.rtp.unpack_header_extensions(extension_profile, extension_value):
                 if x_id == wanted:
                     parsed = parse_abs_capture_time(x_value)

@@ -37,7 +37,7 @@ import av
 from aiortc import RTCRtpReceiver
 from aiortc.codecs import get_decoder
 from aiortc.mediastreams import VIDEO_TIME_BASE
-from aiortc.rtp import RtpPacket
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, unpack_remb_fci
 
 from probes.webrtc.assembly import FrameAssembler, RtpFrame
 from probes.webrtc.peer import VIDEO_DECODERS, is_keyframe, repeat_nacks
@@ -69,6 +69,11 @@ SAMPLE_FOR = 3.0
 each with a flash and a tone to pair."""
 KEYFRAME_RETRY = 0.5
 """Seconds before a window still waiting for its keyframe asks again."""
+REMB_INTERVAL = 0.2
+"""Seconds between two bandwidth estimates (REMB) sent, unless one falls by 3 % or more:
+libwebrtc's ``RembThrottler`` (``modules/congestion_controller/remb_throttler.cc``). aiortc
+sends one with every video packet while its detector says overuse, which a busy probe's
+own late timestamps make it say: a feedback loop of hundreds of RTCP packets a second."""
 
 
 class DecodeGate:
@@ -204,6 +209,7 @@ class LightVideo:
         receiver._RTCRtpReceiver__jitter_buffer = self  # type: ignore[attr-defined]
         receiver._RTCRtpReceiver__decoder_queue = _Idle()  # type: ignore[attr-defined]
         repeat_nacks(receiver)
+        throttle_remb(receiver)
         gate.listeners.append(self._window_opened)
 
     def _window_opened(self) -> None:
@@ -345,9 +351,33 @@ class LightVideo:
         return []
 
 
+def throttle_remb(receiver: RTCRtpReceiver) -> None:
+    """Have ``receiver`` send its REMB as libwebrtc does (see :data:`REMB_INTERVAL`)."""
+    send = receiver._send_rtcp
+    last: list[float] = [-math.inf, 0.0]  # when the last REMB went, and its bitrate
+
+    async def send_rtcp(packet: Any) -> None:
+        if isinstance(packet, RtcpPsfbPacket) and packet.fmt == RTCP_PSFB_APP:
+            try:
+                bitrate, _ = unpack_remb_fci(packet.fci)
+            except ValueError:
+                bitrate = 0
+            now = clock.monotonic()
+            if now - last[0] < REMB_INTERVAL and bitrate > 0.97 * last[1]:
+                return
+            last[0], last[1] = now, bitrate
+        await send(packet)
+
+    receiver._send_rtcp = send_rtcp  # type: ignore[method-assign]
+
+
 class GatedAudio(rtcpatch.LoopDecodeQueue):
     """An audio receiver's decoder queue that decodes only while ``gate`` is open, each window
-    with a decoder of its own, onto the track's queue; outside windows frames are dropped."""
+    with a decoder of its own, onto the track's queue.
+
+    Outside windows a packet goes no further than the receiver's RTCP statistics (so its
+    receiver reports stay true): no depayloading, jitter buffer or decoder.
+    """
 
     def __init__(self, receiver: RTCRtpReceiver, gate: DecodeGate) -> None:
         self._receiver = receiver
@@ -357,6 +387,17 @@ class GatedAudio(rtcpatch.LoopDecodeQueue):
         self.keyframes = 0
         self.errors = 0
         receiver._RTCRtpReceiver__decoder_queue = self  # type: ignore[attr-defined]
+        streams: dict[int, Any] = receiver._RTCRtpReceiver__remote_streams  # type: ignore[attr-defined]
+        handle = receiver._handle_rtp_packet
+
+        async def rtp(packet: RtpPacket, arrival_time_ms: int) -> None:
+            stream = streams.get(packet.ssrc)
+            if stream is None or gate.is_open():
+                await handle(packet, arrival_time_ms=arrival_time_ms)
+            else:
+                stream.add(packet)
+
+        receiver._handle_rtp_packet = rtp  # type: ignore[method-assign]
 
     def put(self, task: Any) -> None:
         output = self._receiver._track._queue  # type: ignore[union-attr]

@@ -424,7 +424,8 @@ def decode_on_loop(receiver: RTCRtpReceiver) -> LoopDecoding:
 
 
 class RtpObserver:
-    """Watches an aiortc receiver: first packet, last packet, and RTCP sender reports.
+    """Watches an aiortc receiver: first packet (``on_packet`` is called at it), last packet,
+    and RTCP sender reports.
 
     It wraps the receiver's packet handlers on this one instance; aiortc's transport looks
     them up on every packet, so the receiver works exactly as before.
@@ -452,12 +453,12 @@ class RtpObserver:
 
         async def rtp(packet: Any, arrival_time_ms: int) -> None:
             now = clock.monotonic()
-            if self.first_packet_at is None:
-                self.first_packet_at = now
             self.last_packet_at = now
             self.packets += 1
-            if self._on_packet is not None:
-                self._on_packet()
+            if self.first_packet_at is None:
+                self.first_packet_at = now
+                if self._on_packet is not None:
+                    self._on_packet()  # the hook is for the first packet: once is enough
             await handle_rtp(packet, arrival_time_ms=arrival_time_ms)
 
         async def rtcp(packet: Any) -> None:

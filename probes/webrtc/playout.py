@@ -34,6 +34,7 @@ tuning constants mean what they mean there. docs/PLAYOUT.md says where the model
 
 from __future__ import annotations
 
+import bisect
 import heapq
 import itertools
 import math
@@ -288,6 +289,8 @@ class DecodeTime:
 
     def __init__(self) -> None:
         self._samples: deque[tuple[float, float]] = deque()
+        self._ranked: list[float] = []
+        """The same samples' times, sorted: the estimate is read several times a frame."""
         self._seen = 0
 
     def update(self, seconds: float, now: float) -> None:
@@ -295,14 +298,16 @@ class DecodeTime:
         if self._seen <= self.IGNORED:
             return
         self._samples.append((now, seconds))
+        bisect.insort(self._ranked, seconds)
         while self._samples and self._samples[0][0] < now - self.WINDOW:
-            self._samples.popleft()
+            _, old = self._samples.popleft()
+            del self._ranked[bisect.bisect_left(self._ranked, old)]
 
     @property
     def estimate(self) -> float:
-        if not self._samples:
+        ranked = self._ranked
+        if not ranked:
             return 0.0
-        ranked = sorted(s for _, s in self._samples)
         return ranked[min(len(ranked) - 1, int(0.95 * len(ranked)))]
 
 
