@@ -10,6 +10,7 @@ host, ``probe_host.overloaded``) and the room's loop stalls over 100 ms (``loop_
 
     python bench/fleet.py                       # 50 viewers, 20 s each, all at once
     python bench/fleet.py --viewers 80 --duration 30 --room-size 320x180
+    python bench/fleet.py --viewers 500 --decode none   # light viewers (docs/METRICS.md)
 """
 
 from __future__ import annotations
@@ -55,13 +56,16 @@ profiles = ["none"]
 [[targets]]
 name = "bench"
 url = "{url}/whep/demo"
+{options}
 """
 
 
-def measure(url: str, room_pid: int, viewers: int, duration: float, workdir: Path) -> dict[str, float]:
+def measure(
+    url: str, room_pid: int, viewers: int, duration: float, workdir: Path, decode: str | None = None
+) -> dict[str, float]:
     """Run the fleet and add the room's CPU over the same time to its figures."""
     room_cpu, t0, began = cpu_seconds_of(room_pid), time.monotonic(), time.time()
-    figures = run_fleet(url, viewers, duration, workdir)
+    figures = run_fleet(url, viewers, duration, workdir, decode)
     figures["room_cores"] = (cpu_seconds_of(room_pid) - room_cpu) / (time.monotonic() - t0)
     with urllib.request.urlopen(f"{url}/rooms/demo", timeout=5) as answer:
         stalls = json.load(answer)["loop_stalls"]
@@ -69,9 +73,12 @@ def measure(url: str, room_pid: int, viewers: int, duration: float, workdir: Pat
     return figures
 
 
-def run_fleet(url: str, viewers: int, duration: float, workdir: Path) -> dict[str, float]:
+def run_fleet(
+    url: str, viewers: int, duration: float, workdir: Path, decode: str | None = None
+) -> dict[str, float]:
     fleet, results = workdir / f"fleet{viewers}.toml", workdir / f"results{viewers}.jsonl"
-    fleet.write_text(FLEET.format(duration=duration, count=viewers, url=url))
+    options = f'options = {{ decode = "{decode}", quality = "off" }}' if decode else ""
+    fleet.write_text(FLEET.format(duration=duration, count=viewers, url=url, options=options))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
     command = ["qoe", "fleet", "run", str(fleet), "--json-out", str(results), "--concurrency", str(viewers)]
@@ -104,6 +111,11 @@ def main() -> int:
     parser.add_argument("--viewers", type=int, nargs="+", default=[50], help="fleet sizes to run, in turn")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds each viewer watches")
     parser.add_argument("--room-size", default=None, help="the room's picture, e.g. 320x180")
+    parser.add_argument(
+        "--decode",
+        choices=("full", "sample", "none"),
+        help="the viewers' decode mode (default: full, scoring)",
+    )
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; room and fleet share them", flush=True)
     room_args = ["--size", args.room_size] if args.room_size else []
@@ -112,7 +124,7 @@ def main() -> int:
         print(header(COLUMNS))
         print(row(COLUMNS, baseline), flush=True)
         for viewers in args.viewers:
-            figures = measure(url, server.pid, viewers, args.duration, Path(tmp))
+            figures = measure(url, server.pid, viewers, args.duration, Path(tmp), args.decode)
             print(row(COLUMNS, figures), flush=True)
             lagging = figures["g2g_max_ms"] > baseline["g2g_p50_ms"] + LATENCY_SLACK_MS
             held = not (figures["frozen_viewers"] or figures["failed"] or lagging)
