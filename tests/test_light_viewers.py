@@ -22,11 +22,15 @@ from qoe.result import ProbeResult
 pytestmark = pytest.mark.slow
 
 MODES = ("full", "sample", "none")
+SAMPLING: dict[str, dict[str, object]] = {"full": {}, "sample": {"sample_every": 10}, "none": {}}
+"""A window every 10 s, so a 10 s watch decodes one."""
 
 
 async def watch_all(url: str, duration: float) -> dict[str, ProbeResult]:
     specs = [
-        probe_spec(url, duration=duration, name=mode, options={"decode": mode, "quality": "off"})
+        probe_spec(
+            url, duration=duration, name=mode, options={"decode": mode, "quality": "off", **SAMPLING[mode]}
+        )
         for mode in MODES
     ]
     results = await asyncio.gather(*(run_probe(spec) for spec in specs))
@@ -54,8 +58,9 @@ async def test_light_viewers_count_the_injected_freezes_exactly(room) -> None:
 
 
 async def test_light_glass_to_glass_follows_the_delay_knob_as_a_full_viewers_does(room) -> None:
+    """10 s: a sampling viewer's one window starts at a random point of its first 7 s."""
     async with room(delay=0.2, av_offset=0.08) as live:
-        results = await watch_all(f"{live.url}/whep/demo", 6)
+        results = await watch_all(f"{live.url}/whep/demo", 10)
     full = results["full"]
     assert full.success, full.error
     for mode in ("sample", "none"):
@@ -66,7 +71,7 @@ async def test_light_glass_to_glass_follows_the_delay_knob_as_a_full_viewers_doe
         assert g2g is not None and reference is not None
         assert g2g == pytest.approx(reference, abs=0.005), mode
         assert light.decode.sources["glass_to_glass"] == "abs_capture_time"
-        # A window decoded at the join: its seconds give the A/V offset and verify the code.
+        # A window decoded: its seconds give the A/V offset and verify the code.
         assert light.av_sync.offset_seconds["median"] == pytest.approx(0.08, abs=0.010), mode
         assert light.decode.sources["av_sync"] == "sampled_frames"
         assert light.decode.sampled_frames and light.video.signal_frames == light.decode.sampled_frames
@@ -91,7 +96,7 @@ async def test_without_abs_capture_time_glass_to_glass_comes_from_decoded_window
     """A server that strips the extension (here: a room that never stamps it)."""
     monkeypatch.setattr(sim.room.server.rtcpatch, "send_capture_time", lambda sender, capture: None)
     async with room() as live:
-        results = await watch_all(f"{live.url}/whep/demo", 5)
+        results = await watch_all(f"{live.url}/whep/demo", 10)
     full, light = results["full"], results["sample"]
     assert light.success, light.error
     assert light.decode.sources["glass_to_glass"] == "sampled_picture_code"

@@ -61,9 +61,11 @@ DECODE_MODES = ("full", "sample", "none")
 LIGHT_DECODE_SECONDS = 0.0002
 """Decode time the player model is given for a frame not decoded: what FFmpeg's VP8 decoder
 takes for a frame of the test signal here (0.15 to 0.2 ms; docs/PLAYOUT.md)."""
-SAMPLE_EVERY = 10.0
-"""Seconds from the start of one decoding window to the next (``sample``), and the least
-time between two visits of the rotation to one viewer."""
+SAMPLE_EVERY = 20.0
+"""Seconds from the start of one decoding window to the next (``sample``, its
+``sample_every`` option's default): 15 % of the time decoding."""
+VISIT_EVERY = 10.0
+"""The least time between two visits of the rotation to one viewer."""
 SAMPLE_FOR = 3.0
 """Seconds a window lasts: a keyframe asked for and sent, then at least two whole seconds,
 each with a flash and a tone to pair."""
@@ -103,7 +105,7 @@ class Rotation:
     """One decoder for many light viewers: visits them one at a time, each for ``visit``
     seconds and at most once every ``every`` seconds, the least recently visited first."""
 
-    def __init__(self, visit: float = SAMPLE_FOR, every: float = SAMPLE_EVERY) -> None:
+    def __init__(self, visit: float = SAMPLE_FOR, every: float = VISIT_EVERY) -> None:
         self.visit = visit
         self.every = every
         self.gates: list[DecodeGate] = []

@@ -119,9 +119,17 @@ OPTIONS = (
         str,
         "full",
         "how much to decode: full (every frame), sample (frames from RTP; a few seconds decoded "
-        "every 10 s) or none (frames from RTP; decoded only when the process's rotating decoder "
+        "every sample_every) or none (frames from RTP; decoded only when the process's rotating decoder "
         "visits); see docs/METRICS.md",
         choices=DECODE_MODES,
+    ),
+    Option(
+        "sample_every",
+        float,
+        SAMPLE_EVERY,
+        f"with decode sample: seconds from one decoding window ({SAMPLE_FOR:g} s) to the next",
+        "s",
+        check=lambda v: _at_least(v, SAMPLE_FOR + 1),
     ),
     Option(
         "verify",
@@ -184,6 +192,12 @@ async def view(
 
     watch.on_close(report)
     await viewer.watch(session, watch)
+
+
+def _at_least(value: object, least: float) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
+        raise ValueError(f"must be a number of at least {least:g}, got {value!r}")
+    return float(value)
 
 
 def _scored(event: VideoFrameEvent, score: Score | None) -> None:
@@ -422,10 +436,16 @@ class _Viewer:
         self.timeline.mark("first_rtp_packet")
 
     async def _sample(self) -> None:
-        """``decode = "sample"``: a decoding window every SAMPLE_EVERY seconds, from the join."""
+        """``decode = "sample"``: a decoding window every ``sample_every`` seconds, the first
+        at a random point of the first ``sample_every - SAMPLE_FOR``: viewers that joined
+        together do not all decode at once (which is all the load of full decoding, in
+        bursts), and a run of ``sample_every`` seconds still decodes one whole window."""
+        every = self.spec.options["sample_every"]
+        rng = np.random.default_rng(self.spec.seed)
+        await asyncio.sleep(float(rng.uniform(0.0, every - SAMPLE_FOR)))
         while True:
             self.gate.open(SAMPLE_FOR)
-            await asyncio.sleep(SAMPLE_EVERY)
+            await asyncio.sleep(every)
 
     def _light_played(self, pair: int, played: Played, noted: LightFrame | None) -> None:
         """A light viewer's frame as the player model settled it: shown at its render time
