@@ -25,7 +25,7 @@ WATCH_EDGES = np.concatenate([np.arange(0.0, 600.0, 10.0), np.arange(600.0, 7200
 
 def stall_bands(stall_ratio: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Band codes (n,), -1 where unknown, and labels: 0, (0, 0.5 %], ..., > 5 %."""
-    r = np.asarray(stall_ratio, float)
+    r = np.asarray(stall_ratio)
     edges = np.array([0.0, 0.005, 0.01, 0.02, 0.05])
     code = np.where(r <= 0, 0, np.searchsorted(edges, r, side="left"))
     code = np.where(np.isfinite(r), code, -1)
@@ -34,7 +34,7 @@ def stall_bands(stall_ratio: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 def av_bands(av: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """ITU-R BT.1359-1: undetectable (+45/-125 ms), acceptable (+90/-185 ms), outside."""
-    a = np.asarray(av, float)
+    a = np.asarray(av)
     lo, hi = AV_ACCEPTABLE
     code = np.where((a >= -0.125) & (a <= 0.045), 0, np.where((a >= lo) & (a <= hi), 1, 2))
     code = np.where(np.isfinite(a), code, -1)
@@ -43,7 +43,7 @@ def av_bands(av: np.ndarray) -> tuple[np.ndarray, list[str]]:
 
 def join_bands(join: np.ndarray, joined: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """No first frame, then join time bands."""
-    j = np.asarray(join, float)
+    j = np.asarray(join)
     edges = np.array([1.0, 2.0, 3.0, 5.0, 10.0])
     code = np.searchsorted(edges, j, side="left") + 1
     code = np.where(np.asarray(joined) == 0, 0, np.where(np.isfinite(j), code, -1))
@@ -56,7 +56,7 @@ def picture_bands(picture: Picture) -> tuple[np.ndarray, list[str]]:
     480-719p, 720-1079p and >= 1080p; for bitrates with h = 1500 kbit/s, < 1000, 1000-1500,
     1500-2250 and >= 2250 kbit/s. The line itself is the contrast's, so the table and the
     causal estimate split the sessions the same way."""
-    v = np.asarray(picture.value, float)
+    v = np.asarray(picture.value)
     h = picture.hd_from
     height = picture.basis == "video_height"
     edges = np.array([2 * h / 3, h, 1.5 * h])

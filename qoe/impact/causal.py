@@ -23,6 +23,7 @@ for matched pairs two-way, by the treated and by the control unit's viewer.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -42,6 +43,34 @@ __all__ = [
 ]
 
 Z95 = float(stats.norm.ppf(0.975))
+CHUNK = 1 << 22
+"""Sessions per block when a sum runs over the whole log: at 100 M sessions a float64 copy of
+one column is 800 MB, so sums go block by block and nothing log-sized is copied."""
+
+
+def _blocks(n: int) -> Iterator[slice]:
+    for a in range(0, n, CHUNK):
+        yield slice(a, min(a + CHUNK, n))
+
+
+class _ClusterSums:
+    """Per-cluster sums of influences, added block by block (:func:`_cluster_se` in pieces)."""
+
+    def __init__(self, size: int) -> None:
+        self.sums = np.zeros(size)
+        self.seen = np.zeros(size, bool)
+
+    def add(self, cluster: np.ndarray, influence: np.ndarray) -> None:
+        if cluster.size and cluster.min() < 0:
+            raise ValueError("cluster codes must be non-negative")
+        self.sums += np.bincount(cluster, weights=influence, minlength=self.sums.size)
+        self.seen[cluster] = True
+
+    def se(self) -> float:
+        groups = int(np.count_nonzero(self.seen))
+        if groups < 2:
+            return float("nan")
+        return float(np.sqrt(groups / (groups - 1) * np.sum(self.sums * self.sums)))
 
 
 @dataclass(frozen=True)
@@ -95,21 +124,23 @@ def make_cells(factors: list[np.ndarray]) -> Cells:
         if f.shape != (n,):
             raise ValueError(f"every factor must have shape ({n},), got {f.shape}")
         size = int(f.max()) + 1 if n else 1
-        key = key * size + f.astype(np.int64)
+        key *= size
+        key += f
         sizes.append(size)
     total = int(np.prod(sizes, dtype=np.float64))
     if total <= 1 << 24:  # a lookup table is O(n); np.unique would sort
         present = np.bincount(key, minlength=total) > 0
         uniq = np.flatnonzero(present)
-        cell = (np.cumsum(present) - 1)[key]
+        cell = (np.cumsum(present) - 1).astype(np.int32 if uniq.size < 1 << 31 else np.int64)[key]
     else:
         uniq, cell = np.unique(key, return_inverse=True)
+    del key
     levels = []
     rest = uniq.copy()
     for size in reversed(sizes):
         levels.append((rest % size).astype(np.int64))
         rest //= size
-    return Cells(cell.astype(np.int64), levels[::-1], sizes)
+    return Cells(cell if cell.dtype == np.int32 else cell.astype(np.int64), levels[::-1], sizes)
 
 
 def _cluster_se(influence: np.ndarray, cluster: np.ndarray) -> float:
@@ -139,29 +170,46 @@ def naive(
     y (n,) outcome, treated/control (n,) bool masks (disjoint), cluster (n,) viewer codes,
     dose (n,) optional treatment amount (e.g. stall ratio in percent).
     """
-    y = np.asarray(y, float)
+    y = np.asarray(y)
     t, c = np.asarray(treated, bool), np.asarray(control, bool)
-    if not (y.shape == t.shape == c.shape == np.shape(cluster)):
+    cluster = np.asarray(cluster)
+    if not (y.shape == t.shape == c.shape == cluster.shape):
         raise ValueError("y, treated, control and cluster must have the same shape (n,)")
-    if np.any(t & c):
-        raise ValueError("treated and control overlap")
-    sel = np.flatnonzero(t | c)
-    ts = t[sel]
-    nt, nc = int(ts.sum()), int(sel.size - ts.sum())
+    d = None if dose is None else np.asarray(dose)
+    # Block by block over the log: sums first, then each unit's influence on the difference.
+    nt = nc = 0
+    sum_t = sum_c = dsum_t = dsum_c = 0.0
+    for b in _blocks(y.size):
+        tb, cb = t[b], c[b]
+        if np.any(tb & cb):
+            raise ValueError("treated and control overlap")
+        nt, nc = nt + int(tb.sum()), nc + int(cb.sum())
+        sum_t += float(y[b][tb].sum(dtype=float))
+        sum_c += float(y[b][cb].sum(dtype=float))
+        if d is not None:
+            dsum_t += float(d[b][tb].sum(dtype=float))
+            dsum_c += float(d[b][cb].sum(dtype=float))
     if nt == 0 or nc == 0:
         return Estimate(float("nan"), float("nan"), float("nan"), float("nan"), nt + nc, "naive")
-    ys = y[sel]
-    mt, mc = ys[ts].mean(), ys[~ts].mean()
-    infl = np.where(ts, (ys - mt) / nt, -(ys - mc) / nc)
+    mt, mc = sum_t / nt, sum_c / nc
     value = mt - mc
-    if dose is not None:
-        d = np.asarray(dose, float)[sel]
-        dt_, dc_ = d[ts].mean(), d[~ts].mean()
+    dd = dt_ = dc_ = 0.0
+    if d is not None:
+        dt_, dc_ = dsum_t / nt, dsum_c / nc
         dd = dt_ - dc_
-        infl_d = np.where(ts, (d - dt_) / nt, -(d - dc_) / nc)
         value = value / dd
-        infl = (infl - value * infl_d) / dd
-    return Estimate.from_se(value, _cluster_se(infl, np.asarray(cluster)[sel]), nt + nc, "naive")
+    sums = _ClusterSums(int(cluster.max()) + 1)
+    for b in _blocks(y.size):
+        sel = t[b] | c[b]
+        ts = t[b][sel]
+        ys = y[b][sel].astype(float)
+        infl = np.where(ts, (ys - mt) / nt, -(ys - mc) / nc)
+        if d is not None:
+            ds = d[b][sel].astype(float)
+            infl_d = np.where(ts, (ds - dt_) / nt, -(ds - dc_) / nc)
+            infl = (infl - value * infl_d) / dd
+        sums.add(cluster[b][sel], infl)
+    return Estimate.from_se(value, sums.se(), nt + nc, "naive")
 
 
 def match_pairs(
@@ -190,11 +238,14 @@ def match_pairs(
             order = np.lexsort((rng.random(idx.size), cell[idx]))
             return idx[order], cell[idx][order]
         # One int64 per unit, (cell, random, index): sorting values is far faster than argsort.
-        key = (
-            (cell[idx].astype(np.int64) << (rand_bits + idx_bits))
-            | (rng.integers(0, 1 << rand_bits, idx.size, dtype=np.int64) << idx_bits)
-            | idx.astype(np.int64)
-        )
+        # In place: at 100 M sessions each temporary would be hundreds of MB.
+        key = cell[idx].astype(np.int64)
+        key <<= rand_bits + idx_bits
+        r = rng.integers(0, 1 << rand_bits, idx.size, dtype=np.int64)
+        r <<= idx_bits
+        key |= r
+        del r
+        key |= idx
         key.sort()
         return key & ((1 << idx_bits) - 1), key >> (rand_bits + idx_bits)
 
@@ -255,14 +306,14 @@ def paired(
     if n == 0:
         e = Estimate(nan, nan, nan, nan, 0, "matched pairs")
         return Paired(e, 0, treated, nan, nan, nan, 0, 0, 0, nan)
-    y = np.asarray(y, float)
-    dy = y[ti] - y[ci]
+    y = np.asarray(y)
+    dy = y[ti].astype(float) - y[ci]
     if dose is None:
         value = dy.mean()
         infl = (dy - value) / n
     else:
-        d = np.asarray(dose, float)
-        dd = d[ti] - d[ci]
+        d = np.asarray(dose)
+        dd = d[ti].astype(float) - d[ci]
         value = dy.sum() / dd.sum()
         infl = (dy - value * dd) / dd.sum()
     # Two-way clustering (Cameron, Gelbach & Miller 2011): a viewer can be treated in some pairs
@@ -341,29 +392,48 @@ def fe_regression(
     effects are constant within a cell, so the projection needs only cell sums.
     """
     sample = np.asarray(sample, bool)
-    y = np.asarray(y, float)[sample]
-    d = np.asarray(dose, float)[sample]
-    cell = cells.cell[sample]
-    n = y.size
+    y, dose, cluster = np.asarray(y), np.asarray(dose), np.asarray(cluster)
+    size = cells.count
+    # Block by block (Frisch-Waugh-Lovell needs only cell sums, then one pass per sum of
+    # residuals): nothing the size of the log is copied.
+    w = np.zeros(size)
+    y_sum, d_sum = np.zeros(size), np.zeros(size)
+    for b in _blocks(sample.size):
+        sel = sample[b]
+        cell = cells.cell[b][sel]
+        w += np.bincount(cell, minlength=size)
+        y_sum += np.bincount(cell, weights=y[b][sel].astype(float), minlength=size)
+        d_sum += np.bincount(cell, weights=dose[b][sel].astype(float), minlength=size)
+    n = int(w.sum())
     if n < 3:
         nan = float("nan")
         return Estimate(nan, nan, nan, nan, n, "fixed-effects regression")
-    size = cells.count
-    w = np.bincount(cell, minlength=size).astype(float)
     with np.errstate(invalid="ignore", divide="ignore"):
-        y_mean = np.bincount(cell, weights=y, minlength=size) / w
-        d_mean = np.bincount(cell, weights=d, minlength=size) / w
+        y_mean = y_sum / w
+        d_mean = d_sum / w
     y_mean[w == 0] = 0.0
     d_mean[w == 0] = 0.0
     y_fit = _fe_fit(y_mean, w, cells)
     d_fit = _fe_fit(d_mean, w, cells)
-    yt, dt = y - y_fit[cell], d - d_fit[cell]
-    sdd = float(np.dot(dt, dt))
+
+    def residuals(b: slice) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        sel = sample[b]
+        cell = cells.cell[b][sel]
+        return y[b][sel] - y_fit[cell], dose[b][sel].astype(float) - d_fit[cell], sel
+
+    sdd = sdy = 0.0
+    for b in _blocks(sample.size):
+        yt, dt, _ = residuals(b)
+        sdd += float(np.dot(dt, dt))
+        sdy += float(np.dot(dt, yt))
     if sdd <= 0:
         nan = float("nan")
         return Estimate(nan, nan, nan, nan, n, "fixed-effects regression")
-    beta = float(np.dot(dt, yt)) / sdd
-    resid = yt - beta * dt
+    beta = sdy / sdd
+    sums = _ClusterSums(int(cluster.max()) + 1)
+    for b in _blocks(sample.size):
+        yt, dt, sel = residuals(b)
+        sums.add(cluster[b][sel], dt * (yt - beta * dt) / sdd)
     p = int(sum(cells.n_levels)) + 1
-    se = _cluster_se(dt * resid / sdd, np.asarray(cluster)[sample]) * np.sqrt((n - 1) / max(n - p, 1))
+    se = sums.se() * np.sqrt((n - 1) / max(n - p, 1))
     return Estimate.from_se(beta, se, n, "fixed-effects regression")

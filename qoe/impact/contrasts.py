@@ -65,6 +65,7 @@ __all__ = [
     "MIN_PAIRS",
     "ContrastResult",
     "Picture",
+    "log_watch_of",
     "picture",
     "run_contrasts",
 ]
@@ -135,9 +136,9 @@ def picture(
 ) -> Picture | None:
     """The log's picture band (see :class:`Picture`), or None when it has neither column."""
     if "video_height" in columns:
-        return Picture("video_height", np.asarray(s.height, float), float(hd_height))
+        return Picture("video_height", np.asarray(s.height), float(hd_height))
     if "bitrate_kbps" in columns:
-        return Picture("bitrate_kbps", np.asarray(s.bitrate, float), float(hd_bitrate_kbps))
+        return Picture("bitrate_kbps", np.asarray(s.bitrate), float(hd_bitrate_kbps))
     return None
 
 
@@ -268,7 +269,7 @@ def _contrast(
     if sample is None:
         sample = treated | control
     sample = sample & np.isfinite(y)
-    reg_dose = treated.astype(float) if dose is None else dose
+    reg_dose = treated if dose is None else dose
     if dose is not None:
         sample = sample & np.isfinite(dose)
     ti, ci = match_pairs(cells.cell, treated, control, rng)
@@ -280,17 +281,19 @@ def _contrast(
         log_scale,
         int(treated.sum()),
         int(control.sum()),
-        naive(
-            np.where(treated | control, y, 0.0),
-            treated,
-            control,
-            cluster,
-            dose=None if dose is None else np.where(treated | control, dose, 0.0),
-        ),
+        naive(y, treated, control, cluster, dose=dose),
         paired(y, ti, ci, cluster, treated=int(treated.sum()), dose=dose, worse=worse),
-        fe_regression(np.where(sample, y, 0.0), np.where(sample, reg_dose, 0.0), sample, cells, cluster),
+        fe_regression(y, reg_dose, sample, cells, cluster),
         dose=dose is not None,
     )
+
+
+def log_watch_of(watch: np.ndarray, closed: np.ndarray) -> np.ndarray:
+    """(n,) float32 log watch time where ``closed``, NaN elsewhere (one log-sized array)."""
+    out = np.maximum(watch, np.float32(1e-3), dtype=np.float32)
+    np.log(out, out=out)
+    out[~closed] = np.nan
+    return out
 
 
 def run_contrasts(
@@ -311,11 +314,11 @@ def run_contrasts(
     inside = np.ones(s.n, bool) if within is None else np.asarray(within, bool)
     joined = (s.joined == 1) & inside
     closed = joined & ~s.is_open & (s.watch > 0)
-    log_watch = np.where(closed, np.log(np.maximum(s.watch, 1e-3)), np.nan)
+    log_watch = log_watch_of(s.watch, closed)
     has_stall = np.isfinite(s.stall_ratio)
     pct = f"{stall_threshold * 100:g} %"
     if has_stall[closed].any():
-        dose = np.where(has_stall, 100.0 * s.stall_ratio, np.nan)
+        dose = np.float32(100.0) * s.stall_ratio
         out.append(
             _contrast(
                 "watch_per_stall_percent",
@@ -372,8 +375,10 @@ def run_contrasts(
         )
     if knee is not None and np.isfinite(s.join[joined]).any():
         known = joined & (~s.is_open | (s.watch >= 60))
-        left60 = np.where(known, (s.watch < 60).astype(float), np.nan)
-        past = np.maximum(s.join - knee, 0.0)
+        left60 = (s.watch < 60).astype(np.float32)
+        left60[~known] = np.nan
+        past = np.maximum(s.join - np.float32(knee), np.float32(0.0))
+        past[~known] = np.nan
         out.append(
             _contrast(
                 "early_exit_per_second",
@@ -383,7 +388,7 @@ def run_contrasts(
                 y=left60,
                 treated=known & (s.join > knee + 1.0),
                 control=known & (s.join <= knee),
-                dose=np.where(known, past, np.nan),
+                dose=past,
                 sample=known,
                 cells=cells,
                 cluster=cl,
@@ -398,9 +403,10 @@ def run_contrasts(
         units = (flag >= 0) & inside
         if what == "repurchase":
             units &= s.customer
-            if not units.any() or not (s.orders > 0).any():
+            if not units.any() or not s.any_orders:
                 continue
-        y = np.where(units, flag.astype(float), np.nan)
+        y = flag.astype(np.float32)
+        y[~units] = np.nan
         if (s.joined >= 0).any() and (units & (s.joined == 0)).any():
             out.append(
                 _contrast(

@@ -28,14 +28,14 @@ must come out null; a significant slope on real logs says the controls miss a co
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from .causal import Cells, Estimate, fe_regression
-from .contrasts import MIN_DOSE_SESSIONS, NOT_ESTIMABLE
+from .contrasts import MIN_DOSE_SESSIONS, NOT_ESTIMABLE, log_watch_of
 from .link import Sessions
 
 __all__ = ["DoseResponse", "dose_response", "dose_responses"]
@@ -95,7 +95,7 @@ def dose_response(
 ) -> DoseResponse:
     """Slope of ``log_watch`` (n,) on ``dose`` (n,, NaN = not in the sample), fixed effects in
     ``cells``, clustered by ``cluster`` (n,); "not estimable" below the minimum support."""
-    log_watch, dose = np.asarray(log_watch, float), np.asarray(dose, float)
+    log_watch, dose = np.asarray(log_watch), np.asarray(dose)
     if log_watch.shape != dose.shape or dose.shape != np.shape(cluster):
         raise ValueError("log_watch, dose and cluster must have the same shape (n,)")
     sample = np.isfinite(log_watch) & np.isfinite(dose)
@@ -106,9 +106,7 @@ def dose_response(
         )
     if np.ptp(dose[sample]) <= 0:
         return DoseResponse(key, exposure, per, None, f"every session has the same {exposure}")
-    e = fe_regression(
-        np.where(sample, log_watch, 0.0), np.where(sample, dose, 0.0), sample, cells, np.asarray(cluster)
-    )
+    e = fe_regression(log_watch, dose, sample, cells, np.asarray(cluster))
     if not e.ok:
         return DoseResponse(key, exposure, per, None, f"no {exposure} variation left within the controls")
     return DoseResponse(key, exposure, per, e, "")
@@ -120,23 +118,40 @@ def dose_responses(
     """Every dose-response the log supports (an exposure absent from the log is left out)."""
     joined = s.joined == 1
     closed = joined & ~s.is_open & (s.watch > 0)
-    log_watch = np.where(closed, np.log(np.maximum(s.watch, 1e-3)), np.nan)
-    exposures: list[tuple[str, str, str, np.ndarray]] = []
+    log_watch = log_watch_of(s.watch, closed)
+    exposures: list[tuple[str, str, str, Callable[[], np.ndarray]]] = []
+    # Each exposure is made when its turn comes: at 100 M sessions one is 400 MB.
     if np.isfinite(s.stall_ratio[closed]).any():
         exposures.append(
-            ("dose_watch_per_stall_percent", "stall ratio", "1 percentage point", 100.0 * s.stall_ratio)
+            (
+                "dose_watch_per_stall_percent",
+                "stall ratio",
+                "1 percentage point",
+                lambda: np.float32(100.0) * s.stall_ratio,
+            )
         )
     if np.isfinite(s.join[closed]).any():
-        exposures.append(("dose_watch_per_join_second", "join time", "1 s", s.join))
+        exposures.append(("dose_watch_per_join_second", "join time", "1 s", lambda: s.join.copy()))
     if np.isfinite(s.av[closed]).any():
         exposures.append(
-            ("dose_watch_per_av_100ms", "A/V offset (either way)", "100 ms", np.abs(s.av) * 10.0)
+            (
+                "dose_watch_per_av_100ms",
+                "A/V offset (either way)",
+                "100 ms",
+                lambda: np.abs(s.av) * np.float32(10.0),
+            )
         )
     if picture_value is not None and "video_height" in columns and np.isfinite(picture_value[closed]).any():
-        exposures.append(("dose_watch_per_100px", "picture height", "100 pixels", picture_value / 100.0))
+        pv = picture_value
+        exposures.append(
+            ("dose_watch_per_100px", "picture height", "100 pixels", lambda: pv / np.float32(100.0))
+        )
     if np.isfinite(s.chat[closed]).any():
-        exposures.append(("dose_watch_per_chat_echo_second", "chat echo time", "1 s", s.chat))
-    return [
-        dose_response(key, what, per, log_watch, np.where(closed, d, np.nan), cells, s.viewer)
-        for key, what, per, d in exposures
-    ]
+        exposures.append(("dose_watch_per_chat_echo_second", "chat echo time", "1 s", lambda: s.chat.copy()))
+    out = []
+    for key, what, per, make in exposures:
+        d = make()
+        d[~closed] = np.nan
+        out.append(dose_response(key, what, per, log_watch, d, cells, s.viewer))
+        del d
+    return out

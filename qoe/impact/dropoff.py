@@ -134,7 +134,7 @@ def _coarsen(
     keep = int((~thin).sum())
     code = np.where(thin[cell], keep, (np.cumsum(~thin) - 1)[cell])
     return (
-        code.astype(np.int64),
+        code.astype(np.int32),
         keep + (1 if j else 0),
         float(share[j - 1]) if j else 0.0,
         float(common.max()),
@@ -148,7 +148,7 @@ def _strata(
     with the first control alone, and at least ``t_min`` seconds: more controls remove more
     confounding, a longer curve pins the slope down."""
     best: tuple[np.ndarray, int, list[str], float, float] = (
-        np.zeros(b.size, np.int64),
+        np.zeros(b.size, np.int32),
         1,
         [],
         0.0,
@@ -176,8 +176,8 @@ def _ph_tables(
     b (n,) bin of each wait (K: past the last bin), part (n,) seconds waited inside that bin.
     """
     k = widths.size
-    idx = combo * (k + 1) + b
     size = n_combo * (k + 1)
+    idx = combo.astype(np.int64 if size >= 1 << 31 else np.int32) * (k + 1) + b
     counts = np.bincount(idx, minlength=size).reshape(n_combo, k + 1).astype(float)
     d = np.bincount(idx[left], minlength=size).reshape(n_combo, k + 1)[:, :k].astype(float)
     p = np.bincount(idx, weights=part, minlength=size).reshape(n_combo, k + 1)[:, :k]
@@ -244,17 +244,20 @@ def _ph_curve(
 def _bins(wait: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Bin of each wait (K = past the last bin) and the seconds waited inside it."""
     k = edges.size - 1
-    b = np.clip(np.searchsorted(edges, wait, side="right") - 1, 0, k)
-    return b, np.where(b < k, wait - edges[np.minimum(b, k - 1)], 0.0)
+    # Narrow types: at 100 M sessions each of these is a few hundred MB.
+    b: np.ndarray = np.clip(np.searchsorted(edges, wait, side="right") - 1, 0, k)
+    b = b.astype(np.int16 if k < 1 << 15 else np.int32)
+    part = wait - edges[np.minimum(b, k - 1)].astype(np.float32)
+    part[b >= k] = 0.0
+    return b, part.astype(np.float32, copy=False)
 
 
 def _group_slices(group: np.ndarray, n_groups: int) -> list[np.ndarray]:
-    """Indices of each jackknife group (sorting packed values: fast)."""
-    bits = max(int(group.size).bit_length(), 1)
-    key = (group.astype(np.int64) << bits) | np.arange(group.size, dtype=np.int64)
-    key.sort()
-    idx = key & ((1 << bits) - 1)
-    bounds = np.searchsorted(key >> bits, np.arange(n_groups + 1))
+    """Indices of each jackknife group, each in index order."""
+    order = np.argsort(group, kind="stable")  # a radix sort for small codes: each group in index order
+    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
+    idx = order.astype(np.int32) if group.size < 1 << 31 else order
+    del order
     return [idx[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
 
 
@@ -276,7 +279,7 @@ def abandonment(
     when no frame showed; factors: confounder codes (n,) by name, ``order[0]`` being the
     network (the hazard model's strata); group (n,) jackknife group in ``[0, n_groups)``.
     """
-    wait = np.asarray(wait, float)
+    wait = np.asarray(wait)
     if wait.ndim != 1 or np.shape(left) != wait.shape or np.shape(group) != wait.shape:
         raise ValueError("wait, left and group must have the same shape (n,)")
     ok = np.isfinite(wait)
@@ -287,7 +290,7 @@ def abandonment(
         raise ValueError(f"too few sessions for an abandonment curve: {n} sessions, {int(left.sum())} left")
     edges = np.round(np.arange(0.0, t_cap + bin_seconds / 2, bin_seconds), 6)
     b, _ = _bins(wait, edges)
-    at_risk = _at_risk(np.zeros(n, np.int64), 1, b, edges.size - 1)[0]
+    at_risk = _at_risk(np.zeros(n, np.int8), 1, b, edges.size - 1)[0]
     enough = np.flatnonzero(at_risk >= max(30, 0.001 * n))
     k_max = int(enough[-1]) + 1 if enough.size else 0
     if k_max * bin_seconds < 3.0:
@@ -303,7 +306,7 @@ def abandonment(
     net = _coarsen(factors[order[0]].astype(np.int64), int(factors[order[0]].max()) + 1, b, edges)
     if net is not None and net[3] < t_need:
         net = None
-    base_code = net[0] if net is not None else np.zeros(n, np.int64)
+    base_code = net[0] if net is not None else np.zeros(n, np.int32)
     ph_factors = order[1:] if net is not None else order
     ph_cells = make_cells([base_code, *(factors[c] for c in ph_factors)])
     base_levels = ph_cells.levels[0]
@@ -401,7 +404,7 @@ def early_exit_curve(
     join (n,) seconds, left60 (n,) 1.0 / 0.0, NaN when unknown (open sessions shorter than 60 s).
     Returns bin centres, shares and counts, and the weighted hinge fit, or None with too few bins.
     """
-    join, left60 = np.asarray(join, float), np.asarray(left60, float)
+    join, left60 = np.asarray(join), np.asarray(left60)
     ok = np.isfinite(join) & np.isfinite(left60)
     edges = np.arange(0.0, t_cap + bin_seconds / 2, bin_seconds)
     b = np.clip(np.searchsorted(edges, join[ok], side="right") - 1, 0, edges.size - 2)

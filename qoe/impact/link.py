@@ -19,6 +19,9 @@ Definitions (times in seconds, ``D`` = 86400):
 
 from __future__ import annotations
 
+import math
+import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -34,6 +37,11 @@ __all__ = ["RETURN_DAYS", "Sessions", "link_sessions", "load_probes"]
 RETURN_DAYS = (1, 7, 30)
 DAY = 86400.0
 CATEGORIES = ("room", "device", "network", "region", "app", "arm")
+BATCH_ROWS = 1 << 20
+"""Rows per batch streamed from DuckDB into the arrays: the result is never held twice."""
+FETCH_MEMORY = "1GB"
+"""DuckDB's memory limit (at most) while the arrays fill: the sort behind the fixed row order
+spills to disk, and the memory goes to the arrays, which cannot spill."""
 
 
 @dataclass
@@ -44,7 +52,8 @@ class Sessions:
     viewer: np.ndarray
     """int32 dense viewer code (for clustering)."""
     codes: dict[str, np.ndarray]
-    """int32 codes of room, device, network, region, app and hour (UTC hour of day)."""
+    """Codes of room, device, network, region, app, arm and hour (UTC hour of day), and of each
+    extra category column ``column:NAME`` asked for; the narrowest integer type that holds them."""
     levels: dict[str, list[str]]
     start: np.ndarray
     """Unix seconds."""
@@ -64,8 +73,8 @@ class Sessions:
     """Picture height the viewer mostly watched, pixels (``video_height``)."""
     bitrate: np.ndarray
     """Mean received video bitrate, kbit/s (``bitrate_kbps``)."""
-    orders: np.ndarray
-    value: np.ndarray
+    any_orders: bool
+    """Some session of the log has an order (else no repurchase analysis)."""
     visit_end: np.ndarray
     customer: np.ndarray
     returned: dict[int, np.ndarray] = field(default_factory=dict)
@@ -143,8 +152,12 @@ def link_sessions(
     probe_window: float = 900.0,
     qoe_source: str = "auto",
     columns: list[str] | None = None,
+    extra: Sequence[str] = (),
 ) -> Sessions:
-    """Derive visits, returns and repurchases from table ``sessions``; fetch the arrays."""
+    """Derive visits, returns and repurchases from table ``sessions``; fetch the arrays.
+
+    ``extra``: the extra category columns :func:`~.load.load_sessions` kept (``x_0``, ...), in
+    its order; coded as ``codes["column:NAME"]``."""
     if qoe_source not in ("auto", "client", "probe"):
         raise ConfigError(f"qoe source must be auto, client or probe, got {qoe_source!r}")
     if qoe_source == "probe" and not probes:
@@ -161,16 +174,17 @@ def link_sessions(
             f'CASE WHEN NOT ({eligible}) THEN -1 WHEN next_order - "end" <= {k * DAY} THEN 1 ELSE 0 END'
             f"::TINYINT AS rb{k}"
         )
-    for c in (*CATEGORIES, "viewer"):
+    categories = (*CATEGORIES, *(f"x_{i}" for i in range(len(extra))))
+    for c in (*categories, "viewer"):
         con.execute(
             f"CREATE OR REPLACE TEMP TABLE __lv_{c} AS "
             f"SELECT v, (row_number() OVER (ORDER BY v) - 1)::INTEGER AS code "
             f"FROM (SELECT DISTINCT {c} AS v FROM sessions)"
         )
     joins = " ".join(
-        f"JOIN __lv_{c} AS l_{c} ON s.{c} IS NOT DISTINCT FROM l_{c}.v" for c in (*CATEGORIES, "viewer")
+        f"JOIN __lv_{c} AS l_{c} ON s.{c} IS NOT DISTINCT FROM l_{c}.v" for c in (*categories, "viewer")
     )
-    codes = ", ".join(f"l_{c}.code AS c_{c}" for c in (*CATEGORIES, "viewer"))
+    codes = ", ".join(f"l_{c}.code AS c_{c}" for c in (*categories, "viewer"))
     con.execute(
         f"""CREATE OR REPLACE TEMP TABLE linked AS
         WITH w AS (
@@ -216,33 +230,58 @@ def link_sessions(
     joined = "(l.join_s IS NOT NULL)::TINYINT" if has_join else "(-1)::TINYINT"
     # Without join_seconds the whole session counts as watched (join time unknown).
     watch = f'(coalesce(l."end", {log_end}) - l.start - ' + ("l.join_s)" if has_join else "0)")
-    query = f"""SELECT l.c_viewer, l.c_room, l.c_device, l.c_network, l.c_region, l.c_app, l.c_arm,
-        (CAST(floor(l.start / 3600) AS BIGINT) % 24)::INTEGER AS c_hour,
+    # Only what the analysis reads, in the narrowest type that holds it: at 100 M sessions each
+    # byte per session is 100 MB. A figure the log lacks is one shared NaN, not an array.
+    levels = {
+        c: [str(r[0]) for r in con.execute(f"SELECT v FROM __lv_{c} ORDER BY code").fetchall()]
+        for c in categories
+    }
+    wanted = {
+        "av": "av_offset_seconds" in present,
+        "chat": "chat_echo_seconds" in present,
+        "height": "video_height" in present,
+        "kbps": "bitrate_kbps" in present and "video_height" not in present,
+        **{f"b_{b}": b in present for b in BEHAVIOUR},
+    }
+    figures = [
+        f"coalesce(CASE WHEN {watch} > 0 THEN l.stall_s / {watch} END, {nan})::FLOAT AS stall_ratio",
+        *(
+            f"coalesce(l.{c}, {nan})::FLOAT AS {c}"
+            for c in ("av", "chat", "height", "kbps", *(f"b_{b}" for b in BEHAVIOUR))
+            if wanted[c]
+        ),
+    ]
+    query = f"""SELECT {", ".join(f"l.c_{c}" for c in ("viewer", *categories))},
+        (CAST(floor(l.start / 3600) AS BIGINT) % 24)::TINYINT AS c_hour,
         l.start, (l."end" IS NULL) AS is_open, {joined} AS joined,
         coalesce(CASE WHEN l.join_s IS NOT NULL THEN l.join_s
                       ELSE coalesce(l."end", {log_end}) - l.start END, {nan})::FLOAT
           AS wait,
         coalesce(l.join_s, {nan})::FLOAT AS join_s,
         coalesce({watch}, {nan})::FLOAT AS watch,
-        coalesce(CASE WHEN {watch} > 0 THEN l.stall_s / {watch} END, {nan})::FLOAT AS stall_ratio,
-        coalesce(l.av, {nan})::FLOAT AS av, coalesce(l.chat, {nan})::FLOAT AS chat,
-        coalesce(l.height, {nan})::FLOAT AS height, coalesce(l.kbps, {nan})::FLOAT AS kbps,
-        l.orders::FLOAT AS orders, l.value::FLOAT AS value, l.visit_end, l.customer,
+        {", ".join(figures)},
+        l.visit_end, l.customer,
         coalesce(l.since_last, {nan})::FLOAT AS since_last, l.value_before::FLOAT AS value_before,
-        {", ".join(f"coalesce(l.b_{b}, {nan})::FLOAT AS b_{b}" for b in BEHAVIOUR)},
         {", ".join(f"l.ret{k}, l.rb{k}" for k in RETURN_DAYS)}{probe_cols}
         FROM linked l {probe_join}
         ORDER BY l.row"""  # a fixed order: with a seed, matching and jackknife groups repeat exactly
-    a = con.sql(query).fetchnumpy()
-    levels = {
-        c: [str(r[0]) for r in con.execute(f"SELECT v FROM __lv_{c} ORDER BY code").fetchall()]
-        for c in CATEGORIES
-    }
+    # fetchall: a result left unfinished would stop the next query on this connection.
+    n, any_orders = con.execute(
+        "SELECT count(*), coalesce(bool_or(orders > 0), false) FROM linked"
+    ).fetchall()[0]
+    narrow = {f"c_{c}": _code_type(len(levels[c])) for c in categories}
+    narrow["c_viewer"] = np.dtype(np.int32)
+    a = _fetch(con, query, int(n), narrow)
     levels["hour"] = [f"{h:02d}" for h in range(24)]
+    absent = np.broadcast_to(np.float32(np.nan), (int(n),))
+    coded = {c: a[f"c_{c}"] for c in CATEGORIES} | {"hour": a["c_hour"]}
+    coded |= {f"column:{name}": a[f"c_x_{i}"] for i, name in enumerate(extra)}
+    for i, name in enumerate(extra):
+        levels[f"column:{name}"] = levels.pop(f"x_{i}")
     s = Sessions(
-        n=len(a["start"]),
+        n=int(n),
         viewer=a["c_viewer"],
-        codes={**{c: a[f"c_{c}"] for c in CATEGORIES}, "hour": a["c_hour"]},
+        codes=coded,
         levels=levels,
         start=a["start"],
         is_open=a["is_open"],
@@ -251,12 +290,11 @@ def link_sessions(
         join=a["join_s"],
         watch=a["watch"],
         stall_ratio=a["stall_ratio"],
-        av=a["av"],
-        chat=a["chat"],
-        height=a["height"],
-        bitrate=a["kbps"],
-        orders=a["orders"],
-        value=a["value"],
+        av=a.get("av", absent),
+        chat=a.get("chat", absent),
+        height=a.get("height", absent),
+        bitrate=a.get("kbps", absent),
+        any_orders=bool(any_orders),
         visit_end=a["visit_end"],
         customer=a["customer"],
         returned={k: a[f"ret{k}"] for k in RETURN_DAYS},
@@ -269,6 +307,49 @@ def link_sessions(
         s.probe = {k: a[f"p_{k}"] for k in ("join", "stall", "av", "chat", "ok")}
     _choose_sources(s, qoe_source, present)
     return s
+
+
+def _code_type(levels: int) -> np.dtype[Any]:
+    """The narrowest signed integer type for codes ``0 .. levels - 1``."""
+    for t in (np.int8, np.int16, np.int32):
+        if levels <= np.iinfo(t).max + 1:
+            return np.dtype(t)
+    return np.dtype(np.int64)
+
+
+def _bytes(size: str) -> float:
+    """``"3.7 GiB"`` (DuckDB's way of showing a memory limit) or ``"1GB"`` -> bytes."""
+    m = re.fullmatch(r"\s*([0-9.]+)\s*([KMGT]?i?B)?\s*", size, re.IGNORECASE)
+    if not m:
+        return math.inf
+    unit = (m.group(2) or "B").upper()
+    power = "BKMGT".index(unit[0])
+    return float(m.group(1)) * (1024 if "I" in unit else 1000) ** power
+
+
+def _fetch(con: Any, query: str, n: int, narrow: dict[str, np.dtype[Any]]) -> dict[str, np.ndarray]:
+    """The result of ``query`` (``n`` rows) as one array per column, filled batch by batch so
+    that neither DuckDB nor Arrow holds the whole result beside the arrays."""
+    limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
+    if _bytes(limit) > _bytes(FETCH_MEMORY):
+        con.execute(f"SET memory_limit = '{FETCH_MEMORY}'")
+    try:
+        reader = con.sql(query).to_arrow_reader(BATCH_ROWS)
+        out: dict[str, np.ndarray] = {}
+        at = 0
+        for batch in reader:
+            m = batch.num_rows
+            for name, column in zip(batch.schema.names, batch.columns, strict=True):
+                values = column.to_numpy(zero_copy_only=False)
+                if name not in out:
+                    out[name] = np.empty(n, narrow.get(name, values.dtype))
+                out[name][at : at + m] = values
+            at += m
+    finally:
+        con.execute(f"SET memory_limit = '{limit}'")
+    if at != n:
+        raise RuntimeError(f"fetched {at} of {n} sessions")
+    return out
 
 
 def _choose_sources(s: Sessions, mode: str, present: set[str]) -> None:
