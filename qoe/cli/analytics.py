@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 import sys
+import time
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import numpy as np
 
@@ -23,7 +25,58 @@ from qoe.impact.schema import CONTROLS
 from qoe.impact.segments import Tiers
 from sim.audience import DEFAULT_START, load_model, simulate, truth_path
 
-__all__ = ["impact_command", "parse_time", "simulate_command"]
+__all__ = ["Steps", "impact_command", "parse_time", "simulate_command"]
+
+
+class Steps:
+    """What a long command is doing, on stderr: one line rewritten in place on a terminal,
+    plain lines in a log (as ``qoe fleet run`` shows its runs), at most one per ``every``
+    seconds. Nothing in the first ``after`` seconds, so a quick run, or an error found early,
+    prints nothing but its result (an error stays one line)."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        every: float,
+        after: float = 2.0,
+        stream: IO[str] | None = None,
+        quiet: bool = False,
+    ) -> None:
+        self.name = name
+        self.every = every
+        self.after = after
+        self.stream = stream or sys.stderr
+        self.tty = self.stream.isatty()
+        self.quiet = quiet
+        self.started = time.monotonic()
+        self.last = -math.inf
+        self.width = 0
+
+    def __call__(self, step: str) -> None:
+        now = time.monotonic()
+        elapsed = now - self.started
+        if (
+            self.quiet
+            or elapsed < self.after
+            or now - self.last < (min(self.every, 0.2) if self.tty else self.every)
+        ):
+            return
+        self.last = now
+        line = f"{self.name}: {step} ({elapsed:.0f} s)"
+        if self.tty:
+            self.stream.write("\r" + line.ljust(self.width))
+            self.width = max(self.width, len(line))
+        else:
+            self.stream.write(line + "\n")
+        self.stream.flush()
+
+    def close(self) -> None:
+        """Clear the terminal's progress line, so what follows starts on a clean one."""
+        if self.tty and self.width:
+            self.stream.write("\r" + " " * self.width + "\r")
+            self.stream.flush()
+            self.width = 0
 
 
 def parse_time(text: str) -> float:
@@ -79,8 +132,13 @@ def impact_command(args: Any) -> int:
             truth = json.loads(Path(args.truth).read_text(encoding="utf-8"))
         except (OSError, ValueError) as exc:
             raise ConfigError(f"--truth {args.truth}: {getattr(exc, 'strerror', None) or exc}") from exc
-    imp = analyse(args.sessions, np.random.default_rng(args.seed), options, truth=truth)
-    paths = write_report(imp, args.out)
+    steps = Steps("qoe impact", every=1.0, quiet=getattr(args, "quiet", False))
+    try:
+        imp = analyse(args.sessions, np.random.default_rng(args.seed), options, truth=truth, progress=steps)
+        steps("writing the report")
+        paths = write_report(imp, args.out)
+    finally:
+        steps.close()
     if args.json:
         print(json.dumps(clean(imp.to_dict()), indent=1, allow_nan=False))
     else:
@@ -123,26 +181,28 @@ def simulate_command(args: Any) -> int:
     # No seed given: draw one, so the truth file still says how to repeat the run.
     seed = args.seed if args.seed is not None else int(np.random.default_rng().integers(1 << 62))
 
-    def progress(done: int, total: int) -> None:
-        if not quiet:
-            print(f"\rqoe audience simulate: {done}/{total} viewers", end="", file=sys.stderr, flush=True)
+    steps = Steps("qoe audience simulate", every=10.0, quiet=quiet)
 
-    truth = simulate(
-        out,
-        viewers=args.viewers,
-        days=args.days,
-        rng=np.random.default_rng(seed),
-        model=model,
-        rooms=args.rooms,
-        start=start,
-        chunk_viewers=args.chunk or 50_000,
-        probes=args.probes,
-        probe_interval=args.probe_interval or 900.0,
-        progress=progress,
-        seed=seed,
-    )
-    if not quiet:
-        print(file=sys.stderr)
+    def progress(done: int, total: int) -> None:
+        steps(f"{done}/{total} viewers")
+
+    try:
+        truth = simulate(
+            out,
+            viewers=args.viewers,
+            days=args.days,
+            rng=np.random.default_rng(seed),
+            model=model,
+            rooms=args.rooms,
+            start=start,
+            chunk_viewers=args.chunk or 50_000,
+            probes=args.probes,
+            probe_interval=args.probe_interval or 900.0,
+            progress=progress,
+            seed=seed,
+        )
+    finally:
+        steps.close()
     c = truth["counts"]
     print(
         f"{out}: {c['sessions']} sessions of {truth['viewers']} viewers in {truth['rooms']} rooms over "

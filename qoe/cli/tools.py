@@ -142,7 +142,9 @@ def add_commands(sub: Any) -> None:
     impact.add_argument(
         "sessions",
         metavar="SESSIONS",
-        help="session log, Parquet or CSV: one file, its name taken literally (*, ? and [ are no pattern)",
+        help="session log, Parquet or CSV: one file, its name taken literally (*, ? and [ are no pattern), "
+        "or a directory of Parquet partitions (every *.parquet under it, read in parallel; "
+        "key=value folder names become columns)",
     )
     impact.add_argument(
         "--probes", metavar="RESULTS.jsonl", help="fleet results joined to sessions by room and time"
@@ -216,11 +218,12 @@ def add_commands(sub: Any) -> None:
     impact.add_argument(
         "--segment-by",
         metavar="LIST",
-        help="also run every effect per level of these columns (region, device, network, app_version, "
-        "room_id; e.g. region,device), and rank each column's levels by the 7-day returns their QoE "
-        "lost beyond the other levels'. The tiers first-time, repeat, high-value and lapsing are "
-        "always segments",
+        help="also run every effect per level of these category columns (region, device, network, "
+        "app_version, arm, room_id, or any column of the log outside the schema; e.g. region,device), "
+        "and rank each column's levels by the 7-day returns their QoE lost beyond the other levels'. "
+        "The tiers first-time, repeat, high-value and lapsing are always segments",
     )
+    impact.add_argument("--quiet", action="store_true", help="no progress on stderr")
     impact.add_argument(
         "--high-value",
         type=float,

@@ -11,6 +11,7 @@ from __future__ import annotations
 import math
 import tempfile
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -30,7 +31,16 @@ from .link import link_sessions, load_probes
 from .load import TIMESTAMP_RANGE, Validation, connect, load_sessions
 from .rules import Thresholds, alert_rules, recommend
 from .schema import CONTROLS, HEIGHT_RANGE
-from .segments import DIMENSIONS, SegmentResult, Tiers, attribution, segment_masks, segments
+from .segments import (
+    DIMENSIONS,
+    SegmentResult,
+    Tiers,
+    attribution,
+    check_segment_by,
+    extra_columns,
+    segment_masks,
+    segments,
+)
 
 __all__ = ["TRUTH_KEYS", "Impact", "Options", "analyse"]
 
@@ -74,7 +84,8 @@ class Options:
     memory_limit: str | None = "4GB"
     temp_dir: str | None = None
     segment_by: tuple[str, ...] = ()
-    """Category columns whose levels are segments (see :mod:`.segments`); tiers always are."""
+    """Category columns whose levels are segments (see :mod:`.segments`): the schema's, or any
+    column of the log outside it; tiers always are."""
     tiers: Tiers = field(default_factory=Tiers)
     arm_from: str | None = None
     """Category column holding the A/B arm; None: ``arm`` when the log has it."""
@@ -86,11 +97,7 @@ class Options:
             raise ConfigError(
                 f"--arm-from {self.arm_from}: choose a category column: {', '.join(ARM_COLUMNS)}"
             )
-        bad = [c for c in self.segment_by if c not in DIMENSIONS]
-        if bad:
-            raise ConfigError(
-                f"unknown segment column(s) {', '.join(bad)}; choose from {', '.join(DIMENSIONS)}"
-            )
+        check_segment_by(self.segment_by)
         self.tiers.check()
         unknown = [c for c in self.controls if c not in CODE]
         if unknown:
@@ -277,18 +284,26 @@ def analyse(
     rng: np.random.Generator,
     options: Options | None = None,
     truth: dict[str, Any] | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Impact:
-    """Run the whole analysis on a session log; raises ConfigError when the log is unusable."""
+    """Run the whole analysis on a session log; raises ConfigError when the log is unusable.
+
+    ``progress(step)`` is called as each step starts (a phrase such as ``"contrasts"`` or
+    ``"segment 3/12: region eu"``), for a program to show; the library prints nothing."""
     opt = (options or Options()).check()
+    say = progress or (lambda step: None)
     timings: dict[str, float] = {}
     t0 = time.monotonic()
+    extra = extra_columns(opt.segment_by)
     with tempfile.TemporaryDirectory(prefix="qoe-impact-", dir=opt.temp_dir) as spill:
         con = connect(opt.threads, opt.memory_limit, spill)
         try:
-            validation = load_sessions(con, sessions, log_end=opt.log_end)
+            say("reading and validating the log")
+            validation = load_sessions(con, sessions, log_end=opt.log_end, extra=extra)
             timings["load_and_validate"] = time.monotonic() - t0
             if not validation.usable:
                 return _unusable(str(sessions), validation, timings)
+            say(f"linking {validation.valid} sessions: visits, returns, probes")
             t1 = time.monotonic()
             probe_info = load_probes(con, opt.probes, room=opt.probe_room) if opt.probes else None
             assert validation.log_end is not None
@@ -300,6 +315,7 @@ def analyse(
                 probe_window=opt.probe_window,
                 qoe_source=opt.qoe_source,
                 columns=validation.columns,
+                extra=extra,
             )
             timings["link_and_fetch"] = time.monotonic() - t1
         finally:
@@ -313,8 +329,9 @@ def analyse(
     factors = [s.codes[CODE[c]] for c in controls]
     cells = make_cells(factors)
     match_rng, group_rng = rng.spawn(2)
-    groups = group_rng.integers(0, opt.jackknife_groups, int(s.viewer.max()) + 1)[s.viewer]
+    groups = group_rng.integers(0, opt.jackknife_groups, int(s.viewer.max()) + 1).astype(np.int8)[s.viewer]
     ab: dict[str, AbandonCurve] | None = None
+    say("abandonment curves")
     if (s.joined >= 0).any():
         order: list[str] = [c for c in ("network", "device", "region", "hour", "room_id") if c in controls]
         try:
@@ -332,9 +349,13 @@ def analyse(
         notes.append("no join_seconds column: abandonment and failed-visit analyses skipped")
     timings["abandonment"] = time.monotonic() - t2
     t3 = time.monotonic()
+    say("contrasts and dose-response")
     joined = s.joined == 1
     known = joined & (~s.is_open | (s.watch >= 60))
-    ee = early_exit_curve(s.join, np.where(known, (s.watch < 60).astype(float), np.nan))
+    left60 = (s.watch < 60).astype(np.float32)
+    left60[~known] = np.nan
+    ee = early_exit_curve(s.join, left60)
+    del left60
     # Early exits are read per second past the drop-off knee: the early-exit curve's own knee is
     # a naive fit, pulled by the same confounding the causal estimates remove.
     knee = ab["stratified"].knee.value if ab else (ee["hinge"].knee if ee else None)
@@ -352,9 +373,20 @@ def analyse(
     t_seg = time.monotonic()
     masks, tiers_used = segment_masks(s, list(opt.segment_by), opt.tiers)
     seg_rng = match_rng.spawn(1)[0]
-    segs = segments(s, cells, seg_rng, masks, stall_threshold=opt.stall_threshold, knee=knee, picture=pic)
+    segs = segments(
+        s,
+        cells,
+        seg_rng,
+        masks,
+        stall_threshold=opt.stall_threshold,
+        knee=knee,
+        picture=pic,
+        progress=say,
+    )
     attributed = attribution(s, masks, by_key, stall_threshold=opt.stall_threshold, picture=pic)
     timings["segments"] = time.monotonic() - t_seg
+    t_ab = time.monotonic()
+    say("A/B arms and behaviour")
     abtest = None
     arm_col = opt.arm_from or ("arm" if "arm" in validation.columns else None)
     if arm_col is not None:
@@ -367,7 +399,9 @@ def analyse(
     behaved = behaviour(
         s, cells, seg_rng.spawn(1)[0], stall_threshold=opt.stall_threshold, knee=knee, picture=pic
     )
+    timings["arms_and_behaviour"] = time.monotonic() - t_ab
     t4 = time.monotonic()
+    say("bands")
     bands = []
     if np.isfinite(s.stall_ratio).any():
         bands.append(band_table("stall ratio", *stall_bands(s.stall_ratio), s))

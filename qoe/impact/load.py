@@ -18,7 +18,7 @@ import datetime as dt
 import os
 import re
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from qoe.errors import ConfigError
 
 from .schema import COLUMNS, HEIGHT_RANGE, REASONS, REQUIRED, Column
 
-__all__ = ["Problem", "Validation", "connect", "literal", "load_sessions", "quote"]
+__all__ = ["Problem", "Validation", "connect", "literal", "load_sessions", "partitions", "quote"]
 
 EXAMPLES = 5
 NUMERIC = (
@@ -118,6 +118,8 @@ def connect(threads: int | None = None, memory_limit: str | None = None, temp_di
     if temp_dir:
         con.execute(f"SET temp_directory = '{temp_dir}'")
     con.execute("SET preserve_insertion_order = false")
+    # Its bar would go to stdout, where `qoe impact --json` writes; the program shows progress.
+    con.execute("SET enable_progress_bar = false")
     return con
 
 
@@ -147,6 +149,28 @@ def _source(con: Any, path: Path, readable: str) -> tuple[str, str]:
     """Register the file as view ``src`` with a 1-based ``__row``; return (format, row expression).
     ``readable`` is the name DuckDB reads it by (see :func:`literal`)."""
     p = readable.replace("'", "''")
+    if path.is_dir():
+        # Partitions (hive-style key=value folders become columns), read in parallel by DuckDB;
+        # rows are numbered through the files in name order, as if they were one file.
+        files = partitions(path)
+        names = ", ".join("'" + str(f).replace("'", "''") + "'" for f in files)
+        counts = con.execute(
+            f"SELECT file_name, any_value(num_rows) FROM parquet_file_metadata([{names}]) GROUP BY 1"
+        ).fetchall()
+        rows = dict(counts)
+        offsets, at = [], 0
+        for f in files:
+            offsets.append((str(f), at))
+            at += int(rows[str(f)])
+        con.execute("CREATE OR REPLACE TEMP TABLE __offsets (f VARCHAR, o BIGINT)")
+        con.executemany("INSERT INTO __offsets VALUES (?, ?)", offsets)
+        con.execute(
+            f"CREATE OR REPLACE TEMP VIEW src AS "
+            f"SELECT r.file_row_number + o.o + 1 AS __row, r.* EXCLUDE (file_row_number, filename) "
+            f"FROM read_parquet([{names}], file_row_number = true, filename = true, "
+            f"hive_partitioning = true, union_by_name = true) r JOIN __offsets o ON r.filename = o.f"
+        )
+        return "parquet", "__row"
     if path.suffix.lower() == ".csv":
         con.execute("SET preserve_insertion_order = true")  # rowid must follow the file's order
         con.execute(
@@ -231,16 +255,38 @@ OUT = {
 }
 
 
-def load_sessions(con: Any, path: str | Path, *, log_end: float | None = None) -> Validation:
-    """Validate ``path`` (Parquet, or CSV by its .csv suffix) and create table ``sessions``."""
+def load_sessions(
+    con: Any, path: str | Path, *, log_end: float | None = None, extra: Sequence[str] = ()
+) -> Validation:
+    """Validate ``path`` (Parquet, or CSV by its .csv suffix) and create table ``sessions``.
+
+    ``extra``: columns outside the schema to keep as categories (``x_0``, ``x_1``, ... in this
+    order; empty = ``unknown``), e.g. for ``--segment-by``; ConfigError naming the first the
+    log lacks, before any row is read."""
     path = Path(path)
     if not path.exists():
         raise ConfigError(f"{path}: no such file")
+    if path.is_dir():
+        return _load(con, path, "", log_end, list(extra))
     with literal(path) as readable:
-        return _load(con, path, readable, log_end)
+        return _load(con, path, readable, log_end, list(extra))
 
 
-def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validation:
+def partitions(folder: Path) -> list[Path]:
+    """The Parquet files under ``folder``, in name order (the order their rows are numbered in);
+    ConfigError when there are none, or when a name would be read as a pattern."""
+    files = sorted(f for f in folder.rglob("*.parquet") if f.is_file())
+    if not files:
+        raise ConfigError(f"{folder}: a directory with no *.parquet file under it")
+    for f in files:
+        if GLOB.search(str(f)):
+            raise ConfigError(
+                f"{f}: a partition whose name holds * ? [ ] {{ }} would be read as a pattern; rename it"
+            )
+    return files
+
+
+def _load(con: Any, path: Path, readable: str, log_end: float | None, extra: list[str]) -> Validation:
     try:
         fmt, _ = _source(con, path, readable)
         described = con.execute("DESCRIBE SELECT * FROM src").fetchall()
@@ -249,6 +295,12 @@ def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validat
             f"{path}: cannot read as {path.suffix.lstrip('.') or 'parquet'}: {str(exc).splitlines()[0]}"
         ) from exc
     types = {name: typ for name, typ, *_ in described if name != "__row"}
+    for name in extra:
+        if name not in types:
+            raise ConfigError(
+                f"--segment-by {name}: {path} has no column {name!r} "
+                f"(its columns: {', '.join(types) or 'none'})"
+            )
     rows = con.execute("SELECT count(*) FROM src").fetchone()[0]
     missing = [c for c in REQUIRED if c not in types]
     found = list(types)
@@ -283,6 +335,10 @@ def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validat
     vals["room_id"] = f"CAST({vals['room_id']} AS VARCHAR)"  # probes name rooms as text
     select = [f"{vals[c.name]} AS {OUT[c.name]}" for c in COLUMNS if c.name in OUT]
     select.append(f"{vals['session_id']} AS sid_raw")
+    select += [
+        f"coalesce(NULLIF(trim(CAST({quote(name)} AS VARCHAR)), ''), 'unknown') AS x_{i}"
+        for i, name in enumerate(extra)
+    ]
     for c in COLUMNS:
         if bads[c.name] != "false":
             select.append(f"{bads[c.name]} AS {quote('bad_' + c.name)}")
@@ -371,6 +427,7 @@ def _load(con: Any, path: Path, readable: str, log_end: float | None) -> Validat
         "region",
         "app",
         "arm",
+        *(f"x_{i}" for i in range(len(extra))),
     ]
     con.execute(
         f"CREATE OR REPLACE TEMP TABLE sessions AS "
@@ -413,9 +470,13 @@ def _examples(con: Any, query: str, found: list[str]) -> list[dict[str, Any]]:
 
 
 def _parquet_log_end(path: Path) -> float | None:
-    """``log_end`` from the file's key-value metadata (the simulator writes it), if any."""
+    """``log_end`` from the file's key-value metadata (the simulator writes it), if any; for
+    partitions, the latest any of them holds."""
     import pyarrow.parquet as pq
 
+    if path.is_dir():
+        ends = [e for f in partitions(path) if (e := _parquet_log_end(f)) is not None]
+        return max(ends) if ends else None
     try:
         meta = pq.read_schema(path).metadata or {}
         text = meta.get(b"log_end")

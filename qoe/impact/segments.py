@@ -10,8 +10,9 @@ explains a drop in returns (dimension attribution).
   with any order value before them; :class:`Tiers`);
 - ``lapsing``: at least ``lapsing_days`` (default 7) since the viewer's previous session.
 
-**Categories**: every level of each column named in ``segment_by`` (``region``, ``device``,
-``network``, ``app_version``, ``room_id``).
+**Categories**: every level of each column named in ``segment_by``: the schema's
+``region``, ``device``, ``network``, ``app_version``, ``arm`` and ``room_id``, or any column of
+the log outside the schema, read as text (an empty value is ``unknown``).
 
 Per segment every contrast of :mod:`.contrasts` is run on the segment's sessions alone, with
 the same controls and the same designs, minimum support and fallback: a segment too small for a
@@ -29,6 +30,7 @@ explains a drop in returns.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -39,8 +41,20 @@ from qoe.errors import ConfigError
 from .causal import Z95, Cells
 from .contrasts import ContrastResult, Picture, run_contrasts
 from .link import Sessions
+from .schema import COLUMNS
 
-__all__ = ["DIMENSIONS", "SegmentResult", "Tiers", "attribution", "segment_masks", "segments"]
+__all__ = [
+    "DIMENSIONS",
+    "Mask",
+    "SegmentResult",
+    "Tiers",
+    "attribution",
+    "check_segment_by",
+    "code_key",
+    "extra_columns",
+    "segment_masks",
+    "segments",
+]
 
 DIMENSIONS = {
     "region": "region",
@@ -48,9 +62,36 @@ DIMENSIONS = {
     "network": "network",
     "app_version": "app",
     "room_id": "room",
+    "arm": "arm",
 }
-"""``--segment-by`` names -> the category code in :class:`~.link.Sessions`."""
+"""Schema columns ``--segment-by`` takes -> their category code in :class:`~.link.Sessions`;
+any column outside the schema is taken too, as ``column:NAME`` (:func:`code_key`)."""
 DAY = 86400.0
+SCHEMA_COLUMNS = {c.name: c.kind for c in COLUMNS}
+Mask = Callable[[], np.ndarray]
+"""A segment's sessions, (n,) bool, made when asked for: with a segment per room there may be
+thousands, and at 100 M sessions each mask is 100 MB."""
+
+
+def check_segment_by(names: Sequence[str]) -> None:
+    """ConfigError for a schema column that is no category (an id, a time, a figure)."""
+    for name in names:
+        if name in SCHEMA_COLUMNS and name not in DIMENSIONS:
+            kind = SCHEMA_COLUMNS[name]
+            raise ConfigError(
+                f"--segment-by {name}: a{'n' if kind[0] in 'aeiou' else ''} {kind} column, not a category; "
+                f"choose {', '.join(DIMENSIONS)} or a column of the log outside the schema"
+            )
+
+
+def code_key(name: str) -> str:
+    """The key of column ``name``'s codes in :attr:`~.link.Sessions.codes`."""
+    return DIMENSIONS.get(name, f"column:{name}")
+
+
+def extra_columns(names: Sequence[str]) -> list[str]:
+    """The columns among ``names`` outside the schema, each once, in order."""
+    return list(dict.fromkeys(n for n in names if n not in DIMENSIONS))
 
 
 @dataclass(frozen=True)
@@ -103,15 +144,13 @@ class SegmentResult:
 
 def segment_masks(
     s: Sessions, by: list[str], tiers: Tiers
-) -> tuple[list[tuple[str, str, np.ndarray]], dict[str, Any]]:
-    """(dimension, level, mask (n,)) for every tier and every level of ``by``; and the tier
+) -> tuple[list[tuple[str, str, Mask]], dict[str, Any]]:
+    """(dimension, level, mask) for every tier and every level of ``by``; and the tier
     thresholds used."""
-    unknown = [b for b in by if b not in DIMENSIONS]
-    if unknown:
-        raise ConfigError(
-            f"unknown segment column(s) {', '.join(unknown)}; choose from {', '.join(DIMENSIONS)}"
-        )
-    first = ~np.isfinite(s.since_last)
+    check_segment_by(by)
+    missing = [b for b in by if code_key(b) not in s.codes]
+    if missing:
+        raise ConfigError(f"--segment-by {missing[0]}: the log has no column {missing[0]!r}")
     earlier = s.value_before > 0
     if tiers.high_value is not None:
         hv = float(tiers.high_value)
@@ -119,16 +158,18 @@ def segment_masks(
         hv = float(np.quantile(s.value_before[earlier], tiers.high_value_quantile))
     else:
         hv = math.inf
-    out = [
-        ("tier", "first-time", first),
-        ("tier", "repeat", ~first),
-        ("tier", "high-value", earlier & (s.value_before >= hv)),
-        ("tier", "lapsing", ~first & (s.since_last >= tiers.lapsing_days * DAY)),
+    del earlier
+    lapsing = tiers.lapsing_days * DAY
+    out: list[tuple[str, str, Mask]] = [
+        ("tier", "first-time", lambda: ~np.isfinite(s.since_last)),
+        ("tier", "repeat", lambda: np.isfinite(s.since_last)),
+        ("tier", "high-value", lambda: (s.value_before > 0) & (s.value_before >= hv)),
+        ("tier", "lapsing", lambda: np.isfinite(s.since_last) & (s.since_last >= lapsing)),
     ]
     for b in by:
-        code = s.codes[DIMENSIONS[b]]
-        for i, level in enumerate(s.levels[DIMENSIONS[b]]):
-            out.append((b, level, code == i))
+        code = s.codes[code_key(b)]
+        for i, level in enumerate(s.levels[code_key(b)]):
+            out.append((b, level, _level_mask(code, i)))
     used = {
         "high_value": hv if math.isfinite(hv) else None,
         "high_value_from": "given"
@@ -137,6 +178,10 @@ def segment_masks(
         "lapsing_days": tiers.lapsing_days,
     }
     return out, used
+
+
+def _level_mask(code: np.ndarray, level: int) -> Mask:
+    return lambda: code == level
 
 
 def _qoe(s: Sessions, mask: np.ndarray, stall_threshold: float) -> dict[str, float | None]:
@@ -158,15 +203,19 @@ def segments(
     s: Sessions,
     cells: Cells,
     rng: np.random.Generator,
-    masks: list[tuple[str, str, np.ndarray]],
+    masks: list[tuple[str, str, Mask]],
     *,
     stall_threshold: float,
     knee: float | None,
     picture: Picture | None,
+    progress: Callable[[str], None] | None = None,
 ) -> list[SegmentResult]:
     """Every contrast per segment (see the module docstring)."""
     out = []
-    for (dimension, level, mask), r in zip(masks, rng.spawn(len(masks)), strict=True):
+    for k, ((dimension, level, make), r) in enumerate(zip(masks, rng.spawn(len(masks)), strict=True)):
+        if progress:
+            progress(f"segment {k + 1}/{len(masks)}: {dimension} {level}")
+        mask = make()
         n = int(mask.sum())
         results = (
             run_contrasts(
@@ -182,7 +231,7 @@ def segments(
 
 def attribution(
     s: Sessions,
-    masks: list[tuple[str, str, np.ndarray]],
+    masks: list[tuple[str, str, Mask]],
     pooled: dict[str, ContrastResult],
     *,
     stall_threshold: float,
@@ -212,7 +261,8 @@ def attribution(
     out = []
     for dimension in dict.fromkeys(d for d, _, _ in masks if d != "tier"):
         rows: list[dict[str, Any]] = []
-        for _, level, mask in (m for m in masks if m[0] == dimension):
+        for _, level, make in (m for m in masks if m[0] == dimension):
+            mask = make()
             visits = int((units & mask).sum())
             rest = units & ~mask
             lost, var = 0.0, 0.0
