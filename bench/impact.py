@@ -7,6 +7,11 @@ contrasts, bands, report) are timed inside and their peaks taken from the same s
     python bench/impact.py                                  # 1 000 000 viewers x 30 days, 2 threads
     python bench/impact.py --viewers 100000 --days 30       # a quicker look
     python bench/impact.py --keep DIR                       # keep the data and the report in DIR
+    python bench/impact.py --viewers 10400000 --keep /big   # about 100 M sessions
+    python bench/impact.py --data DIR/sessions.parquet      # analyse a log made before (no simulate)
+
+The log holds an A/B test (arm B joins 0.5 s slower, from day 7) and the analysis segments it
+by ``--segment-by`` (default region,device), so the segments and the arms are timed too.
 
 Expect about 9 sessions per viewer over 30 days (about 9 M sessions for the default).
 """
@@ -42,14 +47,20 @@ CHILD = textwrap.dedent(
     step, options = sys.argv[1], json.loads(sys.argv[2])
     marks = {}
     if step == "simulate":
-        import argparse
-        from qoe.cli.analytics import simulate_command
-        simulate_command(argparse.Namespace(**options))
+        import dataclasses
+        import numpy as np
+        from sim.audience import AudienceModel, simulate
+        m = AudienceModel()
+        # An A/B test from day 7 (B joins 0.5 s slower), so the arms' figures are timed too.
+        m = dataclasses.replace(m, qoe=dataclasses.replace(m.qoe, ab_share_b=0.5, ab_join_seconds=0.5,
+                                                            ab_start_day=7))
+        simulate(options["out"], viewers=options["viewers"], days=options["days"],
+                 rng=np.random.default_rng(options["seed"]), model=m)
     else:
         import numpy as np
         from qoe.impact import Options, analyse, write_report
         impact = analyse(options["sessions"], np.random.default_rng(0), Options(threads=options["threads"],
-                         memory_limit=options["memory_limit"]))
+                         memory_limit=options["memory_limit"], segment_by=tuple(options["segment_by"])))
         t = t0
         for phase, seconds in impact.timings.items():
             if phase != "total":
@@ -83,7 +94,7 @@ def run(step: str, options: dict[str, Any], threads: int) -> dict[str, Any]:
     sys.stderr.write(done.stderr)
     if done.returncode:
         raise SystemExit(f"{step} failed with exit code {done.returncode}")
-    return json.loads(done.stdout.strip().splitlines()[-1])
+    return json.loads(next(line for line in reversed(done.stdout.splitlines()) if line.startswith("{")))
 
 
 def main() -> None:
@@ -100,30 +111,19 @@ def main() -> None:
     parser.add_argument(
         "--keep", metavar="DIR", help="keep data and report in DIR (default: a temporary directory)"
     )
+    parser.add_argument("--data", metavar="SESSIONS", help="analyse this log instead of simulating one")
+    parser.add_argument("--segment-by", default="region,device", help="segments (default region,device)")
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qoe-bench-") as tmp:
         where = Path(args.keep or tmp)
         where.mkdir(parents=True, exist_ok=True)
-        data = where / "sessions.parquet"
+        data = Path(args.data) if args.data else where / "sessions.parquet"
         t = time.monotonic()
-        sim = run(
-            "simulate",
-            {
-                "viewers": args.viewers,
-                "days": args.days,
-                "seed": args.seed,
-                "out": str(data),
-                "rooms": None,
-                "model": None,
-                "probes": None,
-                "probe_interval": None,
-                "start": None,
-                "chunk": None,
-                "quiet": True,
-            },
-            1,
-        )
-        truth = json.loads(data.with_name("sessions.truth.json").read_text())
+        sim = None
+        if not args.data:
+            options = {"viewers": args.viewers, "days": args.days, "seed": args.seed, "out": str(data)}
+            sim = run("simulate", options, 1)
+        truth = json.loads(data.with_name(data.name.split(".")[0] + ".truth.json").read_text())
         sessions = truth["counts"]["sessions"]
         ana = run(
             "impact",
@@ -132,16 +132,18 @@ def main() -> None:
                 "out": str(where / "report"),
                 "threads": args.threads,
                 "memory_limit": args.memory_limit,
+                "segment_by": [c for c in args.segment_by.split(",") if c],
             },
             args.threads,
         )
         gib = 1 << 30
         print(
-            f"\n{args.viewers} viewers x {args.days} days -> {sessions} sessions "
+            f"\n{truth['viewers']} viewers x {truth['days']} days -> {sessions} sessions "
             f"({data.stat().st_size / 1e6:.0f} MB Parquet), {os.cpu_count()} cores, {args.threads} threads"
         )
         print(f"{'step':28}{'wall s':>9}{'peak GiB':>10}")
-        print(f"{'simulate':28}{sim['wall']:9.1f}{sim['peak'] / gib:10.2f}")
+        if sim:
+            print(f"{'simulate':28}{sim['wall']:9.1f}{sim['peak'] / gib:10.2f}")
         print(f"{'impact (all)':28}{ana['wall']:9.1f}{ana['peak'] / gib:10.2f}")
         for phase, p in ana["phases"].items():
             print(f"  {phase:26}{p['wall']:9.1f}{p['peak'] / gib:10.2f}")
