@@ -228,6 +228,7 @@ CHECKS: dict[str, Check] = {
     "qoe room --port 8080 --bitrate 300 --quality-drop-every 10 --quality-drop-for 2": server(
         "room", "serving"
     ),
+    "qoe probe http://127.0.0.1:8080/whep/demo --decode none": watched(),
     "qoe probe http://127.0.0.1:8080/whep/demo --quality all": finished(
         lambda done: (
             (row := table(done.stdout)[0])["ok"] == "yes"
