@@ -223,6 +223,14 @@ class FrameAssembler:
     def _give_up(self) -> bool:
         """Skip what ``_next`` waits for, if it is waited for no longer; True if it skipped."""
         assert self._next is not None and self._highest is not None
+        held = self._packets
+        if (
+            self._known
+            and held
+            and len(held) == self._highest - self._next + 1
+            and held[self._highest].timestamp == held[self._next].timestamp
+        ):
+            return False  # one frame, no packet missing: still arriving, nothing to give up
         restart = self._keyframe_after(self._next)
         if restart is None and not self._known:
             # The frame at _next started before the viewer joined: nothing to wait for.

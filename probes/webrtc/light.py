@@ -202,6 +202,7 @@ class LightVideo:
         self.dropped_after_first = 0
         self.player_dropped = 0
         self._codecs: dict[int, Any] = receiver._RTCRtpReceiver__codecs  # type: ignore[attr-defined]
+        self._mimes: dict[int, str] = {}
         self._held: dict[int, LightFrame] = {}
         self._size = (0, 0)
         self._decoder: Any = None
@@ -227,8 +228,10 @@ class LightVideo:
     def add(self, packet: RtpPacket) -> tuple[bool, None]:
         """One RTP packet, depayloaded (``packet._data``); True asks for a keyframe."""
         now = clock.monotonic()
-        codec = self._codecs.get(packet.payload_type)
-        mime = codec.mimeType.lower() if codec is not None else ""
+        mime = self._mimes.get(packet.payload_type)
+        if mime is None:
+            codec = self._codecs.get(packet.payload_type)
+            mime = self._mimes[packet.payload_type] = codec.mimeType.lower() if codec is not None else ""
         data: bytes = getattr(packet, "_data", b"")
         payload = packet.payload
         starts = False
