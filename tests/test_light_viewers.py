@@ -78,7 +78,7 @@ async def test_light_glass_to_glass_follows_the_delay_knob_as_a_full_viewers_doe
         assert light.av_sync.offset_seconds["median"] == pytest.approx(0.08, abs=0.010), mode
         assert light.decode.sources["av_sync"] == "sampled_frames"
         assert light.decode.sampled_frames and light.video.signal_frames == light.decode.sampled_frames
-        assert light.decode.sampled_seconds == pytest.approx(3.0, abs=0.1)
+        assert light.decode.sampled_seconds == pytest.approx(4.0, abs=0.1)
 
 
 async def test_a_light_viewer_that_never_decodes_still_times_the_stream(room) -> None:

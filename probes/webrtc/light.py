@@ -14,10 +14,11 @@ RTX, REMB) but not its video jitter buffer or decoders:
 - **Glass-to-glass**: each frame's render time on the wall clock minus the capture time its
   packets carry in the ``abs-capture-time`` header extension (:mod:`qoe.rtcpatch`). Where a
   server strips the extension, the code of the frames decoded in windows stands in.
-- **Decoding in windows** (:class:`DecodeGate`): for a few seconds at a time the viewer asks
-  for a keyframe (PLI), then decodes video and audio from it: the frames' codes are read
-  (verifying the picture) and the flash and tone markers give the A/V offset. ``sample``
-  opens a window every :data:`SAMPLE_EVERY` seconds on its own; ``none`` only when a
+- **Decoding in windows** (:class:`DecodeGate`): for a few seconds at a time the viewer
+  waits for a keyframe (asking for one, PLI, if none comes within :data:`KEYFRAME_GRACE`),
+  then decodes video and audio from it: the frames' codes are read (verifying the picture)
+  and the flash and tone markers give the A/V offset. ``sample`` opens a window every
+  ``sample_every`` seconds on its own (:data:`SAMPLE_EVERY`); ``none`` only when a
   process-wide :class:`Rotation` visits it, one viewer at a time.
 
 Audio is never decoded outside a window: Opus packet timing says nothing of the tone
@@ -66,9 +67,13 @@ SAMPLE_EVERY = 20.0
 ``sample_every`` option's default): 15 % of the time decoding."""
 VISIT_EVERY = 10.0
 """The least time between two visits of the rotation to one viewer."""
-SAMPLE_FOR = 3.0
-"""Seconds a window lasts: a keyframe asked for and sent, then at least two whole seconds,
+SAMPLE_FOR = 4.0
+"""Seconds a window lasts: a keyframe waited for (or asked for), then at least two seconds,
 each with a flash and a tone to pair."""
+KEYFRAME_GRACE = 2.0
+"""Seconds a window waits for the stream's own next keyframe before asking for one (PLI). A
+server's encoder serves every viewer: each keyframe asked for is a large frame sent to all of
+them, so fifty sampling viewers asking at every window made the stream itself heavier."""
 KEYFRAME_RETRY = 0.5
 """Seconds before a window still waiting for its keyframe asks again."""
 REMB_INTERVAL = 0.2
@@ -218,7 +223,7 @@ class LightVideo:
     def _window_opened(self) -> None:
         self.assembler.keep_payloads = True
         self._awaiting_keyframe = True
-        self._asked = -math.inf
+        self._asked = clock.monotonic() + KEYFRAME_GRACE - KEYFRAME_RETRY
 
     def _window_closed(self) -> None:
         self.assembler.keep_payloads = False
