@@ -452,9 +452,7 @@ class _Viewer:
         (glass-to-glass from its abs-capture-time, its code read if it was decoded), or not."""
         participants = self.participants_of(pair)
         if played.render_at is None:
-            for participant in participants:
-                dropped = participant.timeline.frames_dropped_undecodable or 0
-                participant.timeline.frames_dropped_undecodable = dropped + 1
+            _count_undecodable(participants)
             return
         if noted is None:
             return
@@ -568,9 +566,7 @@ class _Viewer:
     ) -> None:
         events = held.pop(played.frame.rtp, None)
         if played.render_at is None:
-            for participant in participants:
-                dropped = participant.timeline.frames_dropped_undecodable or 0
-                participant.timeline.frames_dropped_undecodable = dropped + 1
+            _count_undecodable(participants)
             return
         if events is None:
             return  # the decoder put out no picture for it
@@ -654,3 +650,11 @@ def _encoded(arrival: FrameArrival) -> EncodedFrame:
         size=arrival.size,
         decode_seconds=arrival.decode_seconds,
     )
+
+
+def _count_undecodable(participants: list[_Participant]) -> None:
+    """A frame the player model dropped (never renderable): one more for each participant."""
+    for participant in participants:
+        participant.timeline.frames_dropped_undecodable = (
+            participant.timeline.frames_dropped_undecodable or 0
+        ) + 1
