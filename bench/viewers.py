@@ -18,6 +18,11 @@ viewer as a share of it.
     python bench/viewers.py --modes none --steps 200 300 --duration 30
     python bench/viewers.py --chromium 4
     python bench/viewers.py --modes full --quality 2          # full viewers scoring pictures
+    python bench/viewers.py --remb 0                          # light viewers estimate bandwidth
+
+Light viewers send a fixed bandwidth estimate (their ``remb`` option, :data:`REMB` bit/s,
+above the room's bitrate) instead of aiortc's delay-based one: a dense fleet on loopback
+measures the probes' cost, not the path's congestion.
 """
 
 from __future__ import annotations
@@ -51,6 +56,8 @@ ROOM_CORE, PROBE_CORE = 1, 0
 START_INTERVAL = 0.05
 """Seconds between two viewers' joins (``qoe fleet run``'s pace within a process)."""
 STEPS = {"full": [10, 20, 30, 40, 50], "sample": [50, 100, 150, 200], "none": [100, 150, 200, 250, 300]}
+REMB = 2_000_000
+"""Bit/s of the fixed bandwidth estimate light viewers send (``--remb``; 0: estimate)."""
 ROOM_BOUND = 95.0
 """Room core % at which a step's limit is the room's."""
 
@@ -75,16 +82,17 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 async def step(
-    url: str, room_pid: int, mode: str, viewers: int, duration: float, quality: str
+    url: str, room_pid: int, mode: str, viewers: int, duration: float, quality: str, remb: float
 ) -> dict[str, float]:
     """``viewers`` viewers joining one every START_INTERVAL, each watching ``duration`` s."""
     base_rss = rss_mb()
+    options: dict[str, object] = {"decode": mode, "quality": quality}
+    if mode != "full" and remb > 0:
+        options["remb"] = remb
 
     async def one(i: int) -> object:
         await asyncio.sleep(i * START_INTERVAL)
-        spec = probe_spec(
-            url, kind="whep", duration=duration, name=f"v{i}", options={"decode": mode, "quality": quality}
-        )
+        spec = probe_spec(url, kind="whep", duration=duration, name=f"v{i}", options=options)
         return await run_probe(spec)
 
     runs = [asyncio.create_task(one(i)) for i in range(viewers)]
@@ -106,12 +114,12 @@ async def step(
 
 
 async def run_mode(
-    url: str, room_pid: int, mode: str, steps: list[int], duration: float, quality: str
+    url: str, room_pid: int, mode: str, steps: list[int], duration: float, quality: str, remb: float
 ) -> None:
     """One mode's steps, in this process (the child's side): a JSON line per step."""
     os.sched_setaffinity(0, {PROBE_CORE})
     for n in steps:
-        figures = await step(f"{url}/whep/demo", room_pid, mode, n, duration, quality)
+        figures = await step(f"{url}/whep/demo", room_pid, mode, n, duration, quality, remb)
         print(json.dumps(figures), flush=True)
 
 
@@ -129,7 +137,7 @@ def mode_in_child(
         "--duration",
         str(args.duration),
     ]
-    command += ["--quality", args.quality, "--steps", *map(str, steps)]
+    command += ["--quality", args.quality, "--remb", str(args.remb), "--steps", *map(str, steps)]
     proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
     assert proc.stdout is not None
     print(f"\n{mode}:\n{header(COLUMNS)}", flush=True)
@@ -198,12 +206,18 @@ def main() -> int:
     parser.add_argument("--steps", type=int, nargs="+", help="viewer counts (default: per mode)")
     parser.add_argument("--duration", type=float, default=20.0)
     parser.add_argument("--quality", default="off", help="frames a second full viewers score (default off)")
+    parser.add_argument(
+        "--remb",
+        type=float,
+        default=REMB,
+        help=f"light viewers' fixed REMB, bit/s (default {REMB}; 0: estimate)",
+    )
     parser.add_argument("--chromium", type=int, default=0, metavar="N", help="also measure N Chromium pages")
     parser.add_argument("--child", nargs=3, metavar=("URL", "ROOM_PID", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         url, pid, mode = args.child
-        asyncio.run(run_mode(url, int(pid), mode, args.steps, args.duration, args.quality))
+        asyncio.run(run_mode(url, int(pid), mode, args.steps, args.duration, args.quality, args.remb))
         return 0
     if (os.cpu_count() or 1) < 2:
         print("bench needs two cores (room on one, viewers on the other)", file=sys.stderr)

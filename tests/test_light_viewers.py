@@ -7,6 +7,7 @@ Tolerances and why:
   0.1 ms tick), and both stamp frames at the model's render times; the rest is two viewers
   taking turns on one event loop.
 - A/V offset within 10 ms of the knob (the promise), from the seconds decoded in windows.
+- A fixed bandwidth estimate (``remb``) exact: it is sent as given, once a second.
 """
 
 from __future__ import annotations
@@ -17,7 +18,9 @@ import pytest
 
 import sim.room.server
 from probes import probe_spec, run_probe
+from qoe.media import PacketTrack
 from qoe.result import ProbeResult
+from sim.room.server import LiveRoom
 
 pytestmark = [pytest.mark.slow, pytest.mark.heavy]  # a room and three viewers in one process
 
@@ -106,3 +109,27 @@ async def test_without_abs_capture_time_glass_to_glass_comes_from_decoded_window
     g2g = light.latency.glass_to_glass_seconds["p50"]
     reference = full.latency.glass_to_glass_seconds["p50"]
     assert g2g is not None and reference is not None and g2g == pytest.approx(reference, abs=0.005)
+
+
+async def test_a_fixed_bandwidth_estimate_reaches_the_room_in_place_of_the_delay_based_one(
+    monkeypatch,
+) -> None:
+    """``remb``: the room (two renditions, so it listens) hears the given bitrate about once a
+    second, and nothing else."""
+    heard: list[float] = []
+    estimate = PacketTrack.estimate
+
+    def record(track: PacketTrack, bitrate: float) -> None:
+        heard.append(bitrate)
+        estimate(track, bitrate)
+
+    monkeypatch.setattr(PacketTrack, "estimate", record)
+    async with LiveRoom("127.0.0.1", 0, host_options={"renditions": 2}) as live:
+        spec = probe_spec(
+            f"{live.url}/whep/demo", duration=5, options={"decode": "none", "quality": "off", "remb": 2.5e6}
+        )
+        result = await run_probe(spec)
+    assert result.success, result.error
+    assert result.video.fps == pytest.approx(30, abs=1)
+    # One a second from the first video packet on: 5 or 6 in a 5 s watch after the join.
+    assert 4 <= len(heard) <= 7 and set(heard) == {2_500_000}

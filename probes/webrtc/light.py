@@ -38,7 +38,7 @@ import av
 from aiortc import RTCRtpReceiver
 from aiortc.codecs import get_decoder
 from aiortc.mediastreams import VIDEO_TIME_BASE
-from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, unpack_remb_fci
+from aiortc.rtp import RTCP_PSFB_APP, RtcpPsfbPacket, RtpPacket, pack_remb_fci, unpack_remb_fci
 
 from probes.webrtc.assembly import FrameAssembler, RtpFrame
 from probes.webrtc.peer import VIDEO_DECODERS, is_keyframe, repeat_nacks
@@ -81,6 +81,9 @@ REMB_INTERVAL = 0.2
 libwebrtc's ``RembThrottler`` (``modules/congestion_controller/remb_throttler.cc``). aiortc
 sends one with every video packet while its detector says overuse, which a busy probe's
 own late timestamps make it say: a feedback loop of hundreds of RTCP packets a second."""
+FIXED_REMB_EVERY = 1.0
+"""Seconds between two fixed bandwidth estimates (the ``remb`` option): libwebrtc repeats an
+unchanged REMB about once a second."""
 
 
 class DecodeGate:
@@ -188,6 +191,7 @@ class LightVideo:
         receiver: RTCRtpReceiver,
         gate: DecodeGate,
         on_played: Callable[[Played, LightFrame | None], None],
+        remb: float | None = None,
     ) -> None:
         if not rtcpatch.installed():
             raise RuntimeError("LightVideo needs qoe.rtcpatch.install() first")
@@ -214,6 +218,14 @@ class LightVideo:
         self._awaiting_keyframe = False
         self._asked = -math.inf
         self._holes = 0
+        self._receiver = receiver
+        self.remb = remb
+        """Bit/s of the fixed bandwidth estimate sent (None: aiortc's estimator's own)."""
+        self._remb_sent = -math.inf
+        self._sending: set[asyncio.Future[None]] = set()
+        if remb is not None:
+            # aiortc's delay-based estimator is some 15 % of a light viewer's CPU.
+            receiver._RTCRtpReceiver__remote_bitrate_estimator = None  # type: ignore[attr-defined]
         receiver._RTCRtpReceiver__jitter_buffer = self  # type: ignore[attr-defined]
         receiver._RTCRtpReceiver__decoder_queue = _Idle()  # type: ignore[attr-defined]
         repeat_nacks(receiver)
@@ -267,7 +279,21 @@ class LightVideo:
         elif self._awaiting_keyframe and now - self._asked >= KEYFRAME_RETRY:
             self._asked = now
             keyframe_wanted = True
+        if self.remb is not None and now - self._remb_sent >= FIXED_REMB_EVERY:
+            self._send_remb(packet.ssrc, now)
         return keyframe_wanted, None
+
+    def _send_remb(self, media_ssrc: int, now: float) -> None:
+        own: int | None = self._receiver._RTCRtpReceiver__rtcp_ssrc  # type: ignore[attr-defined]
+        if own is None or self.remb is None:
+            return  # the receiver has not started its RTCP yet
+        self._remb_sent = now
+        remb = RtcpPsfbPacket(
+            fmt=RTCP_PSFB_APP, ssrc=own, media_ssrc=0, fci=pack_remb_fci(int(self.remb), [media_ssrc])
+        )
+        sending = asyncio.ensure_future(self._receiver._send_rtcp(remb))
+        self._sending.add(sending)
+        sending.add_done_callback(self._sending.discard)
 
     def _frame(self, frame: RtpFrame, mime: str) -> None:
         self.frames += 1
