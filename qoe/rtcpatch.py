@@ -1,6 +1,6 @@
 """Every change this project makes to aiortc and aioice, in one module, installed explicitly.
 
-Four module attributes are replaced, by :func:`install` and nowhere else:
+These module attributes are replaced, by :func:`install` and nowhere else:
 
 - ``aioice.ice.get_host_addresses``: inside :data:`ICE_ADDRESSES` (set by
   :func:`probes.webrtc.peer.candidate_addresses`) the host candidates are exactly the given
@@ -17,6 +17,9 @@ Four module attributes are replaced, by :func:`install` and nowhere else:
   every packet. ``install`` also adds the extension to the video header extensions aiortc
   offers and accepts (``aiortc.codecs.HEADER_EXTENSIONS``), so two patched peers negotiate it;
   a server that does not know it leaves it out of its answer, and nothing is sent.
+- ``aiortc.clock.current_ntp_time`` and ``aiortc.clock.current_ms``: the same wall-clock
+  readings, from ``time.time_ns`` instead of a timezone-aware datetime (a sender reads the
+  NTP time twice a packet, for every viewer of the room).
 
 Three functions reach into aiortc and aioice instead of replacing anything:
 :func:`gather_more` gathers candidates from STUN and TURN servers on an agent that has
@@ -57,11 +60,13 @@ import importlib
 import importlib.metadata
 import ipaddress
 import logging
+import time
 import types
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import aioice.ice
+import aiortc.clock
 import aiortc.codecs
 import aiortc.rtcrtpreceiver
 import aiortc.rtp
@@ -175,6 +180,10 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aiortc.rtcrtptransceiver", "RTCRtpTransceiver", "init:_offerDirection"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__remote_bitrate_estimator"),
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_RTCRtpReceiver__rtcp_ssrc"),
+    ("aiortc.clock", "", "current_ntp_time"),
+    ("aiortc.clock", "", "current_ms"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "uses:current_ntp_time"),
+    ("aiortc.rtcdtlstransport", "RTCDtlsTransport", "uses:current_ms"),
     ("aioice.ice", "Connection", "data_received"),
     ("aioice.ice", "Connection", "init:_queue"),
     ("aiortc.rtcdtlstransport", "RTCDtlsTransport", "init:_rx_srtp"),
@@ -264,7 +273,7 @@ def installed() -> bool:
 
 
 def install() -> None:
-    """Check aiortc and aioice, then replace the four attributes (once per process)."""
+    """Check aiortc and aioice, then replace the attributes listed above (once per process)."""
     global _installed
     if _installed:
         return
@@ -273,10 +282,24 @@ def install() -> None:
     aioice.ice.StunProtocol = _HookedStunProtocol  # type: ignore[misc]
     aiortc.rtcrtpreceiver.decoder_worker = _decoder_worker
     aiortc.rtp.HeaderExtensionsMap = _CaptureTimeMap  # type: ignore[misc]
+    aiortc.clock.current_ntp_time = _current_ntp_time
+    aiortc.clock.current_ms = _current_ms
     video = aiortc.codecs.HEADER_EXTENSIONS["video"]
     if not any(e.uri == ABS_CAPTURE_TIME_URI for e in video):
         video.append(RTCRtpHeaderExtensionParameters(id=ABS_CAPTURE_TIME_ID, uri=ABS_CAPTURE_TIME_URI))
     _installed = True
+
+
+def _current_ntp_time() -> int:
+    """aiortc's ``clock.current_ntp_time`` (the wall clock to the microsecond, as a 64-bit NTP
+    timestamp) without building a timezone-aware datetime: a sender calls it twice a packet."""
+    micros = time.time_ns() // 1000 + NTP_UNIX_OFFSET * 1_000_000
+    return (micros // 1_000_000) << 32 | (micros % 1_000_000 << 32) // 1_000_000
+
+
+def _current_ms() -> int:
+    """aiortc's ``clock.current_ms`` (milliseconds since the NTP epoch), likewise."""
+    return time.time_ns() // 1_000_000 + NTP_UNIX_OFFSET * 1000
 
 
 def _get_host_addresses(use_ipv4: bool, use_ipv6: bool) -> list[str]:
@@ -385,6 +408,12 @@ class _CaptureTimeMap(_original_header_extensions_map):
             stamp = values.abs_capture_time = self.capture()
         if stamp is None:
             return packed
+        profile, value = packed
+        if profile == 0xBEDE and self.capture_id <= 14:
+            # One-byte headers: padding may sit between elements (RFC 8285 section 4.2), so
+            # the capture time goes after aiortc's padded ones, without parsing them again.
+            value += bytes((self.capture_id << 4 | 7,)) + pack_abs_capture_time(stamp)
+            return profile, value + bytes(-len(value) % 4)
         extensions = aiortc.rtp.unpack_header_extensions(*packed)
         extensions.append((self.capture_id, pack_abs_capture_time(stamp)))
         return aiortc.rtp.pack_header_extensions(extensions)

@@ -130,8 +130,10 @@ class PacketTrack(MediaStreamTrack):
         if packet is None:
             raise MediaStreamError
         epoch = self._fanout.capture_epoch
-        if epoch is not None and packet.pts is not None and packet.time_base is not None:
-            self.capture_wall = epoch + float(packet.pts * packet.time_base)
+        if epoch is not None and packet.pts is not None and (base := packet.time_base) is not None:
+            # Integer arithmetic: a Fraction product for every packet of every viewer was a
+            # tenth of the room's sending.
+            self.capture_wall = epoch + packet.pts * base.numerator / base.denominator
         return packet
 
     def stop(self) -> None:
