@@ -10,6 +10,9 @@ These module attributes are replaced, by :func:`install` and nowhere else:
   datagrams through the weak-network shaper. Outside a hook it is aioice's own.
 - ``aiortc.rtcrtpreceiver.decoder_worker``: does nothing for a receiver whose decoder queue is
   a :class:`LoopDecodeQueue` (the probe decodes those frames on the event loop).
+- ``aiortc.rtcrtpreceiver.TimestampMapper``: a subclass that reads a step back in RTP time
+  as a frame handed on out of order, not as a wrap of the 32-bit timestamp (which moves every
+  later frame by 2**32 ticks and breaks A/V sync and the tone timeline of the whole run).
 - ``aiortc.rtp.HeaderExtensionsMap``: a subclass that also knows the ``abs-capture-time``
   header extension (:data:`ABS_CAPTURE_TIME_URI`), which aiortc neither offers nor parses:
   an incoming packet's ``extensions.abs_capture_time`` is its sender's capture time (Unix
@@ -21,13 +24,15 @@ These module attributes are replaced, by :func:`install` and nowhere else:
   readings, from ``time.time_ns`` instead of a timezone-aware datetime (a sender reads the
   NTP time twice a packet, for every viewer of the room).
 
-Three functions reach into aiortc and aioice instead of replacing anything:
+Four functions reach into aiortc and aioice instead of replacing anything:
 :func:`gather_more` gathers candidates from STUN and TURN servers on an agent that has
 gathered already, which neither aiortc nor aioice can do (a WHIP or WHEP server names its
 servers only in the answer to an offer that had to be gathered first);
 :func:`leave_unoffered` lets a peer answer an offer that has no media section for one of its
 transceivers (a WHEP server that offers video only to a viewer ready for audio too), which
-aiortc's ``setLocalDescription`` otherwise fails on; and :func:`on_feedback` hands the room
+aiortc's ``setLocalDescription`` otherwise fails on; :func:`report_capture_clock` has a
+sender's RTCP sender reports tie RTP time to its capture clock, not to when a packet left a
+busy loop; and :func:`on_feedback` hands the room
 each viewer's bandwidth estimate (REMB) and loss (receiver reports), which aiortc applies
 only to encoders of its own.
 
@@ -69,6 +74,7 @@ import aioice.ice
 import aiortc.clock
 import aiortc.codecs
 import aiortc.rtcrtpreceiver
+import aiortc.rtcrtpsender
 import aiortc.rtp
 import pylibsrtp
 from aioice import Candidate
@@ -95,6 +101,7 @@ __all__ = [
     "pack_abs_capture_time",
     "parse_abs_capture_time",
     "receive_directly",
+    "report_capture_clock",
     "send_capture_time",
 ]
 
@@ -158,6 +165,9 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "init:_track"),
     ("aiortc.rtcrtpreceiver", "NackGenerator", "init:missing"),
     ("aiortc.rtcrtpreceiver", "TimestampMapper", "init:_origin"),
+    ("aiortc.rtcrtpreceiver", "TimestampMapper", "init:_last"),
+    ("aiortc.rtcrtpreceiver", "", "TimestampMapper"),
+    ("aiortc.rtcrtpreceiver", "RTCRtpReceiver", "uses:TimestampMapper"),
     ("aiortc.jitterbuffer", "JitterBuffer", "init:_origin"),
     ("aiortc.jitterbuffer", "JitterBuffer", "init:_packets"),
     ("aiortc.jitterbuffer", "JitterBuffer", "_remove_frame"),
@@ -166,6 +176,8 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aiortc.rtcrtpsender", "RTCRtpSender", "_send_keyframe"),
     ("aiortc.rtcrtpsender", "RTCRtpSender", "_handle_rtcp_packet"),
     ("aiortc.rtcrtpsender", "RTCRtpSender", "init:_ssrc"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "init:_RTCRtpSender__ntp_timestamp"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "uses:_RTCRtpSender__ntp_timestamp"),
     ("aiortc.rtp", "", "unpack_remb_fci"),
     ("aiortc.rtp", "RtcpPsfbPacket", ""),
     ("aiortc.rtp", "RtcpRrPacket", ""),
@@ -199,6 +211,7 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
 _original_get_host_addresses = aioice.ice.get_host_addresses
 _original_stun_protocol = aioice.ice.StunProtocol
 _original_decoder_worker = aiortc.rtcrtpreceiver.decoder_worker
+_original_timestamp_mapper = aiortc.rtcrtpreceiver.TimestampMapper
 _original_header_extensions_map = aiortc.rtp.HeaderExtensionsMap
 
 
@@ -281,6 +294,7 @@ def install() -> None:
     aioice.ice.get_host_addresses = _get_host_addresses
     aioice.ice.StunProtocol = _HookedStunProtocol  # type: ignore[misc]
     aiortc.rtcrtpreceiver.decoder_worker = _decoder_worker
+    aiortc.rtcrtpreceiver.TimestampMapper = _NearestCycleMapper  # type: ignore[misc]
     aiortc.rtp.HeaderExtensionsMap = _CaptureTimeMap  # type: ignore[misc]
     aiortc.clock.current_ntp_time = _current_ntp_time
     aiortc.clock.current_ms = _current_ms
@@ -330,6 +344,24 @@ class _HookedStunProtocol(_original_stun_protocol):
         super().datagram_received(data, addr)
 
 
+class _NearestCycleMapper(_original_timestamp_mapper):
+    """aiortc's RTP timestamp mapper, reading a frame's timestamp in the 32-bit cycle nearest
+    the last one's: aiortc takes any step back for a wrap and moves every later frame 2**32
+    ticks on (some 24 hours of audio, 13 of video), which a frame handed on out of order by a
+    jitter buffer that fell behind makes it do."""
+
+    def map(self, timestamp: int) -> int:
+        last = timestamp if self._last is None else self._last
+        if self._origin is None:
+            self._origin = timestamp
+        elif timestamp < last and last - timestamp > 1 << 31:
+            self._origin -= 1 << 32  # wrapped
+        elif timestamp > last and timestamp - last > 1 << 31:
+            return timestamp - self._origin - (1 << 32)  # from before the last wrap
+        self._last = timestamp
+        return timestamp - self._origin
+
+
 def _decoder_worker(loop: Any, input_q: Any, output_q: Any, decode_error: Any) -> None:
     if isinstance(input_q, LoopDecodeQueue):
         return  # the loop decodes; the thread aiortc starts for it has nothing to do
@@ -345,10 +377,15 @@ NTP_UNIX_OFFSET = 2_208_988_800
 """Seconds from the NTP epoch (1900) to the Unix epoch (1970)."""
 
 
+def _ntp(unix: float) -> int:
+    """The 64-bit NTP timestamp (UQ32.32) of ``unix`` seconds."""
+    return round((unix + NTP_UNIX_OFFSET) * 2**32) % 2**64
+
+
 def pack_abs_capture_time(unix: float) -> bytes:
     """The 8-byte ``abs-capture-time`` value for a capture at ``unix`` seconds: a 64-bit NTP
     timestamp in UQ32.32 format, without the optional estimated clock offset."""
-    return (round((unix + NTP_UNIX_OFFSET) * 2**32) % 2**64).to_bytes(8, "big")
+    return _ntp(unix).to_bytes(8, "big")
 
 
 def parse_abs_capture_time(value: bytes) -> tuple[float, float | None] | None:
@@ -417,6 +454,42 @@ class _CaptureTimeMap(_original_header_extensions_map):
         extensions = aiortc.rtp.unpack_header_extensions(*packed)
         extensions.append((self.capture_id, pack_abs_capture_time(stamp)))
         return aiortc.rtp.pack_header_extensions(extensions)
+
+
+class _CaptureClockSender(aiortc.rtcrtpsender.RTCRtpSender):
+    """An aiortc sender whose sender reports map RTP time onto its capture clock.
+
+    aiortc pairs, in each RTCP sender report, the RTP timestamp of the last packet it sent
+    with the wall time it sent it: behind a loop held up, that time is late, by a different
+    amount for audio and for video, and a receiver lining the two up by these reports (a
+    lip-syncing player, the probes' A/V figure) is off by the difference. RFC 3550 (section
+    6.4.1) asks instead for the RTP time that corresponds to the report's wall time on the
+    media's sampling clock, as libwebrtc computes it. Pairing the last packet's RTP timestamp
+    with its frame's capture time gives the same line, whenever the packet went out.
+    """
+
+    _qoe_capture: Callable[[], float | None] | None = None
+
+    @property
+    def _RTCRtpSender__ntp_timestamp(self) -> int:
+        return int(self.__dict__.get("_qoe_report_ntp", 0))
+
+    @_RTCRtpSender__ntp_timestamp.setter
+    def _RTCRtpSender__ntp_timestamp(self, sent: int) -> None:
+        captured = self._qoe_capture() if self._qoe_capture is not None else None
+        self.__dict__["_qoe_report_ntp"] = sent if captured is None else _ntp(captured)
+
+
+def report_capture_clock(sender: Any, capture: Callable[[], float | None]) -> None:
+    """Have ``sender``'s RTCP sender reports pair the RTP timestamp of its last packet with
+    ``capture()``, the capture time (Unix seconds) of that packet's frame, instead of the
+    time it was sent (see :class:`_CaptureClockSender`); where ``capture()`` is None the
+    send time stays. Call it before the sender starts."""
+    if not isinstance(sender, _CaptureClockSender):
+        sent = sender.__dict__.pop("_RTCRtpSender__ntp_timestamp", 0)
+        sender.__class__ = _CaptureClockSender
+        sender.__dict__["_qoe_report_ntp"] = sent
+    sender._qoe_capture = capture
 
 
 def send_capture_time(sender: Any, capture: Callable[[], float | None]) -> None:

@@ -7,6 +7,8 @@ frames it sent. The signal it sends is what viewer probes read back.
 
 from __future__ import annotations
 
+import functools
+
 from probes.base import ProbeSpec, Watch
 from probes.options import SENDER_OPTIONS, WEBRTC_OPTIONS
 from probes.webrtc.peer import prefer_codecs
@@ -14,6 +16,7 @@ from probes.webrtc.session import Session
 from qoe import clock, rtcpatch
 from qoe.errors import IceError
 from qoe.media import Fanout, Knobs, SignalSource
+from qoe.media.fanout import PacketTrack
 from qoe.result import ProbeResult
 
 __all__ = ["PHASES", "probe"]
@@ -23,6 +26,11 @@ PHASES = ("signaling", "ice_connected", "dtls_connected")
 
 OPTIONS = SENDER_OPTIONS + WEBRTC_OPTIONS
 """What ``options`` a WHIP publisher takes (see :mod:`probes.options`)."""
+
+
+def _capture_of(track: PacketTrack) -> float | None:
+    """The capture time of the frame ``track`` is sending."""
+    return track.capture_wall
 
 
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
@@ -68,6 +76,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         transceiver = session.pc.addTransceiver(track, direction="sendonly")
         prefer_codecs(transceiver, track.kind, codecs)
         transceiver.sender._send_keyframe = fanout.request_keyframe  # type: ignore[method-assign]
+        rtcpatch.report_capture_clock(transceiver.sender, functools.partial(_capture_of, track))
         if track is video:
             rtcpatch.send_capture_time(transceiver.sender, lambda: video.capture_wall)
     await source.start()

@@ -96,7 +96,7 @@ CORS = {
 
 
 def _capture_of(track: PacketTrack) -> float | None:
-    """The capture time of the frame ``track`` is sending (abs-capture-time)."""
+    """The capture time of the frame ``track`` is sending (abs-capture-time, sender reports)."""
     return track.capture_wall
 
 
@@ -501,6 +501,7 @@ class LiveRoom:
             tracks += [audio, video]
             for track in sorted((video, audio), key=lambda t: t.kind != first):
                 transceiver = pc.addTransceiver(track, direction="sendonly")
+                rtcpatch.report_capture_clock(transceiver.sender, functools.partial(_capture_of, track))
                 if track.kind == "video":
                     restrict_video(transceiver, codec)
                     rtcpatch.send_capture_time(transceiver.sender, functools.partial(_capture_of, track))
