@@ -9,6 +9,7 @@ contrasts, bands, report) are timed inside and their peaks taken from the same s
     python bench/impact.py --keep DIR                       # keep the data and the report in DIR
     python bench/impact.py --viewers 10400000 --keep /big   # about 100 M sessions
     python bench/impact.py --data DIR/sessions.parquet      # analyse a log made before (no simulate)
+    python bench/impact.py --json out.json                  # also write the figures as JSON
 
 The log holds an A/B test (arm B joins 0.5 s slower, from day 7) and the analysis segments it
 by ``--segment-by`` (default region,device), so the segments and the arms are timed too.
@@ -113,6 +114,9 @@ def main() -> None:
     )
     parser.add_argument("--data", metavar="SESSIONS", help="analyse this log instead of simulating one")
     parser.add_argument("--segment-by", default="region,device", help="segments (default region,device)")
+    parser.add_argument(
+        "--json", metavar="FILE", help="also write the figures (seconds, bytes) to FILE, as JSON"
+    )
     args = parser.parse_args()
     with tempfile.TemporaryDirectory(prefix="qoe-bench-") as tmp:
         where = Path(args.keep or tmp)
@@ -147,7 +151,24 @@ def main() -> None:
         print(f"{'impact (all)':28}{ana['wall']:9.1f}{ana['peak'] / gib:10.2f}")
         for phase, p in ana["phases"].items():
             print(f"  {phase:26}{p['wall']:9.1f}{p['peak'] / gib:10.2f}")
-        print(f"total {time.monotonic() - t:.0f} s; analysis {sessions / ana['wall'] / 1e6:.2f} M sessions/s")
+        total = time.monotonic() - t
+        print(f"total {total:.0f} s; analysis {sessions / ana['wall'] / 1e6:.2f} M sessions/s")
+        if args.json:
+            summary = {
+                "sessions": sessions,
+                "viewers": truth["viewers"],
+                "days": truth["days"],
+                "parquet_bytes": data.stat().st_size,
+                "data": str(data) if args.data else None,
+                "cores": os.cpu_count(),
+                "threads": args.threads,
+                "memory_limit": args.memory_limit,
+                "segment_by": args.segment_by,
+                "simulate": sim,
+                "impact": ana,
+                "total_seconds": total,
+            }
+            Path(args.json).write_text(json.dumps(summary, indent=2) + "\n")
 
 
 if __name__ == "__main__":

@@ -27,7 +27,7 @@ from .causal import make_cells
 from .contrasts import HD_BITRATE_KBPS, HD_HEIGHT, ContrastResult, picture, run_contrasts
 from .doses import DoseResponse, dose_responses
 from .dropoff import AbandonCurve, abandonment, early_exit_curve
-from .link import link_sessions, load_probes
+from .link import DAY, link_sessions, load_probes
 from .load import TIMESTAMP_RANGE, Validation, connect, load_sessions
 from .rules import Thresholds, alert_rules, recommend
 from .schema import CONTROLS, HEIGHT_RANGE
@@ -316,6 +316,9 @@ def analyse(
                 qoe_source=opt.qoe_source,
                 columns=validation.columns,
                 extra=extra,
+                lapsing_seconds=opt.tiers.lapsing_days * DAY,
+                high_value=opt.tiers.high_value,
+                high_value_quantile=opt.tiers.high_value_quantile,
             )
             timings["link_and_fetch"] = time.monotonic() - t1
         finally:
@@ -336,7 +339,7 @@ def analyse(
         order: list[str] = [c for c in ("network", "device", "region", "hour", "room_id") if c in controls]
         try:
             ab = abandonment(
-                s.wait,
+                s.waits(),
                 s.joined == 0,
                 {c: s.codes[CODE[c]] for c in order},
                 order,
@@ -347,6 +350,7 @@ def analyse(
             notes.append(f"no abandonment curve: {exc}")
     else:
         notes.append("no join_seconds column: abandonment and failed-visit analyses skipped")
+    del groups  # the jackknife groups serve the abandonment curves only
     timings["abandonment"] = time.monotonic() - t2
     t3 = time.monotonic()
     say("contrasts and dose-response")
@@ -355,7 +359,7 @@ def analyse(
     left60 = (s.watch < 60).astype(np.float32)
     left60[~known] = np.nan
     ee = early_exit_curve(s.join, left60)
-    del left60
+    del left60, known
     # Early exits are read per second past the drop-off knee: the early-exit curve's own knee is
     # a naive fit, pulled by the same confounding the causal estimates remove.
     knee = ab["stratified"].knee.value if ab else (ee["hinge"].knee if ee else None)

@@ -7,12 +7,13 @@ censored at the log's end, never counted as an exit. Rates come with Wilson 95 %
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
-from .causal import Z95
+from .causal import Z95, _blocks
 from .contrasts import AV_ACCEPTABLE, Picture
 from .link import RETURN_DAYS, Sessions
 from .survival import binned_counts, km_from_counts, median_time, restricted_mean
@@ -23,31 +24,59 @@ WATCH_EDGES = np.concatenate([np.arange(0.0, 600.0, 10.0), np.arange(600.0, 7200
 """Watch-time bins, seconds: 10 s to 10 min, then 1 min to 2 h (the restricted-mean horizon)."""
 
 
+def _codes(n: int, code: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """(n,) int8 band codes, ``code(block)`` block by block: the intermediates (int64 per
+    session) stay the size of a block."""
+    out = np.empty(n, np.int8)
+    for b in _blocks(n):
+        out[b] = code(b)
+    return out
+
+
 def stall_bands(stall_ratio: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """Band codes (n,), -1 where unknown, and labels: 0, (0, 0.5 %], ..., > 5 %."""
     r = np.asarray(stall_ratio)
     edges = np.array([0.0, 0.005, 0.01, 0.02, 0.05])
-    code = np.where(r <= 0, 0, np.searchsorted(edges, r, side="left"))
-    code = np.where(np.isfinite(r), code, -1)
-    return code.astype(np.int8), ["0", "0-0.5 %", "0.5-1 %", "1-2 %", "2-5 %", "> 5 %"]
+
+    def code(b: slice) -> np.ndarray:
+        c = np.where(r[b] <= 0, 0, np.searchsorted(edges, r[b], side="left"))
+        return np.where(np.isfinite(r[b]), c, -1)
+
+    return _codes(r.size, code), ["0", "0-0.5 %", "0.5-1 %", "1-2 %", "2-5 %", "> 5 %"]
 
 
 def av_bands(av: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """ITU-R BT.1359-1: undetectable (+45/-125 ms), acceptable (+90/-185 ms), outside."""
-    a = np.asarray(av)
+    av = np.asarray(av)
     lo, hi = AV_ACCEPTABLE
-    code = np.where((a >= -0.125) & (a <= 0.045), 0, np.where((a >= lo) & (a <= hi), 1, 2))
-    code = np.where(np.isfinite(a), code, -1)
-    return code.astype(np.int8), ["within +45/-125 ms", "within +90/-185 ms", "outside +90/-185 ms"]
+
+    def code(b: slice) -> np.ndarray:
+        a = av[b]
+        c = np.where((a >= -0.125) & (a <= 0.045), 0, np.where((a >= lo) & (a <= hi), 1, 2))
+        return np.where(np.isfinite(a), c, -1)
+
+    return _codes(av.size, code), ["within +45/-125 ms", "within +90/-185 ms", "outside +90/-185 ms"]
 
 
 def join_bands(join: np.ndarray, joined: np.ndarray) -> tuple[np.ndarray, list[str]]:
     """No first frame, then join time bands."""
-    j = np.asarray(join)
+    join, joined = np.asarray(join), np.asarray(joined)
     edges = np.array([1.0, 2.0, 3.0, 5.0, 10.0])
-    code = np.searchsorted(edges, j, side="left") + 1
-    code = np.where(np.asarray(joined) == 0, 0, np.where(np.isfinite(j), code, -1))
-    return code.astype(np.int8), ["no first frame", "<= 1 s", "1-2 s", "2-3 s", "3-5 s", "5-10 s", "> 10 s"]
+
+    def code(b: slice) -> np.ndarray:
+        j = join[b]
+        c = np.searchsorted(edges, j, side="left") + 1
+        return np.where(joined[b] == 0, 0, np.where(np.isfinite(j), c, -1))
+
+    return _codes(join.size, code), [
+        "no first frame",
+        "<= 1 s",
+        "1-2 s",
+        "2-3 s",
+        "3-5 s",
+        "5-10 s",
+        "> 10 s",
+    ]
 
 
 def picture_bands(picture: Picture) -> tuple[np.ndarray, list[str]]:
@@ -62,7 +91,9 @@ def picture_bands(picture: Picture) -> tuple[np.ndarray, list[str]]:
     edges = np.array([2 * h / 3, h, 1.5 * h])
     if height:
         edges = np.round(edges)  # whole pixels, so every label below is exact
-    code = np.where(np.isfinite(v), np.searchsorted(edges, v, side="right"), -1)
+    code = _codes(
+        v.size, lambda b: np.where(np.isfinite(v[b]), np.searchsorted(edges, v[b], side="right"), -1)
+    )
     a, b = (f"{x:g}" for x in edges[[0, 2]])
     if height:
         # "480-719p", not "480-720p": a height of 720 belongs to one band only.
@@ -74,7 +105,7 @@ def picture_bands(picture: Picture) -> tuple[np.ndarray, list[str]]:
             f"HD {h:g}-{b} kbit/s",
             f"HD >= {b} kbit/s",
         ]
-    return code.astype(np.int8), labels
+    return code, labels
 
 
 def wilson(k: np.ndarray, n: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -120,11 +151,21 @@ def band_table(name: str, code: np.ndarray, labels: list[str], s: Sessions) -> B
     """Watch-time survival, early exit, returns and repurchases per band of ``code`` (n,)."""
     code = np.asarray(code)
     nb = len(labels)
-    valid = code >= 0
-    joined = valid & (s.joined != 0) & np.isfinite(s.watch)
-    d, c = binned_counts(s.watch[joined], ~s.is_open[joined], WATCH_EDGES, code[joined].astype(np.int64), nb)
+    # Counts block by block (whole numbers: the same in any order), so that nothing per session
+    # outgrows a block.
+    blocks = list(_blocks(code.size)) or [slice(0, 0)]
+    d = c = sessions = 0
+    for blk in blocks:
+        cb = code[blk]
+        joined = (cb >= 0) & (s.joined[blk] != 0) & np.isfinite(s.watch[blk])
+        db, cc = binned_counts(
+            s.watch[blk][joined], ~s.is_open[blk][joined], WATCH_EDGES, cb[joined].astype(np.int64), nb
+        )
+        d, c = d + db, c + cc
+        sessions = sessions + np.bincount(cb[cb >= 0], minlength=nb)
+        del joined
+    assert isinstance(d, np.ndarray) and isinstance(c, np.ndarray) and isinstance(sessions, np.ndarray)
     surv, _ = km_from_counts(d, c)
-    sessions = np.bincount(code[valid], minlength=nb)
     has = (d + c).sum(axis=1) > 0
     med = [median_time(surv[b], WATCH_EDGES) if has[b] else None for b in range(nb)]
     rmst = [restricted_mean(surv[b], WATCH_EDGES) if has[b] else None for b in range(nb)]
@@ -134,11 +175,15 @@ def band_table(name: str, code: np.ndarray, labels: list[str], s: Sessions) -> B
             ("return", s.returned[days], None),
             ("repurchase", s.rebought[days], s.customer),
         ):
-            units = valid & (flag >= 0)
-            if extra is not None:
-                units &= extra
-            n = np.bincount(code[units], minlength=nb)
-            k = np.bincount(code[units], weights=(flag[units] == 1).astype(float), minlength=nb)
+            n, k = 0, 0.0
+            for blk in blocks:
+                cb, fb = code[blk], flag[blk]
+                units = (cb >= 0) & (fb >= 0)
+                if extra is not None:
+                    units &= extra[blk]
+                n = n + np.bincount(cb[units], minlength=nb)
+                k = k + np.bincount(cb[units], weights=(fb[units] == 1).astype(float), minlength=nb)
+            assert isinstance(n, np.ndarray) and isinstance(k, np.ndarray)
             p, lo, hi = wilson(k, n)
             rates[f"{what}{days}"] = {"n": n.astype(float), "share": p, "low": lo, "high": hi}
     return BandTable(name, labels, sessions, med, rmst, surv, rates)

@@ -35,6 +35,7 @@ __all__ = [
     "Cells",
     "Estimate",
     "Paired",
+    "Subset",
     "fe_regression",
     "make_cells",
     "match_pairs",
@@ -48,9 +49,40 @@ CHUNK = 1 << 22
 one column is 800 MB, so sums go block by block and nothing log-sized is copied."""
 
 
-def _blocks(n: int) -> Iterator[slice]:
+def _blocks(n: int, subset: Subset | None = None) -> Iterator[slice]:
+    if subset is not None:
+        yield from subset.blocks()
+        return
     for a in range(0, n, CHUNK):
         yield slice(a, min(a + CHUNK, n))
+
+
+@dataclass(frozen=True)
+class Subset:
+    """Where a segment's sessions, gathered out of the whole log in index order, sit in it: with
+    it the estimators add up exactly what they would with the segment as a mask over the whole
+    log (the same blocks, the same cluster table, the same random keys), so a segment run on its
+    own sessions gives the same figures digit for digit, at a fraction of the cost."""
+
+    bounds: np.ndarray
+    """(B + 1,) positions in the gathered arrays where each whole-log block starts, then the end."""
+    units: int
+    """Sessions in the whole log."""
+    clusters: int
+    """Size of the whole log's cluster (viewer) table: its largest code + 1."""
+    cell_max: int
+    """The whole log's largest cell code."""
+
+    @classmethod
+    def of(cls, index: np.ndarray, units: int, clusters: int, cell_max: int) -> Subset:
+        """``index``: the segment's sessions in the whole log, ascending."""
+        starts = np.arange(0, units + CHUNK, CHUNK)
+        return cls(np.searchsorted(index, np.minimum(starts, units)), units, clusters, cell_max)
+
+    def blocks(self) -> Iterator[slice]:
+        for a, b in zip(self.bounds[:-1], self.bounds[1:], strict=True):
+            if b > a:  # an empty block adds nothing
+                yield slice(int(a), int(b))
 
 
 class _ClusterSums:
@@ -63,7 +95,14 @@ class _ClusterSums:
     def add(self, cluster: np.ndarray, influence: np.ndarray) -> None:
         if cluster.size and cluster.min() < 0:
             raise ValueError("cluster codes must be non-negative")
-        self.sums += np.bincount(cluster, weights=influence, minlength=self.sums.size)
+        if cluster.size * 16 < self.sums.size:
+            # A thin block (a small segment's share of it): sum per cluster present only. Each
+            # cluster's partial sum adds the same terms in the same order, so the total is the
+            # same to the last digit, without a pass over the whole table per block.
+            present, at = np.unique(cluster, return_inverse=True)
+            self.sums[present] += np.bincount(at, weights=influence, minlength=present.size)
+        else:
+            self.sums += np.bincount(cluster, weights=influence, minlength=self.sums.size)
         self.seen[cluster] = True
 
     def se(self) -> float:
@@ -117,24 +156,35 @@ def make_cells(factors: list[np.ndarray]) -> Cells:
     if not factors:
         raise ValueError("need at least one factor")
     n = np.asarray(factors[0]).shape[0]
-    key = np.zeros(n, np.int64)
+    factors = [np.asarray(f) for f in factors]
     sizes = []
     for f in factors:
-        f = np.asarray(f)
         if f.shape != (n,):
             raise ValueError(f"every factor must have shape ({n},), got {f.shape}")
-        size = int(f.max()) + 1 if n else 1
-        key *= size
-        key += f
-        sizes.append(size)
+        sizes.append(int(f.max()) + 1 if n else 1)
+
+    def keys(b: slice) -> np.ndarray:
+        """The combined code of sessions ``b``: one block at a time, not an int64 per session."""
+        key = np.zeros(b.stop - b.start, np.int64)
+        for f, size in zip(factors, sizes, strict=True):
+            key *= size
+            key += f[b]
+        return key
+
     total = int(np.prod(sizes, dtype=np.float64))
     if total <= 1 << 24:  # a lookup table is O(n); np.unique would sort
-        present = np.bincount(key, minlength=total) > 0
+        present = np.zeros(total, bool)
+        for b in _blocks(n):
+            present[keys(b)] = True
         uniq = np.flatnonzero(present)
-        cell = (np.cumsum(present) - 1).astype(np.int32 if uniq.size < 1 << 31 else np.int64)[key]
+        lookup = (np.cumsum(present) - 1).astype(np.int32 if uniq.size < 1 << 31 else np.int64)
+        del present
+        cell = np.empty(n, lookup.dtype)
+        for b in _blocks(n):
+            cell[b] = lookup[keys(b)]
+        del lookup
     else:
-        uniq, cell = np.unique(key, return_inverse=True)
-    del key
+        uniq, cell = np.unique(keys(slice(0, n)), return_inverse=True)
     levels = []
     rest = uniq.copy()
     for size in reversed(sizes):
@@ -164,11 +214,13 @@ def naive(
     control: np.ndarray,
     cluster: np.ndarray,
     dose: np.ndarray | None = None,
+    subset: Subset | None = None,
 ) -> Estimate:
     """Treated mean minus control mean of ``y`` (or that over the dose difference).
 
     y (n,) outcome, treated/control (n,) bool masks (disjoint), cluster (n,) viewer codes,
-    dose (n,) optional treatment amount (e.g. stall ratio in percent).
+    dose (n,) optional treatment amount (e.g. stall ratio in percent); subset: where these
+    units sit in a larger log (:class:`Subset`).
     """
     y = np.asarray(y)
     t, c = np.asarray(treated, bool), np.asarray(control, bool)
@@ -179,7 +231,7 @@ def naive(
     # Block by block over the log: sums first, then each unit's influence on the difference.
     nt = nc = 0
     sum_t = sum_c = dsum_t = dsum_c = 0.0
-    for b in _blocks(y.size):
+    for b in _blocks(y.size, subset):
         tb, cb = t[b], c[b]
         if np.any(tb & cb):
             raise ValueError("treated and control overlap")
@@ -198,8 +250,8 @@ def naive(
         dt_, dc_ = dsum_t / nt, dsum_c / nc
         dd = dt_ - dc_
         value = value / dd
-    sums = _ClusterSums(int(cluster.max()) + 1)
-    for b in _blocks(y.size):
+    sums = _ClusterSums(subset.clusters if subset else int(cluster.max()) + 1)
+    for b in _blocks(y.size, subset):
         sel = t[b] | c[b]
         ts = t[b][sel]
         ys = y[b][sel].astype(float)
@@ -213,7 +265,11 @@ def naive(
 
 
 def match_pairs(
-    cell: np.ndarray, treated: np.ndarray, control: np.ndarray, rng: np.random.Generator
+    cell: np.ndarray,
+    treated: np.ndarray,
+    control: np.ndarray,
+    rng: np.random.Generator,
+    subset: Subset | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Pair treated with control units of the same cell, at random, without replacement.
 
@@ -222,42 +278,53 @@ def match_pairs(
     units leaves the extra treated units unmatched (and vice versa).
     """
     cell = np.asarray(cell)
-    t_idx, c_idx = np.flatnonzero(treated), np.flatnonzero(control)
     if cell.ndim != 1 or np.shape(treated) != cell.shape or np.shape(control) != cell.shape:
         raise ValueError("cell, treated and control must have the same shape (n,)")
-    if t_idx.size == 0 or c_idx.size == 0:
+    if not np.any(treated) or not np.any(control):
         return np.zeros(0, np.int64), np.zeros(0, np.int64)
 
-    idx_bits = max(int(cell.size).bit_length(), 1)
-    cell_bits = max(int(cell.max()).bit_length(), 1)
+    # The random keys' width follows the whole log's size, so a subset draws the same keys.
+    idx_bits = max(int(subset.units if subset else cell.size).bit_length(), 1)
+    cell_bits = max(int(subset.cell_max if subset else cell.max()).bit_length(), 1)
     rand_bits = 63 - idx_bits - cell_bits
 
-    def shuffled(idx: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Units sorted by cell, in random order within a cell."""
+    def shuffled(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """Units sorted by cell, in random order within a cell: (indices, cells)."""
+        idx = np.flatnonzero(units)
         if rand_bits < 12:
             order = np.lexsort((rng.random(idx.size), cell[idx]))
             return idx[order], cell[idx][order]
         # One int64 per unit, (cell, random, index): sorting values is far faster than argsort.
-        # In place: at 100 M sessions each temporary would be hundreds of MB.
+        # Built in place, the random part block by block (the generator's stream is the same in
+        # pieces): at 100 M sessions each log-sized temporary is hundreds of MB.
         key = cell[idx].astype(np.int64)
         key <<= rand_bits + idx_bits
-        r = rng.integers(0, 1 << rand_bits, idx.size, dtype=np.int64)
-        r <<= idx_bits
-        key |= r
-        del r
+        for b in _blocks(idx.size):
+            r = rng.integers(0, 1 << rand_bits, b.stop - b.start, dtype=np.int64)
+            r <<= idx_bits
+            key[b] |= r
         key |= idx
+        del idx
         key.sort()
-        return key & ((1 << idx_bits) - 1), key >> (rand_bits + idx_bits)
+        cells_of = np.empty(key.size, cell.dtype)
+        for b in _blocks(key.size):
+            cells_of[b] = key[b] >> (rand_bits + idx_bits)
+        key &= (1 << idx_bits) - 1
+        return key, cells_of
 
-    ts, tc = shuffled(t_idx)
-    cs, cc = shuffled(c_idx)
-    # rank of each treated unit within its cell
-    t_first = np.searchsorted(tc, tc, side="left")
-    rank = np.arange(ts.size) - t_first
-    c_lo = np.searchsorted(cc, tc, side="left")
-    c_hi = np.searchsorted(cc, tc, side="right")
-    ok = rank < (c_hi - c_lo)
-    return ts[ok], cs[(c_lo + rank)[ok]]
+    ts, tc = shuffled(np.asarray(treated, bool))
+    cs, cc = shuffled(np.asarray(control, bool))
+    # Per block of treated units: the rank of each within its cell, paired with the control of
+    # the same rank in the cell, if there is one.
+    ti, ci = [], []
+    for b in _blocks(ts.size):
+        tcb = tc[b]
+        rank = np.arange(b.start, b.stop) - np.searchsorted(tc, tcb, side="left")
+        c_lo = np.searchsorted(cc, tcb, side="left")
+        ok = rank < np.searchsorted(cc, tcb, side="right") - c_lo
+        ti.append(ts[b][ok])
+        ci.append(cs[(c_lo + rank)[ok]])
+    return np.concatenate(ti), np.concatenate(ci)
 
 
 @dataclass(frozen=True)
@@ -382,12 +449,18 @@ def _fe_fit_iterative(
 
 
 def fe_regression(
-    y: np.ndarray, dose: np.ndarray, sample: np.ndarray, cells: Cells, cluster: np.ndarray
+    y: np.ndarray,
+    dose: np.ndarray,
+    sample: np.ndarray,
+    cells: Cells,
+    cluster: np.ndarray,
+    subset: Subset | None = None,
 ) -> Estimate:
     """Slope of ``y`` on ``dose`` with additive fixed effects for each confounder in ``cells``.
 
     y, dose (n,) floats; sample (n,) bool (the units of the regression); cells from
-    :func:`make_cells` over all n units; cluster (n,) viewer codes. By Frisch-Waugh-Lovell the
+    :func:`make_cells` over all n units (``cells.cell`` gathered like the rest with a
+    ``subset``); cluster (n,) viewer codes. By Frisch-Waugh-Lovell the
     slope is that of the residuals after projecting both on the fixed effects; the fixed
     effects are constant within a cell, so the projection needs only cell sums.
     """
@@ -398,7 +471,7 @@ def fe_regression(
     # residuals): nothing the size of the log is copied.
     w = np.zeros(size)
     y_sum, d_sum = np.zeros(size), np.zeros(size)
-    for b in _blocks(sample.size):
+    for b in _blocks(sample.size, subset):
         sel = sample[b]
         cell = cells.cell[b][sel]
         w += np.bincount(cell, minlength=size)
@@ -422,7 +495,7 @@ def fe_regression(
         return y[b][sel] - y_fit[cell], dose[b][sel].astype(float) - d_fit[cell], sel
 
     sdd = sdy = 0.0
-    for b in _blocks(sample.size):
+    for b in _blocks(sample.size, subset):
         yt, dt, _ = residuals(b)
         sdd += float(np.dot(dt, dt))
         sdy += float(np.dot(dt, yt))
@@ -430,8 +503,8 @@ def fe_regression(
         nan = float("nan")
         return Estimate(nan, nan, nan, nan, n, "fixed-effects regression")
     beta = sdy / sdd
-    sums = _ClusterSums(int(cluster.max()) + 1)
-    for b in _blocks(sample.size):
+    sums = _ClusterSums(subset.clusters if subset else int(cluster.max()) + 1)
+    for b in _blocks(sample.size, subset):
         yt, dt, sel = residuals(b)
         sums.add(cluster[b][sel], dt * (yt - beta * dt) / sdd)
     p = int(sum(cells.n_levels)) + 1

@@ -52,7 +52,7 @@ from typing import Any
 
 import numpy as np
 
-from .causal import Cells, Estimate, Paired, fe_regression, match_pairs, naive, paired
+from .causal import Cells, Estimate, Paired, Subset, fe_regression, match_pairs, naive, paired
 from .link import Sessions
 
 __all__ = [
@@ -263,6 +263,7 @@ def _contrast(
     sample: np.ndarray | None = None,
     log_scale: bool = False,
     worse: str = "lower",
+    subset: Subset | None = None,
 ) -> ContrastResult:
     """One contrast: masks (n,), outcome y (n,), optional dose (n,), regression sample (n,)."""
     treated, control = treated & np.isfinite(y), control & np.isfinite(y)
@@ -272,7 +273,7 @@ def _contrast(
     reg_dose = treated if dose is None else dose
     if dose is not None:
         sample = sample & np.isfinite(dose)
-    ti, ci = match_pairs(cells.cell, treated, control, rng)
+    ti, ci = match_pairs(cells.cell, treated, control, rng, subset)
     return ContrastResult(
         key,
         title,
@@ -281,9 +282,9 @@ def _contrast(
         log_scale,
         int(treated.sum()),
         int(control.sum()),
-        naive(y, treated, control, cluster, dose=dose),
+        naive(y, treated, control, cluster, dose=dose, subset=subset),
         paired(y, ti, ci, cluster, treated=int(treated.sum()), dose=dose, worse=worse),
-        fe_regression(y, reg_dose, sample, cells, cluster),
+        fe_regression(y, reg_dose, sample, cells, cluster, subset),
         dose=dose is not None,
     )
 
@@ -306,9 +307,13 @@ def run_contrasts(
     days: int = 7,
     picture: Picture | None = None,
     within: np.ndarray | None = None,
+    subset: Subset | None = None,
 ) -> list[ContrastResult]:
     """Every contrast the data supports (a figure absent from the log skips its contrasts);
-    ``within`` (n,) bool restricts every contrast to a segment's sessions."""
+    ``within`` (n,) bool restricts every contrast to a segment's sessions. ``subset``: ``s``,
+    ``cells`` and ``picture`` hold a segment's sessions gathered out of the whole log
+    (:meth:`.link.Sessions.take`), placed by it (:class:`~.causal.Subset`): the same figures as
+    ``within`` over the whole log."""
     out: list[ContrastResult] = []
     cl = s.viewer
     inside = np.ones(s.n, bool) if within is None else np.asarray(within, bool)
@@ -333,9 +338,11 @@ def run_contrasts(
                 cells=cells,
                 cluster=cl,
                 rng=rng,
+                subset=subset,
                 log_scale=True,
             )
         )
+        del dose  # each exposure's arrays go when its contrast is done: at 100 M sessions, 400 MB each
     has_av = np.isfinite(s.av)
     if has_av[closed].any():
         lo, hi = AV_ACCEPTABLE
@@ -352,10 +359,14 @@ def run_contrasts(
                 cells=cells,
                 cluster=cl,
                 rng=rng,
+                subset=subset,
                 log_scale=True,
             )
         )
+        del out_band
+    del has_av
     stalled = joined & has_stall & (s.stall_ratio > stall_threshold)
+    del has_stall
     smooth = joined & ~stalled
     if picture is not None and np.isfinite(picture.value[closed]).any():
         out.append(
@@ -370,9 +381,11 @@ def run_contrasts(
                 cells=cells,
                 cluster=cl,
                 rng=rng,
+                subset=subset,
                 log_scale=True,
             )
         )
+    del log_watch, closed
     if knee is not None and np.isfinite(s.join[joined]).any():
         known = joined & (~s.is_open | (s.watch >= 60))
         left60 = (s.watch < 60).astype(np.float32)
@@ -393,9 +406,11 @@ def run_contrasts(
                 cells=cells,
                 cluster=cl,
                 rng=rng,
+                subset=subset,
                 worse="higher",
             )
         )
+        del known, left60, past
     for what, flag, label in (
         ("return", s.returned[days], "came back"),
         ("repurchase", s.rebought[days], "ordered again"),
@@ -420,6 +435,7 @@ def run_contrasts(
                     cells=cells,
                     cluster=cl,
                     rng=rng,
+                    subset=subset,
                 )
             )
         if (units & stalled).any():
@@ -435,6 +451,7 @@ def run_contrasts(
                     cells=cells,
                     cluster=cl,
                     rng=rng,
+                    subset=subset,
                 )
             )
         if picture is not None and (units & smooth & picture.sd).any():
@@ -450,6 +467,8 @@ def run_contrasts(
                     cells=cells,
                     cluster=cl,
                     rng=rng,
+                    subset=subset,
                 )
             )
+        del y, units
     return out

@@ -27,13 +27,14 @@ Confidence intervals: delete-a-group jackknife over ``n_groups`` random groups o
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from .causal import Estimate, make_cells
+from .causal import Estimate, _blocks, make_cells
 from .survival import Hinge, hinge_fit, km_from_counts, standardised
 
 __all__ = ["AbandonCurve", "abandonment"]
@@ -132,9 +133,10 @@ def _coarsen(
     thin = np.zeros(size, bool)
     thin[order[:j]] = True
     keep = int((~thin).sum())
-    code = np.where(thin[cell], keep, (np.cumsum(~thin) - 1)[cell])
+    # Through a table of the strata, not an int64 per session.
+    code = np.where(thin, keep, np.cumsum(~thin) - 1).astype(np.int32)[cell]
     return (
-        code.astype(np.int32),
+        code,
         keep + (1 if j else 0),
         float(share[j - 1]) if j else 0.0,
         float(common.max()),
@@ -177,7 +179,9 @@ def _ph_tables(
     """
     k = widths.size
     size = n_combo * (k + 1)
-    idx = combo.astype(np.int64 if size >= 1 << 31 else np.int32) * (k + 1) + b
+    idx = combo.astype(np.int64 if size >= 1 << 31 else np.int32)
+    idx *= k + 1
+    idx += b
     counts = np.bincount(idx, minlength=size).reshape(n_combo, k + 1).astype(float)
     d = np.bincount(idx[left], minlength=size).reshape(n_combo, k + 1)[:, :k].astype(float)
     p = np.bincount(idx, weights=part, minlength=size).reshape(n_combo, k + 1)[:, :k]
@@ -241,24 +245,29 @@ def _ph_curve(
     return 1.0 - (n[:, None] * surv).sum(axis=0) / n.sum()
 
 
-def _bins(wait: np.ndarray, edges: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Bin of each wait (K = past the last bin) and the seconds waited inside it."""
+def _bins(wait: np.ndarray, edges: np.ndarray, part: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
+    """Bin of each wait (K = past the last bin) and the seconds waited inside it (None unless
+    ``part``)."""
     k = edges.size - 1
-    # Narrow types: at 100 M sessions each of these is a few hundred MB.
-    b: np.ndarray = np.clip(np.searchsorted(edges, wait, side="right") - 1, 0, k)
-    b = b.astype(np.int16 if k < 1 << 15 else np.int32)
-    part = wait - edges[np.minimum(b, k - 1)].astype(np.float32)
-    part[b >= k] = 0.0
-    return b, part.astype(np.float32, copy=False)
+    # Narrow types, filled block by block: at 100 M sessions each of these is a few hundred MB,
+    # and a whole-log searchsorted would be 800 MB of int64 more.
+    b = np.empty(wait.size, np.int16 if k < 1 << 15 else np.int32)
+    inside = np.empty(wait.size, np.float32) if part else None
+    for s in _blocks(wait.size):
+        bs = np.clip(np.searchsorted(edges, wait[s], side="right") - 1, 0, k).astype(b.dtype)
+        b[s] = bs
+        if inside is not None:
+            ps = wait[s] - edges[np.minimum(bs, k - 1)].astype(np.float32)
+            ps[bs >= k] = 0.0
+            inside[s] = ps
+    return b, inside
 
 
-def _group_slices(group: np.ndarray, n_groups: int) -> list[np.ndarray]:
-    """Indices of each jackknife group, each in index order."""
-    order = np.argsort(group, kind="stable")  # a radix sort for small codes: each group in index order
-    bounds = np.searchsorted(group[order], np.arange(n_groups + 1))
-    idx = order.astype(np.int32) if group.size < 1 << 31 else order
-    del order
-    return [idx[bounds[g] : bounds[g + 1]] for g in range(n_groups)]
+def _group_slices(group: np.ndarray, n_groups: int) -> Iterator[np.ndarray]:
+    """Indices of each jackknife group, each in index order, one group at a time."""
+    for g in range(n_groups):
+        idx = np.flatnonzero(group == g)
+        yield idx.astype(np.int32) if group.size < 1 << 31 else idx
 
 
 def abandonment(
@@ -283,32 +292,38 @@ def abandonment(
     if wait.ndim != 1 or np.shape(left) != wait.shape or np.shape(group) != wait.shape:
         raise ValueError("wait, left and group must have the same shape (n,)")
     ok = np.isfinite(wait)
-    wait, left, group = wait[ok], np.asarray(left, bool)[ok], np.asarray(group)[ok]
-    factors = {k: np.asarray(v)[ok] for k, v in factors.items()}
+    left, group = np.asarray(left, bool), np.asarray(group)
+    factors = {k: np.asarray(v) for k, v in factors.items()}
+    if not ok.all():  # else the arrays as they are: at 100 M sessions each copy is 100-400 MB
+        wait, left, group = wait[ok], left[ok], group[ok]
+        factors = {k: v[ok] for k, v in factors.items()}
+    del ok
     n = wait.size
     if n < 100 or left.sum() < 20:
         raise ValueError(f"too few sessions for an abandonment curve: {n} sessions, {int(left.sum())} left")
     edges = np.round(np.arange(0.0, t_cap + bin_seconds / 2, bin_seconds), 6)
-    b, _ = _bins(wait, edges)
-    at_risk = _at_risk(np.zeros(n, np.int8), 1, b, edges.size - 1)[0]
+    b, _ = _bins(wait, edges, part=False)
+    k_all = edges.size - 1
+    at_risk = np.cumsum(np.bincount(b, minlength=k_all + 1)[::-1])[::-1][:k_all]
     enough = np.flatnonzero(at_risk >= max(30, 0.001 * n))
     k_max = int(enough[-1]) + 1 if enough.size else 0
     if k_max * bin_seconds < 3.0:
         raise ValueError(f"too few sessions wait past 3 s (curve ends at {k_max * bin_seconds:.1f} s)")
     edges = edges[: k_max + 1]
-    b = np.minimum(b, k_max)
+    np.minimum(b, k_max, out=b)
     k = k_max
     t_max = float(edges[-1])
     t_need = min(t_max, T_NEED)
     strata, n_strata, used, pooled, strat_end = _strata(factors, order, b, edges, t_need)
     # The hazard model's baseline strata: network levels, thin ones pooled like the strata above;
     # if that pools too much, one baseline and the network as a proportional factor instead.
-    net = _coarsen(factors[order[0]].astype(np.int64), int(factors[order[0]].max()) + 1, b, edges)
+    net = _coarsen(factors[order[0]].astype(np.int32), int(factors[order[0]].max()) + 1, b, edges)
     if net is not None and net[3] < t_need:
         net = None
     base_code = net[0] if net is not None else np.zeros(n, np.int32)
     ph_factors = order[1:] if net is not None else order
     ph_cells = make_cells([base_code, *(factors[c] for c in ph_factors)])
+    del base_code
     base_levels = ph_cells.levels[0]
     starts = np.flatnonzero(np.r_[True, base_levels[1:] != base_levels[:-1]])
     ph_levels, ph_sizes = ph_cells.levels[1:], ph_cells.n_levels[1:]
@@ -327,11 +342,17 @@ def abandonment(
     # Counts over everyone, then over each jackknife group: leaving a group out is a subtraction.
     def counts(sel: np.ndarray | slice) -> dict[str, Any]:
         lf = left[sel]
-        nb = np.bincount(b[sel] + (k + 1) * lf, minlength=2 * (k + 1)).reshape(2, k + 1)
-        st = strata[sel] * (k + 1) + b[sel]
+        bs = b[sel]
+        nb_left = np.bincount(bs[lf], minlength=k + 1)
+        nb = np.stack([np.bincount(bs, minlength=k + 1) - nb_left, nb_left])
+        del bs
+        st = strata[sel].astype(np.int32)
+        st *= k + 1
+        st += b[sel]
         size = n_strata * (k + 1)
         sd = np.bincount(st[lf], minlength=size).reshape(n_strata, k + 1)
-        sc = np.bincount(st[~lf], minlength=size).reshape(n_strata, k + 1)
+        sc = np.bincount(st, minlength=size).reshape(n_strata, k + 1) - sd
+        del st
         ph = _ph_tables(ph_b[sel], ph_part[sel], lf, ph_cells.cell[sel], ph_cells.count, ph_widths)
         return {"naive": (nb[1][None, :], nb[0][None, :]), "strata": (sd, sc), "ph": ph}
 
@@ -405,11 +426,16 @@ def early_exit_curve(
     Returns bin centres, shares and counts, and the weighted hinge fit, or None with too few bins.
     """
     join, left60 = np.asarray(join), np.asarray(left60)
-    ok = np.isfinite(join) & np.isfinite(left60)
     edges = np.arange(0.0, t_cap + bin_seconds / 2, bin_seconds)
-    b = np.clip(np.searchsorted(edges, join[ok], side="right") - 1, 0, edges.size - 2)
-    n = np.bincount(b, minlength=edges.size - 1).astype(float)
-    k = np.bincount(b, weights=left60[ok], minlength=edges.size - 1)
+    # Block by block: the counts are whole numbers (left60 is 0 or 1), the same in any order.
+    counts = np.zeros(edges.size - 1, np.int64)
+    k = np.zeros(edges.size - 1)
+    for s in _blocks(join.size):
+        ok = np.isfinite(join[s]) & np.isfinite(left60[s])
+        b = np.clip(np.searchsorted(edges, join[s][ok], side="right") - 1, 0, edges.size - 2)
+        counts += np.bincount(b, minlength=edges.size - 1)
+        k += np.bincount(b, weights=left60[s][ok], minlength=edges.size - 1)
+    n = counts.astype(float)
     keep = n >= min_sessions
     if keep.sum() < 8:
         return None

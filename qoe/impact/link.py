@@ -35,6 +35,8 @@ from .schema import BEHAVIOUR
 __all__ = ["RETURN_DAYS", "Sessions", "link_sessions", "load_probes"]
 
 RETURN_DAYS = (1, 7, 30)
+REPEAT, LAPSING, HIGH_VALUE = 1, 2, 4
+"""Bits of :attr:`Sessions.tier`."""
 DAY = 86400.0
 CATEGORIES = ("room", "device", "network", "region", "app", "arm")
 BATCH_ROWS = 1 << 20
@@ -62,7 +64,10 @@ class Sessions:
     joined: np.ndarray
     """int8: 1 first frame shown, 0 never shown, -1 unknown (no join_seconds column)."""
     wait: np.ndarray
-    """Seconds until the first frame (joined) or until the viewer left without one."""
+    """Seconds until the first frame (joined) or until the viewer left without one, for the
+    sessions whose ``join`` is NaN only, in order (for the rest it is ``join``): read it whole
+    with :meth:`waits`. Four bytes a session saved; (n,) whole when every ``join`` is NaN or
+    ``join`` was replaced by the probes'."""
     join: np.ndarray
     watch: np.ndarray
     """Seconds from first frame to end, or to the log's end when open (then censored)."""
@@ -80,14 +85,58 @@ class Sessions:
     returned: dict[int, np.ndarray] = field(default_factory=dict)
     rebought: dict[int, np.ndarray] = field(default_factory=dict)
     probe: dict[str, np.ndarray] = field(default_factory=dict)
-    since_last: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """Seconds since the viewer's previous session in the log; NaN for their first."""
-    value_before: np.ndarray = field(default_factory=lambda: np.zeros(0))
-    """The viewer's order value over their earlier sessions in the log."""
+    tier: np.ndarray = field(default_factory=lambda: np.zeros(0, np.uint8))
+    """uint8 flags of the viewer tiers (:mod:`.segments`), one bit each: :data:`REPEAT` (an
+    earlier session in the log), :data:`LAPSING` (at least ``lapsing_seconds`` since it) and
+    :data:`HIGH_VALUE` (order value over the earlier sessions above 0 and at least
+    ``high_value``): one byte a session in place of two figures of four."""
+    high_value: float = math.inf
+    """The order value from which a session is a high-value viewer's (``inf``: none is)."""
     behaviour: dict[str, np.ndarray] = field(default_factory=dict)
     """Per behaviour column the log has (``products_viewed``, ...): the count, NaN where empty."""
     sources: dict[str, str] = field(default_factory=dict)
     """Where each QoE figure came from: client, probe, or client+probe (client where present)."""
+
+    def waits(self) -> np.ndarray:
+        """(n,) seconds until the first frame or until the viewer left without one."""
+        if self.wait.size == self.n:
+            return self.wait
+        out = self.join.copy()
+        out[np.isnan(out)] = self.wait
+        return out
+
+    TAKEN = ("viewer", "is_open", "joined", "join", "watch", "stall_ratio", "av")
+    """What :meth:`take` gathers (with ``returned`` and ``rebought`` of ``days``, ``customer``):
+    what :func:`~.contrasts.run_contrasts` and a segment's QoE shares read."""
+
+    def take(self, index: np.ndarray, days: int = 7) -> Sessions:
+        """The sessions at ``index`` (ascending), with only the arrays the contrasts read (the
+        rest empty, so that reading them fails rather than misleads): a segment's share of the
+        log, in the log's order, without a mask over the whole log per figure."""
+
+        def pick(a: np.ndarray) -> np.ndarray:
+            if a.ndim == 1 and a.strides == (0,):  # a figure the log lacks: one shared NaN
+                return np.broadcast_to(a[:1] if a.size else np.float32(np.nan), (index.size,))
+            return a[index]
+
+        empty = np.zeros(0)
+        return Sessions(
+            n=int(index.size),
+            **{name: pick(getattr(self, name)) for name in self.TAKEN},
+            codes={},
+            levels=self.levels,
+            start=empty,
+            wait=empty,
+            chat=empty,
+            height=empty,
+            bitrate=empty,
+            any_orders=self.any_orders,
+            visit_end=empty,
+            customer=self.customer[index],
+            returned={days: self.returned[days][index]},
+            rebought={days: self.rebought[days][index]},
+            sources=self.sources,
+        )
 
 
 def load_probes(con: Any, path: str | Path, *, room: str = "target") -> dict[str, Any]:
@@ -153,11 +202,17 @@ def link_sessions(
     qoe_source: str = "auto",
     columns: list[str] | None = None,
     extra: Sequence[str] = (),
+    lapsing_seconds: float = 7 * DAY,
+    high_value: float | None = None,
+    high_value_quantile: float = 0.9,
 ) -> Sessions:
     """Derive visits, returns and repurchases from table ``sessions``; fetch the arrays.
 
     ``extra``: the extra category columns :func:`~.load.load_sessions` kept (``x_0``, ...), in
-    its order; coded as ``codes["column:NAME"]``."""
+    its order; coded as ``codes["column:NAME"]``. ``lapsing_seconds``, ``high_value`` and
+    ``high_value_quantile``: the tiers' lines (:class:`~.segments.Tiers`), drawn here so that
+    the tiers are flags (:attr:`Sessions.tier`); ``high_value`` None: the quantile of the order
+    value before the session, among sessions with any."""
     if qoe_source not in ("auto", "client", "probe"):
         raise ConfigError(f"qoe source must be auto, client or probe, got {qoe_source!r}")
     if qoe_source == "probe" and not probes:
@@ -226,6 +281,26 @@ def link_sessions(
             for n in ("p_join", "p_stall", "p_av", "p_chat", "p_ok")
         )
     nan = "'NaN'"
+    # The tiers as flags. The lines are compared as the arrays' float32 figures would be (a
+    # float32 array against a Python float compares in float32), so the flags are the masks
+    # those figures gave, digit for digit.
+    if high_value is None:
+        before = con.sql("SELECT value_before::FLOAT AS v FROM linked WHERE value_before::FLOAT > 0")
+        earlier = before.fetchnumpy()["v"]
+        hv = float(np.quantile(earlier, high_value_quantile)) if earlier.size else math.inf
+        del earlier, before
+    else:
+        hv = float(high_value)
+    high = (
+        f"(l.value_before::FLOAT > 0 AND l.value_before::FLOAT >= {float(np.float32(hv))!r})"
+        if math.isfinite(hv)
+        else "false"
+    )
+    lapse = f"l.since_last::FLOAT >= {float(np.float32(lapsing_seconds))!r}"
+    tier = (
+        f"((l.since_last IS NOT NULL)::UTINYINT * {REPEAT} + coalesce({lapse}, false)::UTINYINT * {LAPSING}"
+        f" + ({high})::UTINYINT * {HIGH_VALUE})::UTINYINT"
+    )
     has_join = "join_seconds" in present
     joined = "(l.join_s IS NOT NULL)::TINYINT" if has_join else "(-1)::TINYINT"
     # Without join_seconds the whole session counts as watched (join time unknown).
@@ -254,14 +329,14 @@ def link_sessions(
     query = f"""SELECT {", ".join(f"l.c_{c}" for c in ("viewer", *categories))},
         (CAST(floor(l.start / 3600) AS BIGINT) % 24)::TINYINT AS c_hour,
         l.start, (l."end" IS NULL) AS is_open, {joined} AS joined,
+        coalesce(l.join_s, {nan})::FLOAT AS join_s,
         coalesce(CASE WHEN l.join_s IS NOT NULL THEN l.join_s
                       ELSE coalesce(l."end", {log_end}) - l.start END, {nan})::FLOAT
           AS wait,
-        coalesce(l.join_s, {nan})::FLOAT AS join_s,
         coalesce({watch}, {nan})::FLOAT AS watch,
         {", ".join(figures)},
         l.visit_end, l.customer,
-        coalesce(l.since_last, {nan})::FLOAT AS since_last, l.value_before::FLOAT AS value_before,
+        {tier} AS tier,
         {", ".join(f"l.ret{k}, l.rb{k}" for k in RETURN_DAYS)}{probe_cols}
         FROM linked l {probe_join}
         ORDER BY l.row"""  # a fixed order: with a seed, matching and jackknife groups repeat exactly
@@ -271,7 +346,7 @@ def link_sessions(
     ).fetchall()[0]
     narrow = {f"c_{c}": _code_type(len(levels[c])) for c in categories}
     narrow["c_viewer"] = np.dtype(np.int32)
-    a = _fetch(con, query, int(n), narrow)
+    a = _fetch(con, query, int(n), narrow, sparse={"wait": "join_s"})
     levels["hour"] = [f"{h:02d}" for h in range(24)]
     absent = np.broadcast_to(np.float32(np.nan), (int(n),))
     coded = {c: a[f"c_{c}"] for c in CATEGORIES} | {"hour": a["c_hour"]}
@@ -299,8 +374,8 @@ def link_sessions(
         customer=a["customer"],
         returned={k: a[f"ret{k}"] for k in RETURN_DAYS},
         rebought={k: a[f"rb{k}"] for k in RETURN_DAYS},
-        since_last=a["since_last"],
-        value_before=a["value_before"],
+        tier=a["tier"],
+        high_value=hv,
         behaviour={b: a[f"b_{b}"] for b in BEHAVIOUR if b in present},
     )
     if probes:
@@ -327,9 +402,18 @@ def _bytes(size: str) -> float:
     return float(m.group(1)) * (1024 if "I" in unit else 1000) ** power
 
 
-def _fetch(con: Any, query: str, n: int, narrow: dict[str, np.dtype[Any]]) -> dict[str, np.ndarray]:
+def _fetch(
+    con: Any,
+    query: str,
+    n: int,
+    narrow: dict[str, np.dtype[Any]],
+    sparse: dict[str, str] | None = None,
+) -> dict[str, np.ndarray]:
     """The result of ``query`` (``n`` rows) as one array per column, filled batch by batch so
-    that neither DuckDB nor Arrow holds the whole result beside the arrays."""
+    that neither DuckDB nor Arrow holds the whole result beside the arrays. ``sparse``: column
+    -> another (earlier in the query): the column's values kept only where the other is NaN."""
+    sparse = sparse or {}
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in sparse}
     limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     if _bytes(limit) > _bytes(FETCH_MEMORY):
         con.execute(f"SET memory_limit = '{FETCH_MEMORY}'")
@@ -341,6 +425,9 @@ def _fetch(con: Any, query: str, n: int, narrow: dict[str, np.dtype[Any]]) -> di
             m = batch.num_rows
             for name, column in zip(batch.schema.names, batch.columns, strict=True):
                 values = column.to_numpy(zero_copy_only=False)
+                if name in sparse:
+                    kept[name].append(values[np.isnan(out[sparse[name]][at : at + m])].copy())
+                    continue
                 if name not in out:
                     out[name] = np.empty(n, narrow.get(name, values.dtype))
                 out[name][at : at + m] = values
@@ -349,6 +436,8 @@ def _fetch(con: Any, query: str, n: int, narrow: dict[str, np.dtype[Any]]) -> di
         con.execute(f"SET memory_limit = '{limit}'")
     if at != n:
         raise RuntimeError(f"fetched {at} of {n} sessions")
+    for name, parts in kept.items():
+        out[name] = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     return out
 
 
@@ -375,5 +464,6 @@ def _choose_sources(s: Sessions, mode: str, present: set[str]) -> None:
             s.sources[attr] = "client" if has_client else "absent"
     s.sources["join"] = "client" if "join_seconds" in present else "absent"
     if mode == "probe" and "join" in s.probe:
+        s.wait = s.waits()  # whole: the waits of the sessions with a client join are those joins
         s.join = np.where(s.joined != 0, s.probe["join"], np.nan).astype(np.float32)
         s.sources["join"] = "probe"

@@ -38,9 +38,9 @@ import numpy as np
 
 from qoe.errors import ConfigError
 
-from .causal import Z95, Cells
+from .causal import Z95, Cells, Subset
 from .contrasts import ContrastResult, Picture, run_contrasts
-from .link import Sessions
+from .link import HIGH_VALUE, LAPSING, REPEAT, Sessions
 from .schema import COLUMNS
 
 __all__ = [
@@ -67,6 +67,9 @@ DIMENSIONS = {
 """Schema columns ``--segment-by`` takes -> their category code in :class:`~.link.Sessions`;
 any column outside the schema is taken too, as ``column:NAME`` (:func:`code_key`)."""
 DAY = 86400.0
+GATHER_SHARE = 0.3
+"""Largest share of the log a segment may hold to be gathered out of it (see :func:`segments`):
+its arrays are about 35 bytes a session, on top of the whole log's."""
 SCHEMA_COLUMNS = {c.name: c.kind for c in COLUMNS}
 Mask = Callable[[], np.ndarray]
 """A segment's sessions, (n,) bool, made when asked for: with a segment per room there may be
@@ -151,20 +154,14 @@ def segment_masks(
     missing = [b for b in by if code_key(b) not in s.codes]
     if missing:
         raise ConfigError(f"--segment-by {missing[0]}: the log has no column {missing[0]!r}")
-    earlier = s.value_before > 0
-    if tiers.high_value is not None:
-        hv = float(tiers.high_value)
-    elif earlier.any():
-        hv = float(np.quantile(s.value_before[earlier], tiers.high_value_quantile))
-    else:
-        hv = math.inf
-    del earlier
-    lapsing = tiers.lapsing_days * DAY
+    # The lines were drawn when the log was linked (link_sessions(lapsing_seconds=...,
+    # high_value=...)): the tiers are flags.
+    hv = s.high_value
     out: list[tuple[str, str, Mask]] = [
-        ("tier", "first-time", lambda: ~np.isfinite(s.since_last)),
-        ("tier", "repeat", lambda: np.isfinite(s.since_last)),
-        ("tier", "high-value", lambda: (s.value_before > 0) & (s.value_before >= hv)),
-        ("tier", "lapsing", lambda: np.isfinite(s.since_last) & (s.since_last >= lapsing)),
+        ("tier", "first-time", lambda: s.tier & REPEAT == 0),
+        ("tier", "repeat", lambda: s.tier & REPEAT != 0),
+        ("tier", "high-value", lambda: s.tier & HIGH_VALUE != 0),
+        ("tier", "lapsing", lambda: s.tier & LAPSING != 0),
     ]
     for b in by:
         code = s.codes[code_key(b)]
@@ -184,7 +181,10 @@ def _level_mask(code: np.ndarray, level: int) -> Mask:
     return lambda: code == level
 
 
-def _qoe(s: Sessions, mask: np.ndarray, stall_threshold: float) -> dict[str, float | None]:
+def _qoe(s: Sessions, mask: np.ndarray | None, stall_threshold: float) -> dict[str, float | None]:
+    """A segment's QoE shares: ``mask`` over ``s``, or None for all of ``s``."""
+    if mask is None:
+        mask = np.ones(s.n, bool)
     joined = mask & (s.joined == 1)
     ended = mask & (s.returned[7] >= 0)
 
@@ -210,22 +210,54 @@ def segments(
     picture: Picture | None,
     progress: Callable[[str], None] | None = None,
 ) -> list[SegmentResult]:
-    """Every contrast per segment (see the module docstring)."""
+    """Every contrast per segment (see the module docstring).
+
+    A segment holding at most :data:`GATHER_SHARE` of the sessions is gathered out of the log
+    (:meth:`~.link.Sessions.take`) and its contrasts run on its own sessions, placed in the log
+    by a :class:`~.causal.Subset` so that every sum, pair and interval is the one a mask over
+    the whole log gives, digit for digit; a larger one runs as such a mask (gathering it would
+    cost more memory than it saves time)."""
     out = []
+    clusters = int(s.viewer.max()) + 1 if s.n else 0
+    cell_max = int(cells.cell.max()) if s.n else 0
     for k, ((dimension, level, make), r) in enumerate(zip(masks, rng.spawn(len(masks)), strict=True)):
         if progress:
             progress(f"segment {k + 1}/{len(masks)}: {dimension} {level}")
         mask = make()
         n = int(mask.sum())
-        results = (
-            run_contrasts(
-                s, cells, r, stall_threshold=stall_threshold, knee=knee, picture=picture, within=mask
-            )
-            if n
-            else []
-        )
         viewers = int(np.unique(s.viewer[mask]).size) if n else 0
-        out.append(SegmentResult(dimension, level, n, viewers, results, _qoe(s, mask, stall_threshold)))
+        if n and n <= GATHER_SHARE * s.n:
+            index = np.flatnonzero(mask)
+            del mask
+            part = s.take(index)
+            pic = None
+            if picture is not None:
+                pic = Picture(picture.basis, picture.value[index], picture.hd_from)
+            part_cells = Cells(cells.cell[index], cells.levels, cells.n_levels)
+            where = Subset.of(index, s.n, clusters, cell_max)
+            del index
+            results = run_contrasts(
+                part,
+                part_cells,
+                r,
+                stall_threshold=stall_threshold,
+                knee=knee,
+                picture=pic,
+                subset=where,
+            )
+            qoe = _qoe(part, None, stall_threshold)
+            del part, part_cells, pic
+        else:
+            results = (
+                run_contrasts(
+                    s, cells, r, stall_threshold=stall_threshold, knee=knee, picture=picture, within=mask
+                )
+                if n
+                else []
+            )
+            qoe = _qoe(s, mask, stall_threshold)
+            del mask
+        out.append(SegmentResult(dimension, level, n, viewers, results, qoe))
     return out
 
 
