@@ -30,9 +30,9 @@ gathered already, which neither aiortc nor aioice can do (a WHIP or WHEP server 
 servers only in the answer to an offer that had to be gathered first);
 :func:`leave_unoffered` lets a peer answer an offer that has no media section for one of its
 transceivers (a WHEP server that offers video only to a viewer ready for audio too), which
-aiortc's ``setLocalDescription`` otherwise fails on; :func:`report_capture_clock` has a
-sender's RTCP sender reports tie RTP time to its capture clock, not to when a packet left a
-busy loop; and :func:`on_feedback` hands the room
+aiortc's ``setLocalDescription`` otherwise fails on; :func:`report_due_times` has a
+sender's RTCP sender reports tie RTP time to when a packet was due to leave, not to when a
+busy loop let it go; and :func:`on_feedback` hands the room
 each viewer's bandwidth estimate (REMB) and loss (receiver reports), which aiortc applies
 only to encoders of its own.
 
@@ -101,7 +101,7 @@ __all__ = [
     "pack_abs_capture_time",
     "parse_abs_capture_time",
     "receive_directly",
-    "report_capture_clock",
+    "report_due_times",
     "send_capture_time",
 ]
 
@@ -456,19 +456,20 @@ class _CaptureTimeMap(_original_header_extensions_map):
         return aiortc.rtp.pack_header_extensions(extensions)
 
 
-class _CaptureClockSender(aiortc.rtcrtpsender.RTCRtpSender):
-    """An aiortc sender whose sender reports map RTP time onto its capture clock.
+class _DueTimeSender(aiortc.rtcrtpsender.RTCRtpSender):
+    """An aiortc sender whose sender reports pair RTP time with when a packet was due to leave.
 
     aiortc pairs, in each RTCP sender report, the RTP timestamp of the last packet it sent
     with the wall time it sent it: behind a loop held up, that time is late, by a different
     amount for audio and for video, and a receiver lining the two up by these reports (a
     lip-syncing player, the probes' A/V figure) is off by the difference. RFC 3550 (section
-    6.4.1) asks instead for the RTP time that corresponds to the report's wall time on the
-    media's sampling clock, as libwebrtc computes it. Pairing the last packet's RTP timestamp
-    with its frame's capture time gives the same line, whenever the packet went out.
+    6.4.1) means the two to name one instant of the media's sampling clock, as libwebrtc
+    computes them. The time the packet was due (its capture time plus the sender's fixed
+    pipeline latency) gives that line, whenever the packet went out; the fixed latency is
+    the same for audio and video, and keeps the reports where an on-time sender put them.
     """
 
-    _qoe_capture: Callable[[], float | None] | None = None
+    _qoe_due: Callable[[], float | None] | None = None
 
     @property
     def _RTCRtpSender__ntp_timestamp(self) -> int:
@@ -476,20 +477,20 @@ class _CaptureClockSender(aiortc.rtcrtpsender.RTCRtpSender):
 
     @_RTCRtpSender__ntp_timestamp.setter
     def _RTCRtpSender__ntp_timestamp(self, sent: int) -> None:
-        captured = self._qoe_capture() if self._qoe_capture is not None else None
-        self.__dict__["_qoe_report_ntp"] = sent if captured is None else _ntp(captured)
+        due = self._qoe_due() if self._qoe_due is not None else None
+        self.__dict__["_qoe_report_ntp"] = sent if due is None else _ntp(due)
 
 
-def report_capture_clock(sender: Any, capture: Callable[[], float | None]) -> None:
+def report_due_times(sender: Any, due: Callable[[], float | None]) -> None:
     """Have ``sender``'s RTCP sender reports pair the RTP timestamp of its last packet with
-    ``capture()``, the capture time (Unix seconds) of that packet's frame, instead of the
-    time it was sent (see :class:`_CaptureClockSender`); where ``capture()`` is None the
-    send time stays. Call it before the sender starts."""
-    if not isinstance(sender, _CaptureClockSender):
+    ``due()``, the time (Unix seconds) that packet was due to leave, instead of the time it
+    did (see :class:`_DueTimeSender`); where ``due()`` is None the send time stays. Call it
+    before the sender starts."""
+    if not isinstance(sender, _DueTimeSender):
         sent = sender.__dict__.pop("_RTCRtpSender__ntp_timestamp", 0)
-        sender.__class__ = _CaptureClockSender
+        sender.__class__ = _DueTimeSender
         sender.__dict__["_qoe_report_ntp"] = sent
-    sender._qoe_capture = capture
+    sender._qoe_due = due
 
 
 def send_capture_time(sender: Any, capture: Callable[[], float | None]) -> None:

@@ -7,8 +7,8 @@ sender's reports.
   found no flash and tone of the same second.
 - aiortc's sender reports paired the last packet's RTP timestamp with the time it left the
   loop; a sender held up 0.7 s of every second made a probe read +0.77 s of A/V for a room
-  that injected +0.08 s. Paired with its frame's capture time instead, the reports give the
-  same line whenever the packet went out.
+  that injected +0.08 s. Paired with the time the packet was due (its capture time plus the
+  sender's fixed latency) instead, the reports give the same line whenever it went out.
 """
 
 from __future__ import annotations
@@ -59,20 +59,20 @@ class Clock:
         return self.capture
 
 
-async def test_a_sender_report_carries_the_capture_time_of_the_packet_sent_last() -> None:
+async def test_a_sender_report_carries_the_due_time_of_the_packet_sent_last() -> None:
     sender = RTCRtpSender(AudioStreamTrack(), TRANSPORT)  # type: ignore[arg-type]
     clock = Clock()
-    rtcpatch.report_capture_clock(sender, clock)
+    rtcpatch.report_due_times(sender, clock)
     clock.capture = 1_700_000_000.25
     sender._RTCRtpSender__ntp_timestamp = 123  # type: ignore[attr-defined]  # what aiortc writes after a send
     reported = sender._RTCRtpSender__ntp_timestamp  # type: ignore[attr-defined]
     assert reported / 2**32 - rtcpatch.NTP_UNIX_OFFSET == pytest.approx(1_700_000_000.25, abs=1e-6)
-    clock.capture = None  # a packet whose capture time is not known: the send time stays
+    clock.capture = None  # a packet whose due time is not known: the send time stays
     sender._RTCRtpSender__ntp_timestamp = 456  # type: ignore[attr-defined]
     assert sender._RTCRtpSender__ntp_timestamp == 456  # type: ignore[attr-defined]
 
 
-async def test_a_sender_without_a_capture_clock_reports_its_send_times() -> None:
+async def test_a_sender_without_due_times_reports_its_send_times() -> None:
     sender = RTCRtpSender(AudioStreamTrack(), TRANSPORT)  # type: ignore[arg-type]
     sender._RTCRtpSender__ntp_timestamp = 789  # type: ignore[attr-defined]
     assert type(sender) is RTCRtpSender

@@ -28,9 +28,9 @@ OPTIONS = SENDER_OPTIONS + WEBRTC_OPTIONS
 """What ``options`` a WHIP publisher takes (see :mod:`probes.options`)."""
 
 
-def _capture_of(track: PacketTrack) -> float | None:
-    """The capture time of the frame ``track`` is sending."""
-    return track.capture_wall
+def _due_of(track: PacketTrack) -> float | None:
+    """When the packet ``track`` is sending was due to leave (its sender reports say so)."""
+    return track.due_wall
 
 
 async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
@@ -76,7 +76,7 @@ async def probe(spec: ProbeSpec, result: ProbeResult, watch: Watch) -> None:
         transceiver = session.pc.addTransceiver(track, direction="sendonly")
         prefer_codecs(transceiver, track.kind, codecs)
         transceiver.sender._send_keyframe = fanout.request_keyframe  # type: ignore[method-assign]
-        rtcpatch.report_capture_clock(transceiver.sender, functools.partial(_capture_of, track))
+        rtcpatch.report_due_times(transceiver.sender, functools.partial(_due_of, track))
         if track is video:
             rtcpatch.send_capture_time(transceiver.sender, lambda: video.capture_wall)
     await source.start()

@@ -66,6 +66,16 @@ class PacketTrack(MediaStreamTrack):
         """The fanout this track is subscribed to."""
         return self._fanout
 
+    @property
+    def due_wall(self) -> float | None:
+        """When the packet ``recv`` returned last was due to leave: its capture time plus its
+        source's pipeline latency (:attr:`Fanout.send_lag`) and this track's own ``delay``.
+        None when the capture time is not known. The sender's RTCP reports say this time,
+        not the moment a busy loop let the packet go."""
+        if self.capture_wall is None:
+            return None
+        return self.capture_wall + self._fanout.send_lag + self.delay
+
     def estimate(self, bitrate: float) -> None:
         """Take the viewer's bandwidth estimate (bit/s, from its REMB)."""
         if self.chooser is not None:
@@ -167,6 +177,8 @@ class Fanout:
         self.capture_epoch: float | None = None
         """Unix seconds of pts 0: a packet was captured at ``capture_epoch + pts``, when the
         source stamps its packets so (None: the capture time is not known)."""
+        self.send_lag = 0.0
+        """Seconds from a packet's capture to its release into the fanout, when on time."""
 
     def subscribe(self, delay: float = 0.0, codec: str | None = None) -> tuple[PacketTrack, PacketTrack]:
         """A new (audio, video) pair of tracks, the video in ``codec`` (None: the source's

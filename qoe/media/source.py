@@ -237,6 +237,7 @@ class SignalSource:
             return
         self.epoch = math.floor(clock.wall())
         self.fanout.capture_epoch = self.epoch  # a frame's pts is its capture time less the epoch
+        self.fanout.send_lag = self.latency + self.knobs.delay  # what the pacer holds a packet
         self._pacer = Pacer(self.fanout, self.epoch, self.latency, self.knobs.delay)
         self._tasks = [
             asyncio.create_task(self._run_video(), name="qoe-source-video"),

@@ -96,8 +96,13 @@ CORS = {
 
 
 def _capture_of(track: PacketTrack) -> float | None:
-    """The capture time of the frame ``track`` is sending (abs-capture-time, sender reports)."""
+    """The capture time of the frame ``track`` is sending (abs-capture-time)."""
     return track.capture_wall
+
+
+def _due_of(track: PacketTrack) -> float | None:
+    """When the packet ``track`` is sending was due to leave (sender reports)."""
+    return track.due_wall
 
 
 def _keyframe_for(fanout: Fanout, track: PacketTrack) -> None:
@@ -501,7 +506,7 @@ class LiveRoom:
             tracks += [audio, video]
             for track in sorted((video, audio), key=lambda t: t.kind != first):
                 transceiver = pc.addTransceiver(track, direction="sendonly")
-                rtcpatch.report_capture_clock(transceiver.sender, functools.partial(_capture_of, track))
+                rtcpatch.report_due_times(transceiver.sender, functools.partial(_due_of, track))
                 if track.kind == "video":
                     restrict_video(transceiver, codec)
                     rtcpatch.send_capture_time(transceiver.sender, functools.partial(_capture_of, track))
