@@ -154,7 +154,9 @@ def band_table(name: str, code: np.ndarray, labels: list[str], s: Sessions) -> B
     # Counts block by block (whole numbers: the same in any order), so that nothing per session
     # outgrows a block.
     blocks = list(_blocks(code.size)) or [slice(0, 0)]
-    d = c = sessions = 0
+    d = np.zeros((nb, WATCH_EDGES.size))
+    c = np.zeros((nb, WATCH_EDGES.size))
+    sessions = np.zeros(nb, np.int64)
     for blk in blocks:
         cb = code[blk]
         joined = (cb >= 0) & (s.joined[blk] != 0) & np.isfinite(s.watch[blk])
@@ -164,7 +166,6 @@ def band_table(name: str, code: np.ndarray, labels: list[str], s: Sessions) -> B
         d, c = d + db, c + cc
         sessions = sessions + np.bincount(cb[cb >= 0], minlength=nb)
         del joined
-    assert isinstance(d, np.ndarray) and isinstance(c, np.ndarray) and isinstance(sessions, np.ndarray)
     surv, _ = km_from_counts(d, c)
     has = (d + c).sum(axis=1) > 0
     med = [median_time(surv[b], WATCH_EDGES) if has[b] else None for b in range(nb)]
@@ -175,7 +176,7 @@ def band_table(name: str, code: np.ndarray, labels: list[str], s: Sessions) -> B
             ("return", s.returned[days], None),
             ("repurchase", s.rebought[days], s.customer),
         ):
-            n, k = 0, 0.0
+            n, k = np.zeros(nb, np.int64), np.zeros(nb)
             for blk in blocks:
                 cb, fb = code[blk], flag[blk]
                 units = (cb >= 0) & (fb >= 0)
@@ -183,7 +184,6 @@ def band_table(name: str, code: np.ndarray, labels: list[str], s: Sessions) -> B
                     units &= extra[blk]
                 n = n + np.bincount(cb[units], minlength=nb)
                 k = k + np.bincount(cb[units], weights=(fb[units] == 1).astype(float), minlength=nb)
-            assert isinstance(n, np.ndarray) and isinstance(k, np.ndarray)
             p, lo, hi = wilson(k, n)
             rates[f"{what}{days}"] = {"n": n.astype(float), "share": p, "low": lo, "high": hi}
     return BandTable(name, labels, sessions, med, rmst, surv, rates)

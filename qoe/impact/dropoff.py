@@ -180,8 +180,8 @@ def _ph_tables(
     k = widths.size
     size = n_combo * (k + 1)
     idx = combo.astype(np.int64 if size >= 1 << 31 else np.int32)
-    idx *= k + 1
-    idx += b
+    np.multiply(idx, k + 1, out=idx)
+    np.add(idx, b, out=idx)
     counts = np.bincount(idx, minlength=size).reshape(n_combo, k + 1).astype(float)
     d = np.bincount(idx[left], minlength=size).reshape(n_combo, k + 1)[:, :k].astype(float)
     p = np.bincount(idx, weights=part, minlength=size).reshape(n_combo, k + 1)[:, :k]
@@ -320,8 +320,10 @@ def abandonment(
     net = _coarsen(factors[order[0]].astype(np.int32), int(factors[order[0]].max()) + 1, b, edges)
     if net is not None and net[3] < t_need:
         net = None
+    net_end = net[3] if net is not None else None
     base_code = net[0] if net is not None else np.zeros(n, np.int32)
-    ph_factors = order[1:] if net is not None else order
+    del net
+    ph_factors = order[1:] if net_end is not None else order
     ph_cells = make_cells([base_code, *(factors[c] for c in ph_factors)])
     del base_code
     base_levels = ph_cells.levels[0]
@@ -329,12 +331,14 @@ def abandonment(
     ph_levels, ph_sizes = ph_cells.levels[1:], ph_cells.n_levels[1:]
     ph_edges = np.round(np.arange(0.0, t_max + hazard_bin_seconds / 2, hazard_bin_seconds), 6)
     ph_b, ph_part = _bins(wait, ph_edges)
+    assert ph_part is not None
+    del wait  # the bins hold what the curves need of it
     ph_widths = np.diff(ph_edges)
     ph_t = ph_edges[1:]
     ends = {
         "naive": t_max,
         "stratified": min(strat_end, t_max),
-        "regression": min(net[3] if net is not None else t_max, t_max),
+        "regression": min(net_end if net_end is not None else t_max, t_max),
     }
     t = {"naive": edges[1:], "stratified": edges[1:], "regression": ph_t}
     upto = {m: int(np.searchsorted(t[m], e + 1e-9, side="right")) for m, e in ends.items()}
@@ -387,11 +391,12 @@ def abandonment(
         for m, (f, r) in rep.items():
             h = _fit(f, t[m][: upto[m]], r, _knees(t[m][: upto[m]]))
             reps[m].append((h.knee, h.slope))
+    baseline = order[0] if net_end is not None else "nothing"
     notes = {
         "naive": "one Kaplan-Meier curve over all sessions",
         "stratified": f"Kaplan-Meier within strata of {', '.join(used) or 'nothing'}, standardised; "
         f"{pooled:.1%} of sessions in thin strata pooled; up to {ends['stratified']:.1f} s",
-        "regression": f"proportional hazards: baseline per {order[0] if net is not None else 'nothing'} and "
+        "regression": f"proportional hazards: baseline per {baseline} and "
         f"{hazard_bin_seconds:g} s, factors for {', '.join(ph_factors) or 'nothing'}; standardised; up to "
         f"{ends['regression']:.1f} s",
     }

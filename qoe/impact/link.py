@@ -105,14 +105,12 @@ class Sessions:
         out[np.isnan(out)] = self.wait
         return out
 
-    TAKEN = ("viewer", "is_open", "joined", "join", "watch", "stall_ratio", "av")
-    """What :meth:`take` gathers (with ``returned`` and ``rebought`` of ``days``, ``customer``):
-    what :func:`~.contrasts.run_contrasts` and a segment's QoE shares read."""
-
     def take(self, index: np.ndarray, days: int = 7) -> Sessions:
-        """The sessions at ``index`` (ascending), with only the arrays the contrasts read (the
-        rest empty, so that reading them fails rather than misleads): a segment's share of the
-        log, in the log's order, without a mask over the whole log per figure."""
+        """The sessions at ``index`` (ascending), with only the arrays that
+        :func:`~.contrasts.run_contrasts` and a segment's QoE shares read (``returned`` and
+        ``rebought`` of ``days`` only; the rest empty, so that reading them fails rather than
+        misleads): a segment's share of the log, in the log's order, without a mask over the
+        whole log per figure."""
 
         def pick(a: np.ndarray) -> np.ndarray:
             if a.ndim == 1 and a.strides == (0,):  # a figure the log lacks: one shared NaN
@@ -122,7 +120,13 @@ class Sessions:
         empty = np.zeros(0)
         return Sessions(
             n=int(index.size),
-            **{name: pick(getattr(self, name)) for name in self.TAKEN},
+            viewer=pick(self.viewer),
+            is_open=pick(self.is_open),
+            joined=pick(self.joined),
+            join=pick(self.join),
+            watch=pick(self.watch),
+            stall_ratio=pick(self.stall_ratio),
+            av=pick(self.av),
             codes={},
             levels=self.levels,
             start=empty,
