@@ -569,10 +569,12 @@ AB_FIGURES = {
     "join_seconds": ("join time (s)", 1, "s"),
     "no_first_frame": ("no first frame (%)", 100, "points"),
     "stall_ratio": ("stall ratio (%)", 100, "points"),
-    "watch": ("watch time (geometric mean, s)", 100, "%"),
-    "return7": ("return 7 d (%)", 100, "points"),
-    "repurchase7": ("repurchase 7 d (%)", 100, "points"),
+    "watch": ("watch time (geometric mean per viewer, s)", 100, "%"),
+    "return7": ("return 7 d, first visit (%)", 100, "points"),
+    "repurchase7": ("repurchase 7 d, first visit (%)", 100, "points"),
 }
+"""Figures of the A/B tables: label, scale, unit of a difference. QoE is per session in the test;
+outcomes per viewer (``ab_test.estimands`` in ``impact.json``)."""
 
 
 def _ab_html(ab: dict[str, Any], images: dict[str, bytes]) -> str:
@@ -590,6 +592,12 @@ def _ab_html(ab: dict[str, Any], images: dict[str, bytes]) -> str:
         f"{srm['chi2']:.2f}, p = {srm['p_value']:.2g}"
         + (" — <b>sample ratio mismatch: the differences below are suspect</b>" if srm["mismatch"] else "")
         + "</p>",
+        "<p>QoE is per session in the test. Outcomes are per viewer, with intervals over viewers: "
+        "the 7-day return and repurchase of the viewer's first visit in the test (repurchase among "
+        "viewers who ordered before the test), and watch time as each viewer's geometric mean over "
+        "their joined sessions in the test. The first visit is alike in both arms, since assignment "
+        "precedes it. Later visits are not: an arm that costs returns removes more later visits of "
+        "the viewers who return most.</p>",
         "<table class=arms><tr><th>arm</th><th>sessions</th><th>viewers</th>"
         + "".join(f"<th>{_e(label)}</th>" for label, _, _ in AB_FIGURES.values())
         + "</tr>",
@@ -619,9 +627,22 @@ def _ab_html(ab: dict[str, Any], images: dict[str, bytes]) -> str:
             )
         out.append(f"<tr><td>{_e(d['arm'])} − {_e(d['against'])}</td>" + "".join(cells) + "</tr>")
     out.append("</table>")
+    per_visit = {"watch": "watch time per session", "return7": "return 7 d", "repurchase7": "repurchase 7 d"}
+    for d in ab["differences"]:
+        figures = [
+            f"{label} {_ci(e['value'], e['low'], e['high'], AB_FIGURES[key][1])} {AB_FIGURES[key][2]}"
+            for key, label in per_visit.items()
+            if "value" in (e := d["per_visit"][key])
+        ]
+        if figures:
+            out.append(
+                "<p>Per visit (includes the arms' changed visit mix, so not the arm's effect), "
+                f"{_e(d['arm'])} − {_e(d['against'])}: {'; '.join(figures)}.</p>"
+            )
     out.append(
-        "<p>CUPED (Deng et al. 2013): per viewer, the outcome in the test adjusted by the same "
-        "outcome in the pre-period; the headline where it reduces the variance by 1 % or more.</p>"
+        "<p>CUPED (Deng et al. 2013): per viewer, the outcome above adjusted by the same figure's "
+        "mean over the viewer's pre-period; the headline where it reduces the variance by 1 % or "
+        "more.</p>"
         "<table class=cuped><tr><th>difference</th><th>outcome</th><th>plain</th><th>CUPED</th>"
         "<th>variance reduction</th><th>viewers (with pre-period)</th><th>headline</th></tr>"
     )

@@ -70,10 +70,16 @@ EFFECTS_DOC = {
     "watch_change_per_chat_echo_second": "placebo: relative change of watch time per second of chat "
     "echo time. Zero by construction: chat echo differs by network (a confounder) but no viewer "
     "reacts to it, so an analysis that finds an effect has missed a confounder",
-    "arm_b_return7": "A/B test: change of the chance to return within 7 days after a visit of arm B "
-    "(qoe.ab_join_seconds more join time), against the same visit without the added join time; "
-    "the mean over arm B's visits with 7 days of follow-up (arm A's is zero), so the B - A "
-    "difference of 7-day return rates",
+    "arm_b_return7": "A/B test: change of the chance to return within 7 days after a viewer's first "
+    "visit in the test (the first with a session from qoe.ab_start_day on), for arm B "
+    "(qoe.ab_join_seconds more join time) against the same visit without the added join time; "
+    "the mean over arm B's viewers whose first visit in the test has 7 days of follow-up (arm A's "
+    "is zero), so the B - A difference of first-visit 7-day return rates. Assignment precedes "
+    "that visit, so both arms have it alike; later visits they do not",
+    "arm_b_return7_every_visit": "the same change averaged over every visit of arm B in the test "
+    "with 7 days of follow-up, for comparison. No difference of the arms' logs estimates it: the "
+    "arm changes which later visits exist (a viewer who does not return makes none), so a "
+    "per-visit B - A difference also carries the arms' different visit mixes",
     "watch_change_sd": "relative change of watch time when a session mostly shows an SD rendition "
     "(video_height below 720) instead of an HD one",
     "returnK_sd": "the same as returnK_failed for a last session that mostly showed an SD rendition, "
@@ -162,6 +168,7 @@ def _truth_document(
     }
     if model.qoe.ab_share_b > 0:
         effects["arm_b_return7"] = mean("arm_b_7")
+        effects["arm_b_return7_every_visit"] = mean("arm_b_7_every_visit")
     for days_ in RETURN_DAYS:
         effects[f"return{days_}_failed"] = mean(f"failed_{days_}")
         effects[f"return{days_}_stall"] = mean(f"stall_{days_}")

@@ -225,6 +225,7 @@ def _return_decision(
     failed_without: np.ndarray | None = None,
     join_paid: np.ndarray | None = None,
     join_paid_without: np.ndarray | None = None,
+    first_in_test: np.ndarray | None = None,
 ) -> np.ndarray:
     """Start of each viewer's next visit after a visit ending at ``end`` (inf: never).
 
@@ -238,6 +239,9 @@ def _return_decision(
     the failed drop stays the loss against the same visit *with* a frame, whichever picture it
     would have had: the comparison ``qoe impact`` makes, against joined visits of the same
     network, SD and HD alike.
+
+    ``first_in_test``: the visit is its viewer's first in the A/B test (the first with a session
+    from ``qoe.ab_start_day`` on); the arm's truth is read on these visits, see below.
     """
     b = model.behaviour
     n = who.size
@@ -268,15 +272,19 @@ def _return_decision(
         for key, (flag, _) in drops.items():
             change = (rho_eff - without[key]) * reach[days]
             truth.add_return(f"{key}_{days}", change[eligible & flag])
-    if arm is not None and failed_without is not None:
+    if arm is not None and failed_without is not None and first_in_test is not None:
         # The arm's effect on 7-day returns: against the same visit whose last session had no
-        # added join time (failed or not without it), over arm B's visits; arm A's is zero.
+        # added join time (failed or not without it); arm A's is zero. Read on each B viewer's
+        # first visit in the test: which later visits a viewer makes depends on the arm, whether
+        # the first one happens and where it falls does not (assignment precedes it). The same
+        # over every B visit is kept beside it, for comparison.
         cf_total = total - drops["failed"][1] + b.return_drop_failed * failed_without
         if "join" in drops and join_paid_without is not None:
             cf_total = cf_total - drops["join"][1] + b.return_drop_per_join_second * join_paid_without
-        cf = chance(cf_total)
-        eligible = end + 7 * DAY <= world.horizon
-        truth.add_return("arm_b_7", ((rho_eff - cf) * reach[7])[eligible & (arm == 2)])
+        change = (rho_eff - chance(cf_total)) * reach[7]
+        b_visit = (end + 7 * DAY <= world.horizon) & (arm == 2)
+        truth.add_return("arm_b_7", change[b_visit & first_in_test])
+        truth.add_return("arm_b_7_every_visit", change[b_visit])
     back = rng.random(n) < rho_eff
     return np.where(back, end + gap0 + rng.exponential(mean_gap), np.inf)
 
@@ -294,6 +302,7 @@ def simulate_chunk(
     first = rng.random(n) * np.where(newcomer, world.horizon, min(2 * DAY, world.horizon))
     t_next = next_slot(first, (v.preferred + rng.random(n) * VISIT_WINDOW) % DAY, world)
     parts: list[dict[str, np.ndarray]] = []
+    seen_test = np.zeros(n, bool)  # per viewer: a visit of theirs had a session in the A/B test
     active = np.flatnonzero(t_next < world.horizon)
     while active.size:
         truth.visits += active.size
@@ -334,6 +343,9 @@ def simulate_chunk(
             moved = cur[go & hop]
             room[moved] = world.pick_rooms(t[moved], rng)
             cur = cur[go]
+        in_test = last_arm != 0  # a visit's last session is its latest: in the test if any is
+        first_in_test = in_test & ~seen_test[who]
+        seen_test[who] |= in_test
         closed = last_end < world.horizon
         nxt = np.full(who.size, np.inf)
         idx = np.flatnonzero(closed)
@@ -352,6 +364,7 @@ def simulate_chunk(
             last_failed_without[idx],
             last_join[idx],
             last_join_without[idx],
+            first_in_test[idx],
         )
         t_next[who] = nxt
         active = who[nxt < world.horizon]
