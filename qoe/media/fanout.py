@@ -59,22 +59,17 @@ class PacketTrack(MediaStreamTrack):
         """Moves the track between rungs by its viewer's bandwidth estimates, when set."""
         self.capture_wall: float | None = None
         """Capture time (Unix seconds) of the packet ``recv`` returned last, when the fanout's
-        source says (:attr:`Fanout.capture_epoch`): what its sender stamps as abs-capture-time."""
+        source says (:attr:`Fanout.pts_captured`): what its sender stamps as abs-capture-time."""
+        self.due_wall: float | None = None
+        """When the packet ``recv`` returned last was due to leave (Unix seconds): its time on
+        the source's clock plus the source's :attr:`Fanout.send_lag` and this track's own
+        ``delay``; None when the fanout's packets are not on a clock. The sender's RTCP
+        reports say this time, not the moment a busy loop let the packet go."""
 
     @property
     def fanout(self) -> Fanout:
         """The fanout this track is subscribed to."""
         return self._fanout
-
-    @property
-    def due_wall(self) -> float | None:
-        """When the packet ``recv`` returned last was due to leave: its capture time plus its
-        source's pipeline latency (:attr:`Fanout.send_lag`) and this track's own ``delay``.
-        None when the capture time is not known. The sender's RTCP reports say this time,
-        not the moment a busy loop let the packet go."""
-        if self.capture_wall is None:
-            return None
-        return self.capture_wall + self._fanout.send_lag + self.delay
 
     def estimate(self, bitrate: float) -> None:
         """Take the viewer's bandwidth estimate (bit/s, from its REMB)."""
@@ -139,11 +134,15 @@ class PacketTrack(MediaStreamTrack):
         packet = await self._queue.get()
         if packet is None:
             raise MediaStreamError
-        epoch = self._fanout.capture_epoch
+        fanout = self._fanout
+        epoch = fanout.pts_epoch
         if epoch is not None and packet.pts is not None and (base := packet.time_base) is not None:
             # Integer arithmetic: a Fraction product for every packet of every viewer was a
             # tenth of the room's sending.
-            self.capture_wall = epoch + packet.pts * base.numerator / base.denominator
+            at = epoch + packet.pts * base.numerator / base.denominator
+            self.due_wall = at + fanout.send_lag + self.delay
+            if fanout.pts_captured:
+                self.capture_wall = at
         return packet
 
     def stop(self) -> None:
@@ -174,11 +173,14 @@ class Fanout:
         """(monotonic time, bytes) of the video pushed per (codec, rung), over RATE_WINDOW."""
         self.codec: str | None = None
         """The source's own video codec, which subscribers that name none take."""
-        self.capture_epoch: float | None = None
-        """Unix seconds of pts 0: a packet was captured at ``capture_epoch + pts``, when the
-        source stamps its packets so (None: the capture time is not known)."""
+        self.pts_epoch: float | None = None
+        """Unix seconds of pts 0 on the source's clock: a packet belongs to ``pts_epoch + pts``
+        (None: the packets are on no known clock)."""
+        self.pts_captured = False
+        """Whether that clock is the capture clock (a source's own), not a publisher's
+        reported one (a relay's)."""
         self.send_lag = 0.0
-        """Seconds from a packet's capture to its release into the fanout, when on time."""
+        """Seconds from a packet's time on that clock to its release into the fanout."""
 
     def subscribe(self, delay: float = 0.0, codec: str | None = None) -> tuple[PacketTrack, PacketTrack]:
         """A new (audio, video) pair of tracks, the video in ``codec`` (None: the source's

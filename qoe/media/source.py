@@ -236,7 +236,8 @@ class SignalSource:
         if self._tasks:
             return
         self.epoch = math.floor(clock.wall())
-        self.fanout.capture_epoch = self.epoch  # a frame's pts is its capture time less the epoch
+        self.fanout.pts_epoch = self.epoch  # a frame's pts is its capture time less the epoch
+        self.fanout.pts_captured = True
         self.fanout.send_lag = self.latency + self.knobs.delay  # what the pacer holds a packet
         self._pacer = Pacer(self.fanout, self.epoch, self.latency, self.knobs.delay)
         self._tasks = [

@@ -40,6 +40,9 @@ class RelaySource:
     def __init__(self, fanout: Fanout, *, latency: float = RELAY_LATENCY, delay: float = 0.0) -> None:
         self.fanout = fanout
         self.epoch = math.floor(clock.wall())
+        # A frame's pts is its time on the publisher's clock (its sender reports) less the
+        # epoch: the room's own reports follow that clock whenever the relay falls behind.
+        fanout.pts_epoch, fanout.send_lag = self.epoch, latency + delay
         self._pacer = Pacer(fanout, self.epoch, latency, delay)
         self._video = Renditions(fanout)
         """Sized by the publisher's first frame."""
