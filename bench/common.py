@@ -8,6 +8,7 @@ import resource
 import statistics
 import subprocess
 import sys
+from collections import Counter
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 
@@ -17,6 +18,7 @@ __all__ = [
     "LATENCY_SLACK_MS",
     "Column",
     "cpu_seconds_of",
+    "failure_reasons",
     "header",
     "own_cpu_seconds",
     "room",
@@ -65,11 +67,24 @@ def viewer_figures(results: Sequence[ProbeResult]) -> dict[str, float]:
         "freezes": sum(freezes),
         "frozen_viewers": sum(1 for f in freezes if f),
         "overloaded": sum(1 for r in results if r.probe_host.overloaded),
+        # A run that froze or failed on a host it did not flag: the figure a reader could
+        # take for the stream's own. It must stay 0 for the verdicts to be honest.
+        "unflagged": sum(
+            1
+            for r in results
+            if (not r.success or (r.video.freeze_count or 0) > 0) and not r.probe_host.overloaded
+        ),
         "g2g_p50_ms": 1000 * statistics.median(g2g) if g2g else nan,
         "g2g_max_ms": 1000 * max(g2g) if g2g else nan,
         "join_max_ms": 1000 * joins[-1] if joins else nan,
         "join_p95_ms": 1000 * joins[int(0.95 * (len(joins) - 1))] if joins else nan,
     }
+
+
+def failure_reasons(results: Sequence[ProbeResult]) -> str:
+    """The failed runs' error kinds, most frequent first (``"-"`` if none failed)."""
+    kinds = Counter(r.error.kind if r.error is not None else "unknown" for r in results if not r.success)
+    return ", ".join(f"{n} {kind}" for kind, n in kinds.most_common()) or "-"
 
 
 @contextmanager

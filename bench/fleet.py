@@ -11,6 +11,12 @@ host, ``probe_host.overloaded``) and the room's loop stalls over 100 ms (``loop_
     python bench/fleet.py                       # 50 viewers, 20 s each, all at once
     python bench/fleet.py --viewers 80 --duration 30 --room-size 320x180
     python bench/fleet.py --viewers 500 --decode none   # light viewers (docs/METRICS.md)
+    python bench/fleet.py --viewers 200 300 --decode none --room-size 320x180 --room-bitrate 200
+
+Light viewers send a fixed bandwidth estimate (``remb``, ``--remb`` bit/s, above the room's
+bitrate) in place of aiortc's delay-based one. A run that froze or failed without its host
+saying it was overloaded is counted apart (``unflagged``): that would be a wrong figure, where
+one flagged overloaded is an honest "this host could not tell".
 """
 
 from __future__ import annotations
@@ -26,7 +32,16 @@ import time
 import urllib.request
 from pathlib import Path
 
-from common import LATENCY_SLACK_MS, Column, cpu_seconds_of, header, room, row, viewer_figures
+from common import (
+    LATENCY_SLACK_MS,
+    Column,
+    cpu_seconds_of,
+    failure_reasons,
+    header,
+    room,
+    row,
+    viewer_figures,
+)
 
 from qoe.result import ProbeResult
 
@@ -40,6 +55,7 @@ COLUMNS: list[Column] = [
     ("freezes", "freezes", 7, 0),
     ("frozen", "frozen_viewers", 6, 0),
     ("overloaded", "overloaded", 10, 0),
+    ("unflagged", "unflagged", 9, 0),
     ("room stalls", "room_stalls", 11, 0),
     ("g2g p50 ms", "g2g_p50_ms", 10, 0),
     ("g2g max ms", "g2g_max_ms", 10, 0),
@@ -60,24 +76,36 @@ url = "{url}/whep/demo"
 """
 
 
+REMB = 2_000_000
+"""Bit/s of the fixed bandwidth estimate light viewers send (``--remb``; 0: estimate)."""
+
+
 def measure(
-    url: str, room_pid: int, viewers: int, duration: float, workdir: Path, decode: str | None = None
-) -> dict[str, float]:
-    """Run the fleet and add the room's CPU over the same time to its figures."""
+    url: str,
+    room_pid: int,
+    viewers: int,
+    duration: float,
+    workdir: Path,
+    decode: str | None = None,
+    remb: float = 0.0,
+) -> tuple[dict[str, float], str]:
+    """Run the fleet and add the room's CPU over the same time to its figures; also why runs
+    failed."""
     room_cpu, t0, began = cpu_seconds_of(room_pid), time.monotonic(), time.time()
-    figures = run_fleet(url, viewers, duration, workdir, decode)
+    figures, reasons = run_fleet(url, viewers, duration, workdir, decode, remb)
     figures["room_cores"] = (cpu_seconds_of(room_pid) - room_cpu) / (time.monotonic() - t0)
     with urllib.request.urlopen(f"{url}/rooms/demo", timeout=5) as answer:
         stalls = json.load(answer)["loop_stalls"]
     figures["room_stalls"] = sum(1 for s in stalls if s["at"] >= began)
-    return figures
+    return figures, reasons
 
 
 def run_fleet(
-    url: str, viewers: int, duration: float, workdir: Path, decode: str | None = None
-) -> dict[str, float]:
+    url: str, viewers: int, duration: float, workdir: Path, decode: str | None = None, remb: float = 0.0
+) -> tuple[dict[str, float], str]:
     fleet, results = workdir / f"fleet{viewers}.toml", workdir / f"results{viewers}.jsonl"
-    options = f'options = {{ decode = "{decode}", quality = "off" }}' if decode else ""
+    fixed = f", remb = {remb:.0f}.0" if decode in ("sample", "none") and remb > 0 else ""
+    options = f'options = {{ decode = "{decode}", quality = "off"{fixed} }}' if decode else ""
     fleet.write_text(FLEET.format(duration=duration, count=viewers, url=url, options=options))
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
@@ -94,7 +122,7 @@ def run_fleet(
         raise SystemExit(f"qoe fleet run failed: {done.stderr.strip().splitlines()[-1]}")
     cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
     probes = [ProbeResult.from_dict(json.loads(line)) for line in results.read_text().splitlines()]
-    return {
+    figures = {
         "viewers": viewers,
         "wall": wall,
         "fleet_cores": cpu / wall,
@@ -102,6 +130,7 @@ def run_fleet(
         "rss_mb": after.ru_maxrss / 1024,
         **viewer_figures(probes),
     }
+    return figures, failure_reasons(probes)
 
 
 def main() -> int:
@@ -111,6 +140,14 @@ def main() -> int:
     parser.add_argument("--viewers", type=int, nargs="+", default=[50], help="fleet sizes to run, in turn")
     parser.add_argument("--duration", type=float, default=20.0, help="seconds each viewer watches")
     parser.add_argument("--room-size", default=None, help="the room's picture, e.g. 320x180")
+    parser.add_argument("--room-bitrate", type=int, default=None, help="the room's video kbit/s")
+    parser.add_argument("--renditions", type=int, default=None, help="the room's renditions")
+    parser.add_argument(
+        "--remb",
+        type=float,
+        default=REMB,
+        help=f"light viewers' fixed REMB, bit/s (default {REMB}; 0: estimate)",
+    )
     parser.add_argument(
         "--decode",
         choices=("full", "sample", "none"),
@@ -119,12 +156,17 @@ def main() -> int:
     args = parser.parse_args()
     print(f"{os.cpu_count()} cores; room and fleet share them", flush=True)
     room_args = ["--size", args.room_size] if args.room_size else []
+    room_args += ["--bitrate", str(args.room_bitrate)] if args.room_bitrate else []
+    room_args += ["--renditions", str(args.renditions)] if args.renditions else []
+    print(f"room: {' '.join(room_args) or 'defaults'}", flush=True)
     with room(*room_args) as (server, url), tempfile.TemporaryDirectory() as tmp:
-        baseline = measure(url, server.pid, 1, min(args.duration, 10.0), Path(tmp))
+        baseline, _ = measure(url, server.pid, 1, min(args.duration, 10.0), Path(tmp))
         print(header(COLUMNS))
         print(row(COLUMNS, baseline), flush=True)
         for viewers in args.viewers:
-            figures = measure(url, server.pid, viewers, args.duration, Path(tmp), args.decode)
+            figures, reasons = measure(
+                url, server.pid, viewers, args.duration, Path(tmp), args.decode, args.remb
+            )
             print(row(COLUMNS, figures), flush=True)
             lagging = figures["g2g_max_ms"] > baseline["g2g_p50_ms"] + LATENCY_SLACK_MS
             held = not (figures["frozen_viewers"] or figures["failed"] or lagging)
@@ -134,8 +176,9 @@ def main() -> int:
                 f"{figures['failed']:.0f} failed, glass-to-glass at most "
                 f"{figures['g2g_max_ms']:.0f} ms against a lone viewer's "
                 f"{baseline['g2g_p50_ms']:.0f} ms; "
-                f"{figures['overloaded']:.0f} runs on an overloaded probe loop, "
-                f"{figures['room_stalls']:.0f} room stalls"
+                f"{figures['overloaded']:.0f} runs flagged their host overloaded, "
+                f"{figures['unflagged']:.0f} froze or failed without that flag, "
+                f"{figures['room_stalls']:.0f} room stalls; failures: {reasons}"
             )
     return 0
 

@@ -71,6 +71,7 @@ COLUMNS: list[Column] = [
     ("freezes", "freezes", 7, 0),
     ("frozen", "frozen_viewers", 6, 0),
     ("overloaded", "overloaded", 10, 0),
+    ("unflagged", "unflagged", 9, 0),
     ("g2g p50 ms", "g2g_p50_ms", 10, 0),
     ("join max ms", "join_max_ms", 11, 0),
 ]
