@@ -30,6 +30,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import json
 import os
 import subprocess
@@ -73,8 +74,28 @@ COLUMNS: list[Column] = [
     ("overloaded", "overloaded", 10, 0),
     ("unflagged", "unflagged", 9, 0),
     ("g2g p50 ms", "g2g_p50_ms", 10, 0),
+    ("worst GC ms", "gc_max_ms", 11, 0),
     ("join max ms", "join_max_ms", 11, 0),
 ]
+
+
+class GcPauses:
+    """The longest full pass of the garbage collector since :meth:`reset`: each holds the
+    event loop, so one of 100 ms or more is a freeze for every viewer in the process at once."""
+
+    def __init__(self) -> None:
+        self.worst = 0.0
+        self._started = 0.0
+        gc.callbacks.append(self._note)
+
+    def _note(self, phase: str, info: dict[str, int]) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        elif info["generation"] == 2:
+            self.worst = max(self.worst, time.perf_counter() - self._started)
+
+    def reset(self) -> None:
+        self.worst = 0.0
 
 
 def rss_mb(pid: int | str = "self") -> float:
@@ -83,10 +104,18 @@ def rss_mb(pid: int | str = "self") -> float:
 
 
 async def step(
-    url: str, room_pid: int, mode: str, viewers: int, duration: float, quality: str, remb: float
+    url: str,
+    room_pid: int,
+    mode: str,
+    viewers: int,
+    duration: float,
+    quality: str,
+    remb: float,
+    pauses: GcPauses,
 ) -> dict[str, float]:
     """``viewers`` viewers joining one every START_INTERVAL, each watching ``duration`` s."""
     base_rss = rss_mb()
+    pauses.reset()
     options: dict[str, object] = {"decode": mode, "quality": quality}
     if mode != "full" and remb > 0:
         options["remb"] = remb
@@ -111,6 +140,7 @@ async def step(
         "rss_per_viewer_mb": max(0.0, rss) / viewers,
         "room_core_pct": 100 * room_cpu / wall,
         **viewer_figures(results),  # type: ignore[arg-type]
+        "gc_max_ms": 1000 * pauses.worst,
     }
 
 
@@ -119,8 +149,9 @@ async def run_mode(
 ) -> None:
     """One mode's steps, in this process (the child's side): a JSON line per step."""
     os.sched_setaffinity(0, {PROBE_CORE})
+    pauses = GcPauses()
     for n in steps:
-        figures = await step(f"{url}/whep/demo", room_pid, mode, n, duration, quality, remb)
+        figures = await step(f"{url}/whep/demo", room_pid, mode, n, duration, quality, remb, pauses)
         print(json.dumps(figures), flush=True)
 
 
