@@ -42,8 +42,8 @@ CATEGORIES = ("room", "device", "network", "region", "app", "arm")
 BATCH_ROWS = 1 << 20
 """Rows per batch streamed from DuckDB into the arrays: the result is never held twice."""
 FETCH_MEMORY = "1GB"
-"""DuckDB's memory limit (at most) while the arrays fill: its tables spill to disk, and the
-memory goes to the arrays, which cannot spill."""
+"""DuckDB's memory limit (at most) while the arrays fill: the sort behind the fixed row order
+spills to disk, and the memory goes to the arrays, which cannot spill."""
 
 
 @dataclass
@@ -330,9 +330,7 @@ def link_sessions(
             if wanted[c]
         ),
     ]
-    # The row number first: _fetch places each row by it (no ORDER BY: see there), so that,
-    # with a seed, matching and jackknife groups repeat exactly.
-    query = f"""SELECT l.row, {", ".join(f"l.c_{c}" for c in ("viewer", *categories))},
+    query = f"""SELECT {", ".join(f"l.c_{c}" for c in ("viewer", *categories))},
         (CAST(floor(l.start / 3600) AS BIGINT) % 24)::TINYINT AS c_hour,
         l.start, (l."end" IS NULL) AS is_open, {joined} AS joined,
         coalesce(l.join_s, {nan})::FLOAT AS join_s,
@@ -344,7 +342,8 @@ def link_sessions(
         l.visit_end, l.customer,
         {tier} AS tier,
         {", ".join(f"l.ret{k}, l.rb{k}" for k in RETURN_DAYS)}{probe_cols}
-        FROM linked l {probe_join}"""
+        FROM linked l {probe_join}
+        ORDER BY l.row"""  # a fixed order: with a seed, matching and jackknife groups repeat exactly
     # fetchall: a result left unfinished would stop the next query on this connection.
     n, any_orders = con.execute(
         "SELECT count(*), coalesce(bool_or(orders > 0), false) FROM linked"
@@ -413,58 +412,36 @@ def _fetch(
     n: int,
     narrow: dict[str, np.dtype[Any]],
     sparse: dict[str, str] | None = None,
-    rows_query: str = "SELECT row FROM linked",
 ) -> dict[str, np.ndarray]:
-    """The result of ``query`` (``n`` rows) as one array per column, in the order of its first
-    column (the log's row number, which ``rows_query`` alone selects, row for row), filled batch
-    by batch so that neither DuckDB nor Arrow holds the whole result beside the arrays.
-    ``sparse``: column -> another (earlier in the query): the column's values kept only where the
-    other is NaN, in row order.
-
-    The rows come in whatever order DuckDB streams them, and each lands at its rank among the
-    row numbers: at 100 M sessions an ``ORDER BY`` holds gigabytes beyond DuckDB's memory limit
-    while it sorts (the rank table is 4 bytes a row number)."""
+    """The result of ``query`` (``n`` rows) as one array per column, filled batch by batch so
+    that neither DuckDB nor Arrow holds the whole result beside the arrays. ``sparse``: column
+    -> another (earlier in the query): the column's values kept only where the other is NaN."""
     sparse = sparse or {}
-    kept: dict[str, list[tuple[np.ndarray, np.ndarray]]] = {name: [] for name in sparse}
+    kept: dict[str, list[np.ndarray]] = {name: [] for name in sparse}
     limit = con.execute("SELECT current_setting('memory_limit')").fetchall()[0][0]
     if _bytes(limit) > _bytes(FETCH_MEMORY):
         con.execute(f"SET memory_limit = '{FETCH_MEMORY}'")
     try:
-        rows = np.empty(n, np.int64)
-        at = 0
-        for batch in con.sql(rows_query).to_arrow_reader(BATCH_ROWS):
-            rows[at : at + batch.num_rows] = batch.column(0).to_numpy()
-            at += batch.num_rows
-        if at != n:
-            raise RuntimeError(f"fetched {at} of {n} row numbers")
-        rows.sort()
-        rank = np.full(int(rows[-1]) + 1 if n else 0, -1, np.int32 if n < 1 << 31 else np.int64)
-        rank[rows] = np.arange(n, dtype=rank.dtype)
-        del rows
+        reader = con.sql(query).to_arrow_reader(BATCH_ROWS)
         out: dict[str, np.ndarray] = {}
         at = 0
-        for batch in con.sql(query).to_arrow_reader(BATCH_ROWS):
+        for batch in reader:
             m = batch.num_rows
-            at_rank = rank[batch.column(0).to_numpy()]
-            for name, column in zip(batch.schema.names[1:], batch.columns[1:], strict=True):
+            for name, column in zip(batch.schema.names, batch.columns, strict=True):
                 values = column.to_numpy(zero_copy_only=False)
                 if name in sparse:
-                    keep = np.isnan(out[sparse[name]][at_rank])
-                    kept[name].append((at_rank[keep], values[keep]))
+                    kept[name].append(values[np.isnan(out[sparse[name]][at : at + m])].copy())
                     continue
                 if name not in out:
                     out[name] = np.empty(n, narrow.get(name, values.dtype))
-                out[name][at_rank] = values
+                out[name][at : at + m] = values
             at += m
-        del rank
     finally:
         con.execute(f"SET memory_limit = '{limit}'")
     if at != n:
         raise RuntimeError(f"fetched {at} of {n} sessions")
     for name, parts in kept.items():
-        where = np.concatenate([p for p, _ in parts]) if parts else np.zeros(0, np.int64)
-        values = np.concatenate([v for _, v in parts]) if parts else np.zeros(0, np.float32)
-        out[name] = values[np.argsort(where, kind="stable")]
+        out[name] = np.concatenate(parts) if parts else np.zeros(0, np.float32)
     return out
 
 
