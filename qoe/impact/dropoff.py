@@ -182,11 +182,17 @@ def _ph_tables(
     idx = combo.astype(np.int64 if size >= 1 << 31 else np.int32)
     np.multiply(idx, k + 1, out=idx)
     np.add(idx, b, out=idx)
-    counts = np.bincount(idx, minlength=size).reshape(n_combo, k + 1).astype(float)
+    # Tables of combinations x bins: at 100 M sessions (thousands of rooms) each is about a GB,
+    # so as few as possible at once. Counts are whole numbers: summed as integers, they are the
+    # same as the float sums.
+    counts = np.bincount(idx, minlength=size).reshape(n_combo, k + 1)
+    exposure = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(float)  # sessions past bin k
+    n = counts.sum(axis=1).astype(float)
+    del counts
     d = np.bincount(idx[left], minlength=size).reshape(n_combo, k + 1)[:, :k].astype(float)
-    p = np.bincount(idx, weights=part, minlength=size).reshape(n_combo, k + 1)[:, :k]
-    later = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:]  # sessions past bin k
-    return d, later * widths[None, :] + p, counts.sum(axis=1)
+    exposure *= widths[None, :]
+    exposure += np.bincount(idx, weights=part, minlength=size).reshape(n_combo, k + 1)[:, :k]
+    return d, exposure, n
 
 
 def _ph_fit(
@@ -381,13 +387,13 @@ def abandonment(
     fits = {m: _fit(f, t[m][: upto[m]], r, _knees(t[m][: upto[m]])) for m, (f, r) in full.items()}
     reps: dict[str, list[tuple[float, float]]] = {m: [] for m in full}
     for idx in _group_slices(group, n_groups):
-        part = counts(idx)
-        loo = {
-            "naive": tuple(a - p for a, p in zip(full_counts["naive"], part["naive"], strict=True)),
-            "strata": tuple(a - p for a, p in zip(full_counts["strata"], part["strata"], strict=True)),
-            "ph": tuple(a - p for a, p in zip(full_counts["ph"], part["ph"], strict=True)),
-        }
+        loo = counts(idx)
+        # Leaving the group out, in the group's own tables (each about a GB at 100 M sessions).
+        for key in ("naive", "strata", "ph"):
+            for a, p in zip(full_counts[key], loo[key], strict=True):
+                np.subtract(a, p, out=p)
         rep, _ = curves(loo, fit)
+        del loo
         for m, (f, r) in rep.items():
             h = _fit(f, t[m][: upto[m]], r, _knees(t[m][: upto[m]]))
             reps[m].append((h.knee, h.slope))
