@@ -4,7 +4,8 @@ The room runs in its own process pinned to one core; the viewers run pinned to t
 so each side's CPU is measured on its own. For each decode mode (``full``, ``sample``,
 ``none``; docs/METRICS.md) N grows until a viewer sees a freeze the room did not inject (the
 room has no knobs set, so every freeze is the probe's own lateness), a probe fails, or
-glass-to-glass p50 rises 50 ms over the mode's first step: a saturated core shows as a
+glass-to-glass p50 rises 50 ms over the mode's first step (a step whose room fell behind says
+so, with its loop stalls: a freeze those cause is the server's): a saturated core shows as a
 growing backlog before it shows as freezes. Viewers join one every 0.05 s, as ``qoe fleet
 run`` starts them; CPU and RSS are read once all have joined (steady state), and each mode
 runs in a process of its own, so its RSS per viewer is its own. A step whose room core was
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from pathlib import Path
 
 from common import (
@@ -75,6 +77,7 @@ COLUMNS: list[Column] = [
     ("unflagged", "unflagged", 9, 0),
     ("g2g p50 ms", "g2g_p50_ms", 10, 0),
     ("worst GC ms", "gc_max_ms", 11, 0),
+    ("room stalls", "room_stalls", 11, 0),
     ("join max ms", "join_max_ms", 11, 0),
 ]
 
@@ -116,6 +119,7 @@ async def step(
     """``viewers`` viewers joining one every START_INTERVAL, each watching ``duration`` s."""
     base_rss = rss_mb()
     pauses.reset()
+    began = time.time()
     options: dict[str, object] = {"decode": mode, "quality": quality}
     if mode != "full" and remb > 0:
         options["remb"] = remb
@@ -133,6 +137,7 @@ async def step(
     cpu, room_cpu = own_cpu_seconds() - cpu0, cpu_seconds_of(room_pid) - room0
     rss = rss_mb() - base_rss
     results = await asyncio.gather(*runs)
+    stalls = await asyncio.to_thread(room_stalls, url.split("/whep/")[0], began)
     return {
         "viewers": viewers,
         "probe_core_pct": 100 * cpu / wall,
@@ -141,7 +146,15 @@ async def step(
         "room_core_pct": 100 * room_cpu / wall,
         **viewer_figures(results),  # type: ignore[arg-type]
         "gc_max_ms": 1000 * pauses.worst,
+        "room_stalls": stalls,
     }
+
+
+def room_stalls(base: str, since: float) -> int:
+    """Times the room's event loop fell over 100 ms behind since ``since`` (Unix seconds): a
+    freeze they cause is the server's, which a viewer rightly counts."""
+    with urllib.request.urlopen(f"{base}/rooms/demo", timeout=5) as answer:
+        return sum(1 for s in json.load(answer)["loop_stalls"] if s["at"] >= since)
 
 
 async def run_mode(
@@ -183,6 +196,8 @@ def mode_in_child(
         if r["frozen_viewers"] or r["failed"] or lagging:
             why = "freezes" if r["frozen_viewers"] else "failures" if r["failed"] else "latency"
             bound = " (the room's core was saturated)" if r["room_core_pct"] >= ROOM_BOUND else ""
+            if r["room_stalls"]:
+                bound += f", though the room's loop stalled {r['room_stalls']:.0f} times"
             verdict = f"{r['viewers']:.0f} viewers: {why} the room did not cause{bound}; one core held {held}"
             proc.terminate()
             break
