@@ -205,7 +205,7 @@ def test_fleet_check_names_a_misspelled_option(cli, tmp_path) -> None:  # type: 
     assert done.stderr.strip().splitlines() == [
         f"qoe fleet check: error: {path}:5: targets[0].options.cohst: unknown option 'cohst' for whep "
         "probes; did you mean 'cohost'? (known: chat_url, codecs, cohost, cohost_tone_hz, decode, "
-        "ice_transport, interact_every, offer, playout, quality, sample_every, token, tone_hz, verify)"
+        "ice_transport, interact_every, offer, playout, quality, remb, sample_every, token, tone_hz, verify)"
     ]
 
 
