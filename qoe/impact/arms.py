@@ -219,76 +219,102 @@ def arms(
         )
     shares = np.asarray(split if split is not None else [1.0 / len(names)] * len(names))
     viewers = np.array([int((viewer_arm == c).sum()) for c in arm_codes])
-    joined = s.joined == 1
-    closed = joined & ~s.is_open & (s.watch > 0)
-    log_watch = np.where(closed, np.log(np.maximum(s.watch, 1e-3)), np.nan)
-    ret = np.where(s.returned[7] >= 0, (s.returned[7] == 1).astype(float), np.nan)
-    rebuy = np.where((s.rebought[7] >= 0) & s.customer, (s.rebought[7] == 1).astype(float), np.nan)
-    qoe = {
-        "join_seconds": np.where(joined, s.join, np.nan),
-        "no_first_frame": np.where(s.joined >= 0, (s.joined == 0).astype(float), np.nan),
-        "stall_ratio": np.where(joined, s.stall_ratio, np.nan),
-    }
-    per_visit = {"watch": (log_watch, True), "return7": (ret, False), "repurchase7": (rebuy, False)}
     # Customers before the test: an order in a session before the viewer's first in the test.
     t0 = _at(s.start, first)
     ordered_before = np.bincount(s.viewer[s.customer & (s.start < t0[s.viewer])], minlength=m) > 0
+    del t0
     rebought = _at(s.rebought[7], visit_last)  # -1: no 7 days of follow-up
-    outcomes = {
-        "watch": (_viewer_mean(log_watch, in_test, s.viewer, m), True),
-        "return7": (_at(ret, visit_last), False),
-        "repurchase7": (np.where(ordered_before & (rebought >= 0), rebought, np.nan), False),
-    }
+    control = arm_codes[0]
+    arm_sel = {c: code == c for c in arm_codes}
+    viewer_sel = {c: viewer_arm == c for c in arm_codes}
 
-    def mean(y: np.ndarray, sel: np.ndarray, log: bool) -> float | None:
+    # Each whole-log column is built when its turn comes and dropped after it, so one is held
+    # at a time (four bytes a session), not six: at 100 M sessions six took 3.6 GB together.
+    # The 0/1 outcomes are float32 (exact), averaged in float64 as their float64 columns were;
+    # the QoE figures and log watch time keep the float32 of the arrays they come from.
+    def column(key: str) -> np.ndarray:
+        if key == "join_seconds":
+            return np.where(s.joined == 1, s.join, np.float32(np.nan))
+        if key == "no_first_frame":
+            return np.where(s.joined >= 0, (s.joined == 0).astype(np.float32), np.float32(np.nan))
+        if key == "stall_ratio":
+            return np.where(s.joined == 1, s.stall_ratio, np.float32(np.nan))
+        if key == "watch":
+            closed = (s.joined == 1) & ~s.is_open & (s.watch > 0)
+            return np.where(closed, np.log(np.maximum(s.watch, 1e-3)), np.float32(np.nan))
+        flag = s.returned[7] if key == "return7" else s.rebought[7]
+        known = (flag >= 0) if key == "return7" else (flag >= 0) & s.customer
+        return np.where(known, (flag == 1).astype(np.float32), np.float32(np.nan))
+
+    flags = ("no_first_frame", "return7", "repurchase7")
+
+    def mean(y: np.ndarray, sel: np.ndarray, log: bool, key: str = "") -> float | None:
         ok = sel & np.isfinite(y)
         if not ok.any():
             return None
-        v = float(y[ok].mean())
+        v = float(y[ok].mean(dtype=np.float64 if key in flags else None))
         return float(np.exp(v)) if log else v
 
-    per_arm = []
-    for name, c in zip(names, arm_codes, strict=True):
-        sel = code == c
-        row: dict[str, Any] = {
-            "arm": name,
-            "sessions": int(sel.sum()),
-            "viewers": int((viewer_arm == c).sum()),
-        }
-        row |= {key: mean(y, sel, False) for key, y in qoe.items()}
-        row |= {key: mean(y, viewer_arm == c, log) for key, (y, log) in outcomes.items()}
-        row["per_visit"] = {key: mean(y, sel, log) for key, (y, log) in per_visit.items()}
-        per_arm.append(row)
-    control = arm_codes[0]
-
     def clustered(y: np.ndarray, c: int, log: bool) -> dict[str, Any]:
-        t_mask, c_mask = (code == c) & np.isfinite(y), (code == control) & np.isfinite(y)
-        e = naive(np.where(t_mask | c_mask, y, 0.0), t_mask, c_mask, s.viewer)
+        # naive reads y only where a mask holds, so the NaN elsewhere need no zeroed copy.
+        t_mask, c_mask = arm_sel[c] & np.isfinite(y), arm_sel[control] & np.isfinite(y)
+        e = naive(y, t_mask, c_mask, s.viewer)
         return _est(e, log) | {"sessions": [int(t_mask.sum()), int(c_mask.sum())]}
 
-    differences = []
-    for name, c in zip(names[1:], arm_codes[1:], strict=True):
-        d: dict[str, Any] = {"arm": name, "against": names[0]}
-        d |= {key: clustered(y, c, False) for key, y in qoe.items()}
-        for key, (y, log) in outcomes.items():
-            counts = [int(((viewer_arm == a) & np.isfinite(y)).sum()) for a in (c, control)]
-            d[key] = _est(difference(y, viewer_arm, control, c), log, "viewers") | {"viewers": counts}
-        d["per_visit"] = {key: clustered(y, c, log) for key, (y, log) in per_visit.items()}
-        cup = {}
-        for key in ("watch", "return7"):
-            y, log = outcomes[key]
-            r = cuped(y, _viewer_mean(per_visit[key][0], pre, s.viewer, m), viewer_arm, control, c)
-            cup[key] = {
-                "theta": r["theta"],
-                "variance_reduction": r["variance_reduction"],
-                "viewers": r["viewers"],
-                "viewers_with_pre_period": r["viewers_with_pre_period"],
-                "plain": _est(r["plain"], log, "viewers"),
-                "cuped": _est(r["cuped"], log, "viewers"),
-                "headline": "cuped" if r["helps"] else "plain",
-            }
-        d["cuped"] = cup
-        differences.append(d)
+    qoe_keys, outcome_keys = (
+        ("join_seconds", "no_first_frame", "stall_ratio"),
+        ("watch", "return7", "repurchase7"),
+    )
+    per_arm: list[dict[str, Any]] = [
+        {"arm": name, "sessions": int(arm_sel[c].sum()), "viewers": int(viewer_sel[c].sum())}
+        | dict.fromkeys((*qoe_keys, *outcome_keys))
+        | {"per_visit": dict.fromkeys(outcome_keys)}
+        for name, c in zip(names, arm_codes, strict=True)
+    ]
+    differences: list[dict[str, Any]] = [
+        {"arm": name, "against": names[0]}
+        | dict.fromkeys((*qoe_keys, *outcome_keys))
+        | {"per_visit": dict.fromkeys(outcome_keys), "cuped": dict.fromkeys(("watch", "return7"))}
+        for name in names[1:]
+    ]
+    for key in qoe_keys:
+        y = column(key)
+        for row, c in zip(per_arm, arm_codes, strict=True):
+            row[key] = mean(y, arm_sel[c], False, key)
+        for d, c in zip(differences, arm_codes[1:], strict=True):
+            d[key] = clustered(y, c, False)
+        del y
+    for key in outcome_keys:
+        log = key == "watch"
+        y = column(key)
+        # Per viewer: the mean log watch time over their sessions in the test; the return of
+        # the first visit in the test; its repurchase among customers before the test.
+        if key == "watch":
+            outcome = _viewer_mean(y, in_test, s.viewer, m)
+        elif key == "return7":
+            outcome = _at(y, visit_last)
+        else:
+            outcome = np.where(ordered_before & (rebought >= 0), rebought, np.nan)
+        for row, c in zip(per_arm, arm_codes, strict=True):
+            row[key] = mean(outcome, viewer_sel[c], log)
+            row["per_visit"][key] = mean(y, arm_sel[c], log, key)
+        covariate = _viewer_mean(y, pre, s.viewer, m) if key in ("watch", "return7") else None
+        for d, c in zip(differences, arm_codes[1:], strict=True):
+            counts = [int((viewer_sel[a] & np.isfinite(outcome)).sum()) for a in (c, control)]
+            d[key] = _est(difference(outcome, viewer_arm, control, c), log, "viewers") | {"viewers": counts}
+            d["per_visit"][key] = clustered(y, c, log)
+            if covariate is not None:
+                r = cuped(outcome, covariate, viewer_arm, control, c)
+                d["cuped"][key] = {
+                    "theta": r["theta"],
+                    "variance_reduction": r["variance_reduction"],
+                    "viewers": r["viewers"],
+                    "viewers_with_pre_period": r["viewers_with_pre_period"],
+                    "plain": _est(r["plain"], log, "viewers"),
+                    "cuped": _est(r["cuped"], log, "viewers"),
+                    "headline": "cuped" if r["helps"] else "plain",
+                }
+        del y
     out: dict[str, Any] = {
         "source": source,
         "arms": names,
