@@ -51,7 +51,7 @@ from probes.webrtc.peer import (
 )
 from probes.webrtc.playout import EncodedFrame, Played, Playout
 from probes.webrtc.session import Session
-from qoe import clock, rtcpatch
+from qoe import checks, clock, rtcpatch
 from qoe.errors import (
     ConfigError,
     DisconnectedError,
@@ -129,7 +129,7 @@ OPTIONS = (
         SAMPLE_EVERY,
         f"with decode sample: seconds from one decoding window ({SAMPLE_FOR:g} s) to the next",
         "s",
-        check=lambda v: _at_least(v, SAMPLE_FOR + 1),
+        check=lambda v: checks.number(v, minimum=SAMPLE_FOR + 1),
     ),
     Option(
         "verify",
@@ -203,12 +203,6 @@ async def view(
 
     watch.on_close(report)
     await viewer.watch(session, watch)
-
-
-def _at_least(value: object, least: float) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < least:
-        raise ValueError(f"must be a number of at least {least:g}, got {value!r}")
-    return float(value)
 
 
 def _scored(event: VideoFrameEvent, score: Score | None) -> None:

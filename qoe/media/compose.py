@@ -158,7 +158,6 @@ class Compositor:
         self.mix_delay = mix_delay
         self.fps = fps
         self.epoch = math.floor(clock.wall())
-        fanout.pts_epoch, fanout.send_lag = self.epoch, latency  # the mix's own output clock
         self._pacer = Pacer(fanout, self.epoch, latency)
         self._video = Renditions(fanout, gop=2 * fps, bitrate=800_000, fps=fps)
         self._audio = AudioEncoder()

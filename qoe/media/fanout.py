@@ -175,7 +175,7 @@ class Fanout:
         """The source's own video codec, which subscribers that name none take."""
         self.pts_epoch: float | None = None
         """Unix seconds of pts 0 on the source's clock: a packet belongs to ``pts_epoch + pts``
-        (None: the packets are on no known clock)."""
+        (None: the packets are on no known clock). Set by the source's :class:`~qoe.media.pacing.Pacer`."""
         self.pts_captured = False
         """Whether that clock is the capture clock (a source's own), not a publisher's
         reported one (a relay's)."""

@@ -1,9 +1,11 @@
 """Release encoded packets at their timestamp plus a fixed latency.
 
 Holding every packet, audio or video, to ``epoch + timestamp + latency`` is what keeps a
-sender's RTCP reports honest: aiortc stamps a sender report with the send time of the last
-packet, so when send time minus timestamp is one constant for both media, a receiver that
-lip-syncs on those reports sees exactly the A/V relation the timestamps carry.
+sender's RTCP reports honest: when send time minus timestamp is one constant for both media,
+a receiver that lip-syncs on those reports sees exactly the A/V relation the timestamps
+carry. The pacer also tells its fanout that clock (:attr:`Fanout.pts_epoch`,
+:attr:`Fanout.send_lag`), so a sender's reports can say when a packet was due even when a
+busy loop let it go late (:func:`qoe.rtcpatch.report_due_times`).
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ class Pacer:
         self.epoch = epoch
         self.latency = latency
         self.delay = delay
+        fanout.pts_epoch, fanout.send_lag = epoch, latency + delay
         self.late = 0
         """Packets whose release time had already passed when they were ready."""
         self.late_max = 0.0

@@ -236,10 +236,8 @@ class SignalSource:
         if self._tasks:
             return
         self.epoch = math.floor(clock.wall())
-        self.fanout.pts_epoch = self.epoch  # a frame's pts is its capture time less the epoch
-        self.fanout.pts_captured = True
-        self.fanout.send_lag = self.latency + self.knobs.delay  # what the pacer holds a packet
         self._pacer = Pacer(self.fanout, self.epoch, self.latency, self.knobs.delay)
+        self.fanout.pts_captured = True  # a frame's pts is its capture time less the epoch
         self._tasks = [
             asyncio.create_task(self._run_video(), name="qoe-source-video"),
             asyncio.create_task(self._run_audio(), name="qoe-source-audio"),

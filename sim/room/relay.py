@@ -41,8 +41,7 @@ class RelaySource:
         self.fanout = fanout
         self.epoch = math.floor(clock.wall())
         # A frame's pts is its time on the publisher's clock (its sender reports) less the
-        # epoch: the room's own reports follow that clock whenever the relay falls behind.
-        fanout.pts_epoch, fanout.send_lag = self.epoch, latency + delay
+        # epoch; the pacer hands that clock to the fanout for the room's own reports.
         self._pacer = Pacer(fanout, self.epoch, latency, delay)
         self._video = Renditions(fanout)
         """Sized by the publisher's first frame."""
