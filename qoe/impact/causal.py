@@ -285,45 +285,59 @@ def match_pairs(
 
     # The random keys' width follows the whole log's size, so a subset draws the same keys.
     idx_bits = max(int(subset.units if subset else cell.size).bit_length(), 1)
-    cell_bits = max(int(subset.cell_max if subset else cell.max()).bit_length(), 1)
+    cell_max = int(subset.cell_max if subset else cell.max())
+    cell_bits = max(cell_max.bit_length(), 1)
     rand_bits = 63 - idx_bits - cell_bits
+    low = (1 << idx_bits) - 1
+    index_type = np.int32 if cell.size < 1 << 31 else np.int64
+    shift = rand_bits + idx_bits if rand_bits >= 12 else idx_bits  # from a key down to its cell
 
     def shuffled(units: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """Units sorted by cell, in random order within a cell: (indices, cells)."""
-        idx = np.flatnonzero(units)
-        if rand_bits < 12:
-            order = np.lexsort((rng.random(idx.size), cell[idx]))
-            return idx[order], cell[idx][order]
-        # One int64 per unit, (cell, random, index): sorting values is far faster than argsort.
-        # Built in place, the random part block by block (the generator's stream is the same in
-        # pieces): at 100 M sessions each log-sized temporary is hundreds of MB.
-        key = cell[idx].astype(np.int64)
-        key <<= rand_bits + idx_bits
-        for b in _blocks(idx.size):
+        """Units sorted by cell, in random order within a cell, as one int64 each that holds
+        (cell, random, index) from the top bit down (no random part if it would have fewer than
+        12 bits); and the units per cell.
+
+        Only the keys are held, eight bytes a unit: each unit's cell is in its key, and where a
+        cell starts in the sorted keys follows from the counts per cell. At 100 M sessions an
+        index and a cell array beside the keys would be 1.2 GB more."""
+        count = int(np.count_nonzero(units))
+        key = np.empty(count, np.int64)
+        per_cell = np.zeros(cell_max + 1, np.int64)
+        at = 0
+        for b in _blocks(units.size):
+            sel = np.flatnonzero(units[b])
+            c = cell[b][sel]
+            per_cell += np.bincount(c, minlength=cell_max + 1)
+            k = key[at : at + sel.size]
+            np.left_shift(c, shift, out=k, dtype=np.int64)
+            sel += b.start
+            k |= sel
+            at += sel.size
+        if rand_bits < 12:  # no room for a random part: sort on a separate random draw
+            return key[np.lexsort((rng.random(count), key >> shift))], per_cell
+        # The random part block by block (the generator's stream is the same in pieces); sorting
+        # the values is far faster than an argsort.
+        for b in _blocks(count):
             r = rng.integers(0, 1 << rand_bits, b.stop - b.start, dtype=np.int64)
             r <<= idx_bits
             key[b] |= r
-        key |= idx
-        del idx
         key.sort()
-        cells_of = np.empty(key.size, cell.dtype)
-        for b in _blocks(key.size):
-            cells_of[b] = key[b] >> (rand_bits + idx_bits)
-        key &= (1 << idx_bits) - 1
-        return key, cells_of
+        return key, per_cell
 
-    ts, tc = shuffled(np.asarray(treated, bool))
-    cs, cc = shuffled(np.asarray(control, bool))
+    kt, t_per_cell = shuffled(np.asarray(treated, bool))
+    kc, c_per_cell = shuffled(np.asarray(control, bool))
+    t_first = np.cumsum(t_per_cell) - t_per_cell
+    c_first = np.cumsum(c_per_cell) - c_per_cell
     # Per block of treated units: the rank of each within its cell, paired with the control of
     # the same rank in the cell, if there is one.
     ti, ci = [], []
-    for b in _blocks(ts.size):
-        tcb = tc[b]
-        rank = np.arange(b.start, b.stop) - np.searchsorted(tc, tcb, side="left")
-        c_lo = np.searchsorted(cc, tcb, side="left")
-        ok = rank < np.searchsorted(cc, tcb, side="right") - c_lo
-        ti.append(ts[b][ok])
-        ci.append(cs[(c_lo + rank)[ok]])
+    for b in _blocks(kt.size):
+        kb = kt[b]
+        cb = kb >> shift
+        rank = np.arange(b.start, b.stop) - t_first[cb]
+        ok = rank < c_per_cell[cb]
+        ti.append((kb[ok] & low).astype(index_type))
+        ci.append((kc[c_first[cb[ok]] + rank[ok]] & low).astype(index_type))
     return np.concatenate(ti), np.concatenate(ci)
 
 
