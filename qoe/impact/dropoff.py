@@ -27,14 +27,15 @@ Confidence intervals: delete-a-group jackknife over ``n_groups`` random groups o
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from scipy import stats
 
-from .causal import Estimate, _blocks, make_cells
+from . import causal
+from .causal import Estimate, _blocks, cell_table, make_cells
 from .survival import Hinge, hinge_fit, km_from_counts, standardised
 
 __all__ = ["AbandonCurve", "abandonment"]
@@ -93,11 +94,64 @@ def _knees(t: np.ndarray) -> np.ndarray:
     return np.arange(0.5, max(float(t[-1]) - 1.0, 0.6), 0.02)
 
 
-def _at_risk(code: np.ndarray, size: int, b: np.ndarray, k: int) -> np.ndarray:
+Codes = Callable[[Any], np.ndarray]
+"""The codes of the sessions at a block (slice) or an index array: looked up when a block needs
+them, so that no code array per session is held (:class:`~.causal.CellTable`)."""
+
+
+def _length(at: slice | np.ndarray) -> int:
+    return at.stop - at.start if isinstance(at, slice) else int(at.size)
+
+
+def _pieces(at: slice | np.ndarray, n: int) -> Iterator[slice | np.ndarray]:
+    """The blocks of the whole log (``at`` a slice of all of it), or an index array in pieces."""
+    if isinstance(at, slice):
+        yield from _blocks(n)
+        return
+    for a in range(0, at.size, causal.CHUNK):
+        yield at[a : a + causal.CHUNK]
+
+
+def _reader(codes: np.ndarray, pooled: np.ndarray | None = None) -> Codes:
+    """The codes of ``codes`` at a block, through the table ``pooled`` if given."""
+
+    def read(at: Any) -> np.ndarray:
+        return codes[at] if pooled is None else pooled[codes[at]]
+
+    return read
+
+
+def _pooled(codes: Codes, table: np.ndarray) -> Codes:
+    """``table[codes(at)]``: the strata after thin ones are pooled (:func:`_coarsen`)."""
+
+    def read(at: Any) -> np.ndarray:
+        return table[codes(at)]
+
+    return read
+
+
+def _codes_of(factors: list[np.ndarray], maps: list[np.ndarray | None] | None = None) -> tuple[Codes, int]:
+    """Cell codes of the combinations of ``factors`` and their count: looked up block by block
+    where a table of the combinations fits, else one array (:func:`~.causal.make_cells`)."""
+    table = cell_table(factors, maps)
+    if table is not None:
+        return table.codes, table.count
+    mapped = [f if m is None else m[f] for f, m in zip(factors, maps or [None] * len(factors), strict=True)]
+    cells = make_cells(mapped)
+    return _reader(cells.cell), cells.count
+
+
+def _at_risk(codes: Codes, size: int, b: np.ndarray, k: int) -> np.ndarray:
     """(size, k) sessions still waiting at the start of each bin, per stratum; b (n,) bin index
     of each session's wait (k = past the last bin)."""
-    counts = np.bincount(code * (k + 1) + b, minlength=size * (k + 1)).reshape(size, k + 1)
-    return np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, :k]
+    counts = np.zeros(size * (k + 1), np.int64)
+    for at in _blocks(b.size):
+        idx = codes(at).astype(np.int64)
+        idx *= k + 1
+        idx += b[at]
+        np.add.at(counts, idx, 1)
+    at_risk = counts.reshape(size, k + 1)
+    return np.cumsum(at_risk[:, ::-1], axis=1)[:, ::-1][:, :k]
 
 
 def _support(at_risk: np.ndarray, edges: np.ndarray) -> np.ndarray:
@@ -108,19 +162,24 @@ def _support(at_risk: np.ndarray, edges: np.ndarray) -> np.ndarray:
     return edges[last]
 
 
+def _narrow(count: int) -> type[np.signedinteger[Any]]:
+    return np.int8 if count < 1 << 7 else np.int16 if count < 1 << 15 else np.int32
+
+
 def _coarsen(
-    cell: np.ndarray, size: int, b: np.ndarray, edges: np.ndarray
+    codes: Codes, size: int, b: np.ndarray, edges: np.ndarray
 ) -> tuple[np.ndarray, int, float, float] | None:
     """Pool the strata whose sessions stop waiting soonest (at most MAX_POOLED of the sessions)
     so the common support, the time up to which every stratum keeps MIN_AT_RISK sessions
-    waiting, is as long as possible. Returns codes, their count, pooled share and support (s);
-    None when there are too many strata to tabulate."""
+    waiting, is as long as possible. Returns the new code of each stratum (a table, not a code
+    per session), their count, pooled share and support (s); None when there are too many
+    strata to tabulate."""
     k = edges.size - 1
-    if size * k > 20_000_000:
+    if size * k > 20_000_000 or k == 0:
         return None
-    at = _at_risk(cell, size, b, k)
+    at = _at_risk(codes, size, b, k)
     support = _support(at, edges)
-    n = at[:, 0] if k else np.bincount(cell, minlength=size)
+    n = at[:, 0]
     order = np.argsort(support, kind="stable")
     share = np.cumsum(n[order]) / b.size
     pooled_support = _support(np.cumsum(at[order], axis=0), edges)  # row j: pool order[:j + 1]
@@ -133,11 +192,10 @@ def _coarsen(
     thin = np.zeros(size, bool)
     thin[order[:j]] = True
     keep = int((~thin).sum())
-    # Through a table of the strata, not an int64 per session.
-    code = np.where(thin, keep, np.cumsum(~thin) - 1).astype(np.int32)[cell]
+    count = keep + (1 if j else 0)
     return (
-        code,
-        keep + (1 if j else 0),
+        np.where(thin, keep, np.cumsum(~thin) - 1).astype(_narrow(count)),
+        count,
         float(share[j - 1]) if j else 0.0,
         float(common.max()),
     )
@@ -145,12 +203,16 @@ def _coarsen(
 
 def _strata(
     factors: dict[str, np.ndarray], order: list[str], b: np.ndarray, edges: np.ndarray, t_min: float
-) -> tuple[np.ndarray, int, list[str], float, float]:
+) -> tuple[Codes, int, list[str], float, float]:
     """Controls in ``order`` are added while the standardised curve stays at least 3/4 as long as
     with the first control alone, and at least ``t_min`` seconds: more controls remove more
     confounding, a longer curve pins the slope down."""
-    best: tuple[np.ndarray, int, list[str], float, float] = (
-        np.zeros(b.size, np.int32),
+
+    def none(at: Any) -> np.ndarray:
+        return np.zeros(_length(at), np.int8)
+
+    best: tuple[Codes, int, list[str], float, float] = (
+        none,
         1,
         [],
         0.0,
@@ -158,41 +220,45 @@ def _strata(
     )
     first = None
     for i in range(1, len(order) + 1):
-        cells = make_cells([factors[c] for c in order[:i]])
-        got = _coarsen(cells.cell, cells.count, b, edges)
+        codes, size = _codes_of([factors[c] for c in order[:i]])
+        got = _coarsen(codes, size, b, edges)
         if got is None:
             break
-        code, count, pooled, common = got
+        pooled_code, count, pooled, common = got
         first = common if first is None else first
         if common < max(t_min, 0.75 * first):
             break
-        best = (code, count, order[:i], pooled, common)
+        best = (_pooled(codes, pooled_code), count, order[:i], pooled, common)
     return best
 
 
-def _ph_tables(
-    b: np.ndarray, part: np.ndarray, left: np.ndarray, combo: np.ndarray, n_combo: int, widths: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Events D (C, K), exposure seconds E (C, K) and sessions n (C,) per combination and bin.
+ROWS = 1 << 16
+"""Rows of a (combinations, bins) table worked on at once: at 100 M sessions such a table is
+hundreds of MB, and every product with it would be as large again."""
 
-    b (n,) bin of each wait (K: past the last bin), part (n,) seconds waited inside that bin.
-    """
-    k = widths.size
-    size = n_combo * (k + 1)
-    idx = combo.astype(np.int64 if size >= 1 << 31 else np.int32)
-    np.multiply(idx, k + 1, out=idx)
-    np.add(idx, b, out=idx)
-    # Tables of combinations x bins: at 100 M sessions (thousands of rooms) each is about a GB,
-    # so as few as possible at once. Counts are whole numbers: summed as integers, they are the
-    # same as the float sums.
-    counts = np.bincount(idx, minlength=size).reshape(n_combo, k + 1)
-    exposure = np.cumsum(counts[:, ::-1], axis=1)[:, ::-1][:, 1:].astype(float)  # sessions past bin k
-    n = counts.sum(axis=1).astype(float)
-    del counts
-    d = np.bincount(idx[left], minlength=size).reshape(n_combo, k + 1)[:, :k].astype(float)
-    exposure *= widths[None, :]
-    exposure += np.bincount(idx, weights=part, minlength=size).reshape(n_combo, k + 1)[:, :k]
-    return d, exposure, n
+
+def _row_groups(starts: np.ndarray, rows: int) -> Iterator[tuple[slice, np.ndarray]]:
+    """Runs of whole strata (rows ``starts[i]`` on) of about ROWS rows or one stratum each: the
+    rows and the strata's starts within them."""
+    ends = np.append(starts[1:], rows)
+    i = 0
+    while i < starts.size:
+        j = i + 1
+        while j < starts.size and ends[j] - starts[i] <= ROWS:
+            j += 1
+        yield slice(int(starts[i]), int(ends[j - 1])), starts[i:j] - starts[i]
+        i = j
+
+
+def _sum_rows(rows: int, values: Callable[[slice], np.ndarray]) -> np.ndarray:
+    """``values(all rows).sum(axis=0)``, ROWS rows at a time, in the same order (a sum down the
+    rows adds them one after another)."""
+    total: np.ndarray | None = None
+    for a in range(0, rows, ROWS):
+        chunk = values(slice(a, min(a + ROWS, rows)))
+        total = chunk.sum(axis=0) if total is None else np.concatenate([total[None, :], chunk]).sum(axis=0)
+    assert total is not None
+    return total
 
 
 def _ph_fit(
@@ -206,25 +272,32 @@ def _ph_fit(
 ) -> tuple[np.ndarray, list[np.ndarray]]:
     """Poisson MLE of log hazard = base[stratum, bin] + sum_j gamma_j[level], by IPF.
 
-    Combinations are sorted by stratum, which starts at rows ``starts``; returns (base, gammas).
-    """
+    Combinations are sorted by stratum, which starts at rows ``starts``; d (C, K) events (whole
+    numbers), e (C, K) exposure; returns (base, gammas). Products with the tables are formed a
+    few strata or ROWS rows at a time."""
     floor = -30.0
+    rows = d.shape[0]
     base = np.zeros((starts.size, d.shape[1])) if init is None else init[0].copy()
     gammas = [np.zeros(s) for s in sizes] if init is None else [g.copy() for g in init[1]]
     obs_c = d.sum(axis=1)
     num_base = np.add.reduceat(d, starts, axis=0)
-    stratum = np.repeat(np.arange(starts.size), np.diff(np.append(starts, d.shape[0])))
+    stratum = np.repeat(np.arange(starts.size), np.diff(np.append(starts, rows)))
     obs_lv = [np.bincount(lv, weights=obs_c, minlength=s) for lv, s in zip(levels, sizes, strict=True)]
+    groups = list(_row_groups(starts, rows))
+    hazard_e = np.empty(rows)
     for _ in range(sweeps):
-        eta = sum((g[lv] for g, lv in zip(gammas, levels, strict=True)), np.zeros(d.shape[0]))
-        den = np.add.reduceat(e * np.exp(eta)[:, None], starts, axis=0)
+        w = np.exp(sum((g[lv] for g, lv in zip(gammas, levels, strict=True)), np.zeros(rows)))
+        den = np.concatenate([np.add.reduceat(e[r] * w[r, None], at, axis=0) for r, at in groups])
         with np.errstate(divide="ignore", invalid="ignore"):
             new_base = np.where(num_base > 0, np.log(num_base / den), floor)
         change = float(np.max(np.abs(new_base - base)))
         base = new_base
-        hazard_e = (e * np.exp(base)[stratum]).sum(axis=1)
+        hb = np.exp(base)
+        for a in range(0, rows, ROWS):
+            r = slice(a, min(a + ROWS, rows))
+            hazard_e[r] = (e[r] * hb[stratum[r]]).sum(axis=1)
         for j, (lv, s) in enumerate(zip(levels, sizes, strict=True)):
-            eta = sum((g[lv_] for g, lv_ in zip(gammas, levels, strict=True)), np.zeros(d.shape[0]))
+            eta = sum((g[lv_] for g, lv_ in zip(gammas, levels, strict=True)), np.zeros(rows))
             mu = np.bincount(lv, weights=hazard_e * np.exp(eta), minlength=s)
             with np.errstate(divide="ignore", invalid="ignore"):
                 step = np.where(obs_lv[j] > 0, np.log(obs_lv[j] / mu), floor - gammas[j])
@@ -245,10 +318,13 @@ def _ph_curve(
     widths: np.ndarray,
 ) -> np.ndarray:
     stratum = np.repeat(np.arange(starts.size), np.diff(np.append(starts, n.size)))
-    eta = sum((g[lv] for g, lv in zip(gammas, levels, strict=True)), np.zeros(n.size))
+    w = np.exp(sum((g[lv] for g, lv in zip(gammas, levels, strict=True)), np.zeros(n.size)))
     cum = np.cumsum(np.exp(base) * widths[None, :], axis=1)  # (S, K)
-    surv = np.exp(-np.exp(eta)[:, None] * cum[stratum])
-    return 1.0 - (n[:, None] * surv).sum(axis=0) / n.sum()
+
+    def gone(r: slice) -> np.ndarray:
+        return n[r, None] * np.exp(-w[r, None] * cum[stratum[r]])
+
+    return 1.0 - _sum_rows(n.size, gone) / n.sum()
 
 
 def _bins(wait: np.ndarray, edges: np.ndarray, part: bool = True) -> tuple[np.ndarray, np.ndarray | None]:
@@ -323,24 +399,34 @@ def abandonment(
     strata, n_strata, used, pooled, strat_end = _strata(factors, order, b, edges, t_need)
     # The hazard model's baseline strata: network levels, thin ones pooled like the strata above;
     # if that pools too much, one baseline and the network as a proportional factor instead.
-    net = _coarsen(factors[order[0]].astype(np.int32), int(factors[order[0]].max()) + 1, b, edges)
+    network = factors[order[0]]
+    net = _coarsen(_reader(network), int(network.max()) + 1, b, edges)
     if net is not None and net[3] < t_need:
         net = None
     net_end = net[3] if net is not None else None
-    base_code = net[0] if net is not None else np.zeros(n, np.int32)
+    base_map = net[0] if net is not None else np.zeros(int(network.max()) + 1, np.int8)
     del net
     ph_factors = order[1:] if net_end is not None else order
-    ph_cells = make_cells([base_code, *(factors[c] for c in ph_factors)])
-    del base_code
-    base_levels = ph_cells.levels[0]
+    # The combinations' codes are looked up block by block, as the strata's are: no code per
+    # session is held for either (eight bytes a session at most).
+    ph_table = cell_table(
+        [network, *(factors[c] for c in ph_factors)], [base_map, *([None] * len(ph_factors))]
+    )
+    ph_codes: Codes
+    if ph_table is not None:
+        ph_codes, ph_count = ph_table.codes, ph_table.count
+        ph_levels_all, ph_n_levels = ph_table.levels, ph_table.n_levels
+    else:
+        ph_cells = make_cells([base_map[network], *(factors[c] for c in ph_factors)])
+        ph_codes, ph_count = _reader(ph_cells.cell), ph_cells.count
+        ph_levels_all, ph_n_levels = ph_cells.levels, ph_cells.n_levels
+    base_levels = ph_levels_all[0]
     starts = np.flatnonzero(np.r_[True, base_levels[1:] != base_levels[:-1]])
-    ph_levels, ph_sizes = ph_cells.levels[1:], ph_cells.n_levels[1:]
+    ph_levels, ph_sizes = ph_levels_all[1:], ph_n_levels[1:]
     ph_edges = np.round(np.arange(0.0, t_max + hazard_bin_seconds / 2, hazard_bin_seconds), 6)
-    ph_b, ph_part = _bins(wait, ph_edges)
-    assert ph_part is not None
-    del wait  # the bins hold what the curves need of it
     ph_widths = np.diff(ph_edges)
     ph_t = ph_edges[1:]
+    kp = ph_widths.size
     ends = {
         "naive": t_max,
         "stratified": min(strat_end, t_max),
@@ -348,23 +434,57 @@ def abandonment(
     }
     t = {"naive": edges[1:], "stratified": edges[1:], "regression": ph_t}
     upto = {m: int(np.searchsorted(t[m], e + 1e-9, side="right")) for m, e in ends.items()}
+    ph_risk = np.zeros(kp + 1, np.int64)
+    for at in _blocks(n):
+        ph_risk += np.bincount(np.minimum(_bins(wait[at], ph_edges, part=False)[0], kp), minlength=kp + 1)
+    ph_risk = np.cumsum(ph_risk[::-1])[::-1]
 
     # Counts over everyone, then over each jackknife group: leaving a group out is a subtraction.
-    def counts(sel: np.ndarray | slice) -> dict[str, Any]:
-        lf = left[sel]
-        bs = b[sel]
-        nb_left = np.bincount(bs[lf], minlength=k + 1)
-        nb = np.stack([np.bincount(bs, minlength=k + 1) - nb_left, nb_left])
-        del bs
-        st = strata[sel].astype(np.int32)
-        st *= k + 1
-        st += b[sel]
-        size = n_strata * (k + 1)
-        sd = np.bincount(st[lf], minlength=size).reshape(n_strata, k + 1)
-        sc = np.bincount(st, minlength=size).reshape(n_strata, k + 1) - sd
-        del st
-        ph = _ph_tables(ph_b[sel], ph_part[sel], lf, ph_cells.cell[sel], ph_cells.count, ph_widths)
-        return {"naive": (nb[1][None, :], nb[0][None, :]), "strata": (sd, sc), "ph": ph}
+    # Every table is added to block by block (np.add.at adds in the sessions' order, as one
+    # bincount over all of them would), so nothing per session is copied whole.
+    def counts(sel: slice | np.ndarray) -> dict[str, Any]:
+        nb = np.zeros((2, k + 1), np.int64)  # sessions, of which left, per bin
+        st_all = np.zeros(n_strata * (k + 1), np.int64)
+        sd = np.zeros(n_strata * (k + 1), np.int64)
+        ph_n = np.zeros(ph_count * (kp + 1), np.int32)
+        ph_d = np.zeros(ph_count * (kp + 1), np.int32)
+        ph_e = np.zeros(ph_count * (kp + 1))
+        ones = np.ones(min(n if isinstance(sel, slice) else sel.size, causal.CHUNK), np.int32)
+        for at in _pieces(sel, n):
+            lf = left[at]
+            bs = b[at]
+            nb[0] += np.bincount(bs, minlength=k + 1)
+            nb[1] += np.bincount(bs[lf], minlength=k + 1)
+            st = strata(at).astype(np.int64)
+            st *= k + 1
+            st += bs
+            np.add.at(st_all, st, 1)
+            np.add.at(sd, st[lf], 1)
+            del bs, st
+            pb, part = _bins(wait[at], ph_edges)
+            assert part is not None
+            idx = ph_codes(at).astype(np.int64)
+            idx *= kp + 1
+            idx += pb
+            np.add.at(ph_n, idx, ones[: idx.size])
+            np.add.at(ph_d, idx[lf], ones[: int(np.count_nonzero(lf))])
+            np.add.at(ph_e, idx, part.astype(np.float64))
+        nb[0] -= nb[1]
+        sd2 = sd.reshape(n_strata, k + 1)
+        sc = st_all.reshape(n_strata, k + 1) - sd2
+        del st_all
+        # Exposure: the whole width of every bin a session waited past, and its time inside its
+        # own bin, formed in place a few rows at a time.
+        sessions = ph_n.reshape(ph_count, kp + 1)
+        ph_e2 = ph_e.reshape(ph_count, kp + 1)
+        for a in range(0, ph_count, ROWS):
+            r = slice(a, min(a + ROWS, ph_count))
+            past = np.cumsum(sessions[r, ::-1], axis=1)[:, ::-1][:, 1:].astype(float)
+            past *= ph_widths[None, :]
+            past += ph_e2[r, :kp]
+            ph_e2[r, :kp] = past
+        ph = (ph_d.reshape(ph_count, kp + 1)[:, :kp], ph_e2[:, :kp], sessions.sum(axis=1).astype(float))
+        return {"naive": (nb[1][None, :], nb[0][None, :]), "strata": (sd2, sc), "ph": ph}
 
     def curves(c: dict[str, Any], init: Any = None) -> tuple[dict[str, tuple[np.ndarray, np.ndarray]], Any]:
         s_naive, r_naive = km_from_counts(*c["naive"])
@@ -372,13 +492,10 @@ def abandonment(
         pd, pe, pn = c["ph"]
         fit = _ph_fit(pd, pe, starts, ph_levels, ph_sizes, init)
         f_ph = _ph_curve(*fit, ph_levels, starts, pn, ph_widths)
-        ph_risk = np.cumsum(
-            np.bincount(np.minimum(ph_b, ph_widths.size), minlength=ph_widths.size + 1)[::-1]
-        )[::-1]
         out = {
             "naive": (1.0 - s_naive[0], r_naive[0]),
             "stratified": (1.0 - s_strat, r_strat),
-            "regression": (f_ph, ph_risk[: ph_widths.size].astype(float)),
+            "regression": (f_ph, ph_risk[:kp].astype(float)),
         }
         return {m: (f[: upto[m]], r[: upto[m]]) for m, (f, r) in out.items()}, fit
 
