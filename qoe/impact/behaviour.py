@@ -100,8 +100,8 @@ def behaviour(
                     f"a session stalled above {100 * stall_threshold:g} %",
                     column.replace("_", " "),
                     "count",
-                    treated=stalled,
-                    control=smooth,
+                    treated=stalled.copy(),  # narrowed in place by _contrast
+                    control=smooth.copy(),
                     **common,  # type: ignore[arg-type]
                 )
             )

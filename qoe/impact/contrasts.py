@@ -265,14 +265,21 @@ def _contrast(
     worse: str = "lower",
     subset: Subset | None = None,
 ) -> ContrastResult:
-    """One contrast: masks (n,), outcome y (n,), optional dose (n,), regression sample (n,)."""
-    treated, control = treated & np.isfinite(y), control & np.isfinite(y)
+    """One contrast: masks (n,), outcome y (n,), optional dose (n,), regression sample (n,).
+
+    The masks are narrowed to where ``y`` is known in place: each caller passes masks of its
+    own (at 100 M sessions a copy of each is 100 MB)."""
+    known = np.isfinite(y)
+    treated &= known
+    control &= known
     if sample is None:
         sample = treated | control
-    sample = sample & np.isfinite(y)
+    else:
+        sample &= known
+    del known
     reg_dose = treated if dose is None else dose
     if dose is not None:
-        sample = sample & np.isfinite(dose)
+        sample &= np.isfinite(dose)
     ti, ci = match_pairs(cells.cell, treated, control, rng, subset)
     return ContrastResult(
         key,
@@ -316,8 +323,9 @@ def run_contrasts(
     ``within`` over the whole log."""
     out: list[ContrastResult] = []
     cl = s.viewer
-    inside = np.ones(s.n, bool) if within is None else np.asarray(within, bool)
-    joined = (s.joined == 1) & inside
+    joined = s.joined == 1
+    if within is not None:
+        joined &= np.asarray(within, bool)
     closed = joined & ~s.is_open & (s.watch > 0)
     log_watch = log_watch_of(s.watch, closed)
     has_stall = np.isfinite(s.stall_ratio)
@@ -415,7 +423,9 @@ def run_contrasts(
         ("return", s.returned[days], "came back"),
         ("repurchase", s.rebought[days], "ordered again"),
     ):
-        units = (flag >= 0) & inside
+        units = flag >= 0
+        if within is not None:
+            units &= np.asarray(within, bool)
         if what == "repurchase":
             units &= s.customer
             if not units.any() or not s.any_orders:
