@@ -27,7 +27,7 @@ from .causal import make_cells
 from .contrasts import HD_BITRATE_KBPS, HD_HEIGHT, ContrastResult, picture, run_contrasts
 from .doses import DoseResponse, dose_responses
 from .dropoff import AbandonCurve, abandonment, early_exit_curve
-from .link import DAY, link_sessions, load_probes
+from .link import DAY, RETURN_DAYS, link_sessions, load_probes
 from .load import TIMESTAMP_RANGE, Validation, connect, load_sessions
 from .rules import Thresholds, alert_rules, recommend
 from .schema import CONTROLS, HEIGHT_RANGE
@@ -323,136 +323,163 @@ def analyse(
             timings["link_and_fetch"] = time.monotonic() - t1
         finally:
             con.close()
-    t2 = time.monotonic()
-    notes: list[str] = []
-    controls = list(opt.controls)
-    absent = [c for c in controls if c != "hour" and c not in validation.columns]
-    if absent:
-        notes.append(f"controls absent from the log (constant 'unknown'): {', '.join(absent)}")
-    factors = [s.codes[CODE[c]] for c in controls]
-    cells = make_cells(factors)
-    match_rng, group_rng = rng.spawn(2)
-    groups = group_rng.integers(0, opt.jackknife_groups, int(s.viewer.max()) + 1).astype(np.int8)[s.viewer]
-    ab: dict[str, AbandonCurve] | None = None
-    say("abandonment curves")
-    if (s.joined >= 0).any():
-        order: list[str] = [c for c in ("network", "device", "region", "hour", "room_id") if c in controls]
-        try:
-            ab = abandonment(
-                s.waits(),
-                s.joined == 0,
-                {c: s.codes[CODE[c]] for c in order},
-                order,
-                groups,
-                opt.jackknife_groups,
+    # Arrays that no step reads for a while wait in files here (Sessions.park).
+    with tempfile.TemporaryDirectory(prefix="qoe-impact-", dir=opt.temp_dir) as parking:
+        t2 = time.monotonic()
+        notes: list[str] = []
+        # What the first steps do not read waits in files until a step needs it: at 100 M
+        # sessions, about 1.8 GB the abandonment curves and the contrasts can use.
+        visit_ends = int(s.visit_end.sum())
+        later = {
+            "arms": ["start", "visit_end"],
+            "doses": ["chat"],
+            "segments": ["tier"],
+            "behaviour": [f"behaviour[{c}]" for c in s.behaviour],
+            "bands": [f"{what}[{d}]" for what in ("returned", "rebought") for d in RETURN_DAYS if d != 7],
+        }
+        s.park(parking, [name for names in later.values() for name in names])
+        controls = list(opt.controls)
+        absent = [c for c in controls if c != "hour" and c not in validation.columns]
+        if absent:
+            notes.append(f"controls absent from the log (constant 'unknown'): {', '.join(absent)}")
+        factors = [s.codes[CODE[c]] for c in controls]
+        cells = make_cells(factors)
+        match_rng, group_rng = rng.spawn(2)
+        groups = group_rng.integers(0, opt.jackknife_groups, int(s.viewer.max()) + 1).astype(np.int8)[
+            s.viewer
+        ]
+        ab: dict[str, AbandonCurve] | None = None
+        say("abandonment curves")
+        if (s.joined >= 0).any():
+            order: list[str] = [
+                c for c in ("network", "device", "region", "hour", "room_id") if c in controls
+            ]
+            try:
+                ab = abandonment(
+                    s.waits(),
+                    s.joined == 0,
+                    {c: s.codes[CODE[c]] for c in order},
+                    order,
+                    groups,
+                    opt.jackknife_groups,
+                )
+            except ValueError as exc:
+                notes.append(f"no abandonment curve: {exc}")
+        else:
+            notes.append("no join_seconds column: abandonment and failed-visit analyses skipped")
+        del groups  # the jackknife groups serve the abandonment curves only
+        timings["abandonment"] = time.monotonic() - t2
+        t3 = time.monotonic()
+        say("contrasts and dose-response")
+        joined = s.joined == 1
+        n_joined = int(joined.sum())
+        known = joined & (~s.is_open | (s.watch >= 60))
+        left60 = (s.watch < 60).astype(np.float32)
+        left60[~known] = np.nan
+        ee = early_exit_curve(s.join, left60)
+        del left60, known, joined
+        # Early exits are read per second past the drop-off knee: the early-exit curve's own knee is
+        # a naive fit, pulled by the same confounding the causal estimates remove.
+        knee = ab["stratified"].knee.value if ab else (ee["hinge"].knee if ee else None)
+        pic = picture(s, validation.columns, hd_height=opt.hd_height, hd_bitrate_kbps=opt.hd_bitrate_kbps)
+        if pic is None:
+            notes.append(
+                "no video_height or bitrate_kbps column: picture-quality (SD vs HD) analyses skipped"
             )
-        except ValueError as exc:
-            notes.append(f"no abandonment curve: {exc}")
-    else:
-        notes.append("no join_seconds column: abandonment and failed-visit analyses skipped")
-    del groups  # the jackknife groups serve the abandonment curves only
-    timings["abandonment"] = time.monotonic() - t2
-    t3 = time.monotonic()
-    say("contrasts and dose-response")
-    joined = s.joined == 1
-    known = joined & (~s.is_open | (s.watch >= 60))
-    left60 = (s.watch < 60).astype(np.float32)
-    left60[~known] = np.nan
-    ee = early_exit_curve(s.join, left60)
-    del left60, known
-    # Early exits are read per second past the drop-off knee: the early-exit curve's own knee is
-    # a naive fit, pulled by the same confounding the causal estimates remove.
-    knee = ab["stratified"].knee.value if ab else (ee["hinge"].knee if ee else None)
-    pic = picture(s, validation.columns, hd_height=opt.hd_height, hd_bitrate_kbps=opt.hd_bitrate_kbps)
-    if pic is None:
-        notes.append("no video_height or bitrate_kbps column: picture-quality (SD vs HD) analyses skipped")
-    elif pic.basis == "bitrate_kbps":
-        notes.append(f"no video_height column: SD vs HD read from bitrate_kbps (SD = {pic.rule})")
-    contrasts = run_contrasts(
-        s, cells, match_rng, stall_threshold=opt.stall_threshold, knee=knee, picture=pic
-    )
-    by_key = {c.key: c for c in contrasts}
-    doses = dose_responses(s, cells, validation.columns, picture_value=pic.value if pic else None)
-    timings["contrasts"] = time.monotonic() - t3
-    t_seg = time.monotonic()
-    masks, tiers_used = segment_masks(s, list(opt.segment_by), opt.tiers)
-    seg_rng = match_rng.spawn(1)[0]
-    segs = segments(
-        s,
-        cells,
-        seg_rng,
-        masks,
-        stall_threshold=opt.stall_threshold,
-        knee=knee,
-        picture=pic,
-        progress=say,
-    )
-    attributed = attribution(s, masks, by_key, stall_threshold=opt.stall_threshold, picture=pic)
-    timings["segments"] = time.monotonic() - t_seg
-    t_ab = time.monotonic()
-    say("A/B arms and behaviour")
-    abtest = None
-    arm_col = opt.arm_from or ("arm" if "arm" in validation.columns else None)
-    if arm_col is not None:
-        if arm_col not in validation.columns:
-            raise ConfigError(f"--arm-from {arm_col}: the log has no such column")
-        key = ARM_COLUMNS[arm_col]
-        abtest = arm_figures(s, s.codes[key], s.levels[key], split=opt.arm_split, source=arm_col)
-        if "warning" in abtest:
-            notes.append(abtest["warning"])
-    behaved = behaviour(
-        s, cells, seg_rng.spawn(1)[0], stall_threshold=opt.stall_threshold, knee=knee, picture=pic
-    )
-    timings["arms_and_behaviour"] = time.monotonic() - t_ab
-    t4 = time.monotonic()
-    say("bands")
-    bands = []
-    if np.isfinite(s.stall_ratio).any():
-        bands.append(band_table("stall ratio", *stall_bands(s.stall_ratio), s))
-    if np.isfinite(s.av).any():
-        bands.append(band_table("A/V offset", *av_bands(s.av), s))
-    if (s.joined >= 0).any():
-        bands.append(band_table("join time", *join_bands(s.join, s.joined), s))
-    if pic is not None:
-        name = "picture height" if pic.basis == "video_height" else "picture bitrate"
-        bands.append(band_table(name, *picture_bands(pic), s))
-    timings["bands"] = time.monotonic() - t4
-    thresholds = recommend(ab["stratified"] if ab else None, by_key, budget=opt.watch_loss_budget)
-    rules = alert_rules(thresholds, source=str(sessions))
-    counts = {
-        "sessions": s.n,
-        "viewers": int(s.viewer.max()) + 1 if s.n else 0,
-        "rooms": len(s.levels["room"]),
-        "joined": int(joined.sum()),
-        "no_first_frame": int((s.joined == 0).sum()),
-        "open_at_log_end": int(s.is_open.sum()),
-        "visit_ends": int(s.visit_end.sum()),
-    }
-    timings["total"] = time.monotonic() - t0
-    return Impact(
-        str(sessions),
-        validation,
-        probe_info,
-        counts,
-        s.sources,
-        controls,
-        ab,
-        ee,
-        contrasts,
-        bands,
-        thresholds,
-        rules,
-        _impact_lines(ab, by_key, opt.stall_threshold, pic.rule if pic else ""),
-        notes,
-        timings,
-        _truth_view(truth) if truth else None,
-        doses,
-        segs,
-        tiers_used,
-        attributed,
-        behaved,
-        abtest,
-    )
+        elif pic.basis == "bitrate_kbps":
+            notes.append(f"no video_height column: SD vs HD read from bitrate_kbps (SD = {pic.rule})")
+        contrasts = run_contrasts(
+            s, cells, match_rng, stall_threshold=opt.stall_threshold, knee=knee, picture=pic
+        )
+        by_key = {c.key: c for c in contrasts}
+        s.unpark(later["doses"])
+        doses = dose_responses(s, cells, validation.columns, picture_value=pic.value if pic else None)
+        s.park(parking, later["doses"])
+        timings["contrasts"] = time.monotonic() - t3
+        t_seg = time.monotonic()
+        s.unpark(later["segments"])
+        masks, tiers_used = segment_masks(s, list(opt.segment_by), opt.tiers)
+        seg_rng = match_rng.spawn(1)[0]
+        segs = segments(
+            s,
+            cells,
+            seg_rng,
+            masks,
+            stall_threshold=opt.stall_threshold,
+            knee=knee,
+            picture=pic,
+            progress=say,
+        )
+        attributed = attribution(s, masks, by_key, stall_threshold=opt.stall_threshold, picture=pic)
+        timings["segments"] = time.monotonic() - t_seg
+        t_ab = time.monotonic()
+        say("A/B arms and behaviour")
+        abtest = None
+        arm_col = opt.arm_from or ("arm" if "arm" in validation.columns else None)
+        if arm_col is not None:
+            if arm_col not in validation.columns:
+                raise ConfigError(f"--arm-from {arm_col}: the log has no such column")
+            key = ARM_COLUMNS[arm_col]
+            s.unpark(later["arms"])
+            abtest = arm_figures(s, s.codes[key], s.levels[key], split=opt.arm_split, source=arm_col)
+            s.park(parking, later["arms"])
+            if "warning" in abtest:
+                notes.append(abtest["warning"])
+        s.unpark(later["behaviour"])
+        behaved = behaviour(
+            s, cells, seg_rng.spawn(1)[0], stall_threshold=opt.stall_threshold, knee=knee, picture=pic
+        )
+        timings["arms_and_behaviour"] = time.monotonic() - t_ab
+        t4 = time.monotonic()
+        say("bands")
+        s.unpark(later["bands"])
+        bands = []
+        if np.isfinite(s.stall_ratio).any():
+            bands.append(band_table("stall ratio", *stall_bands(s.stall_ratio), s))
+        if np.isfinite(s.av).any():
+            bands.append(band_table("A/V offset", *av_bands(s.av), s))
+        if (s.joined >= 0).any():
+            bands.append(band_table("join time", *join_bands(s.join, s.joined), s))
+        if pic is not None:
+            name = "picture height" if pic.basis == "video_height" else "picture bitrate"
+            bands.append(band_table(name, *picture_bands(pic), s))
+        timings["bands"] = time.monotonic() - t4
+        thresholds = recommend(ab["stratified"] if ab else None, by_key, budget=opt.watch_loss_budget)
+        rules = alert_rules(thresholds, source=str(sessions))
+        counts = {
+            "sessions": s.n,
+            "viewers": int(s.viewer.max()) + 1 if s.n else 0,
+            "rooms": len(s.levels["room"]),
+            "joined": n_joined,
+            "no_first_frame": int((s.joined == 0).sum()),
+            "open_at_log_end": int(s.is_open.sum()),
+            "visit_ends": visit_ends,
+        }
+        timings["total"] = time.monotonic() - t0
+        return Impact(
+            str(sessions),
+            validation,
+            probe_info,
+            counts,
+            s.sources,
+            controls,
+            ab,
+            ee,
+            contrasts,
+            bands,
+            thresholds,
+            rules,
+            _impact_lines(ab, by_key, opt.stall_threshold, pic.rule if pic else ""),
+            notes,
+            timings,
+            _truth_view(truth) if truth else None,
+            doses,
+            segs,
+            tiers_used,
+            attributed,
+            behaved,
+            abtest,
+        )
 
 
 def _truth_view(truth: dict[str, Any]) -> dict[str, Any]:

@@ -96,6 +96,57 @@ class Sessions:
     """Per behaviour column the log has (``products_viewed``, ...): the count, NaN where empty."""
     sources: dict[str, str] = field(default_factory=dict)
     """Where each QoE figure came from: client, probe, or client+probe (client where present)."""
+    parked: dict[str, Path] = field(default_factory=dict)
+    """Arrays moved to files by :meth:`park`, by name: reading one before :meth:`unpark` fails."""
+
+    def __getattribute__(self, name: str) -> Any:
+        if name in object.__getattribute__(self, "parked"):
+            raise RuntimeError(f"Sessions.{name} is parked in a file: unpark it before reading it")
+        return object.__getattribute__(self, name)
+
+    def _slot(self, name: str) -> tuple[dict[Any, np.ndarray] | None, Any]:
+        """Where ``name`` lives: an attribute (None, name), or an entry of a dict field such as
+        ``returned[30]`` or ``behaviour[shares]`` (the dict, its key)."""
+        m = re.fullmatch(r"(returned|rebought|behaviour)\[(\w+)\]", name)
+        if m is None:
+            if not isinstance(object.__getattribute__(self, name), np.ndarray):
+                raise ValueError(f"Sessions.{name} is not an array")
+            return None, name
+        table = object.__getattribute__(self, m.group(1))
+        return table, (int(m.group(2)) if m.group(1) != "behaviour" else m.group(2))
+
+    def park(self, folder: str | Path, names: Sequence[str]) -> None:
+        """Move the arrays ``names`` (``start``, ``returned[30]``, ...; absent dict entries are
+        skipped) to ``.npy`` files in ``folder`` until a step that reads them unparks them: at
+        100 M sessions, the arrays no estimator reads for a while are gigabytes the estimators
+        that run meanwhile can use."""
+        for name in names:
+            if name in self.parked:
+                continue
+            table, key = self._slot(name)
+            if table is not None and key not in table:
+                continue
+            path = Path(folder) / f"{name}.npy"
+            np.save(path, table[key] if table is not None else object.__getattribute__(self, key))
+            if table is not None:
+                del table[key]
+            else:
+                object.__setattr__(self, key, np.zeros(0))
+            self.parked[name] = path
+
+    def unpark(self, names: Sequence[str]) -> None:
+        """Read parked arrays back (the others of ``names`` are left as they are)."""
+        for name in names:
+            path = self.parked.pop(name, None)
+            if path is None:
+                continue
+            values = np.load(path)
+            path.unlink()
+            table, key = self._slot(name)
+            if table is not None:
+                table[key] = values
+            else:
+                object.__setattr__(self, key, values)
 
     def waits(self) -> np.ndarray:
         """(n,) seconds until the first frame or until the viewer left without one."""
