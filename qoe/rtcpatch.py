@@ -24,7 +24,7 @@ These module attributes are replaced, by :func:`install` and nowhere else:
   readings, from ``time.time_ns`` instead of a timezone-aware datetime (a sender reads the
   NTP time twice a packet, for every viewer of the room).
 
-Four functions reach into aiortc and aioice instead of replacing anything:
+Five functions reach into aiortc and aioice instead of replacing anything:
 :func:`gather_more` gathers candidates from STUN and TURN servers on an agent that has
 gathered already, which neither aiortc nor aioice can do (a WHIP or WHEP server names its
 servers only in the answer to an offer that had to be gathered first);
@@ -32,9 +32,10 @@ servers only in the answer to an offer that had to be gathered first);
 transceivers (a WHEP server that offers video only to a viewer ready for audio too), which
 aiortc's ``setLocalDescription`` otherwise fails on; :func:`report_due_times` has a
 sender's RTCP sender reports tie RTP time to when a packet was due to leave, not to when a
-busy loop let it go; and :func:`on_feedback` hands the room
+busy loop let it go; :func:`on_feedback` hands the room
 each viewer's bandwidth estimate (REMB) and loss (receiver reports), which aiortc applies
-only to encoders of its own.
+only to encoders of its own; and :func:`lean_history` keeps a sender's retransmission history
+as tuples the garbage collector leaves alone, not as packet objects it scans.
 
 :func:`receive_directly` is for light viewers only: it has one DTLS transport handle each SRTP
 datagram as the socket delivers it, in the same call, instead of queueing it for the
@@ -174,6 +175,9 @@ PRIVATE: tuple[tuple[str, str, str], ...] = (
     ("aiortc.mediastreams", "MediaStreamTrack", ""),
     ("aiortc.rtcrtpreceiver", "RemoteStreamTrack", "init:_queue"),
     ("aiortc.rtcrtpsender", "RTCRtpSender", "_send_keyframe"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "init:_RTCRtpSender__rtp_history"),
+    ("aiortc.rtcrtpsender", "RTCRtpSender", "_retransmit"),
+    ("aiortc.rtp", "RtpPacket", ""),
     ("aiortc.rtcrtpsender", "RTCRtpSender", "_handle_rtcp_packet"),
     ("aiortc.rtcrtpsender", "RTCRtpSender", "init:_ssrc"),
     ("aiortc.rtcrtpsender", "RTCRtpSender", "init:_RTCRtpSender__ntp_timestamp"),
@@ -491,6 +495,69 @@ def report_due_times(sender: Any, due: Callable[[], float | None]) -> None:
         sender.__class__ = _DueTimeSender
         sender.__dict__["_qoe_report_ntp"] = sent
     sender._qoe_due = due
+
+
+class _LeanHistory(dict[int, Any]):
+    """A sender's last RTP packets, kept for retransmission (aiortc keeps 128 a sender), as
+    tuples of numbers and bytes instead of packet objects.
+
+    aiortc keeps each packet it sent as an ``RtpPacket`` with its header extensions and CSRC
+    list: three objects the garbage collector tracks, living for 128 packets (2.5 s of audio,
+    4 s of video), long enough to reach its oldest generation. A room sending to a hundred
+    viewers promotes tens of thousands of them a second, and its full passes, which scan all
+    of them, held its loop for tens of milliseconds at a time: a hold-up each of its viewers
+    sees as a late frame. A tuple of numbers and bytes is left out of the passes once the
+    collector has seen it. The newest packet stays an object until the next one is sent (it is
+    serialized meanwhile, which sets the capture time it carries); a retransmission rebuilds
+    the packet it asks for, with the same header and extensions."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._newest: int | None = None
+
+    def __setitem__(self, key: int, packet: Any) -> None:
+        newest = self._newest
+        if newest is not None:
+            held = dict.get(self, newest)
+            if isinstance(held, aiortc.rtp.RtpPacket):
+                x = held.extensions
+                dict.__setitem__(
+                    self,
+                    newest,
+                    (
+                        held.payload_type,
+                        held.marker,
+                        held.sequence_number,
+                        held.timestamp,
+                        held.ssrc,
+                        held.payload,
+                        x.abs_send_time,
+                        x.audio_level,
+                        x.mid,
+                        getattr(x, "abs_capture_time", False),
+                    ),
+                )
+        dict.__setitem__(self, key, packet)
+        self._newest = key
+
+    def get(self, key: int, default: Any = None) -> Any:
+        held = dict.get(self, key, default)
+        if not isinstance(held, tuple):
+            return held
+        payload_type, marker, sequence_number, timestamp, ssrc, payload, send_time, level, mid, capture = held
+        packet = aiortc.rtp.RtpPacket(payload_type, marker, sequence_number, timestamp, ssrc, payload)
+        x = packet.extensions
+        x.abs_send_time, x.audio_level, x.mid = send_time, level, mid
+        if capture is not False:
+            x.abs_capture_time = capture  # type: ignore[attr-defined]
+        return packet
+
+
+def lean_history(sender: Any) -> None:
+    """Have ``sender`` keep its retransmission history as :class:`_LeanHistory` (same packets,
+    none of them an object the garbage collector scans). Call it before the sender starts."""
+    if not isinstance(sender._RTCRtpSender__rtp_history, _LeanHistory):
+        sender._RTCRtpSender__rtp_history = _LeanHistory()
 
 
 def send_capture_time(sender: Any, capture: Callable[[], float | None]) -> None:

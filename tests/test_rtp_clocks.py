@@ -16,9 +16,11 @@ from __future__ import annotations
 import types
 
 import aiortc.rtcrtpreceiver
+import aiortc.rtp
 import pytest
 from aiortc import RTCRtpSender
 from aiortc.mediastreams import AudioStreamTrack
+from aiortc.rtcrtpparameters import RTCRtpHeaderExtensionParameters, RTCRtpParameters
 
 from qoe import rtcpatch
 
@@ -77,3 +79,36 @@ async def test_a_sender_without_due_times_reports_its_send_times() -> None:
     sender._RTCRtpSender__ntp_timestamp = 789  # type: ignore[attr-defined]
     assert type(sender) is RTCRtpSender
     assert sender._RTCRtpSender__ntp_timestamp == 789  # type: ignore[attr-defined]
+
+
+async def test_a_lean_history_gives_back_the_packets_sent_byte_for_byte() -> None:
+    sender = RTCRtpSender(AudioStreamTrack(), TRANSPORT)  # type: ignore[arg-type]
+    rtcpatch.lean_history(sender)
+    history = sender._RTCRtpSender__rtp_history  # type: ignore[attr-defined]
+    extensions = aiortc.rtp.HeaderExtensionsMap()
+    uris = (
+        "urn:ietf:params:rtp-hdrext:sdes:mid",
+        "http://www.webrtc.org/experiments/rtp-hdrext/abs-send-time",
+        "urn:ietf:params:rtp-hdrext:ssrc-audio-level",
+    )
+    extensions.configure(
+        RTCRtpParameters(
+            headerExtensions=[RTCRtpHeaderExtensionParameters(id=i + 1, uri=u) for i, u in enumerate(uris)]
+        )
+    )
+    sent = {}
+    for seq in range(65530, 65536 + 140):  # across the 16-bit wrap, past the 128 slots
+        packet = aiortc.rtp.RtpPacket(
+            111, seq % 3 == 0, seq % 65536, 48000 + 960 * seq, 4242, bytes([seq % 251]) * 90
+        )
+        packet.extensions.mid = "0"
+        packet.extensions.abs_send_time = seq * 7 % (1 << 24)
+        packet.extensions.audio_level = (False, -(seq % 100))
+        history[packet.sequence_number % aiortc.rtp.RTP_HISTORY_SIZE] = packet  # as aiortc does
+        sent[packet.sequence_number] = packet.serialize(extensions)  # then it sends it
+    kept = [history.get(seq % aiortc.rtp.RTP_HISTORY_SIZE) for seq in range(65536 + 12, 65536 + 140)]
+    assert [p.serialize(extensions) for p in kept] == [
+        sent[seq % 65536] for seq in range(65536 + 12, 65536 + 140)
+    ]
+    assert sum(isinstance(v, aiortc.rtp.RtpPacket) for v in history.values()) == 1  # the newest only
+    assert history.get(1000) is None

@@ -507,6 +507,7 @@ class LiveRoom:
             for track in sorted((video, audio), key=lambda t: t.kind != first):
                 transceiver = pc.addTransceiver(track, direction="sendonly")
                 rtcpatch.report_due_times(transceiver.sender, functools.partial(_due_of, track))
+                rtcpatch.lean_history(transceiver.sender)  # one room, many viewers: GC passes short
                 if track.kind == "video":
                     restrict_video(transceiver, codec)
                     rtcpatch.send_capture_time(transceiver.sender, functools.partial(_capture_of, track))
