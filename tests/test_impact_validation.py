@@ -334,3 +334,16 @@ def test_a_log_without_picture_columns_gets_a_note_not_a_crash(
     assert not any("picture" in n or "video_height" in n for n in doc["notes"])
     [band] = [b for b in doc["bands"] if b["name"] == "picture height"]
     assert band["sessions"] == [2, 0, 1, 2]  # 90 and 360; none; 720; 1080 and 4320 (no frame: none)
+
+
+def test_a_temp_dir_that_is_no_folder_is_refused(cli, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    path = write_csv(tmp_path / "s.csv", GOOD)
+    done = cli("impact", str(path), "--out", str(tmp_path / "out"), "--temp-dir", str(tmp_path / "nowhere"))
+    assert done.returncode == 2 and "Traceback" not in done.stderr
+    assert done.stderr.strip().splitlines() == [
+        f"qoe impact: error: --temp-dir {tmp_path / 'nowhere'}: no such folder"
+    ]
+    assert not (tmp_path / "out").exists()
+    done = cli("impact", str(path), "--out", str(tmp_path / "out"), "--temp-dir", str(tmp_path))
+    assert done.returncode == 0, done.stderr
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("qoe-impact-")] == []  # cleaned up

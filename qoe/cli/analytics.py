@@ -116,6 +116,7 @@ def impact_command(args: Any) -> int:
         jackknife_groups=args.jackknife_groups,
         threads=args.threads,
         memory_limit=args.memory_limit,
+        temp_dir=getattr(args, "temp_dir", None),
         segment_by=tuple(
             c.strip() for c in (getattr(args, "segment_by", None) or "").split(",") if c.strip()
         ),

@@ -216,6 +216,12 @@ def add_commands(sub: Any) -> None:
     impact.add_argument("--threads", type=int, metavar="N", help="DuckDB threads (default all cores)")
     impact.add_argument("--memory-limit", default="4GB", metavar="SIZE", help="DuckDB memory before spilling")
     impact.add_argument(
+        "--temp-dir",
+        metavar="DIR",
+        help="where DuckDB spills and the arrays no step reads for a while wait (default: the system's "
+        "temporary folder; about 20 bytes a session, 2 GB at 100 M sessions, more while DuckDB sorts)",
+    )
+    impact.add_argument(
         "--segment-by",
         metavar="LIST",
         help="also run every effect per level of these category columns (region, device, network, "

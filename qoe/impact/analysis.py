@@ -9,6 +9,7 @@ alert rules of :mod:`.rules`.
 from __future__ import annotations
 
 import math
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -99,6 +100,8 @@ class Options:
             )
         check_segment_by(self.segment_by)
         self.tiers.check()
+        if self.temp_dir is not None and not os.path.isdir(self.temp_dir):
+            raise ConfigError(f"--temp-dir {self.temp_dir}: no such folder")
         unknown = [c for c in self.controls if c not in CODE]
         if unknown:
             raise ConfigError(f"unknown control(s) {', '.join(unknown)}; choose from {', '.join(CODE)}")
