@@ -139,6 +139,18 @@ def test_payloads_are_kept_in_order_when_asked() -> None:
     assert frame.payloads == [b"ab", b"cd"]
 
 
+def test_a_frame_begun_before_payloads_were_kept_carries_none() -> None:
+    # A decoding window opening in the middle of a keyframe: decoding its tail would fail, and
+    # the player model would drop every frame to the next keyframe (a freeze of a whole GOP).
+    assembler = FrameAssembler()
+    assembler.add(10, 0, False, 0.0, 2, keyframe=True, payload=b"ab")
+    assembler.keep_payloads = True
+    (partial,) = assembler.add(11, 0, True, 0.01, 2, payload=b"cd")
+    assert partial.payloads is None and partial.keyframe
+    (whole,) = assembler.add(12, TICKS, True, 0.04, 2, starts=True, payload=b"ef")
+    assert whole.payloads == [b"ef"]
+
+
 def test_the_unwrapper_follows_the_nearest_point() -> None:
     u = Unwrapper(16)
     assert [u.unwrap(v) for v in (65534, 65535, 0, 1, 65535, 2)] == [65534, 65535, 65536, 65537, 65535, 65538]

@@ -96,7 +96,7 @@ class RtpFrame:
     """Capture time (Unix seconds) from an ``abs-capture-time`` extension of one of its
     packets; None where none carried it."""
     payloads: list[bytes] | None = field(default=None)
-    """Its packets' payloads in order, when the assembler keeps them."""
+    """Its packets' payloads in order, when the assembler kept every one of them."""
 
 
 class FrameAssembler:
@@ -209,7 +209,7 @@ class FrameAssembler:
             retransmitted=any(p.late for p in taken),
             first_bytes=first.first_bytes,
             capture=next((p.capture for p in taken if p.capture is not None), None),
-            payloads=[p.payload for p in taken if p.payload is not None] if self.keep_payloads else None,
+            payloads=_payloads(taken) if self.keep_payloads else None,
         )
         self._broken = False
         self._note_interval(frame.rtp)
@@ -304,3 +304,12 @@ class FrameAssembler:
                 missing += max(0, round((stamp - previous) / interval) - 1)
                 previous = stamp
         return missing
+
+
+def _payloads(taken: list[_Packet]) -> list[bytes] | None:
+    """The payloads of a frame's packets, or None if any was not kept: :attr:`keep_payloads`
+    turned on while the frame's first packets were already in (a decoding window opening
+    mid-frame). Decoding the rest would fail, and a player model fed that failure would drop
+    every frame to the next keyframe, a freeze the stream never had."""
+    payloads = [p.payload for p in taken if p.payload is not None]
+    return payloads if len(payloads) == len(taken) else None
