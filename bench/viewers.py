@@ -263,6 +263,7 @@ def main() -> int:
     parser.add_argument("--child", nargs=3, metavar=("URL", "ROOM_PID", "MODE"), help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
+        looplag.keep_heap_settled()  # as a fleet worker does
         url, pid, mode = args.child
         asyncio.run(run_mode(url, int(pid), mode, args.steps, args.duration, args.quality, args.remb))
         return 0

@@ -121,6 +121,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     _configure_logging(args.verbose)
     if getattr(args, "media", None):
         _settle_heap(args.media)
+        if getattr(args, "refreeze_heap", False):  # a fleet's viewers: see looplag.keep_heap_settled
+            looplag.keep_heap_settled()
     sub_command = (
         getattr(args, "fleet_command", None)
         or getattr(args, "netem_command", None)

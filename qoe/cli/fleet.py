@@ -118,12 +118,12 @@ def add_commands(sub: Any) -> None:
         help="processes to spread the probes over (default: one per 12 concurrent probes, at most "
         "one per core)",
     )
-    run.set_defaults(handler=_cmd_fleet_run, media=("qoe.fleet.runner",))
+    run.set_defaults(handler=_cmd_fleet_run, media=("qoe.fleet.runner",), refreeze_heap=True)
     # The runner's own worker processes (qoe.fleet.runner), not a command for people. Without
     # help= argparse lists no entry for it under ACTION; help=SUPPRESS would list one.
     worker = fleet_sub.add_parser("worker")
     worker.add_argument("file", metavar="FILE")
-    worker.set_defaults(handler=_cmd_fleet_worker, media=("qoe.fleet.runner",))
+    worker.set_defaults(handler=_cmd_fleet_worker, media=("qoe.fleet.runner",), refreeze_heap=True)
     report = fleet_sub.add_parser(
         "report",
         help="judge SLOs over results files (e.g. from all shards)",
