@@ -162,14 +162,19 @@ def main() -> int:
     print(f"room: {' '.join(room_args) or 'defaults'}", flush=True)
     # The room's own limit of viewers (250) would refuse a fleet beyond it: raised to the
     # largest fleet, so what fails is the machine, not the room's bound.
-    with room(*room_args, viewers=max(args.viewers)) as (server, url), tempfile.TemporaryDirectory() as tmp:
-        baseline, _ = measure(url, server.pid, 1, min(args.duration, 10.0), Path(tmp))
+    with tempfile.TemporaryDirectory() as tmp:
+        with room(*room_args) as (server, url):
+            baseline, _ = measure(url, server.pid, 1, min(args.duration, 10.0), Path(tmp))
         print(header(COLUMNS))
         print(row(COLUMNS, baseline), flush=True)
         for viewers in args.viewers:
-            figures, reasons = measure(
-                url, server.pid, viewers, args.duration, Path(tmp), args.decode, args.remb
-            )
+            # A fresh room for each fleet: a room's collector reclaims the peers one fleet left
+            # behind while the next one watches, in full passes that stall it (150 ms after 500
+            # viewers left), and those stalls would be charged to the next fleet.
+            with room(*room_args, viewers=max(viewers, 250)) as (server, url):
+                figures, reasons = measure(
+                    url, server.pid, viewers, args.duration, Path(tmp), args.decode, args.remb
+                )
             print(row(COLUMNS, figures), flush=True)
             lagging = figures["g2g_max_ms"] > baseline["g2g_p50_ms"] + LATENCY_SLACK_MS
             held = not (figures["frozen_viewers"] or figures["failed"] or lagging)
