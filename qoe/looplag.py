@@ -93,9 +93,11 @@ class LagWindow:
         self.stalls: deque[tuple[float, float]] = deque(maxlen=1000)
         """(Unix time, lateness) of the ticks more than OVERLOAD_SECONDS late, the latest 1000."""
         first = cpu_times()
-        self.cpu: list[tuple[float, int, int, int]] = [] if first is None else [(clock.monotonic(), *first)]
-        """(clock.monotonic() time, busy, total, stolen): the machine's CPU times, read once a
-        second."""
+        self.cpu: list[tuple[float, int, int, int, float]] = (
+            [] if first is None else [(clock.monotonic(), *first, time.thread_time())]
+        )
+        """(clock.monotonic() time, busy, total, stolen, loop): the machine's CPU times and the
+        CPU seconds of the loop's own thread, read once a second (on the loop's thread)."""
         self._open = True
 
     def add(self, now: float, lag: float) -> None:
@@ -117,7 +119,7 @@ class LagWindow:
             self._open = False
             self._ticker.remove(self)
             if (last := cpu_times()) is not None:
-                self.cpu.append((clock.monotonic(), *last))
+                self.cpu.append((clock.monotonic(), *last, time.thread_time()))
         q = metrics.quantiles([lag for at, lag in self.samples if until is None or at <= until])
         return {"p50": q.p50, "p95": q.p95, "max": q.max} if q else {"p50": None, "p95": None, "max": None}
 
@@ -136,7 +138,7 @@ class LagWindow:
 
     def cpu_readings(self) -> list[CpuReading]:
         """The CPU readings as events of a run's log."""
-        return [CpuReading(at, busy, total, stolen) for at, busy, total, stolen in self.cpu]
+        return [CpuReading(at, busy, total, stolen, loop) for at, busy, total, stolen, loop in self.cpu]
 
 
 class _Ticker:
@@ -168,10 +170,11 @@ class _Ticker:
             stamp = clock.monotonic()
             ticks += 1
             reading = cpu_times() if ticks % CPU_READ_TICKS == 0 else None
+            loop_cpu = time.thread_time() if reading is not None else 0.0
             for window in list(self._windows):
                 window.add(stamp, lag)
                 if reading is not None:
-                    window.cpu.append((stamp, *reading))
+                    window.cpu.append((stamp, *reading, loop_cpu))
             due = now + TICK_SECONDS
 
 

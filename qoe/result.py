@@ -301,9 +301,13 @@ class ProbeHostSection:
     cpu_stolen_ratio: float | None = None
     """Of that time, the share a hypervisor gave to other guests (counted in busy too): a
     virtual machine's CPUs vanish for milliseconds at a time while it looks idle inside."""
+    loop_busy_ratio: float | None = None
+    """Share of the wall time the probe's event-loop thread was on a CPU: near 1, the loop
+    never waits, and packets wait in the kernel for it."""
     overloaded: bool | None = None
-    """The loop ran more than 100 ms late, or the CPUs were 85 % busy or more: the run's
-    stutter and latency figures may be its host's own."""
+    """The loop ran more than 100 ms late, the CPUs were 85 % busy or more, or the loop's
+    thread was on a CPU 90 % of the time or more: the run's stutter and latency figures may be
+    its host's own."""
 
 
 def iso_time(unix_seconds: float) -> str:

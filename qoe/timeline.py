@@ -187,6 +187,9 @@ class CpuReading:
     total: int
     stolen: int = 0
     """Of ``busy``, the time a hypervisor gave to other guests (0 where none is read)."""
+    loop: float | None = None
+    """CPU seconds the probe's event-loop thread had used (``time.thread_time``); None where
+    not read."""
 
 
 @dataclass(slots=True)

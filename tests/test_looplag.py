@@ -86,6 +86,33 @@ def test_stolen_time_is_a_share_of_all_cpu_time() -> None:
     assert metrics.cpu_busy(readings) == pytest.approx(800 / 2000)
 
 
+def test_a_loop_that_never_sleeps_reads_as_overloaded() -> None:
+    idle_machine = [CpuReading(0.0, 100, 1000, 0, 5.0), CpuReading(2.0, 500, 3000, 0, 6.9)]
+    assert metrics.loop_busy(idle_machine) == pytest.approx(0.95)
+    assert metrics.cpu_busy(idle_machine) == pytest.approx(0.2)
+    assert metrics.overloaded(0.02, 0.2, 0.95) is True  # on time, machine idle, loop saturated
+    assert metrics.overloaded(0.02, 0.2, 0.77) is False
+    assert metrics.loop_busy([CpuReading(0.0, 1, 2), CpuReading(1.0, 2, 4)]) is None  # not read
+
+
+async def test_the_loop_threads_cpu_is_read_from_the_windows_start_to_its_close() -> None:
+    before = time.thread_time()
+    window = looplag.open_window()
+    end = time.monotonic() + 0.6
+    while time.monotonic() < end:  # the loop's own thread spins, never yielding
+        sum(range(1000))
+    await asyncio.sleep(1.1)  # a tick reads the CPU times once a second
+    window.close()
+    spent = time.thread_time() - before
+    readings = window.cpu_readings()
+    busy = metrics.loop_busy(readings)
+    assert busy is not None and len(readings) >= 3
+    span = readings[-1].at - readings[0].at
+    # What the thread itself says it spent, whatever else the machine ran meanwhile.
+    assert busy * span == pytest.approx(spent, abs=0.02)
+    assert spent > 0.1  # the spin's share, even on a host busy with other work
+
+
 async def test_every_core_busy_reads_as_an_overloaded_machine() -> None:
     """One CPU burner per core for 1.5 s: at least 85 % of the machine's time is busy."""
     burners = [
