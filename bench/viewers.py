@@ -7,9 +7,10 @@ room has no knobs set, so every freeze is the probe's own lateness), a probe fai
 glass-to-glass p50 rises 50 ms over the mode's first step (a step whose room fell behind says
 so, with its loop stalls: a freeze those cause is the server's): a saturated core shows as a
 growing backlog before it shows as freezes. Viewers join one every 0.05 s, as ``qoe fleet
-run`` starts them; CPU and RSS are read once all have joined (steady state), and each mode
-runs in a process of its own, so its RSS per viewer is its own. A step whose room core was
-95 % busy says so: its limit is the room's, not the viewers'.
+run`` starts them; CPU and RSS are read once all have joined (steady state). Each step runs
+in a process of its own against a fresh room, so its RSS per viewer is its own, and no step
+inherits the room's garbage from the one before. A step whose room core was 95 % busy says
+so: its limit is the room's, not the viewers'.
 
 ``--chromium N`` also watches the room with N pages of one headless Chromium (each a WHEP
 player, as the tests drive it) and prints Chromium's CPU per page, and each mode's CPU per
@@ -61,6 +62,8 @@ START_INTERVAL = 0.05
 STEPS = {"full": [10, 20, 30, 40, 50], "sample": [50, 100, 150, 200], "none": [100, 150, 200, 250, 300]}
 REMB = 2_000_000
 """Bit/s of the fixed bandwidth estimate light viewers send (``--remb``; 0: estimate)."""
+ROOM_ARGS = ("--renditions", "1")
+"""The room every step watches: one rendition, its default picture."""
 ROOM_BOUND = 95.0
 """Room core % at which a step's limit is the room's."""
 
@@ -168,28 +171,29 @@ async def run_mode(
         print(json.dumps(figures), flush=True)
 
 
-def mode_in_child(
-    url: str, room_pid: int, mode: str, steps: list[int], args: argparse.Namespace
-) -> dict[str, float]:
-    """Run ``mode``'s steps in a process of its own, printing each; its best step that held."""
-    command = [
-        sys.executable,
-        __file__,
-        "--child",
-        url,
-        str(room_pid),
-        mode,
-        "--duration",
-        str(args.duration),
-    ]
-    command += ["--quality", args.quality, "--remb", str(args.remb), "--steps", *map(str, steps)]
-    proc = subprocess.Popen(command, stdout=subprocess.PIPE, text=True)
-    assert proc.stdout is not None
+def step_in_child(mode: str, viewers: int, args: argparse.Namespace) -> dict[str, float]:
+    """One step in a fresh room and a process of its own: a room's collector reclaims the
+    peers one step left behind while the next one watches, in full passes that stall it, and
+    a process's heap keeps what its earlier viewers made."""
+    with room(*ROOM_ARGS) as (server, url):
+        os.sched_setaffinity(server.pid, {ROOM_CORE})
+        command = [sys.executable, __file__, "--child", url, str(server.pid), mode]
+        command += ["--duration", str(args.duration), "--quality", args.quality, "--remb", str(args.remb)]
+        done = subprocess.run(
+            [*command, "--steps", str(viewers)], stdout=subprocess.PIPE, text=True, check=True
+        )
+    figures: dict[str, float] = json.loads(done.stdout.splitlines()[-1])
+    return figures
+
+
+def mode_steps(mode: str, steps: list[int], args: argparse.Namespace) -> dict[str, float]:
+    """Run ``mode``'s steps in turn, printing each, until one does not hold; its best step that
+    held."""
     print(f"\n{mode}:\n{header(COLUMNS)}", flush=True)
     baseline, held, best = None, 0, {"viewers": 0.0, "per_viewer_pct": float("nan"), "rss_per_viewer_mb": 0.0}
     verdict = f"one core held every step, up to {steps[-1]} viewers"
-    for line in proc.stdout:
-        r = json.loads(line)
+    for n in steps:
+        r = step_in_child(mode, n, args)
         print(row(COLUMNS, r), flush=True)
         baseline = r["g2g_p50_ms"] if baseline is None else baseline
         lagging = r["g2g_p50_ms"] > baseline + LATENCY_SLACK_MS
@@ -199,10 +203,8 @@ def mode_in_child(
             if r["room_stalls"]:
                 bound += f", though the room's loop stalled {r['room_stalls']:.0f} times"
             verdict = f"{r['viewers']:.0f} viewers: {why} the room did not cause{bound}; one core held {held}"
-            proc.terminate()
             break
         held, best = int(r["viewers"]), r
-    proc.wait()
     room_bound = best.get("room_core_pct", 0.0) >= ROOM_BOUND
     print(
         f"{mode}: {verdict}"
@@ -271,12 +273,12 @@ def main() -> int:
         print("bench needs two cores (room on one, viewers on the other)", file=sys.stderr)
         return 2
     summary: dict[str, dict[str, float]] = {}
-    with room("--renditions", "1") as (server, url):
-        os.sched_setaffinity(server.pid, {ROOM_CORE})
-        for mode in args.modes:
-            summary[mode] = mode_in_child(url, server.pid, mode, args.steps or STEPS[mode], args)
-        browser = None
-        if args.chromium:
+    for mode in args.modes:
+        summary[mode] = mode_steps(mode, args.steps or STEPS[mode], args)
+    browser = None
+    if args.chromium:
+        with room(*ROOM_ARGS) as (server, url):
+            os.sched_setaffinity(server.pid, {ROOM_CORE})
             os.sched_setaffinity(0, {PROBE_CORE})
             browser = asyncio.run(chromium_cpu(url, args.chromium, args.duration))
     print(
