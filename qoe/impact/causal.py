@@ -196,6 +196,16 @@ class CellTable:
         return self.lookup[self.key(at)]
 
 
+def _levels(keys: np.ndarray, sizes: list[int]) -> list[np.ndarray]:
+    """Per factor, the level of each combined key (the inverse of ``key = key * size + level``)."""
+    levels = []
+    rest = keys.copy()
+    for size in reversed(sizes):
+        levels.append((rest % size).astype(np.int64))
+        rest //= size
+    return levels[::-1]
+
+
 def cell_table(factors: list[np.ndarray], maps: list[np.ndarray | None] | None = None) -> CellTable | None:
     """The cells of the combinations of ``factors`` (each (n,) ints >= 0, through ``maps`` where
     one is given), as a lookup table; None when more than :data:`TABLE_CELLS` are possible."""
@@ -220,12 +230,7 @@ def cell_table(factors: list[np.ndarray], maps: list[np.ndarray | None] | None =
     uniq = np.flatnonzero(present)
     lookup = (np.cumsum(present) - 1).astype(np.int32 if uniq.size < 1 << 31 else np.int64)
     del present
-    levels = []
-    rest = uniq.copy()
-    for size in reversed(sizes):
-        levels.append((rest % size).astype(np.int64))
-        rest //= size
-    return CellTable(factors, maps, sizes, lookup, levels[::-1], sizes)
+    return CellTable(factors, maps, sizes, lookup, _levels(uniq, sizes), sizes)
 
 
 def make_cells(factors: list[np.ndarray]) -> Cells:
@@ -245,12 +250,7 @@ def make_cells(factors: list[np.ndarray]) -> Cells:
         key += f
     uniq, cell = np.unique(key, return_inverse=True)
     del key
-    levels = []
-    rest = uniq.copy()
-    for size in reversed(sizes):
-        levels.append((rest % size).astype(np.int64))
-        rest //= size
-    return Cells(cell.astype(np.int64), levels[::-1], sizes)
+    return Cells(cell.astype(np.int64), _levels(uniq, sizes), sizes)
 
 
 def _cluster_se(influence: np.ndarray, cluster: np.ndarray) -> float:
