@@ -170,7 +170,8 @@ class CellTable:
     """Per factor, a table its codes go through first (``maps[j][code]``), or None."""
     sizes: list[int]
     lookup: np.ndarray
-    """Dense cell code of each possible combination (-1: none of the log's sessions has it)."""
+    """Dense cell code of each possible combination (one that no session has shares a
+    neighbour's code: it is never looked up)."""
     levels: list[np.ndarray]
     n_levels: list[int]
 
@@ -241,7 +242,7 @@ def make_cells(factors: list[np.ndarray]) -> Cells:
         cell = np.empty(n, table.lookup.dtype)
         for b in _blocks(n):
             cell[b] = table.codes(b)
-        return Cells(cell if cell.dtype == np.int32 else cell.astype(np.int64), table.levels, table.sizes)
+        return Cells(cell, table.levels, table.sizes)
     factors = [np.asarray(f) for f in factors]
     sizes = [int(f.max()) + 1 if n else 1 for f in factors]
     key = np.zeros(n, np.int64)

@@ -112,11 +112,11 @@ def _pieces(at: slice | np.ndarray, n: int) -> Iterator[slice | np.ndarray]:
         yield at[a : a + causal.CHUNK]
 
 
-def _reader(codes: np.ndarray, pooled: np.ndarray | None = None) -> Codes:
-    """The codes of ``codes`` at a block, through the table ``pooled`` if given."""
+def _reader(codes: np.ndarray) -> Codes:
+    """The codes of the array ``codes`` at a block."""
 
     def read(at: Any) -> np.ndarray:
-        return codes[at] if pooled is None else pooled[codes[at]]
+        return codes[at]
 
     return read
 
@@ -130,15 +130,18 @@ def _pooled(codes: Codes, table: np.ndarray) -> Codes:
     return read
 
 
-def _codes_of(factors: list[np.ndarray], maps: list[np.ndarray | None] | None = None) -> tuple[Codes, int]:
-    """Cell codes of the combinations of ``factors`` and their count: looked up block by block
-    where a table of the combinations fits, else one array (:func:`~.causal.make_cells`)."""
+def _codes_of(
+    factors: list[np.ndarray], maps: list[np.ndarray | None] | None = None
+) -> tuple[Codes, int, list[np.ndarray], list[int]]:
+    """Cell codes of the combinations of ``factors`` (through ``maps`` where given), their
+    count, and per factor the level of each cell and the number of levels: looked up block by
+    block where a table of the combinations fits, else one array (:func:`~.causal.make_cells`)."""
     table = cell_table(factors, maps)
     if table is not None:
-        return table.codes, table.count
+        return table.codes, table.count, table.levels, table.n_levels
     mapped = [f if m is None else m[f] for f, m in zip(factors, maps or [None] * len(factors), strict=True)]
     cells = make_cells(mapped)
-    return _reader(cells.cell), cells.count
+    return _reader(cells.cell), cells.count, cells.levels, cells.n_levels
 
 
 def _at_risk(codes: Codes, size: int, b: np.ndarray, k: int) -> np.ndarray:
@@ -220,7 +223,7 @@ def _strata(
     )
     first = None
     for i in range(1, len(order) + 1):
-        codes, size = _codes_of([factors[c] for c in order[:i]])
+        codes, size, _, _ = _codes_of([factors[c] for c in order[:i]])
         got = _coarsen(codes, size, b, edges)
         if got is None:
             break
@@ -409,17 +412,9 @@ def abandonment(
     ph_factors = order[1:] if net_end is not None else order
     # The combinations' codes are looked up block by block, as the strata's are: no code per
     # session is held for either (eight bytes a session at most).
-    ph_table = cell_table(
+    ph_codes, ph_count, ph_levels_all, ph_n_levels = _codes_of(
         [network, *(factors[c] for c in ph_factors)], [base_map, *([None] * len(ph_factors))]
     )
-    ph_codes: Codes
-    if ph_table is not None:
-        ph_codes, ph_count = ph_table.codes, ph_table.count
-        ph_levels_all, ph_n_levels = ph_table.levels, ph_table.n_levels
-    else:
-        ph_cells = make_cells([base_map[network], *(factors[c] for c in ph_factors)])
-        ph_codes, ph_count = _reader(ph_cells.cell), ph_cells.count
-        ph_levels_all, ph_n_levels = ph_cells.levels, ph_cells.n_levels
     base_levels = ph_levels_all[0]
     starts = np.flatnonzero(np.r_[True, base_levels[1:] != base_levels[:-1]])
     ph_levels, ph_sizes = ph_levels_all[1:], ph_n_levels[1:]
