@@ -326,12 +326,11 @@ def analyse(
             timings["link_and_fetch"] = time.monotonic() - t1
         finally:
             con.close()
-    # Arrays that no step reads for a while wait in files here (Sessions.park).
     with tempfile.TemporaryDirectory(prefix="qoe-impact-", dir=opt.temp_dir) as parking:
         t2 = time.monotonic()
         notes: list[str] = []
-        # What the first steps do not read waits in files until a step needs it: at 100 M
-        # sessions, about 1.8 GB the abandonment curves and the contrasts can use.
+        # What the first steps do not read waits in files until a step needs it (Sessions.park):
+        # at 100 M sessions, about 1.8 GB the abandonment curves and the contrasts can use.
         visit_ends = int(s.visit_end.sum())
         later = {
             "arms": ["start", "visit_end"],
